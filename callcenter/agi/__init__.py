@@ -1,0 +1,1 @@
+"""agi stage of a 112 call."""

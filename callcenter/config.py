@@ -1,0 +1,208 @@
+"""Typed configuration: defaults in code, then a TOML file, then environment variables.
+
+Secrets (the AMI secret, Twilio credentials) are meant to arrive through the environment
+(``CALLCENTER_<SECTION>_<KEY>``) so that no file in the repository ever holds one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CALLCENTER_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type; the message names it."""
+
+
+@dataclass(frozen=True)
+class AgiConfig:
+    host: str = "127.0.0.1"
+    port: int = 4573
+    #: Asterisk sends the whole ``agi_*`` block at once; anything slower is not Asterisk.
+    header_timeout: float = 2.0
+    header_max_bytes: int = 16384
+    #: Bound on every single AGI command round trip.
+    command_timeout: float = 2.0
+    #: Bound on a whole routing session; past it we close and the dialplan falls back.
+    session_budget: float = 4.0
+    #: Longest prompt an AGI route may stream (the anti-hoax reminder), on top of command_timeout.
+    prompt_timeout: float = 15.0
+
+
+@dataclass(frozen=True)
+class AmiConfig:
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "callcenter"
+    secret: str = ""
+    reconnect_min: float = 0.5
+    reconnect_max: float = 15.0
+    #: Ping period; a ping unanswered for ``ping_timeout`` counts as a dead link.
+    ping_interval: float = 5.0
+    ping_timeout: float = 5.0
+    action_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    #: Embedded default; ``postgresql+asyncpg://user@host/db`` works too.
+    url: str = "sqlite+aiosqlite:///var/callcenter.db"
+    #: How long a write keeps retrying through a database hiccup before it is logged as lost.
+    retry_for: float = 30.0
+
+
+@dataclass(frozen=True)
+class NumbersConfig:
+    default_region: str = "ID"
+    #: Dialled numbers that enter the same 112 flow (110 police, 113 fire, 118/119 ambulance).
+    emergency: tuple[str, ...] = ("112", "110", "113", "118", "119")
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    name: str = "calltakers"
+    #: Asterisk serves higher QUEUE_PRIO first.
+    default_priority: int = 10
+    #: Priority for numbers with ``prank_threshold`` prank/hoax/silent flags within ``prank_window_days``.
+    #: Never a block: the call still queues, it only yields to other callers.
+    prank_priority: int = 1
+    prank_threshold: int = 3
+    prank_window_days: int = 30
+    #: Play the "jangan iseng" reminder to flagged numbers before queueing them.
+    prank_reminder: bool = True
+    language: str = "id"
+    #: Seconds a caller waits in the queue before overflowing.
+    timeout: int = 120
+    #: Dial string for overflow when no call-taker answers in time (a neighbouring centre, a supervisor).
+    overflow_dial: str = "PJSIP/supervisor"
+    overflow_timeout: int = 30
+    record_dir: str = "/var/spool/asterisk/monitor/callcenter"
+
+
+@dataclass(frozen=True)
+class PbxConfig:
+    """The bundled test PBX (Asterisk 22 in a Debian sid chroot); production uses its own Asterisk."""
+
+    cache_dir: str = "~/.cache/callcenter"
+    mirror: str = ""
+    sip_port: int = 5060
+    instance: str = "demo"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "INFO"
+    json: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    agi: AgiConfig = field(default_factory=AgiConfig)
+    ami: AmiConfig = field(default_factory=AmiConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    numbers: NumbersConfig = field(default_factory=NumbersConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    pbx: PbxConfig = field(default_factory=PbxConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def _coerce(where: str, typ: Any, value: Any) -> Any:
+    """Convert a TOML or environment value to the field's declared type, or say which key is wrong."""
+    origin = typing.get_origin(typ)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_type, _ellipsis) = typing.get_args(typ)
+        return tuple(_coerce(where, item_type, v) for v in value)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if typ is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {typ!r}")  # pragma: no cover
+
+
+def _section(cls: type[Any], name: str, data: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        env_key = f"{ENV_PREFIX}{name.upper()}_{f.name.upper()}"
+        if env_key in env:
+            values[f.name] = _coerce(env_key, hints[f.name], env[env_key])
+        elif f.name in data:
+            values[f.name] = _coerce(f"[{name}].{f.name}", hints[f.name], data[f.name])
+    return cls(**values)
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration; ``path`` defaults to ``$CALLCENTER_CONFIG`` when that is set."""
+    env = os.environ if env is None else env
+    if path is None:
+        path = env.get(f"{ENV_PREFIX}CONFIG") or None
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    hints = typing.get_type_hints(Config)
+    sections = {f.name for f in dataclasses.fields(Config)}
+    unknown = set(data) - sections
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
+    built: dict[str, Any] = {}
+    for name in sections:
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        built[name] = _section(hints[name], name, raw, env)
+    return Config(**built)
+
+
+def replace(cfg: Config, **sections: Mapping[str, Any]) -> Config:
+    """Copy of ``cfg`` with some fields changed, e.g. ``replace(cfg, agi={"port": 0})``; for tests and tools."""
+    changed = {name: dataclasses.replace(getattr(cfg, name), **values) for name, values in sections.items()}
+    return dataclasses.replace(cfg, **changed)
+
+
+__all__ = ["Config", "ConfigError", "load_config", "replace"]

@@ -1,0 +1,1 @@
+"""forms stage of a 112 call."""

@@ -1,0 +1,1 @@
+"""pbx stage of a 112 call."""

@@ -1,0 +1,1 @@
+"""queue stage of a 112 call."""

@@ -1,0 +1,1 @@
+"""store stage of a 112 call."""

@@ -1,0 +1,1 @@
+"""Helpers for tests, benchmarks and the demo: the real test PBX, SIPp and a throwaway PostgreSQL."""
