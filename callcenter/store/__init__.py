@@ -1,1 +1,5 @@
-"""store stage of a 112 call."""
+"""Storage of calls, their timelines and number flags (SQLAlchemy 2 async; SQLite by default, PostgreSQL by URL)."""
+
+from callcenter.store.calls import CallerHistory, FlagRecord, Store, StoreUnavailable, new_call_id, utcnow
+
+__all__ = ["CallerHistory", "FlagRecord", "Store", "StoreUnavailable", "new_call_id", "utcnow"]

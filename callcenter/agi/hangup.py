@@ -1,0 +1,62 @@
+"""AGI route ``hangup``: the dialplan's hangup handler reports how a 112 call ended.
+
+Called as ``AGI(agi://…/hangup,${QUEUESTATUS},${HANGUPCAUSE},${CHANNEL(hangupsource)})`` in dead-AGI
+mode. It covers what AMI alone cannot say: callers who hung up before reaching the queue (during
+the greeting or routing), and who hung up first.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from callcenter.agi.server import AgiSession
+from callcenter.store import Store, utcnow
+from callcenter.store.models import Call
+from callcenter.tasks import Background
+
+log = structlog.get_logger("callcenter.agi.hangup")
+
+ROUTE = "hangup"
+
+
+def hangup_by(caller_channel: str, source: str) -> str:
+    """Asterisk names the channel that started the hangup; empty means Asterisk itself ended it."""
+    if not source:
+        return "system"
+    if source == caller_channel:
+        return "caller"
+    return "calltaker"
+
+
+class HangupRoute:
+    def __init__(self, store: Store, background: Background) -> None:
+        self.store = store
+        self.background = background
+
+    async def __call__(self, session: AgiSession) -> None:
+        args = [*session.args, "", "", ""]
+        queue_status, cause_text, source = args[0], args[1], args[2]
+        channel = session.env.get("agi_channel", "")
+        by = hangup_by(channel, source)
+        try:
+            cause = int(cause_text)
+        except ValueError:
+            cause = -1
+        now = utcnow()
+
+        def update(call: Call) -> None:
+            call.ended_at = call.ended_at or now
+            call.hangup_by = call.hangup_by or by
+            if call.hangup_cause is None:
+                call.hangup_cause = cause
+            if call.status in ("arrived", "queued", "ringing"):
+                # Hung up before any call-taker answered: abandoned, wherever it was.
+                call.status = "abandoned"
+
+        data = {"queue_status": queue_status, "cause": cause, "hangup_source": source, "by": by}
+        # Asterisk waits for this session before it finishes the hangup; the write need not hold it.
+        self.background.spawn(
+            self.store.record_event(session.uniqueid, "hangup_reported", source="hangup", data=data, update=update),
+            name="hangup-report",
+        )
+        log.info("call.hangup_reported", **data)

@@ -1,0 +1,101 @@
+"""The composition root: config → store → AGI server → AMI client → web, each a ``cleanup_ctx``.
+
+Order matters both ways. The store comes first because the AGI routes and the tracker write to
+it; the AGI server starts before the AMI client so that calls are routed even while AMI is still
+connecting; on shutdown the AMI client stops first and the store closes last, after the pending
+background writes have drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from callcenter.agi.hangup import ROUTE as HANGUP_ROUTE
+from callcenter.agi.hangup import HangupRoute
+from callcenter.agi.incoming import ROUTE as INCOMING_ROUTE
+from callcenter.agi.incoming import IncomingRoute
+from callcenter.agi.server import AgiServer
+from callcenter.config import Config
+from callcenter.queue.ami import AmiClient
+from callcenter.queue.presence import Presence
+from callcenter.queue.tracker import QueueTracker, resync_from_ami
+from callcenter.store import Store
+from callcenter.tasks import Background
+from callcenter.web import api
+from callcenter.web.keys import AGI, AMI, BACKGROUND, CONFIG, PRESENCE, STORE, TRACKER
+
+log = structlog.get_logger("callcenter.app")
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    store = Store.from_url(cfg.store.url, retry_for=cfg.store.retry_for)
+    await store.upgrade()
+    app[STORE] = store
+    background = Background()
+    app[BACKGROUND] = background
+    yield
+    await background.drain()
+    await store.close()
+
+
+async def _agi_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    server = AgiServer(cfg.agi)
+    server.add_route(INCOMING_ROUTE, IncomingRoute(app[STORE], app[BACKGROUND], cfg.numbers, cfg.queue))
+    server.add_route(HANGUP_ROUTE, HangupRoute(app[STORE], app[BACKGROUND]))
+    await server.start()
+    app[AGI] = server
+    log.info("agi.listening", host=cfg.agi.host, port=server.port)
+    yield
+    await server.stop()
+
+
+async def _ami_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    tracker = QueueTracker(app[STORE], region=cfg.numbers.default_region)
+
+    async def on_ready(client: AmiClient) -> None:
+        await resync_from_ami(tracker, client)
+
+    client = AmiClient(cfg.ami, on_event=tracker.handle, on_ready=on_ready)
+    app[TRACKER] = tracker
+    app[AMI] = client
+    app[PRESENCE] = Presence(client, cfg.queue.name)
+    await client.start()
+    yield
+    await client.stop()
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application()
+    app[CONFIG] = config
+    app.cleanup_ctx.extend([_store_ctx, _agi_ctx, _ami_ctx])
+    app.add_routes(api.routes)
+    return app
+
+
+async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop`` is set): what ``callcenter run`` does."""
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.web.host, config.web.port)
+    await site.start()
+    log.info("web.listening", host=config.web.host, port=config.web.port)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("app.stopping")
+        await runner.cleanup()

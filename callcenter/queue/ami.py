@@ -1,0 +1,232 @@
+"""A supervised AMI connection on top of panoramisk's Manager.
+
+panoramisk reconnects on a fixed timer, re-sends actions that were in flight when the link dropped
+(an Originate twice is a duty officer called twice), dispatches events as unordered tasks and lets a
+parse error in one message close the whole connection. Here one supervisor owns the link instead:
+connect, check the login, resynchronise, ping, and on any loss back off and start again; events go
+through one ordered queue; actions in flight when the link drops fail at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from panoramisk import Manager
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
+
+from callcenter.config import AmiConfig
+
+log = structlog.get_logger("callcenter.ami")
+
+EventHandler = Callable[[Message], Awaitable[None]]
+ReadyHandler = Callable[["AmiClient"], Awaitable[None]]
+
+
+class AmiError(RuntimeError):
+    """An AMI action failed; the message carries Asterisk's own words."""
+
+
+class AmiNotConnected(AmiError):
+    """No logged-in AMI link right now; the caller decides whether to retry."""
+
+
+class _Protocol(AMIProtocol):  # type: ignore[misc]
+    """Keeps one malformed message from taking the connection (and every tracked call) down with it."""
+
+    def handle_message(self, message: Message) -> None:
+        try:
+            super().handle_message(message)
+        except Exception:
+            log.exception("ami.message_skipped", message=dict(message))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            super().data_received(data)
+        except Exception:
+            log.exception("ami.data_skipped", size=len(data))
+            self.queue.clear()
+
+
+class _Manager(Manager):  # type: ignore[misc]
+    """panoramisk's Manager with its own reconnect timer and ping switched off: the supervisor does both."""
+
+    def __init__(self, on_lost: Callable[[Any], None], **config: Any) -> None:
+        super().__init__(**config)
+        self._on_lost = on_lost
+
+    def connection_made(self, f: asyncio.Future[Any]) -> None:
+        if f.cancelled() or f.exception() is not None:
+            self._on_lost(None if f.cancelled() else f.exception())
+            return
+        super().connection_made(f)
+
+    def connection_lost(self, exc: Any) -> None:
+        self._connected = False
+        while self.awaiting_actions:
+            action = self.awaiting_actions.popleft()
+            if not action.future.done():
+                action.future.set_exception(AmiNotConnected(f"link lost during {action['action']}"))
+        self._on_lost(exc)
+
+    def ping(self) -> None:
+        """Disabled: panoramisk's ping never looks at the answer; the supervisor's does."""
+
+
+class AmiClient:
+    def __init__(self, config: AmiConfig, *, on_event: EventHandler, on_ready: ReadyHandler) -> None:
+        self.config = config
+        self._on_event = on_event
+        self._on_ready = on_ready
+        self._manager: _Manager | None = None
+        self._events: asyncio.Queue[Message] = asyncio.Queue()
+        self._lost: asyncio.Event = asyncio.Event()
+        self.ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.connects = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name="ami-supervisor"),
+            asyncio.create_task(self._consume(), name="ami-events"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._close()
+
+    def _close(self) -> None:
+        self.ready.clear()
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
+
+    async def wait_ready(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            await self.ready.wait()
+
+    # -- supervision -----------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        delay = self.config.reconnect_min
+        while True:
+            try:
+                await self._session()
+                delay = self.config.reconnect_min
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("ami.session_failed", error=str(exc) or type(exc).__name__, retry_in=round(delay, 2))
+            self._close()
+            # Jitter keeps several app instances from hammering a restarting Asterisk in lockstep.
+            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+            delay = min(delay * 2, self.config.reconnect_max)
+
+    async def _session(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._lost = asyncio.Event()
+        lost = self._lost
+
+        def on_lost(exc: Any) -> None:
+            if exc is not None and not isinstance(exc, Exception):
+                exc = None
+            lost.set()
+
+        manager = _Manager(
+            on_lost,
+            host=self.config.host,
+            port=self.config.port,
+            username=self.config.username,
+            secret=self.config.secret,
+            loop=loop,
+            protocol_factory=_Protocol,
+            ping_delay=10**9,
+            reconnect_timeout=10**9,
+            forgetable_actions=(),
+        )
+        manager.register_event("*", self._enqueue)
+        self._manager = manager
+        try:
+            await manager.connect()
+        except OSError as exc:
+            raise AmiNotConnected(f"cannot connect to {self.config.host}:{self.config.port}: {exc}") from None
+        # panoramisk logs in from the connect task's done-callback, which runs just after our await.
+        for _ in range(100):
+            if manager.authenticated_future is not None or lost.is_set():
+                break
+            await asyncio.sleep(0)
+        login = manager.authenticated_future
+        if login is None:
+            raise AmiError("no login attempted (username missing?)")
+        async with asyncio.timeout(self.config.action_timeout):
+            response = await login
+        if not response.success:
+            # A wrong secret does not fix itself: log loudly, the backoff keeps retrying slowly.
+            log.error("ami.login_failed", user=self.config.username, message=response.get("Message", ""))
+            raise AmiError("login refused")
+        self.connects += 1
+        log.info("ami.connected", host=self.config.host, port=self.config.port, connects=self.connects)
+        self.ready.set()
+        await self._on_ready(self)
+        while not lost.is_set():
+            try:
+                async with asyncio.timeout(self.config.ping_interval):
+                    await lost.wait()
+            except TimeoutError:
+                await self.action({"Action": "Ping"}, timeout=self.config.ping_timeout)
+        log.warning("ami.disconnected")
+
+    def _enqueue(self, _manager: Any, message: Message) -> None:
+        self._events.put_nowait(message)
+
+    async def _consume(self) -> None:
+        """One consumer keeps Asterisk's event order, which the call timeline depends on."""
+        while True:
+            message = await self._events.get()
+            try:
+                await self._on_event(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ami.event_failed", ami_event=message.get("Event", ""))
+            finally:
+                self._events.task_done()
+
+    async def drain(self) -> None:
+        """Wait until every event received so far is handled (tests and orderly shutdown)."""
+        await self._events.join()
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    async def action(self, action: dict[str, str], *, as_list: bool = False, timeout: float | None = None) -> Any:
+        """Send one action; a Message back (a list of them with ``as_list``), or AmiError / AmiNotConnected."""
+        manager = self._manager
+        if manager is None or not self.ready.is_set():
+            raise AmiNotConnected(f"AMI not connected for {action.get('Action')}")
+        future = manager.send_action(dict(action), as_list=as_list)
+        try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the answer does, and then stop() waits for ever.
+            async with asyncio.timeout(timeout or self.config.action_timeout):
+                result = await future
+        except TimeoutError:
+            future.cancel()
+            if action.get("Action") == "Ping":
+                log.warning("ami.ping_timeout")
+                self._lost.set()
+            raise AmiError(f"{action.get('Action')}: no answer within timeout") from None
+        first = result[0] if isinstance(result, list) and result else result
+        if isinstance(first, Message) and not first.success:
+            raise AmiError(f"{action.get('Action')}: {first.get('Message', 'failed')}")
+        return result

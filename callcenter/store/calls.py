@@ -1,0 +1,328 @@
+"""The call store: every write the AGI routes and the AMI tracker make, behind one object.
+
+Writes retry through database hiccups (a locked SQLite file, a PostgreSQL restart) for a bounded
+time; a write that still fails is logged whole, so the record survives in the log even then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from callcenter.store.migrate import upgrade_connection
+from callcenter.store.models import Call, CallEvent, NumberFlag
+
+T = TypeVar("T")
+log = structlog.get_logger("callcenter.store")
+
+#: Flag kinds that count against a number when its next call is routed.
+ABUSE_KINDS = ("prank", "hoax", "silent")
+
+
+class StoreUnavailable(RuntimeError):
+    """The database did not accept a write within the retry window."""
+
+
+@dataclass(frozen=True)
+class FlagRecord:
+    kind: str
+    at: datetime
+    note: str
+    call_id: str | None
+
+
+@dataclass(frozen=True)
+class CallerHistory:
+    """What a call-taker (and the routing) should know about a number before answering."""
+
+    number: str
+    previous_calls: int
+    last_call_at: datetime | None
+    flags: tuple[FlagRecord, ...]
+
+    def abuse_count(self, since: datetime) -> int:
+        return sum(1 for f in self.flags if f.kind in ABUSE_KINDS and f.at >= since)
+
+
+def new_call_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets the web and the tracker read while a write commits; busy_timeout rides out short locks."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+#: SQLSTATE classes worth retrying: connection exception, transaction rollback (serialization failure,
+#: deadlock), insufficient resources (too many connections), operator intervention (shutting down,
+#: starting up), system error.
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+#: SQLite result codes (and their extended variants) worth retrying: locks, a file that cannot be opened
+#: (yet), I/O errors.
+_TRANSIENT_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PROTOCOL")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a failed write may succeed if tried again: the database was unreachable or busy."""
+    if isinstance(exc, OSError):  # connection refused/reset, timeouts
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if isinstance(orig, OSError):
+        return True
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    sqlite_error = getattr(orig, "sqlite_errorname", None)
+    if isinstance(sqlite_error, str):
+        return sqlite_error.startswith(_TRANSIENT_SQLITE)
+    # A driver that tells us nothing more: trust the DB-API class.
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def make_engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine, *, retry_for: float = 30.0) -> None:
+        self.engine = engine
+        self.retry_for = retry_for
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str, *, retry_for: float = 30.0) -> Store:
+        return cls(make_engine(url), retry_for=retry_for)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def upgrade(self) -> None:
+        """Bring the schema to the newest Alembic revision (what ``callcenter db upgrade`` runs)."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(upgrade_connection)
+
+    async def _retry(self, what: str, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run ``op`` in a transaction, retrying on connection-level failures with backoff.
+
+        Only failures that can go away by themselves (see :func:`_transient`) are retried, up to
+        ``retry_for`` seconds, with a last attempt at the deadline; anything else (bad data, a missing
+        table) is raised at once rather than held for the whole window and reported as an outage.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for
+        delay = 0.05
+        while True:
+            try:
+                async with self._sessions() as session, session.begin():
+                    return await op(session)
+            except IntegrityError:
+                raise
+            except (DBAPIError, OSError) as exc:
+                remaining = deadline - loop.time()
+                if not _transient(exc):
+                    raise
+                if remaining <= 0:
+                    raise StoreUnavailable(f"{what}: {exc}") from exc
+                log.warning("store.retry", what=what, error=str(exc).splitlines()[0], delay=delay)
+                await asyncio.sleep(min(delay, remaining))
+                delay = min(delay * 2, 2.0)
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    async def open_call(
+        self,
+        *,
+        uniqueid: str,
+        arrived_at: datetime,
+        routed_by: str,
+        linkedid: str | None = None,
+        channel: str | None = None,
+        caller_raw: str | None = None,
+        caller_number: str | None = None,
+        dialed: str | None = None,
+        queue_priority: int | None = None,
+        language: str | None = None,
+    ) -> str:
+        """Create the call row for ``uniqueid``, or fill in one the tracker created first; returns its id."""
+        fields: dict[str, Any] = {
+            "linkedid": linkedid,
+            "channel": channel,
+            "caller_raw": caller_raw,
+            "caller_number": caller_number,
+            "dialed": dialed,
+            "routed_by": routed_by,
+            "queue_priority": queue_priority,
+            "language": language,
+            "arrived_at": arrived_at,
+        }
+
+        async def op(session: AsyncSession) -> str:
+            call = await session.scalar(select(Call).where(Call.uniqueid == uniqueid))
+            if call is None:
+                call = Call(id=new_call_id(), uniqueid=uniqueid, status="arrived", **fields)
+                session.add(call)
+            else:
+                for key, value in fields.items():
+                    if value is not None and (key != "arrived_at" or value < call.arrived_at):
+                        setattr(call, key, value)
+            return call.id
+
+        return await self._upsert("open_call", op)
+
+    async def _upsert(self, what: str, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Two reporters (AGI and AMI) may create the same call at once: the loser retries as an update."""
+        try:
+            return await self._retry(what, op)
+        except IntegrityError:
+            return await self._retry(what, op)
+
+    async def record_event(
+        self,
+        uniqueid: str,
+        kind: str,
+        *,
+        source: str,
+        at: datetime | None = None,
+        data: Mapping[str, Any] | None = None,
+        update: Callable[[Call], None] | None = None,
+        create: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Append to a call's timeline and let ``update`` adjust its summary, in one transaction.
+
+        A call not seen before (our AGI server was down, or we restarted mid-call) is created from
+        ``create`` so that fallback calls are tracked all the same.
+        """
+        when = at or utcnow()
+
+        async def op(session: AsyncSession) -> str:
+            call = await session.scalar(select(Call).where(Call.uniqueid == uniqueid))
+            if call is None:
+                fields = {"routed_by": "fallback", "arrived_at": when, "status": "arrived", **(create or {})}
+                call = Call(id=new_call_id(), uniqueid=uniqueid, **fields)
+                session.add(call)
+                await session.flush()
+            session.add(CallEvent(call_id=call.id, kind=kind, at=when, source=source, data=dict(data or {})))
+            if update is not None:
+                update(call)
+            return call.id
+
+        return await self._upsert(f"event {kind}", op)
+
+    async def get_call(self, call_id: str) -> Call | None:
+        async def op(session: AsyncSession) -> Call | None:
+            return await session.get(Call, call_id)
+
+        return await self._retry("get_call", op)
+
+    async def call_by_uniqueid(self, uniqueid: str) -> Call | None:
+        async def op(session: AsyncSession) -> Call | None:
+            return await session.scalar(select(Call).where(Call.uniqueid == uniqueid))
+
+        return await self._retry("call_by_uniqueid", op)
+
+    async def timeline(self, call_id: str) -> list[CallEvent]:
+        async def op(session: AsyncSession) -> list[CallEvent]:
+            rows = await session.scalars(
+                select(CallEvent).where(CallEvent.call_id == call_id).order_by(CallEvent.at, CallEvent.id)
+            )
+            return list(rows)
+
+        return await self._retry("timeline", op)
+
+    async def recent_calls(self, limit: int = 50) -> list[Call]:
+        async def op(session: AsyncSession) -> list[Call]:
+            rows = await session.scalars(select(Call).order_by(Call.arrived_at.desc()).limit(limit))
+            return list(rows)
+
+        return await self._retry("recent_calls", op)
+
+    async def open_calls(self) -> list[Call]:
+        """Calls not yet ended: what a resync after a restart has to reconcile with Asterisk."""
+
+        async def op(session: AsyncSession) -> list[Call]:
+            rows = await session.scalars(select(Call).where(Call.ended_at.is_(None)))
+            return list(rows)
+
+        return await self._retry("open_calls", op)
+
+    # -- numbers ---------------------------------------------------------------------------------
+
+    async def caller_history(self, number: str, *, flags_since: timedelta = timedelta(days=365)) -> CallerHistory:
+        since = utcnow() - flags_since
+
+        async def op(session: AsyncSession) -> CallerHistory:
+            count, last = (
+                await session.execute(
+                    select(func.count(Call.id), func.max(Call.arrived_at)).where(Call.caller_number == number)
+                )
+            ).one()
+            flags = await session.scalars(
+                select(NumberFlag)
+                .where(NumberFlag.number == number, NumberFlag.created_at >= since)
+                .order_by(NumberFlag.created_at.desc())
+                .limit(50)
+            )
+            # max() keeps the column's UTC type, so this is already an aware datetime (or None).
+            last_at: datetime | None = last
+            return CallerHistory(
+                number=number,
+                previous_calls=int(count),
+                last_call_at=last_at,
+                flags=tuple(FlagRecord(f.kind, f.created_at, f.note, f.call_id) for f in flags),
+            )
+
+        return await self._retry("caller_history", op)
+
+    async def flag_number(
+        self,
+        number: str,
+        kind: str,
+        *,
+        call_id: str | None = None,
+        note: str = "",
+        created_by: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        async def op(session: AsyncSession) -> None:
+            session.add(
+                NumberFlag(
+                    number=number,
+                    kind=kind,
+                    call_id=call_id,
+                    note=note,
+                    created_by=created_by,
+                    created_at=at or utcnow(),
+                )
+            )
+
+        await self._retry("flag_number", op)

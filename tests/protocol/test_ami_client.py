@@ -1,0 +1,247 @@
+"""The AMI client and queue tracker against a scripted AMI server on a real socket."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from callcenter.config import AmiConfig
+from callcenter.queue.ami import AmiClient, AmiNotConnected
+from callcenter.queue.presence import Presence
+from callcenter.queue.tracker import QueueTracker, resync_from_ami
+from callcenter.store import Store, utcnow
+from callcenter.testing.fake_ami import FakeAmi
+from callcenter.testing.wait import until
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = Store.from_url(f"sqlite+aiosqlite:///{tmp_path}/ami.db", retry_for=2)
+    await s.upgrade()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAmi]:
+    f = FakeAmi()
+    await f.start()
+    yield f
+    await f.stop()
+
+
+def make_client(fake: FakeAmi, tracker: QueueTracker, **overrides: float | str) -> AmiClient:
+    cfg = AmiConfig(
+        port=fake.port,
+        username="callcenter",
+        secret=str(overrides.pop("secret", "s3cret")),
+        reconnect_min=0.05,
+        reconnect_max=0.2,
+        ping_interval=float(overrides.pop("ping_interval", 5.0)),
+        ping_timeout=float(overrides.pop("ping_timeout", 1.0)),
+        action_timeout=2.0,
+    )
+
+    async def on_ready(client: AmiClient) -> None:
+        await resync_from_ami(tracker, client)
+
+    return AmiClient(cfg, on_event=tracker.handle, on_ready=on_ready)
+
+
+def join(uniqueid: str, position: int = 1) -> dict[str, str]:
+    return {
+        "Event": "QueueCallerJoin",
+        "Channel": f"PJSIP/anonymous-{uniqueid}",
+        "Uniqueid": uniqueid,
+        "Linkedid": uniqueid,
+        "CallerIDNum": "081234567890",
+        "Queue": "calltakers",
+        "Position": str(position),
+        "Count": str(position),
+    }
+
+
+async def test_follows_a_call_from_join_to_complete(fake: FakeAmi, store: Store) -> None:
+    tracker = QueueTracker(store)
+    client = make_client(fake, tracker)
+    await client.start()
+    try:
+        await client.wait_ready(5)
+        await fake.send(join("1700000000.1"))
+        await fake.send(
+            {
+                "Event": "AgentCalled",
+                "Uniqueid": "1700000000.1",
+                "Queue": "calltakers",
+                "Interface": "PJSIP/taker1",
+                "MemberName": "taker1",
+            }
+        )
+        await fake.send(
+            {
+                "Event": "AgentConnect",
+                "Uniqueid": "1700000000.1",
+                "Queue": "calltakers",
+                "Interface": "PJSIP/taker1",
+                "MemberName": "taker1",
+                "HoldTime": "7",
+                "RingTime": "2",
+            }
+        )
+        await fake.send(
+            {
+                "Event": "AgentComplete",
+                "Uniqueid": "1700000000.1",
+                "Queue": "calltakers",
+                "Interface": "PJSIP/taker1",
+                "MemberName": "taker1",
+                "HoldTime": "7",
+                "TalkTime": "42",
+                "Reason": "caller",
+            }
+        )
+        await until(lambda: len(fake.actions) >= 3)
+        call = None
+
+        async def completed() -> bool:
+            nonlocal call
+            call = await store.call_by_uniqueid("1700000000.1")
+            return call is not None and call.status == "completed"
+
+        await until(completed, what="call completed")
+        assert call is not None
+        assert call.routed_by == "fallback"  # never seen by our AGI route: created from AMI
+        assert call.caller_number == "+6281234567890"
+        assert call.answered_by == "taker1"
+        assert call.wait_seconds == 7
+        assert call.talk_seconds == 42
+        assert call.hangup_by == "caller"
+        kinds = [e.kind for e in await store.timeline(call.id)]
+        assert kinds == ["queued", "ringing", "answered", "completed"]
+    finally:
+        await client.stop()
+
+
+async def test_refused_login_is_retried_with_backoff(fake: FakeAmi, store: Store) -> None:
+    client = make_client(fake, QueueTracker(store), secret="wrong")
+    with capture_logs() as logs:
+        await client.start()
+        try:
+            await until(lambda: sum(1 for a in fake.actions if a.get("Action") == "Login") >= 2)
+            assert not client.ready.is_set()
+            with pytest.raises(AmiNotConnected):
+                await client.action({"Action": "QueueStatus"})
+            fake.secret = "wrong"  # the operator fixes the secret on the Asterisk side
+            await client.wait_ready(5)
+        finally:
+            await client.stop()
+    assert any(entry["event"] == "ami.login_failed" for entry in logs)
+
+
+async def test_garbage_on_the_link_is_skipped(fake: FakeAmi, store: Store) -> None:
+    tracker = QueueTracker(store)
+    client = make_client(fake, tracker)
+    await client.start()
+    try:
+        await client.wait_ready(5)
+        await fake.send_raw(b"\x00\xff\xfenot ami at all\r\n\r\nEvent: QueueCallerJoin\r\nQueue: calltakers\r\n\r\n")
+        await fake.send_raw(b"Event: AgentConnect\r\nHoldTime: soon\r\n\r\n")  # no Uniqueid: malformed
+        await fake.send(join("1700000000.7"))
+        await until(lambda: "1700000000.7" in tracker.live.waiting)
+        assert fake.logins == 1  # the connection survived
+    finally:
+        await client.stop()
+
+
+async def test_reconnect_resyncs_state(fake: FakeAmi, store: Store) -> None:
+    tracker = QueueTracker(store)
+    # A call our database thinks is still open, which Asterisk no longer has: it ended while we were away.
+    await store.open_call(uniqueid="1699999999.5", arrived_at=utcnow() - timedelta(minutes=5), routed_by="agi")
+    # A call Asterisk has waiting that we never heard of (we were down when it arrived).
+    fake.queue_entries = [
+        {
+            "Queue": "calltakers",
+            "Position": "1",
+            "Channel": "PJSIP/anonymous-00000009",
+            "Uniqueid": "1700000001.9",
+            "CallerIDNum": "0361123456",
+            "Wait": "12",
+        }
+    ]
+    fake.channels = [{"Channel": "PJSIP/anonymous-00000009", "Uniqueid": "1700000001.9"}]
+    fake.queue_members = [
+        {
+            "Queue": "calltakers",
+            "Name": "taker1",
+            "Location": "PJSIP/taker1",
+            "StateInterface": "PJSIP/taker1",
+            "Status": "1",
+            "Paused": "1",
+            "PausedReason": "break",
+            "InCall": "0",
+        }
+    ]
+    client = make_client(fake, tracker)
+    await client.start()
+    try:
+        await client.wait_ready(5)
+        await until(lambda: "1700000001.9" in tracker.live.waiting)
+        member = tracker.live.members[("calltakers", "PJSIP/taker1")]
+        assert member.paused and member.reason == "break" and member.state == "not_in_use"
+
+        async def closed() -> bool:
+            gone = await store.call_by_uniqueid("1699999999.5")
+            assert gone is not None
+            return gone.status == "ended" and gone.ended_at is not None
+
+        await until(closed, what="call that ended while we were away is closed")
+        waiting = await store.call_by_uniqueid("1700000001.9")
+        assert waiting is not None and waiting.status == "queued" and waiting.caller_number == "+62361123456"
+
+        # Asterisk restarts: the caller is gone, a member logged out; the client must notice on its own.
+        fake.queue_entries, fake.channels, fake.queue_members = [], [], []
+        fake.drop_clients()
+        await until(lambda: fake.logins == 2)
+        await until(lambda: not tracker.live.waiting and not tracker.live.members)
+        assert client.connects == 2
+        assert sum(1 for a in fake.actions if a.get("Action") == "QueueStatus") == 2
+        await fake.send(join("1700000002.1"))
+        await until(lambda: "1700000002.1" in tracker.live.waiting)
+    finally:
+        await client.stop()
+
+
+async def test_unanswered_ping_forces_a_reconnect(fake: FakeAmi, store: Store) -> None:
+    client = make_client(fake, QueueTracker(store), ping_interval=0.1, ping_timeout=0.2)
+    await client.start()
+    try:
+        await client.wait_ready(5)
+        fake.answer_pings = False
+        await until(lambda: fake.logins >= 2)
+    finally:
+        await client.stop()
+
+
+async def test_presence_actions_reach_asterisk(fake: FakeAmi, store: Store) -> None:
+    client = make_client(fake, QueueTracker(store))
+    await client.start()
+    try:
+        await client.wait_ready(5)
+        presence = Presence(client, "calltakers")
+        await presence.log_in("PJSIP/taker1", "Ayu")
+        await presence.pause("PJSIP/taker1", "break")
+        await presence.unpause("PJSIP/taker1")
+        await presence.log_out("PJSIP/taker1")
+        with pytest.raises(ValueError, match="pause reason"):
+            await presence.pause("PJSIP/taker1", "nap")
+        sent = [a for a in fake.actions if a["Action"].startswith("Queue") and a["Action"] != "QueueStatus"]
+        assert [a["Action"] for a in sent] == ["QueueAdd", "QueuePause", "QueuePause", "QueueRemove"]
+        assert sent[0]["Interface"] == "PJSIP/taker1" and sent[0]["MemberName"] == "Ayu"
+        assert sent[1]["Paused"] == "true" and sent[1]["Reason"] == "break"
+        assert sent[2]["Paused"] == "false"
+    finally:
+        await client.stop()

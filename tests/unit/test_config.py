@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from callcenter.config import ConfigError, load_config
+
+
+def test_defaults_bind_loopback() -> None:
+    cfg = load_config(env={})
+    assert cfg.agi.host == cfg.ami.host == cfg.web.host == "127.0.0.1"
+    assert cfg.agi.port == 4573
+    assert cfg.store.url.startswith("sqlite+aiosqlite:///")
+    assert cfg.ami.secret == ""  # secrets never come from code
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    path = tmp_path / "cc.toml"
+    path.write_text('[agi]\nport = 5000\n[numbers]\nemergency = ["112", "110"]\n[ami]\nsecret = "from-file"\n')
+    cfg = load_config(path, env={"CALLCENTER_AMI_SECRET": "from-env", "CALLCENTER_QUEUE_PRANK_REMINDER": "no"})
+    assert cfg.agi.port == 5000
+    assert cfg.numbers.emergency == ("112", "110")
+    assert cfg.ami.secret == "from-env"
+    assert cfg.queue.prank_reminder is False
+
+
+def test_environment_lists_and_config_path(tmp_path: Path) -> None:
+    path = tmp_path / "cc.toml"
+    path.write_text("[web]\nport = 9090\n")
+    cfg = load_config(env={"CALLCENTER_CONFIG": str(path), "CALLCENTER_NUMBERS_EMERGENCY": "112, 113"})
+    assert cfg.web.port == 9090
+    assert cfg.numbers.emergency == ("112", "113")
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[agi]\nprot = 1\n", {}, r"\[agi\]: unknown key\(s\) prot"),
+        ("[agi]\nport = 'x'\n", {}, r"\[agi\].port: expected an integer"),
+        ("[nope]\n", {}, "unknown section"),
+        ("agi = 3\n", {}, r"\[agi\] must be a table"),
+        ("[agi\n", {}, "cc.toml"),
+        ("", {"CALLCENTER_AGI_PORT": "many"}, "CALLCENTER_AGI_PORT: expected an integer"),
+        ("", {"CALLCENTER_LOG_JSON": "maybe"}, "CALLCENTER_LOG_JSON: expected true/false"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    path = tmp_path / "cc.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, env=env)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.toml", env={})
+
+
+def test_sample_config_loads() -> None:
+    sample = Path(__file__).parents[2] / "config" / "callcenter.toml"
+    cfg = load_config(sample, env={})
+    assert cfg.numbers.default_region == "ID"
