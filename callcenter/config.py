@@ -31,8 +31,9 @@ class AgiConfig:
     header_max_bytes: int = 16384
     #: Bound on every single AGI command round trip.
     command_timeout: float = 2.0
-    #: Bound on a whole routing session; past it we close and the dialplan falls back.
-    session_budget: float = 4.0
+    #: Bound on a whole routing session; past it we close and the dialplan falls back. It must cover
+    #: the reminder prompt (``prompt_timeout``) plus a few commands; database waits have their own bound.
+    session_budget: float = 25.0
     #: Longest prompt an AGI route may stream (the anti-hoax reminder), on top of command_timeout.
     prompt_timeout: float = 15.0
 

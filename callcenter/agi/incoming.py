@@ -97,6 +97,7 @@ class IncomingRoute:
         await session.set_variable("CC_PRIO", str(routing.priority))
         await session.set_variable("CC_LANG", routing.language)
         if routing.reminder:
+            log.info("call.reminder", abuse_count=routing.abuse_count)
             try:
                 await session.stream_file(PRANK_REMINDER)
             except AgiError as exc:

@@ -1,0 +1,120 @@
+"""The callcenter app as a real child process, for end-to-end tests, benchmarks and the demo.
+
+A child process (not an in-test event loop) because the promises under test are about the process:
+it can be stopped, killed with SIGKILL in the middle of an AGI session, and started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from callcenter.testing.wait import until
+
+
+class AppProcess:
+    def __init__(self, env: Mapping[str, str], log_path: Path, web_port: int) -> None:
+        self.env = dict(env)
+        self.log_path = log_path
+        self.web_port = web_port
+        self.proc: asyncio.subprocess.Process | None = None
+        self._log_offset = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    async def start(self, *, wait_ami: bool = True, timeout: float = 30.0) -> None:
+        env = {**os.environ, **self.env, "CALLCENTER_WEB_PORT": str(self.web_port), "CALLCENTER_LOG_JSON": "true"}
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "callcenter.cli",
+            "run",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+        log.close()
+        await until(lambda: self.healthy(require_ami=wait_ami), timeout=timeout, what="app healthy")
+
+    async def healthy(self, *, require_ami: bool = True) -> bool:
+        if self.proc is None or self.proc.returncode is not None:
+            raise RuntimeError(f"app exited with {self.proc and self.proc.returncode}:\n{self.log_tail()}")
+        try:
+            async with aiohttp.ClientSession() as http, http.get(f"{self.base_url}/healthz") as resp:
+                return resp.status == 200 or (not require_ami and resp.status == 503)
+        except aiohttp.ClientError:
+            return False
+
+    async def get_json(self, path: str) -> Any:
+        async with aiohttp.ClientSession() as http, http.get(f"{self.base_url}{path}") as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM and wait: an orderly shutdown, as systemd does it."""
+        return await self._end(signal.SIGTERM, timeout)
+
+    async def kill(self) -> int | None:
+        """SIGKILL: the app dies on the spot, open AGI sessions and all."""
+        return await self._end(signal.SIGKILL, 10.0)
+
+    async def _end(self, sig: signal.Signals, timeout: float) -> int | None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return None if proc is None else proc.returncode
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            async with asyncio.timeout(timeout):
+                return await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            return await proc.wait()
+
+    def log_lines(self, since_start: bool = True) -> list[dict[str, Any]]:
+        """The app's JSON log lines (this run's only, by default); other lines are skipped."""
+        if not self.log_path.exists():
+            return []
+        with self.log_path.open("rb") as f:
+            if since_start:
+                f.seek(self._log_offset)
+            raw = f.read().decode(errors="replace")
+        lines = []
+        for line in raw.splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict):
+                    lines.append(entry)
+        return lines
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.log_lines() if e.get("event") == name]
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    async def wait_event(self, name: str, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(name)
+            if found:
+                return found[-1]
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"no log event {name!r} within {timeout}s:\n{self.log_tail()}")
