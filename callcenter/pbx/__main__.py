@@ -1,0 +1,144 @@
+"""``python -m callcenter.pbx up|down|status|call NUMBER``: the demo PBX.
+
+``up`` builds the chroot if needed, starts Asterisk with two call-takers (``taker1`` and
+``taker2``) plus a ``supervisor`` overflow line, and stays in the foreground until Ctrl-C (or
+``down`` from another shell). ``call 112`` places a SIPp test call into it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
+from callcenter.pbx.harness import PbxError, TestPbx
+from callcenter.pbx.render import PbxSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo_spec(sip_port: int = 5060, ami_port: int = 5038, ami_secret: str = "", agi_port: int = 4573) -> PbxSpec:
+    """The demo wiring: call-takers' softphones are expected on 5071/5072, supervisor on 5079."""
+    return PbxSpec(
+        instance="demo",
+        sip_port=sip_port,
+        ami_port=ami_port,
+        ami_username="callcenter",
+        ami_secret=ami_secret,
+        agi_url=f"agi://127.0.0.1:{agi_port}",
+        takers=(("taker1", 5071), ("taker2", 5072)),
+        agencies=(("police", 5081), ("ambulance", 5082), ("fire", 5083)),
+        supervisor_port=5079,
+    )
+
+
+def _pbx(args: argparse.Namespace, secret: str = "") -> TestPbx:
+    spec = demo_spec(args.sip_port, args.ami_port, secret, args.agi_port)
+    return TestPbx(spec, default_cache_dir() / "asterisk-sid", REPO_ROOT)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    chroot = ensure_chroot(default_cache_dir())
+    # Secrets arrive through the environment; without one we make a throwaway and show it.
+    secret = os.environ.get("CALLCENTER_AMI_SECRET") or secrets.token_urlsafe(12)
+    pbx = TestPbx(demo_spec(args.sip_port, args.ami_port, secret, args.agi_port), chroot, REPO_ROOT)
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    pbx.start()
+    print(f"demo PBX up: SIP 127.0.0.1:{args.sip_port}, AMI 127.0.0.1:{args.ami_port} (user callcenter)")
+    if "CALLCENTER_AMI_SECRET" not in os.environ:
+        print(f"AMI secret (generated; set CALLCENTER_AMI_SECRET to choose one): {secret}")
+    print(f"log: {pbx.log_file}   Ctrl-C to stop")
+    try:
+        while not stop and pbx.running:
+            time.sleep(0.5)
+    finally:
+        pbx.stop()
+    print("demo PBX stopped")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    pbx = _pbx(args)
+    pidfile = pbx.host_dir / "run" / "asterisk.pid"
+    if not pidfile.is_file():
+        print("demo PBX is not running")
+        return 0
+    # The `up` process notices Asterisk exiting and cleans up (/proc) itself.
+    os.execvp("chroot", pbx.asterisk_cmd("-rx", "core stop now"))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    pbx = _pbx(args)
+    res = os.spawnvp(os.P_WAIT, "chroot", pbx.asterisk_cmd("-rx", "core show channels count"))
+    if res != 0:
+        print("demo PBX is not running")
+        return 1
+    os.spawnvp(os.P_WAIT, "chroot", pbx.asterisk_cmd("-rx", f"queue show {pbx.spec.queue}"))
+    return 0
+
+
+async def _call(args: argparse.Namespace) -> int:
+    from callcenter.testing import sipp
+
+    proc = await sipp.caller(
+        f"127.0.0.1:{args.sip_port}",
+        args.number,
+        caller_id=args.caller_id,
+        hold_seconds=args.hold,
+        timeout=args.hold + 120,
+    )
+    print(f"calling {args.number} from {args.caller_id} (SIPp pid {proc.pid}, output in {proc.workdir})")
+    res = await proc.wait()
+    print(f"SIPp exit {res.returncode}: {res.successful} successful, {res.failed} failed")
+    if res.errors:
+        print(res.errors, file=sys.stderr)
+    return 0 if res.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m callcenter.pbx", description=__doc__.split("\n")[0])
+    parser.add_argument("--sip-port", type=int, default=5060)
+    parser.add_argument("--ami-port", type=int, default=5038)
+    parser.add_argument("--agi-port", type=int, default=4573)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="build the Asterisk chroot into the cache if it is not there yet")
+    sub.add_parser("up", help="start the demo PBX in the foreground")
+    sub.add_parser("down", help="stop the demo PBX")
+    sub.add_parser("status", help="channels and queue of the demo PBX")
+    call = sub.add_parser("call", help="place a SIPp test call")
+    call.add_argument("number")
+    call.add_argument("--caller-id", default="081234567890")
+    call.add_argument("--hold", type=float, default=30.0, help="seconds to stay on the line after answer")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            path = ensure_chroot(default_cache_dir(), progress=lambda line: print(f"[pbx] {line}", flush=True))
+            print(f"test PBX chroot ready: {path}")
+            return 0
+        if args.command == "up":
+            return cmd_up(args)
+        if args.command == "down":
+            return cmd_down(args)
+        if args.command == "status":
+            return cmd_status(args)
+        return asyncio.run(_call(args))
+    except PbxError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# One command from a fresh clone to a full test run: setup, lint, types, then every test tier
+# (unit, protocol over real sockets, end-to-end on the real Asterisk 22 with SIPp and PostgreSQL).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/setup.sh"
+cd "$ROOT"
+echo "== ruff"; .venv/bin/ruff check callcenter tests bench
+echo "== mypy"; .venv/bin/mypy
+echo "== pytest"; exec .venv/bin/python -m pytest -p no:cacheprovider -q "$@"

@@ -1,0 +1,88 @@
+"""Shared pytest fixtures.
+
+Only the standard library and modules that exist are imported at module level; the PBX
+fixtures import the harness lazily so unit tests run on machines without the chroot.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from callcenter.pbx.harness import TestPbx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def pbx_chroot() -> Path:
+    """The Asterisk chroot, built on first use (minutes, once per machine; then instant)."""
+    if os.geteuid() != 0:
+        pytest.skip("the test PBX needs root (chroot, mount)")
+    from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
+
+    return ensure_chroot(default_cache_dir(), progress=lambda line: print(f"[chroot] {line}", flush=True))
+
+
+@pytest.fixture(scope="session")
+def pbx_ports() -> dict[str, int]:
+    """Free loopback ports for one session's PBX and its SIPp phones."""
+    from callcenter.testing.sipp import free_port
+
+    ports: dict[str, int] = {}
+    for name in ("sip", "taker1", "taker2", "supervisor", "police"):
+        while True:
+            port = free_port("udp")
+            if port not in ports.values():
+                ports[name] = port
+                break
+    ports["ami"] = free_port("tcp")
+    ports["agi"] = free_port("tcp")
+    return ports
+
+
+@pytest.fixture(scope="session")
+def pbx(pbx_chroot: Path, pbx_ports: dict[str, int], repo_root: Path) -> Iterator[TestPbx]:
+    """One Asterisk for the whole session, wired to SIPp phones on the ``pbx_ports``.
+
+    ``taker1`` is a static queue member; the AGI URL points at ``pbx_ports["agi"]`` where
+    nothing listens unless a test starts a server there. Short queue timeout (3 s) so overflow
+    tests stay fast.
+    """
+    from callcenter.pbx.harness import TestPbx
+    from callcenter.pbx.render import PbxSpec
+
+    spec = PbxSpec(
+        instance=f"pytest{os.getpid()}",
+        sip_port=pbx_ports["sip"],
+        ami_port=pbx_ports["ami"],
+        ami_username="callcenter",
+        ami_secret="pytest-secret",
+        agi_url=f"agi://127.0.0.1:{pbx_ports['agi']}",
+        queue_timeout=3,
+        member_timeout=15,
+        overflow_timeout=15,
+        takers=(("taker1", pbx_ports["taker1"]), ("taker2", pbx_ports["taker2"])),
+        agencies=(("police", pbx_ports["police"]),),
+        supervisor_port=pbx_ports["supervisor"],
+        static_members=("taker1",),
+    )
+    instance = TestPbx(spec, pbx_chroot, repo_root)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+        # Per-pid instance dirs would pile up in the cached chroot otherwise.
+        shutil.rmtree(instance.host_dir, ignore_errors=True)

@@ -1,0 +1,258 @@
+"""End-to-end: real Asterisk 22, real SIPp citizens and call-takers, the real app as a child process.
+
+Each test follows one 112 call and checks what the database says about it, and that the caller
+reached a human whatever happened to our server on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import wave
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from callcenter.pbx.harness import TestPbx
+from callcenter.store import Store, utcnow
+from callcenter.store.models import Call
+from callcenter.testing import sipp
+from callcenter.testing.app import AppProcess
+from callcenter.testing.wait import until
+
+pytestmark = pytest.mark.pbx
+
+CALLER = "081234567890"
+CALLER_E164 = "+6281234567890"
+
+
+def target(pbx: TestPbx) -> str:
+    return f"127.0.0.1:{pbx.spec.sip_port}"
+
+
+def taker_port(pbx: TestPbx) -> int:
+    return dict(pbx.spec.takers)["taker1"]
+
+
+def app_env(pbx: TestPbx, ports: dict[str, int], url: str) -> dict[str, str]:
+    return {
+        "CALLCENTER_AGI_PORT": str(ports["agi"]),
+        "CALLCENTER_AMI_PORT": str(ports["ami"]),
+        "CALLCENTER_AMI_SECRET": pbx.spec.ami_secret,
+        "CALLCENTER_AMI_RECONNECT_MAX": "1",
+        "CALLCENTER_QUEUE_NAME": pbx.spec.queue,
+        "CALLCENTER_STORE_URL": url,
+    }
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/callcenter.db"
+
+
+@pytest.fixture
+async def app(
+    pbx: TestPbx, pbx_ports: dict[str, int], db_url: str, tmp_path: Path
+) -> AsyncIterator[AppProcess]:
+    await pbx.await_idle(timeout=30)
+    proc = AppProcess(app_env(pbx, pbx_ports, db_url), tmp_path / "app.log", sipp.free_port("tcp"))
+    await proc.start()
+    yield proc
+    await proc.stop()
+
+
+@pytest.fixture
+async def store(app: AppProcess, db_url: str) -> AsyncIterator[Store]:
+    s = Store.from_url(db_url, retry_for=5)
+    yield s
+    await s.close()
+
+
+async def the_call(store: Store, *, status: Sequence[str], timeout: float = 30.0) -> Call:
+    """The one call in the database, once it reached one of ``status``."""
+    found: list[Call] = []
+
+    async def reached() -> bool:
+        calls = await store.recent_calls()
+        found[:] = calls
+        return len(calls) == 1 and calls[0].status in status
+
+    try:
+        await until(reached, timeout=timeout, what=f"call status in {status}")
+    except TimeoutError:
+        raise AssertionError(f"calls: {[(c.uniqueid, c.status) for c in found]}") from None
+    return found[0]
+
+
+async def kinds(store: Store, call: Call) -> list[str]:
+    return [e.kind for e in await store.timeline(call.id)]
+
+
+def wav_seconds(path: Path) -> float:
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()
+
+
+def greeting_seconds(pbx: TestPbx) -> float:
+    return wav_seconds(pbx.repo_root / "sounds" / "cc-greeting.wav")
+
+
+def in_order(seen: list[str], expected: list[str]) -> bool:
+    it = iter(seen)
+    return all(kind in it for kind in expected)
+
+
+async def answered_call(pbx: TestPbx, caller_id: str = CALLER, hold: float = 3.0) -> sipp.SippResult:
+    """A citizen calls 112; taker1's softphone answers; the citizen hangs up ``hold`` s into the talk.
+
+    SIPp counts its hold from Asterisk's answer, which comes before the greeting and the queue.
+    """
+    taker = await sipp.answerer(taker_port(pbx), answer_after=0.5, hangup_by="remote", max_calls=None)
+    on_line = greeting_seconds(pbx) + 2.0 + hold
+    try:
+        call = await sipp.caller(target(pbx), "112", caller_id=caller_id, hold_seconds=on_line, timeout=60)
+        res = await call.wait()
+        assert res.ok, (res.errors, pbx.log_tail())
+        await pbx.await_idle()
+    finally:
+        taker_res = await taker.stop()
+    return taker_res
+
+
+async def test_answered_call_timeline(app: AppProcess, store: Store, pbx: TestPbx) -> None:
+    taker = await answered_call(pbx, hold=3.0)
+    assert taker.incoming == 1 and taker.successful == 1, (taker.errors, pbx.log_tail(), app.log_tail())
+
+    call = await the_call(store, status=["completed"])
+    seen = await kinds(store, call)
+    assert in_order(seen, ["arrived", "routed", "queued", "ringing", "answered", "completed"]), seen
+    assert "hangup_reported" in seen, seen
+    assert call.routed_by == "agi"
+    assert call.caller_number == CALLER_E164 and call.dialed == "112"
+    assert call.answered_by == "taker1"
+    assert call.wait_seconds is not None and 0 <= call.wait_seconds < 30
+    assert call.talk_seconds is not None and call.talk_seconds >= 2
+    assert call.hangup_by == "caller"
+    assert call.queued_at is not None and call.answered_at is not None and call.queued_at <= call.answered_at
+    recording = pbx.recordings_dir / f"{call.uniqueid}.wav"
+    await until(lambda: recording.exists() and recording.stat().st_size > 1000, what=f"recording {recording}")
+
+
+async def test_caller_hangs_up_while_waiting(app: AppProcess, store: Store, pbx: TestPbx) -> None:
+    # taker1's phone rings but nobody picks up (a ringing phone also makes Asterisk CANCEL cleanly,
+    # where a dead port would leave INVITE retransmissions that a later test's phone would answer).
+    await app.wait_event("tracker.resynced")
+    taker = await sipp.answerer(taker_port(pbx), answer_after=60, max_calls=None, timeout=90)
+    try:
+        hangup_after = greeting_seconds(pbx) + 1.5
+        call_proc = await sipp.early_hangup_caller(target(pbx), "112", caller_id=CALLER, hangup_after=hangup_after)
+        await call_proc.wait()
+        await pbx.await_idle()
+    finally:
+        await taker.stop()
+    call = await the_call(store, status=["abandoned"])
+    seen = await kinds(store, call)
+    assert in_order(seen, ["arrived", "routed", "queued", "ringing", "abandoned"]), seen
+    assert call.abandon_position == 1
+    assert call.wait_seconds is not None and call.wait_seconds >= 0
+    assert call.hangup_by == "caller"
+    assert call.answered_at is None
+
+
+async def test_app_stopped_call_still_reaches_call_taker(
+    app: AppProcess, store: Store, pbx: TestPbx
+) -> None:
+    await app.stop()
+    mark = len(pbx.log_text())
+    taker = await answered_call(pbx)
+    assert taker.incoming == 1 and taker.successful == 1, taker.errors
+    assert "AGISTATUS=FAILURE" in pbx.log_text()[mark:]
+
+
+async def test_app_killed_mid_session_call_still_reaches_call_taker(
+    app: AppProcess, store: Store, pbx: TestPbx
+) -> None:
+    # A repeat prankster hears the reminder from inside the AGI session: that is where we kill the app.
+    for kind in ("prank", "hoax", "silent"):
+        await store.flag_number(CALLER_E164, kind, note="e2e", at=utcnow() - timedelta(days=1))
+    mark = len(pbx.log_text())
+    taker = await sipp.answerer(taker_port(pbx), answer_after=0.5, hangup_by="remote", max_calls=None)
+    try:
+        on_line = greeting_seconds(pbx) + wav_seconds(pbx.repo_root / "sounds" / "cc-prank-reminder.wav") + 6
+        call_proc = await sipp.caller(target(pbx), "112", caller_id=CALLER, hold_seconds=on_line, timeout=60)
+        await app.wait_event("call.reminder")
+        assert await app.kill() == -9
+        res = await call_proc.wait()
+        assert res.ok, (res.errors, pbx.log_tail())
+        await pbx.await_idle()
+    finally:
+        taker_res = await taker.stop()
+    assert taker_res.incoming == 1 and taker_res.successful == 1, taker_res.errors
+    log = pbx.log_text()[mark:]
+    # Asterisk says SUCCESS when the server vanishes mid-session: only our marker tells the truth.
+    assert "AGISTATUS=SUCCESS" in log and "routing failed" in log, log
+
+    # The call was recorded before the kill; back up, the app closes it from Asterisk's state.
+    await app.start()
+    call = await the_call(store, status=["ended", "completed"])
+    assert call.routed_by == "agi" and call.caller_number == CALLER_E164
+    assert call.queue_priority == 1  # the prankster priority was decided before the kill
+
+
+async def test_asterisk_restart_is_followed(app: AppProcess, store: Store, pbx: TestPbx) -> None:
+    await app.wait_event("tracker.resynced")
+    connects = len(app.events("ami.connected"))
+    await asyncio.to_thread(pbx.restart)
+    await until(lambda: len(app.events("ami.connected")) > connects, timeout=30, what="AMI reconnect")
+    await until(app.healthy, timeout=10, what="healthy after reconnect")
+    taker = await answered_call(pbx)
+    assert taker.successful == 1, taker.errors
+    call = await the_call(store, status=["completed"])
+    assert in_order(await kinds(store, call), ["routed", "queued", "answered", "completed"])
+
+
+async def _junk(port: int, stop: asyncio.Event) -> int:
+    """Port-scanner and garbage traffic at the FastAGI port: early closes, half headers, binary junk."""
+    sent = 0
+    payloads = [
+        b"",
+        b"agi_network: yes\nagi_request: agi://",
+        b"\x00\xff\x13\x37" * 64,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"agi_request agi://127.0.0.1/incoming\n\n",
+        b"agi_network: yes\n" * 5000,
+    ]
+    while not stop.is_set():
+        with contextlib.suppress(OSError):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(random.choice(payloads))
+            with contextlib.suppress(OSError):
+                await writer.drain()
+            if random.random() < 0.5:
+                writer.transport.abort()
+            else:
+                writer.close()
+            sent += 1
+        await asyncio.sleep(0.01)
+    return sent
+
+
+async def test_garbage_on_agi_port_does_not_touch_calls(
+    app: AppProcess, store: Store, pbx: TestPbx, pbx_ports: dict[str, int]
+) -> None:
+    stop = asyncio.Event()
+    junk = [asyncio.create_task(_junk(pbx_ports["agi"], stop)) for _ in range(4)]
+    try:
+        taker = await answered_call(pbx)
+    finally:
+        stop.set()
+        sent = sum(await asyncio.gather(*junk))
+    assert sent > 50
+    assert taker.successful == 1, taker.errors
+    call = await the_call(store, status=["completed"])
+    assert call.routed_by == "agi"
+    assert in_order(await kinds(store, call), ["arrived", "routed", "queued", "answered", "completed"])
+    assert await app.healthy()
