@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
@@ -81,7 +81,12 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
-async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    config: Config,
+    *,
+    stop: asyncio.Event | None = None,
+    on_started: Callable[[web.Application], Awaitable[None]] | None = None,
+) -> None:
     """Run until SIGINT/SIGTERM (or ``stop`` is set): what ``callcenter run`` does."""
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
@@ -95,6 +100,8 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
+        if on_started is not None:
+            await on_started(app)
         await stop.wait()
     finally:
         log.info("app.stopping")

@@ -12,7 +12,7 @@ from callcenter.logs import configure_logging
 
 
 async def _db_upgrade(config: Config) -> None:
-    from callcenter.store import Store  # noqa: PLC0415 - keeps `callcenter --help` fast
+    from callcenter.store import Store
 
     store = Store.from_url(config.store.url, retry_for=config.store.retry_for)
     try:
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log.level, config.log.json)
 
     if args.command == "run":
-        from callcenter.app import serve  # noqa: PLC0415
+        from callcenter.app import serve
 
         asyncio.run(serve(config))
         return 0
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_db_upgrade(config))
         print("database is at the newest schema")
         return 0
-    from callcenter import demo as demo_mod  # noqa: PLC0415
+    from callcenter import demo as demo_mod
 
     if args.command == "demo":
         return asyncio.run(demo_mod.run_demo(config, takers=not args.no_takers))

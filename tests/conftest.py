@@ -16,6 +16,7 @@ import pytest
 
 if TYPE_CHECKING:
     from callcenter.pbx.harness import TestPbx
+    from callcenter.testing.postgres import ThrowawayPostgres
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +24,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    """One throwaway PostgreSQL server for the whole session; tests get their own database on it."""
+    from callcenter.testing.postgres import ThrowawayPostgres
+
+    with ThrowawayPostgres() as pg:
+        yield pg
 
 
 @pytest.fixture(scope="session")

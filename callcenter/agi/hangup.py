@@ -1,6 +1,6 @@
 """AGI route ``hangup``: the dialplan's hangup handler reports how a 112 call ended.
 
-Called as ``AGI(agi://…/hangup,${QUEUESTATUS},${HANGUPCAUSE},${CHANNEL(hangupsource)})`` in dead-AGI
+Called as ``AGI(agi://…/hangup,QUEUESTATUS,HANGUPCAUSE,hangupsource,recording,DIALSTATUS)`` in dead-AGI
 mode. It covers what AMI alone cannot say: callers who hung up before reaching the queue (during
 the greeting or routing), and who hung up first.
 """
@@ -11,6 +11,7 @@ import structlog
 
 from callcenter.agi.server import AgiSession
 from callcenter.store import Store, utcnow
+from callcenter.store.lifecycle import close_call
 from callcenter.store.models import Call
 from callcenter.tasks import Background
 
@@ -34,8 +35,8 @@ class HangupRoute:
         self.background = background
 
     async def __call__(self, session: AgiSession) -> None:
-        args = [*session.args, "", "", ""]
-        queue_status, cause_text, source = args[0], args[1], args[2]
+        args = [*session.args, "", "", "", "", ""]
+        queue_status, cause_text, source, recording, dial_status = args[:5]
         channel = session.env.get("agi_channel", "")
         by = hangup_by(channel, source)
         try:
@@ -45,15 +46,21 @@ class HangupRoute:
         now = utcnow()
 
         def update(call: Call) -> None:
-            call.ended_at = call.ended_at or now
+            close_call(call, now)
             call.hangup_by = call.hangup_by or by
             if call.hangup_cause is None:
                 call.hangup_cause = cause
-            if call.status in ("arrived", "queued", "ringing"):
-                # Hung up before any call-taker answered: abandoned, wherever it was.
-                call.status = "abandoned"
+            if recording:
+                call.recording = recording
 
-        data = {"queue_status": queue_status, "cause": cause, "hangup_source": source, "by": by}
+        data = {
+            "queue_status": queue_status,
+            "cause": cause,
+            "hangup_source": source,
+            "by": by,
+            "recording": recording,
+            "dial_status": dial_status,
+        }
         # Asterisk waits for this session before it finishes the hangup; the write need not hold it.
         self.background.spawn(
             self.store.record_event(session.uniqueid, "hangup_reported", source="hangup", data=data, update=update),

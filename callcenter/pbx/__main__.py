@@ -16,26 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+from callcenter.demo import demo_spec
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
 from callcenter.pbx.harness import PbxError, TestPbx
-from callcenter.pbx.render import PbxSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def demo_spec(sip_port: int = 5060, ami_port: int = 5038, ami_secret: str = "", agi_port: int = 4573) -> PbxSpec:
-    """The demo wiring: call-takers' softphones are expected on 5071/5072, supervisor on 5079."""
-    return PbxSpec(
-        instance="demo",
-        sip_port=sip_port,
-        ami_port=ami_port,
-        ami_username="callcenter",
-        ami_secret=ami_secret,
-        agi_url=f"agi://127.0.0.1:{agi_port}",
-        takers=(("taker1", 5071), ("taker2", 5072)),
-        agencies=(("police", 5081), ("ambulance", 5082), ("fire", 5083)),
-        supervisor_port=5079,
-    )
 
 
 def _pbx(args: argparse.Namespace, secret: str = "") -> TestPbx:

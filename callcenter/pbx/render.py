@@ -76,6 +76,7 @@ MODULES: tuple[str, ...] = (
     "app_stack.so",
     "app_exec.so",
     "app_verbose.so",
+    "app_userevent.so",
     "app_originate.so",
     "app_read.so",
     "app_senddtmf.so",

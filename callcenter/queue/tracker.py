@@ -19,6 +19,7 @@ from panoramisk.message import Message
 
 from callcenter.forms.phone import normalize
 from callcenter.store import Store, StoreUnavailable, utcnow
+from callcenter.store.lifecycle import close_call
 from callcenter.store.models import Call
 
 log = structlog.get_logger("callcenter.tracker")
@@ -175,11 +176,14 @@ class QueueTracker:
         self._touch("waiting", uniqueid)
         self._publish("waiting", {"uniqueid": uniqueid, "queue": queue, "position": position})
 
+        linkedid = str(m.get("Linkedid", "")) or None
+
         def update(call: Call) -> None:
             if call.status not in FINAL:
                 call.status = "queued"
             call.queue = queue
             call.queued_at = call.queued_at or now
+            call.linkedid = call.linkedid or linkedid
 
         await self._record(m, "queued", {"queue": queue, "position": position, "count": _int(m.get("Count"))}, update)
 
@@ -220,7 +224,8 @@ class QueueTracker:
 
     async def _on_ring_no_answer(self, m: Message) -> None:
         member = str(m.get("MemberName") or m.get("Interface", ""))
-        ring = _seconds(m.get("RingTime"))
+        ring_ms = _seconds(m.get("RingTime"))  # milliseconds here, unlike AgentConnect's seconds
+        ring = None if ring_ms is None else ring_ms / 1000
 
         def update(call: Call) -> None:
             if call.status == "ringing":
@@ -281,7 +286,18 @@ class QueueTracker:
         if str(m.get("UserEvent", "")).lower() != "callcenteroverflow":
             return
         status = str(m.get("QueueStatus", ""))
-        await self._record(m, "overflow", {"queue_status": status, "dial": m.get("Dial", "")})
+
+        def update(call: Call) -> None:
+            # Asterisk 22 reports a queue timeout as QueueCallerAbandon too; the overflow that follows
+            # shows the caller did not give up, so that abandon is taken back.
+            if call.status == "abandoned" and call.ended_at is None:
+                call.abandon_position = None
+                call.hangup_by = None
+            if call.status not in FINAL or (call.status == "abandoned" and call.ended_at is None):
+                call.status = "overflow"
+
+        data = {"queue_status": status, "dial": m.get("Dial", ""), "round": _int(m.get("Round"), 1)}
+        await self._record(m, "overflow", data, update)
 
     async def _on_hangup(self, m: Message) -> None:
         uniqueid = str(m.get("Uniqueid", ""))
@@ -296,10 +312,8 @@ class QueueTracker:
         cause = _int(m.get("Cause"), -1)
 
         def update(call: Call) -> None:
-            call.ended_at = call.ended_at or now
+            close_call(call, now)
             call.hangup_cause = cause
-            if call.status not in FINAL:
-                call.status = "ended"
 
         await self._record(m, "hangup", {"cause": cause, "cause_text": m.get("Cause-txt", "")}, update)
         self._publish("hangup", {"uniqueid": uniqueid})
@@ -406,13 +420,12 @@ class QueueTracker:
             if call.uniqueid in alive or call.arrived_at >= asked_at - timedelta(seconds=1):
                 continue
 
-            def close(c: Call) -> None:
-                c.ended_at = c.ended_at or now
-                if c.status not in FINAL:
-                    c.status = "ended"
-
             await self.store.record_event(
-                call.uniqueid, "ended_unobserved", source="resync", data={"last_status": call.status}, update=close
+                call.uniqueid,
+                "ended_unobserved",
+                source="resync",
+                data={"last_status": call.status},
+                update=lambda c: _ended_unobserved(c, now),
             )
         # Forget tombstones the snapshot has superseded, so the map does not grow for ever.
         maps: dict[str, dict[Any, Any]] = {
@@ -430,6 +443,13 @@ class QueueTracker:
             channels=len(alive),
         )
         self._publish("resync", {"waiting": len(self.live.waiting), "members": len(self.live.members)})
+
+
+def _ended_unobserved(call: Call, now: datetime) -> None:
+    """Gone from Asterisk while we were not listening: ended, outcome unknown (not "abandoned")."""
+    call.ended_at = call.ended_at or now
+    if call.status not in FINAL:
+        call.status = "ended"
 
 
 def _member_payload(member: Member) -> dict[str, Any]:

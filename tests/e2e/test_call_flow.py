@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import uuid
 import wave
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -21,6 +22,7 @@ from callcenter.store import Store, utcnow
 from callcenter.store.models import Call
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess
+from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.wait import until
 
 pytestmark = pytest.mark.pbx
@@ -49,14 +51,16 @@ def app_env(pbx: TestPbx, ports: dict[str, int], url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
+def db_url(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The embedded SQLite file; ``indirect`` "postgresql" gives a fresh database on a real server."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        pg: ThrowawayPostgres = request.getfixturevalue("postgres")
+        return pg.create_database(f"e2e_{uuid.uuid4().hex[:12]}")
     return f"sqlite+aiosqlite:///{tmp_path}/callcenter.db"
 
 
 @pytest.fixture
-async def app(
-    pbx: TestPbx, pbx_ports: dict[str, int], db_url: str, tmp_path: Path
-) -> AsyncIterator[AppProcess]:
+async def app(pbx: TestPbx, pbx_ports: dict[str, int], db_url: str, tmp_path: Path) -> AsyncIterator[AppProcess]:
     await pbx.await_idle(timeout=30)
     proc = AppProcess(app_env(pbx, pbx_ports, db_url), tmp_path / "app.log", sipp.free_port("tcp"))
     await proc.start()
@@ -83,12 +87,17 @@ async def the_call(store: Store, *, status: Sequence[str], timeout: float = 30.0
     try:
         await until(reached, timeout=timeout, what=f"call status in {status}")
     except TimeoutError:
-        raise AssertionError(f"calls: {[(c.uniqueid, c.status) for c in found]}") from None
+        timelines = [[(e.kind, e.data) for e in await store.timeline(c.id)] for c in found]
+        raise AssertionError(f"calls: {[(c.uniqueid, c.status) for c in found]} {timelines}") from None
     return found[0]
 
 
 async def kinds(store: Store, call: Call) -> list[str]:
     return [e.kind for e in await store.timeline(call.id)]
+
+
+async def has_kind(store: Store, call: Call, kind: str) -> bool:
+    return kind in await kinds(store, call)
 
 
 def wav_seconds(path: Path) -> float:
@@ -122,14 +131,17 @@ async def answered_call(pbx: TestPbx, caller_id: str = CALLER, hold: float = 3.0
     return taker_res
 
 
+@pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 async def test_answered_call_timeline(app: AppProcess, store: Store, pbx: TestPbx) -> None:
     taker = await answered_call(pbx, hold=3.0)
     assert taker.incoming == 1 and taker.successful == 1, (taker.errors, pbx.log_tail(), app.log_tail())
 
     call = await the_call(store, status=["completed"])
+    # The hangup handler's report (with the recording's name) may land just after AgentComplete.
+    await until(lambda: has_kind(store, call, "hangup_reported"), what="hangup reported")
+    call = await the_call(store, status=["completed"])
     seen = await kinds(store, call)
     assert in_order(seen, ["arrived", "routed", "queued", "ringing", "answered", "completed"]), seen
-    assert "hangup_reported" in seen, seen
     assert call.routed_by == "agi"
     assert call.caller_number == CALLER_E164 and call.dialed == "112"
     assert call.answered_by == "taker1"
@@ -137,7 +149,9 @@ async def test_answered_call_timeline(app: AppProcess, store: Store, pbx: TestPb
     assert call.talk_seconds is not None and call.talk_seconds >= 2
     assert call.hangup_by == "caller"
     assert call.queued_at is not None and call.answered_at is not None and call.queued_at <= call.answered_at
-    recording = pbx.recordings_dir / f"{call.uniqueid}.wav"
+    assert call.linkedid  # filled in from AMI: AGI's header does not carry it
+    assert call.recording is not None and call.recording.endswith(f"/{call.uniqueid}.wav")
+    recording = pbx.host_path(call.recording)
     await until(lambda: recording.exists() and recording.stat().st_size > 1000, what=f"recording {recording}")
 
 
@@ -162,9 +176,7 @@ async def test_caller_hangs_up_while_waiting(app: AppProcess, store: Store, pbx:
     assert call.answered_at is None
 
 
-async def test_app_stopped_call_still_reaches_call_taker(
-    app: AppProcess, store: Store, pbx: TestPbx
-) -> None:
+async def test_app_stopped_call_still_reaches_call_taker(app: AppProcess, store: Store, pbx: TestPbx) -> None:
     await app.stop()
     mark = len(pbx.log_text())
     taker = await answered_call(pbx)
@@ -256,3 +268,28 @@ async def test_garbage_on_agi_port_does_not_touch_calls(
     assert call.routed_by == "agi"
     assert in_order(await kinds(store, call), ["arrived", "routed", "queued", "answered", "completed"])
     assert await app.healthy()
+
+
+async def test_unanswered_call_overflows_and_is_tracked(app: AppProcess, store: Store, pbx: TestPbx) -> None:
+    """taker1 rings out; after the queue timeout the supervisor's line takes the call."""
+    assert pbx.spec.supervisor_port is not None
+    taker = await sipp.answerer(taker_port(pbx), answer_after=60, max_calls=None, timeout=90)
+    supervisor = await sipp.answerer(pbx.spec.supervisor_port, answer_after=0.5, hangup_by="remote", max_calls=None)
+    try:
+        on_line = greeting_seconds(pbx) + pbx.spec.queue_timeout + 5
+        call_proc = await sipp.caller(target(pbx), "112", caller_id=CALLER, hold_seconds=on_line, timeout=60)
+        res = await call_proc.wait()
+        assert res.ok, (res.errors, pbx.log_tail())
+        await pbx.await_idle()
+    finally:
+        await taker.stop()
+        sup = await supervisor.stop()
+    assert sup.incoming == 1 and sup.successful == 1, sup.errors
+    call = await the_call(store, status=["overflow"])
+    await until(lambda: has_kind(store, call, "hangup_reported"), what="hangup reported")
+    seen = await kinds(store, call)
+    assert in_order(seen, ["routed", "queued", "ringing", "overflow", "hangup"]), seen
+    overflow = next(e for e in await store.timeline(call.id) if e.kind == "overflow")
+    assert overflow.data["queue_status"] == "TIMEOUT"
+    report = next(e for e in await store.timeline(call.id) if e.kind == "hangup_reported")
+    assert report.data["dial_status"] == "ANSWER"

@@ -12,13 +12,6 @@ from callcenter.store import Store
 from callcenter.testing.postgres import ThrowawayPostgres
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[ThrowawayPostgres]:
-    """One throwaway PostgreSQL server for the whole session; tests get their own database on it."""
-    with ThrowawayPostgres() as pg:
-        yield pg
-
-
 @pytest.fixture
 def own_postgres() -> Iterator[ThrowawayPostgres]:
     """A server of the test's own, for tests that stop and restart it."""

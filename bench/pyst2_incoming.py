@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""The ``incoming`` route written the classic way: a process AGI script using pyst2.
+
+Asterisk runs it as ``AGI(pyst2_incoming.py,${CC_ARRIVED},${CC_DIALED})``: fork/exec per call, the
+``agi_*`` environment on stdin, commands on stdout, answers on stdin. It does the same work as
+``callcenter.agi.incoming.IncomingRoute`` with the same helpers and tables, only synchronously:
+
+1. read the environment (pyst2),
+2. normalise the caller id (phonenumbers, via ``callcenter.forms.phone.normalize``),
+3. read the caller's history (count + last call, flags) in one transaction,
+4. create the call row, then the ``arrived`` and ``routed`` timeline events, each in its own
+   transaction exactly like ``Store.open_call`` / ``Store.record_event``,
+5. set CC_CALL_ID, CC_PRIO, CC_LANG and finally CC_ROUTED=1.
+
+The SQLite file comes from ``$CC_BENCH_DB`` (a process AGI inherits Asterisk's environment), with
+the same pragmas as ``callcenter.store.calls.make_engine``. Used only by ``bench/p2_agi.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from asterisk.agi import AGI
+from sqlalchemy import create_engine, event, func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from callcenter.agi.incoming import ROUTED_MARKER, Routing, arrival_time, decide
+from callcenter.config import NumbersConfig, QueueConfig
+from callcenter.forms.phone import CallerNumber, normalize
+from callcenter.store.calls import CallerHistory, FlagRecord, new_call_id, utcnow
+from callcenter.store.models import Call, CallEvent, NumberFlag
+
+T = TypeVar("T")
+#: Same bound as ``Store.retry_for``'s purpose: ride out a locked SQLite file, not forever.
+RETRY_FOR = 30.0
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _retry(sessions: sessionmaker[Session], op: Callable[[Session], T]) -> T:
+    """One transaction per step, retried while SQLite says it is locked (what ``Store._retry`` does)."""
+    deadline = time.monotonic() + RETRY_FOR
+    delay = 0.05
+    while True:
+        try:
+            with sessions() as session, session.begin():
+                return op(session)
+        except OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def caller_history(sessions: sessionmaker[Session], number: str) -> CallerHistory:
+    since = utcnow() - timedelta(days=365)
+
+    def op(session: Session) -> CallerHistory:
+        count, last = session.execute(
+            select(func.count(Call.id), func.max(Call.arrived_at)).where(Call.caller_number == number)
+        ).one()
+        flags = session.scalars(
+            select(NumberFlag)
+            .where(NumberFlag.number == number, NumberFlag.created_at >= since)
+            .order_by(NumberFlag.created_at.desc())
+            .limit(50)
+        )
+        return CallerHistory(
+            number=number,
+            previous_calls=int(count),
+            last_call_at=last,
+            flags=tuple(FlagRecord(f.kind, f.created_at, f.note, f.call_id) for f in flags),
+        )
+
+    return _retry(sessions, op)
+
+
+def record(
+    sessions: sessionmaker[Session],
+    env: dict[str, str],
+    caller: CallerNumber,
+    arrived: datetime,
+    dialed: str,
+    routing: Routing,
+    history: CallerHistory | None,
+) -> str:
+    uniqueid = env.get("agi_uniqueid", "")
+
+    def open_call(session: Session) -> str:
+        call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
+        if call is None:
+            call = Call(
+                id=new_call_id(),
+                uniqueid=uniqueid,
+                status="arrived",
+                linkedid=env.get("agi_linkedid") or None,
+                channel=env.get("agi_channel") or None,
+                caller_raw=caller.raw or None,
+                caller_number=caller.e164,
+                dialed=dialed or None,
+                routed_by="agi",
+                queue_priority=routing.priority,
+                language=routing.language,
+                arrived_at=arrived,
+            )
+            session.add(call)
+        return call.id
+
+    def event_op(kind: str, at: datetime, data: dict[str, Any]) -> Callable[[Session], str]:
+        def op(session: Session) -> str:
+            call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
+            if call is None:
+                call = Call(id=new_call_id(), uniqueid=uniqueid, routed_by="fallback", arrived_at=at, status="arrived")
+                session.add(call)
+                session.flush()
+            session.add(CallEvent(call_id=call.id, kind=kind, at=at, source="agi", data=data))
+            return call.id
+
+        return op
+
+    call_id = _retry(sessions, open_call)
+    _retry(sessions, event_op("arrived", arrived, {"dialed": dialed, "withheld": caller.withheld}))
+    _retry(
+        sessions,
+        event_op(
+            "routed",
+            utcnow(),
+            {
+                "priority": routing.priority,
+                "language": routing.language,
+                "abuse_count": routing.abuse_count,
+                "previous_calls": history.previous_calls if history else 0,
+                "reminder": routing.reminder,
+            },
+        ),
+    )
+    return call_id
+
+
+def main() -> None:
+    agi = AGI()
+    env: dict[str, str] = agi.env
+    numbers, queue = NumbersConfig(), QueueConfig()
+    now = utcnow()
+    args = sys.argv[1:]
+    caller = normalize(env.get("agi_callerid"), numbers.default_region)
+    arrived = arrival_time(args[0] if args else None, now)
+    dialed = "".join(ch for ch in (args[1] if len(args) > 1 else env.get("agi_extension", "")) if ch.isdigit())
+
+    engine = create_engine(f"sqlite:///{os.environ['CC_BENCH_DB']}")
+    event.listen(engine, "connect", _sqlite_pragmas)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    history = caller_history(sessions, caller.key) if caller.key is not None else None
+    routing = decide(history, queue, now)
+    call_id = record(sessions, env, caller, arrived, dialed, routing, history)
+    agi.set_variable("CC_CALL_ID", call_id)
+    agi.set_variable("CC_PRIO", str(routing.priority))
+    agi.set_variable("CC_LANG", routing.language)
+    if routing.reminder:
+        agi.stream_file("callcenter/cc-prank-reminder")
+    agi.set_variable(ROUTED_MARKER, "1")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
