@@ -123,6 +123,7 @@ async def serve(args: argparse.Namespace) -> None:
     from callcenter.config import AgiConfig, NumbersConfig, QueueConfig
     from callcenter.logs import configure_logging
     from callcenter.store import Store
+    from callcenter.store.pending import PendingWrites
     from callcenter.tasks import Background
 
     configure_logging(args.log_level, json=True)
@@ -130,7 +131,7 @@ async def serve(args: argparse.Namespace) -> None:
     await store.upgrade()
     background = Background()
     server = AgiServer(AgiConfig(host="127.0.0.1", port=0))
-    server.add_route(ROUTE, IncomingRoute(store, background, NumbersConfig(), QueueConfig()))
+    server.add_route(ROUTE, IncomingRoute(store, background, PendingWrites(), NumbersConfig(), QueueConfig()))
     await server.start()
 
     loop = asyncio.get_running_loop()

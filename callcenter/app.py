@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 import structlog
 from aiohttp import web
@@ -26,9 +27,10 @@ from callcenter.queue.ami import AmiClient
 from callcenter.queue.presence import Presence
 from callcenter.queue.tracker import QueueTracker, resync_from_ami
 from callcenter.store import Store
+from callcenter.store.pending import PendingWrites
 from callcenter.tasks import Background
 from callcenter.web import api
-from callcenter.web.keys import AGI, AMI, BACKGROUND, CONFIG, PRESENCE, STORE, TRACKER
+from callcenter.web.keys import AGI, AMI, BACKGROUND, CONFIG, PENDING, PRESENCE, STORE, TRACKER
 
 log = structlog.get_logger("callcenter.app")
 
@@ -37,10 +39,31 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     store = Store.from_url(cfg.store.url, retry_for=cfg.store.retry_for)
     await store.upgrade()
+    window = timedelta(days=cfg.queue.prank_window_days)
+    flags = await store.load_flags(window)
+    log.info("store.ready", flags_indexed=flags)
     app[STORE] = store
     background = Background()
     app[BACKGROUND] = background
+    app[PENDING] = PendingWrites()
+
+    async def refresh_flags() -> None:
+        """Flags written by another process (a second instance, a script) reach routing within a period."""
+        while True:
+            await asyncio.sleep(cfg.queue.flags_refresh)
+            try:
+                before = len(store.flags)
+                after = await store.load_flags(window)
+                if after != before:
+                    log.info("store.flags_refreshed", flags_indexed=after, before=before)
+            except Exception as exc:  # the old index keeps serving; routing never waits on this
+                log.warning("store.flags_refresh_failed", error=str(exc))
+
+    refresher = asyncio.create_task(refresh_flags(), name="flags-refresh")
     yield
+    refresher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await refresher
     await background.drain()
     await store.close()
 
@@ -48,8 +71,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _agi_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     server = AgiServer(cfg.agi)
-    server.add_route(INCOMING_ROUTE, IncomingRoute(app[STORE], app[BACKGROUND], cfg.numbers, cfg.queue))
-    server.add_route(HANGUP_ROUTE, HangupRoute(app[STORE], app[BACKGROUND]))
+    store, background, pending = app[STORE], app[BACKGROUND], app[PENDING]
+    server.add_route(INCOMING_ROUTE, IncomingRoute(store, background, pending, cfg.numbers, cfg.queue))
+    server.add_route(HANGUP_ROUTE, HangupRoute(store, background, pending))
     await server.start()
     app[AGI] = server
     log.info("agi.listening", host=cfg.agi.host, port=server.port)
@@ -59,7 +83,7 @@ async def _agi_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _ami_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    tracker = QueueTracker(app[STORE], region=cfg.numbers.default_region)
+    tracker = QueueTracker(app[STORE], region=cfg.numbers.default_region, pending=app[PENDING])
 
     async def on_ready(client: AmiClient) -> None:
         await resync_from_ami(tracker, client)

@@ -85,6 +85,9 @@ class QueueConfig:
     prank_window_days: int = 30
     #: Play the "jangan iseng" reminder to flagged numbers before queueing them.
     prank_reminder: bool = True
+    #: Seconds between reloads of the in-memory flag index from the database (flags added by this
+    #: process count at once; this picks up those written elsewhere).
+    flags_refresh: float = 60.0
     language: str = "id"
     #: Seconds a caller waits in the queue before overflowing.
     timeout: int = 120

@@ -7,12 +7,15 @@ the greeting or routing), and who hung up first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 
 from callcenter.agi.server import AgiSession
 from callcenter.store import Store, utcnow
 from callcenter.store.lifecycle import close_call
 from callcenter.store.models import Call
+from callcenter.store.pending import PendingWrites
 from callcenter.tasks import Background
 
 log = structlog.get_logger("callcenter.agi.hangup")
@@ -30,9 +33,10 @@ def hangup_by(caller_channel: str, source: str) -> str:
 
 
 class HangupRoute:
-    def __init__(self, store: Store, background: Background) -> None:
+    def __init__(self, store: Store, background: Background, pending: PendingWrites) -> None:
         self.store = store
         self.background = background
+        self.pending = pending
 
     async def __call__(self, session: AgiSession) -> None:
         args = [*session.args, "", "", "", "", ""]
@@ -62,8 +66,10 @@ class HangupRoute:
             "dial_status": dial_status,
         }
         # Asterisk waits for this session before it finishes the hangup; the write need not hold it.
-        self.background.spawn(
-            self.store.record_event(session.uniqueid, "hangup_reported", source="hangup", data=data, update=update),
-            name="hangup-report",
-        )
+        self.background.spawn(self._write(session.uniqueid, data, update), name="hangup-report")
         log.info("call.hangup_reported", **data)
+
+    async def _write(self, uniqueid: str, data: dict[str, object], update: Callable[[Call], None]) -> None:
+        # A caller hanging up during routing: the call's first write may still be on its way.
+        await self.pending.settle(uniqueid)
+        await self.store.record_event(uniqueid, "hangup_reported", source="hangup", data=data, update=update)

@@ -3,8 +3,8 @@
 
 It decides the queue priority and language from the caller's history and records the call, then
 sets ``CC_ROUTED=1`` as its very last command. The dialplan queues the caller whatever happens
-here; the marker only tells it that our values are complete. Every database step is bounded, so a
-slow database costs the caller at most ``db_wait`` seconds and never the call.
+here; the marker only tells it that our values are complete. The caller never waits on the
+database: the abuse flags are indexed in memory and the call's record is written in the background.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from callcenter.agi.protocol import AgiError
 from callcenter.agi.server import AgiSession
 from callcenter.config import NumbersConfig, QueueConfig
 from callcenter.forms.phone import CallerNumber, normalize
-from callcenter.store import CallerHistory, Store, utcnow
+from callcenter.store import Store, new_call_id, utcnow
+from callcenter.store.pending import PendingWrites
 from callcenter.tasks import Background
 
 log = structlog.get_logger("callcenter.agi.incoming")
@@ -36,15 +37,14 @@ class Routing:
     abuse_count: int
 
 
-def decide(history: CallerHistory | None, queue: QueueConfig, now: datetime) -> Routing:
+def decide(abuse_count: int, queue: QueueConfig) -> Routing:
     """Repeat pranksters wait behind other callers and hear a reminder; they are never refused."""
-    abuse = 0 if history is None else history.abuse_count(now - timedelta(days=queue.prank_window_days))
-    flagged = abuse >= queue.prank_threshold
+    flagged = abuse_count >= queue.prank_threshold
     return Routing(
         priority=queue.prank_priority if flagged else queue.default_priority,
         language=queue.language,
         reminder=flagged and queue.prank_reminder,
-        abuse_count=abuse,
+        abuse_count=abuse_count,
     )
 
 
@@ -62,16 +62,15 @@ class IncomingRoute:
         self,
         store: Store,
         background: Background,
+        pending: PendingWrites,
         numbers: NumbersConfig,
         queue: QueueConfig,
-        *,
-        db_wait: float = 1.0,
     ) -> None:
         self.store = store
         self.background = background
+        self.pending = pending
         self.numbers = numbers
         self.queue = queue
-        self.db_wait = db_wait
 
     async def __call__(self, session: AgiSession) -> None:
         now = utcnow()
@@ -80,20 +79,22 @@ class IncomingRoute:
         caller = normalize(env.get("agi_callerid"), self.numbers.default_region)
         arrived = arrival_time(args[0] if args else None, now)
         dialed = "".join(ch for ch in (args[1] if len(args) > 1 else env.get("agi_extension", "")) if ch.isdigit())
-        structlog.contextvars.bind_contextvars(caller=caller.e164 or caller.raw or "withheld")
+        call_id = new_call_id()
+        structlog.contextvars.bind_contextvars(call_id=call_id, caller=caller.e164 or caller.raw or "withheld")
 
-        history: CallerHistory | None = None
+        # Routing reads nothing from the database: the abuse flags are indexed in memory.
+        abuse = 0
         if caller.key is not None:
-            history = await self.background.bounded(
-                self.store.caller_history(caller.key), "caller-history", self.db_wait
-            )
-        routing = decide(history, self.queue, now)
-        call_id = await self.background.bounded(
-            self._record(session, caller, arrived, dialed, routing, history), "open-call", self.db_wait
+            abuse = self.store.flags.count(caller.key, now - timedelta(days=self.queue.prank_window_days))
+        routing = decide(abuse, self.queue)
+        # The write runs beside the remaining AGI commands and after the session: the caller never
+        # waits for it, and the tracker's first event about this call waits for it instead.
+        write = self.background.spawn(
+            self._record(session, call_id, caller, arrived, dialed, routing), name="open-call"
         )
-        if call_id is not None:
-            structlog.contextvars.bind_contextvars(call_id=call_id)
-            await session.set_variable("CC_CALL_ID", call_id)
+        self.pending.track(session.uniqueid, write)
+
+        await session.set_variable("CC_CALL_ID", call_id)
         await session.set_variable("CC_PRIO", str(routing.priority))
         await session.set_variable("CC_LANG", routing.language)
         if routing.reminder:
@@ -109,44 +110,36 @@ class IncomingRoute:
             priority=routing.priority,
             language=routing.language,
             abuse_count=routing.abuse_count,
-            previous_calls=history.previous_calls if history else None,
         )
 
     async def _record(
         self,
         session: AgiSession,
+        call_id: str,
         caller: CallerNumber,
         arrived: datetime,
         dialed: str,
         routing: Routing,
-        history: CallerHistory | None,
     ) -> str:
-        uniqueid = session.uniqueid
-        call_id = await self.store.open_call(
-            uniqueid=uniqueid,
+        routed = {
+            "priority": routing.priority,
+            "language": routing.language,
+            "abuse_count": routing.abuse_count,
+            "reminder": routing.reminder,
+        }
+        return await self.store.open_call(
+            uniqueid=session.uniqueid,
+            call_id=call_id,
             arrived_at=arrived,
             routed_by="agi",
-            linkedid=session.env.get("agi_linkedid") or None,
             channel=session.env.get("agi_channel") or None,
             caller_raw=caller.raw or None,
             caller_number=caller.e164,
             dialed=dialed or None,
             queue_priority=routing.priority,
             language=routing.language,
+            events=[
+                ("arrived", arrived, {"dialed": dialed, "withheld": caller.withheld}),
+                ("routed", utcnow(), routed),
+            ],
         )
-        await self.store.record_event(
-            uniqueid, "arrived", source="agi", at=arrived, data={"dialed": dialed, "withheld": caller.withheld}
-        )
-        await self.store.record_event(
-            uniqueid,
-            "routed",
-            source="agi",
-            data={
-                "priority": routing.priority,
-                "language": routing.language,
-                "abuse_count": routing.abuse_count,
-                "previous_calls": history.previous_calls if history else 0,
-                "reminder": routing.reminder,
-            },
-        )
-        return call_id

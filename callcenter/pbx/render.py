@@ -148,6 +148,9 @@ class PbxSpec:
     rtp_start: int | None = None
     rtp_end: int | None = None
     extra_globals: tuple[tuple[str, str], ...] = field(default=())
+    #: queues.conf ``ringinuse``: ``False`` (production) rings a call-taker for one call at a time;
+    #: ``True`` lets one SIPp answerer take many concurrent calls (the P1 load benchmark).
+    ringinuse: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.instance):
@@ -334,7 +337,7 @@ def render_queues_conf(spec: PbxSpec) -> str:
     body = [
         "strategy = rrmemory",
         "; One call per call-taker: a taker on a call is never rung for the next one.",
-        "ringinuse = no",
+        f"ringinuse = {'yes' if spec.ringinuse else 'no'}",
         f"timeout = {spec.member_timeout}",
         "retry = 1",
         "wrapuptime = 0",
@@ -440,6 +443,10 @@ def render_extensions_conf(spec: PbxSpec) -> str:
                 "; Benchmarks compare the real 112 path against this: answer, one second, hang up.",
                 "exten => bare,1,Answer()",
                 " same => n,Wait(1)",
+                " same => n,Hangup()",
+                "; bare<seconds> (e.g. bare12): the same, holding the call that long (P1 call-rate bench).",
+                "exten => _bareX!,1,Answer()",
+                " same => n,Wait(${FILTER(0-9,${EXTEN:4})})",
                 " same => n,Hangup()",
             ],
         )

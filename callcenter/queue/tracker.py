@@ -21,6 +21,7 @@ from callcenter.forms.phone import normalize
 from callcenter.store import Store, StoreUnavailable, utcnow
 from callcenter.store.lifecycle import close_call
 from callcenter.store.models import Call
+from callcenter.store.pending import PendingWrites
 
 log = structlog.get_logger("callcenter.tracker")
 
@@ -90,8 +91,9 @@ def _is_true(value: Any) -> bool:
 
 
 class QueueTracker:
-    def __init__(self, store: Store, *, region: str = "ID") -> None:
+    def __init__(self, store: Store, *, region: str = "ID", pending: PendingWrites | None = None) -> None:
         self.store = store
+        self.pending = pending or PendingWrites()
         self.region = region
         self.live = LiveState()
         #: Monotonic time each live entry was last reported; a resync only drops entries older than its query.
@@ -156,6 +158,7 @@ class QueueTracker:
         uniqueid = str(message["Uniqueid"])
         if not uniqueid:
             raise ValueError("event without Uniqueid")
+        await self.pending.settle(uniqueid)
         caller = normalize(str(message.get("CallerIDNum", "")), self.region)
         create = {
             "channel": message.get("Channel") or None,

@@ -47,6 +47,7 @@ def app_env(pbx: TestPbx, ports: dict[str, int], url: str) -> dict[str, str]:
         "CALLCENTER_AMI_RECONNECT_MAX": "1",
         "CALLCENTER_QUEUE_NAME": pbx.spec.queue,
         "CALLCENTER_STORE_URL": url,
+        "CALLCENTER_QUEUE_FLAGS_REFRESH": "0.5",
     }
 
 
@@ -190,6 +191,8 @@ async def test_app_killed_mid_session_call_still_reaches_call_taker(
     # A repeat prankster hears the reminder from inside the AGI session: that is where we kill the app.
     for kind in ("prank", "hoax", "silent"):
         await store.flag_number(CALLER_E164, kind, note="e2e", at=utcnow() - timedelta(days=1))
+    # Written by another process (this test): the app's flag index picks them up on its refresh.
+    await app.wait_event("store.flags_refreshed", timeout=10)
     mark = len(pbx.log_text())
     taker = await sipp.answerer(taker_port(pbx), answer_after=0.5, hangup_by="remote", max_calls=None)
     try:

@@ -394,3 +394,21 @@ async def test_sqlite_gone_raises_store_unavailable(tmp_path: Path) -> None:
         await asyncio.sleep(0.1)  # let aiosqlite's threads of the failed connects finish on this loop
     finally:
         await store.close()
+
+
+async def test_flag_index_follows_writes_and_reloads(store: Store, db_url: str) -> None:
+    """Routing reads abuse flags from memory: they must match the database after writes and restarts."""
+    now = utcnow()
+    await store.flag_number(NUMBER, "prank", at=now - timedelta(days=1))
+    await store.flag_number(NUMBER, "misdial", at=now - timedelta(days=1))
+    await store.flag_number(NUMBER, "hoax", at=now - timedelta(days=60))
+    assert store.flags.count(NUMBER, now - timedelta(days=30)) == 1
+    assert store.flags.count(NUMBER, now - timedelta(days=90)) == 2
+
+    reopened = Store.from_url(db_url, retry_for=5.0)
+    try:
+        assert await reopened.load_flags(timedelta(days=30)) == 1
+        assert reopened.flags.count(NUMBER, now - timedelta(days=30)) == 1
+        assert reopened.flags.count(NUMBER, now - timedelta(days=90)) == 1  # older than the loaded window
+    finally:
+        await reopened.close()

@@ -1,0 +1,34 @@
+"""Writes that are still on their way, per call, so later reports about the call wait for them.
+
+The AGI route records a new call in the background so that the caller never waits on the
+database; the first AMI event about that call can arrive a few milliseconds later and must land
+on the same row, after it. Both run in this process, so a map of in-flight tasks is enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+class PendingWrites:
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+
+    def track(self, uniqueid: str, task: asyncio.Task[Any]) -> None:
+        self._tasks[uniqueid] = task
+
+        def forget(done: asyncio.Task[Any]) -> None:
+            if self._tasks.get(uniqueid) is done:
+                del self._tasks[uniqueid]
+
+        task.add_done_callback(forget)
+
+    async def settle(self, uniqueid: str, timeout: float = 5.0) -> None:
+        """Wait (bounded) for the call's first write; its failure is the writer's to log, not ours."""
+        task = self._tasks.get(uniqueid)
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=timeout)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
