@@ -51,7 +51,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _retry(sessions: sessionmaker[Session], op: Callable[[Session], T]) -> T:
-    """One transaction per step, retried while SQLite says it is locked (what ``Store._retry`` does)."""
+    """One transaction per step, retried while SQLite says it is locked (what ``Store.transaction`` does)."""
     deadline = time.monotonic() + RETRY_FOR
     delay = 0.05
     while True:

@@ -29,7 +29,7 @@ from callcenter.queue.tracker import QueueTracker, resync_from_ami
 from callcenter.store import Store
 from callcenter.store.pending import PendingWrites
 from callcenter.tasks import Background
-from callcenter.web import api
+from callcenter.web import api, auth, console_api, live, openapi, pages
 from callcenter.web.keys import AGI, AMI, BACKGROUND, CONFIG, PENDING, PRESENCE, STORE, TRACKER
 
 log = structlog.get_logger("callcenter.app")
@@ -98,10 +98,11 @@ async def _ami_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=auth.middlewares(), client_max_size=2 * 1024 * 1024)
     app[CONFIG] = config
     app.cleanup_ctx.extend([_store_ctx, _agi_ctx, _ami_ctx])
-    app.add_routes(api.routes)
+    for module in (api, auth, live, console_api, openapi, pages):
+        app.add_routes(module.routes)
     return app
 
 

@@ -56,6 +56,17 @@ class AmiConfig:
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    #: A login lasts this long without activity (a 12-hour shift).
+    session_hours: float = 12.0
+    #: Failed logins per username and per address before a lockout, and its length.
+    login_max_failures: int = 5
+    login_lockout_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    #: TOML list of districts and sub-districts for the intake form; empty: the packaged sample.
+    districts_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,7 @@ class Config:
     agi: AgiConfig = field(default_factory=AgiConfig)
     ami: AmiConfig = field(default_factory=AmiConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    intake: IntakeConfig = field(default_factory=IntakeConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     numbers: NumbersConfig = field(default_factory=NumbersConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)

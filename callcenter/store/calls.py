@@ -133,7 +133,7 @@ class Store:
         async with self.engine.begin() as conn:
             await conn.run_sync(upgrade_connection)
 
-    async def _retry(self, what: str, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async def transaction(self, what: str, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run ``op`` in a transaction, retrying on connection-level failures with backoff.
 
         Only failures that can go away by themselves (see :func:`_transient`) are retried, up to
@@ -211,9 +211,9 @@ class Store:
     async def _upsert(self, what: str, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Two reporters (AGI and AMI) may create the same call at once: the loser retries as an update."""
         try:
-            return await self._retry(what, op)
+            return await self.transaction(what, op)
         except IntegrityError:
-            return await self._retry(what, op)
+            return await self.transaction(what, op)
 
     async def record_event(
         self,
@@ -251,13 +251,13 @@ class Store:
         async def op(session: AsyncSession) -> Call | None:
             return await session.get(Call, call_id)
 
-        return await self._retry("get_call", op)
+        return await self.transaction("get_call", op)
 
     async def call_by_uniqueid(self, uniqueid: str) -> Call | None:
         async def op(session: AsyncSession) -> Call | None:
             return await session.scalar(select(Call).where(Call.uniqueid == uniqueid))
 
-        return await self._retry("call_by_uniqueid", op)
+        return await self.transaction("call_by_uniqueid", op)
 
     async def timeline(self, call_id: str) -> list[CallEvent]:
         async def op(session: AsyncSession) -> list[CallEvent]:
@@ -266,14 +266,14 @@ class Store:
             )
             return list(rows)
 
-        return await self._retry("timeline", op)
+        return await self.transaction("timeline", op)
 
     async def recent_calls(self, limit: int = 50) -> list[Call]:
         async def op(session: AsyncSession) -> list[Call]:
             rows = await session.scalars(select(Call).order_by(Call.arrived_at.desc()).limit(limit))
             return list(rows)
 
-        return await self._retry("recent_calls", op)
+        return await self.transaction("recent_calls", op)
 
     async def open_calls(self) -> list[Call]:
         """Calls not yet ended: what a resync after a restart has to reconcile with Asterisk."""
@@ -282,7 +282,7 @@ class Store:
             rows = await session.scalars(select(Call).where(Call.ended_at.is_(None)))
             return list(rows)
 
-        return await self._retry("open_calls", op)
+        return await self.transaction("open_calls", op)
 
     # -- numbers ---------------------------------------------------------------------------------
 
@@ -310,7 +310,7 @@ class Store:
                 flags=tuple(FlagRecord(f.kind, f.created_at, f.note, f.call_id) for f in flags),
             )
 
-        return await self._retry("caller_history", op)
+        return await self.transaction("caller_history", op)
 
     async def load_flags(self, window: timedelta) -> int:
         """Fill ``flags`` from the database (at start); returns how many flags it holds."""
@@ -324,7 +324,7 @@ class Store:
             )
             return [(n, k, a) for n, k, a in rows]
 
-        self.flags.load(await self._retry("load_flags", op))
+        self.flags.load(await self.transaction("load_flags", op))
         return len(self.flags)
 
     async def flag_number(
@@ -350,5 +350,5 @@ class Store:
             )
 
         when = at or utcnow()
-        await self._retry("flag_number", op)
+        await self.transaction("flag_number", op)
         self.flags.add(number, kind, when)

@@ -80,6 +80,8 @@ class Call(Base):
     recording: Mapped[str | None] = mapped_column(String(255))
     #: Set by the call-taker: genuine, non_emergency, prank, hoax, silent, misdial, abandoned.
     classification: Mapped[str | None] = mapped_column(String(16), index=True)
+    classified_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    classified_at: Mapped[datetime | None]
 
 
 class CallEvent(Base):
@@ -108,3 +110,94 @@ class NumberFlag(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
+
+
+class User(Base):
+    """A person who logs in: call-taker, supervisor, agency officer or admin."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128))
+    #: argon2id hash (argon2-cffi's encoded form, parameters included).
+    password_hash: Mapped[str] = mapped_column(String(255))
+    #: calltaker, supervisor, agency, admin.
+    role: Mapped[str] = mapped_column(String(16))
+    #: UI language: id (default) or en.
+    language: Mapped[str] = mapped_column(String(8), default="id")
+    #: The call-taker's softphone as a queue member interface, e.g. ``PJSIP/taker1``.
+    interface: Mapped[str | None] = mapped_column(String(64), unique=True)
+    #: For agency officers: the agency they act for (dispatch issue).
+    agency: Mapped[str | None] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime]
+
+
+class WebSession(Base):
+    """Server-side login session; the cookie holds a random token, the table only its SHA-256."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    remote: Mapped[str | None] = mapped_column(String(64))
+
+
+class Incident(Base):
+    """The structured intake of an emergency, linked to the call it came from."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Human-facing number read out to agencies: ``112-YYYYMMDD-NNNN``.
+    reference: Mapped[str] = mapped_column(String(32), unique=True)
+    call_id: Mapped[str | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    category: Mapped[str] = mapped_column(String(32), index=True)
+    priority: Mapped[str] = mapped_column(String(16))
+    reporter_name: Mapped[str] = mapped_column(String(128))
+    callback_number: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(Text)
+    district: Mapped[str | None] = mapped_column(String(64))
+    subdistrict: Mapped[str | None] = mapped_column(String(64))
+    landmark: Mapped[str] = mapped_column(Text, default="")
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    victims_count: Mapped[int] = mapped_column(Integer, default=0)
+    victims_condition: Mapped[str] = mapped_column(Text, default="")
+    access_route: Mapped[str] = mapped_column(Text, default="")
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    updated_at: Mapped[datetime]
+
+
+class IncidentAudit(Base):
+    """Every change to an incident and who made it: ``changes`` maps field → [old, new]."""
+
+    __tablename__ = "incident_audit"
+    __table_args__ = (Index("ix_incident_audit_incident_at", "incident_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    at: Mapped[datetime]
+    action: Mapped[str] = mapped_column(String(16))
+    changes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Draft(Base):
+    """An intake being typed, saved as the call-taker types so a reload or a dropped link loses nothing."""
+
+    __tablename__ = "drafts"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    #: The call's id, or ``"none"`` for an intake not tied to a call.
+    call_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime]

@@ -1,0 +1,7 @@
+"""Placeholder: intake, incidents and classification endpoints arrive here (see docs/console-api.md)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+routes = web.RouteTableDef()
