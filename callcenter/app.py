@@ -100,7 +100,7 @@ async def _ami_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=auth.middlewares(), client_max_size=2 * 1024 * 1024)
     app[CONFIG] = config
-    app.cleanup_ctx.extend([_store_ctx, _agi_ctx, _ami_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _agi_ctx, _ami_ctx, live.live_ctx])
     for module in (api, auth, live, console_api, openapi, pages):
         app.add_routes(module.routes)
     return app

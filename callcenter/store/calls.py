@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from callcenter.store.flags import ABUSE_KINDS, FlagIndex
 from callcenter.store.migrate import upgrade_connection
-from callcenter.store.models import Call, CallEvent, NumberFlag
+from callcenter.store.models import Call, CallEvent, Incident, NumberFlag
 
 T = TypeVar("T")
 log = structlog.get_logger("callcenter.store")
@@ -286,14 +286,18 @@ class Store:
 
     # -- numbers ---------------------------------------------------------------------------------
 
-    async def caller_history(self, number: str, *, flags_since: timedelta = timedelta(days=365)) -> CallerHistory:
+    async def caller_history(
+        self, number: str, *, flags_since: timedelta = timedelta(days=365), exclude_call_id: str | None = None
+    ) -> CallerHistory:
+        """Calls and flags of ``number``; ``exclude_call_id`` leaves out the call being answered now."""
         since = utcnow() - flags_since
 
         async def op(session: AsyncSession) -> CallerHistory:
+            where = [Call.caller_number == number]
+            if exclude_call_id is not None:
+                where.append(Call.id != exclude_call_id)
             count, last = (
-                await session.execute(
-                    select(func.count(Call.id), func.max(Call.arrived_at)).where(Call.caller_number == number)
-                )
+                await session.execute(select(func.count(Call.id), func.max(Call.arrived_at)).where(*where))
             ).one()
             flags = await session.scalars(
                 select(NumberFlag)
@@ -311,6 +315,44 @@ class Store:
             )
 
         return await self.transaction("caller_history", op)
+
+    async def incidents_of_number(self, number: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Earlier incidents reported from this number: a caller's history is more than call counts."""
+
+        async def op(session: AsyncSession) -> list[dict[str, Any]]:
+            rows = await session.execute(
+                select(Incident.id, Incident.reference, Incident.category, Incident.created_at, Incident.status)
+                .join(Call, Incident.call_id == Call.id)
+                .where(Call.caller_number == number)
+                .order_by(Incident.created_at.desc())
+                .limit(limit)
+            )
+            return [
+                {"id": i, "reference": ref, "category": cat, "created_at": at.isoformat(), "status": status}
+                for i, ref, cat, at, status in rows
+            ]
+
+        return await self.transaction("incidents_of_number", op)
+
+    async def known_location(self, call_id: str) -> dict[str, Any] | None:
+        """The location already taken for this call (an intake submitted before a reload), if any."""
+
+        async def op(session: AsyncSession) -> dict[str, Any] | None:
+            incident = await session.scalar(
+                select(Incident).where(Incident.call_id == call_id).order_by(Incident.id.desc()).limit(1)
+            )
+            if incident is None:
+                return None
+            return {
+                "address": incident.address,
+                "district": incident.district,
+                "subdistrict": incident.subdistrict,
+                "landmark": incident.landmark,
+                "latitude": incident.latitude,
+                "longitude": incident.longitude,
+            }
+
+        return await self.transaction("known_location", op)
 
     async def load_flags(self, window: timedelta) -> int:
         """Fill ``flags`` from the database (at start); returns how many flags it holds."""

@@ -1,7 +1,269 @@
-"""Live console: presence, current call, WebSocket (being written)."""
+"""The live console: screen pop over WebSocket, the current call after a reload, queue presence.
+
+The pop is driven by AMI's AgentConnect as the tracker sees it, not by anything the page does:
+the call-taker's screen shows a caller only once Asterisk has really bridged that caller to their
+softphone. Everything a pop needs is read in one short burst so it reaches the page well within
+100 ms of the event.
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
+import structlog
+from aiohttp import WSMsgType, web
+
+from callcenter.forms.phone import normalize
+from callcenter.queue.ami import AmiError, AmiNotConnected
+from callcenter.queue.presence import PAUSE_REASONS
+from callcenter.queue.tracker import Member, QueueTracker
+from callcenter.store import Store
+from callcenter.store.pending import PendingWrites
+from callcenter.web.access import UserInfo, error, require, user_of
+from callcenter.web.keys import CONFIG, PENDING, PRESENCE, STORE, TRACKER
+
+log = structlog.get_logger("callcenter.web.live")
 routes = web.RouteTableDef()
+
+PING_SECONDS = 20.0
+
+
+def member_json(member: Member) -> dict[str, Any]:
+    return {
+        "queue": member.queue,
+        "interface": member.interface,
+        "name": member.name,
+        "state": member.state,
+        "paused": member.paused,
+        "reason": member.reason,
+        "in_call": member.in_call,
+    }
+
+
+async def build_pop(store: Store, pending: PendingWrites, uniqueid: str, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything the call-taker sees when the caller is put through to them."""
+    await pending.settle(uniqueid, timeout=0.5)
+    call = await store.call_by_uniqueid(uniqueid)
+    raw = call.caller_raw if call and call.caller_raw else str(facts.get("caller", ""))
+    caller = normalize(raw)
+    e164 = call.caller_number if call and call.caller_number else caller.e164
+    history: dict[str, Any] = {"number": e164, "previous_calls": 0, "last_call_at": None, "flags": [], "incidents": []}
+    if e164:
+        found = await store.caller_history(e164, exclude_call_id=call.id if call else None)
+        history = {
+            "number": e164,
+            "previous_calls": found.previous_calls,
+            "last_call_at": found.last_call_at.isoformat() if found.last_call_at else None,
+            "flags": [
+                {"kind": f.kind, "at": f.at.isoformat(), "note": f.note, "call_id": f.call_id} for f in found.flags
+            ],
+            "incidents": await store.incidents_of_number(e164),
+        }
+    return {
+        "call_id": call.id if call else None,
+        "uniqueid": uniqueid,
+        "caller": {"raw": raw, "e164": e164, "withheld": caller.withheld},
+        "dialed": call.dialed if call else None,
+        "arrived_at": call.arrived_at.isoformat() if call else None,
+        "answered_at": call.answered_at.isoformat() if call and call.answered_at else None,
+        "wait_seconds": facts.get("wait", call.wait_seconds if call else None),
+        "member": facts.get("member", call.answered_by if call else None),
+        "history": history,
+        "location": await store.known_location(call.id) if call else None,
+    }
+
+
+class LiveHub:
+    """Fans tracker events out to the WebSockets of the call-takers they concern."""
+
+    def __init__(self, store: Store, pending: PendingWrites, tracker: QueueTracker) -> None:
+        self.store = store
+        self.pending = pending
+        self.tracker = tracker
+        self._sockets: dict[web.WebSocketResponse, UserInfo] = {}
+        #: Caller uniqueid → the interface it is connected to, for routing ``call_ended``.
+        self._calls: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sent = 0
+
+    def add(self, ws: web.WebSocketResponse, user: UserInfo) -> None:
+        self._sockets[ws] = user
+
+    def remove(self, ws: web.WebSocketResponse) -> None:
+        self._sockets.pop(ws, None)
+
+    def _targets(self, interface: str) -> list[web.WebSocketResponse]:
+        return [ws for ws, user in self._sockets.items() if user.interface and user.interface == interface]
+
+    def on_event(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """Tracker listener (synchronous, inside the AMI consumer): hand off, never block it."""
+        if kind == "connected":
+            interface = str(payload.get("interface", ""))
+            self._calls[str(payload["uniqueid"])] = interface
+            if self._targets(interface):
+                self._spawn(self._pop(interface, dict(payload)))
+        elif kind in ("completed", "hangup"):
+            interface = self._calls.pop(str(payload.get("uniqueid", "")), "")
+            if interface and self._targets(interface):
+                self._spawn(self._call_ended(interface, str(payload.get("uniqueid", ""))))
+        elif kind == "member":
+            targets = self._targets(str(payload.get("interface", "")))
+            if targets:
+                self._spawn(self._send(targets, {"type": "member", "member": dict(payload)}))
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pop(self, interface: str, payload: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        pop = await build_pop(self.store, self.pending, str(payload["uniqueid"]), payload)
+        await self._send(self._targets(interface), {"type": "pop", "call": pop})
+        log.info(
+            "console.pop",
+            interface=interface,
+            call_id=pop["call_id"],
+            ms=round(1000 * (time.perf_counter() - started), 1),
+        )
+
+    async def _call_ended(self, interface: str, uniqueid: str) -> None:
+        call = await self.store.call_by_uniqueid(uniqueid)
+        await self._send(self._targets(interface), {"type": "call_ended", "call_id": call.id if call else None})
+
+    async def _send(self, sockets: list[web.WebSocketResponse], message: dict[str, Any]) -> None:
+        for ws in sockets:
+            if ws.closed:
+                continue
+            try:
+                await ws.send_json(message)
+                self.sent += 1
+            except (ConnectionError, RuntimeError) as exc:
+                log.info("console.send_failed", error=str(exc))
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001, message=b"server shutdown")
+        for task in list(self._tasks):
+            task.cancel()
+
+
+HUB = web.AppKey("live_hub", LiveHub)
+
+
+async def live_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Registered after the AMI context by the composition root: needs the tracker."""
+    hub = LiveHub(app[STORE], app[PENDING], app[TRACKER])
+    unsubscribe = app[TRACKER].subscribe(hub.on_event)
+    app[HUB] = hub
+    yield
+    unsubscribe()
+    await hub.close()
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A browser always sends Origin on WebSocket upgrades; another site's page must not ride our cookie."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser (tests, tools); the session cookie still has to be valid
+    return urlsplit(origin).netloc == request.host
+
+
+@routes.get("/api/ws")
+@require("calltaker", "supervisor")
+async def websocket(request: web.Request) -> web.StreamResponse:
+    if not _same_origin(request):
+        return error(403, "cross-origin WebSocket refused")
+    user = user_of(request)
+    ws = web.WebSocketResponse(heartbeat=PING_SECONDS, max_msg_size=64 * 1024)
+    await ws.prepare(request)
+    hub = request.app[HUB]
+    hub.add(ws, user)
+    log.info("console.ws_open", user=user.username, interface=user.interface)
+    try:
+        await ws.send_json({"type": "hello", "user": user.as_json()})
+        async for msg in ws:
+            # The console only listens; anything it sends is answered with a ping so it can
+            # measure the link, and otherwise ignored.
+            if msg.type == WSMsgType.TEXT:
+                await ws.send_json({"type": "ping"})
+            elif msg.type == WSMsgType.ERROR:
+                break
+    finally:
+        hub.remove(ws)
+    return ws
+
+
+def _member_of(request: web.Request, user: UserInfo) -> Member | None:
+    if not user.interface:
+        return None
+    queue = request.app[CONFIG].queue.name
+    return request.app[TRACKER].live.members.get((queue, user.interface))
+
+
+@routes.get("/api/console/current")
+@require("calltaker", "supervisor")
+async def current(request: web.Request) -> web.Response:
+    """What the console must show after a reload: the call connected to this user's phone now."""
+    user = user_of(request)
+    member = _member_of(request, user)
+    pop = None
+    tracker = request.app[TRACKER]
+    for uniqueid, interface in tracker.live.connected.items():
+        if user.interface and interface == user.interface:
+            pop = await build_pop(request.app[STORE], request.app[PENDING], uniqueid, {})
+            break
+    return web.json_response({"call": pop, "member": member_json(member) if member else None})
+
+
+@routes.get("/api/presence")
+@require("calltaker")
+async def presence_state(request: web.Request) -> web.Response:
+    member = _member_of(request, user_of(request))
+    return web.json_response({"member": member_json(member) if member else None})
+
+
+@routes.post("/api/presence")
+@require("calltaker")
+async def presence_change(request: web.Request) -> web.Response:
+    user = user_of(request)
+    if not user.interface:
+        return error(409, "no softphone is linked to your account")
+    try:
+        body = await request.json()
+    except ValueError:
+        return error(400, "body must be JSON")
+    if not isinstance(body, dict):
+        return error(400, "body must be a JSON object")
+    action, reason = body.get("action"), body.get("reason")
+    presence = request.app[PRESENCE]
+    try:
+        if action == "login":
+            await presence.log_in(user.interface, user.display_name)
+        elif action == "logout":
+            await presence.log_out(user.interface)
+        elif action == "pause":
+            if reason not in PAUSE_REASONS:
+                return web.json_response(
+                    {"error": "invalid input", "fields": {"reason": f"one of {', '.join(PAUSE_REASONS)}"}}, status=422
+                )
+            await presence.pause(user.interface, str(reason))
+        elif action == "unpause":
+            await presence.unpause(user.interface)
+        else:
+            return web.json_response(
+                {"error": "invalid input", "fields": {"action": "one of login, logout, pause, unpause"}}, status=422
+            )
+    except AmiNotConnected:
+        return error(503, "the telephone system is not reachable; try again")
+    except AmiError as exc:
+        # Asterisk refused (e.g. already a member): the page shows what Asterisk reports anyway.
+        return error(409, str(exc))
+    log.info("console.presence", user=user.username, action=action, reason=reason)
+    return web.json_response({"requested": action}, status=202)
