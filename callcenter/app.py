@@ -30,6 +30,7 @@ from callcenter.store import Store
 from callcenter.store.pending import PendingWrites
 from callcenter.tasks import Background
 from callcenter.web import api, auth, console_api, live, openapi, pages
+from callcenter.web.errors import errors_middleware
 from callcenter.web.keys import AGI, AMI, BACKGROUND, CONFIG, PENDING, PRESENCE, STORE, TRACKER
 
 log = structlog.get_logger("callcenter.app")
@@ -98,7 +99,7 @@ async def _ami_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=auth.middlewares(), client_max_size=2 * 1024 * 1024)
+    app = web.Application(middlewares=[errors_middleware, *auth.middlewares()], client_max_size=2 * 1024 * 1024)
     app[CONFIG] = config
     app.cleanup_ctx.extend([_store_ctx, _agi_ctx, _ami_ctx, live.live_ctx])
     for module in (api, auth, live, console_api, openapi, pages):

@@ -1,14 +1,17 @@
-"""``callcenter`` command line: run the server, migrate the database, drive the demo PBX."""
+"""``callcenter`` command line: run the server, migrate the database, manage console users, drive the demo PBX."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import os
 import sys
 from collections.abc import Sequence
 
 from callcenter.config import Config, ConfigError, load_config
 from callcenter.logs import configure_logging
+from callcenter.web.access import LANGUAGES, ROLES
 
 
 async def _db_upgrade(config: Config) -> None:
@@ -17,6 +20,60 @@ async def _db_upgrade(config: Config) -> None:
     store = Store.from_url(config.store.url, retry_for=config.store.retry_for)
     try:
         await store.upgrade()
+    finally:
+        await store.close()
+
+
+#: Where scripts and tests hand over a new user's password: never on the command line, where every
+#: local user can read it in ``ps`` and it lands in shell history.
+PASSWORD_ENV = "CALLCENTER_NEW_PASSWORD"
+
+
+def _read_new_password() -> str | None:
+    """The new password from ``$CALLCENTER_NEW_PASSWORD``, else typed twice at the terminal."""
+    from_env = os.environ.get(PASSWORD_ENV)
+    if from_env is not None:
+        return from_env
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != first:
+        print("callcenter: the passwords differ", file=sys.stderr)
+        return None
+    return first
+
+
+async def _user_command(config: Config, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from callcenter.store import Store
+    from callcenter.store.accounts import AccountError, Accounts
+
+    store = Store.from_url(config.store.url, retry_for=config.store.retry_for)
+    try:
+        await store.upgrade()
+        accounts = Accounts(store, session_lifetime=timedelta(hours=config.web.session_hours))
+        if args.action == "list":
+            for u in await accounts.list_users():
+                row = (u.id, u.username, u.role, u.language, u.interface or "-", u.agency or "-", u.display_name)
+                print("\t".join(str(v) for v in row))
+            return 0
+        password = _read_new_password()
+        if password is None:
+            return 1
+        try:
+            user = await accounts.create_user(
+                args.username,
+                args.name,
+                password,
+                args.role,
+                language=args.language,
+                interface=args.interface,
+                agency=args.agency,
+            )
+        except AccountError as exc:
+            print(f"callcenter: cannot add user: {exc}", file=sys.stderr)
+            return 1
+        print(f"added {user.role} {user.username!r} (id {user.id})")
+        return 0
     finally:
         await store.close()
 
@@ -34,6 +91,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     call.add_argument("number", nargs="?", default="112")
     call.add_argument("--from", dest="caller", default="081234567890", help="caller id to present")
     call.add_argument("--hold", type=float, default=8.0, help="seconds the caller stays on the line")
+    user = sub.add_parser("user", help="console accounts")
+    user_sub = user.add_subparsers(dest="action", required=True)
+    add = user_sub.add_parser(
+        "add", help=f"add a console user (password from ${PASSWORD_ENV} or asked for; never an argument)"
+    )
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=ROLES)
+    add.add_argument("--name", required=True, help="display name shown to colleagues")
+    add.add_argument("--interface", help="the call-taker's queue member interface, e.g. PJSIP/taker1")
+    add.add_argument("--language", default="id", choices=LANGUAGES)
+    add.add_argument("--agency", help="for agency officers: the agency they act for")
+    user_sub.add_parser("list", help="list console users")
     args = parser.parse_args(argv)
 
     try:
@@ -52,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_db_upgrade(config))
         print("database is at the newest schema")
         return 0
+    if args.command == "user":
+        return asyncio.run(_user_command(config, args))
     from callcenter import demo as demo_mod
 
     if args.command == "demo":

@@ -1,15 +1,16 @@
 """``callcenter demo`` / ``callcenter call``: the whole system on one machine, with no phones needed.
 
 The demo starts the test PBX (Asterisk 22 in its chroot), two SIPp softphones standing in for
-call-takers ``taker1`` and ``taker2``, and the app itself; it then logs both call-takers into the
-queue through the app's own presence actions, as the console will. ``callcenter call 112`` is a
-citizen dialling in.
+call-takers ``taker1`` and ``taker2``, and the app itself, with demo accounts for them and for a
+supervisor. A call-taker joins the queue from the console; ``callcenter call 112`` is a citizen
+dialling in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import wave
 from pathlib import Path
@@ -22,8 +23,10 @@ from callcenter.config import Config, replace
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
 from callcenter.pbx.harness import TestPbx
 from callcenter.pbx.render import PbxSpec
+from callcenter.store import Store
+from callcenter.store.accounts import Accounts
 from callcenter.testing import sipp
-from callcenter.web.keys import AMI, PRESENCE
+from callcenter.web.keys import AMI
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_TAKERS = (("taker1", 5071), ("taker2", 5072))
@@ -52,7 +55,34 @@ def greeting_seconds() -> float:
     return frames / rate
 
 
+DEMO_USERS = (
+    ("ayu", "Ni Made Ayu", "calltaker", "PJSIP/taker1"),
+    ("budi", "Budi Santoso", "calltaker", "PJSIP/taker2"),
+    ("sari", "Sari Dewi", "supervisor", None),
+)
+
+
+async def ensure_demo_users(config: Config, password: str) -> list[str]:
+    """Demo accounts (created once, in the demo's own database); returns the ones made now."""
+    store = Store.from_url(config.store.url, retry_for=config.store.retry_for)
+    made: list[str] = []
+    try:
+        await store.upgrade()
+        accounts = Accounts(store)
+        existing = {u.username for u in await accounts.list_users()}
+        for username, name, role, interface in DEMO_USERS:
+            if username not in existing:
+                await accounts.create_user(username, name, password, role, interface=interface)
+                made.append(username)
+    finally:
+        await store.close()
+    return made
+
+
 async def run_demo(config: Config, *, takers: bool = True) -> int:
+    # Passwords are never in the repository: the demo makes one per run unless one is given.
+    password = os.environ.get("CALLCENTER_DEMO_PASSWORD") or secrets.token_urlsafe(9)
+    made = await ensure_demo_users(config, password)
     chroot = await asyncio.to_thread(ensure_chroot, default_cache_dir())
     # A throwaway AMI secret unless one is configured: PBX and app are started together here.
     secret = config.ami.secret or secrets.token_urlsafe(16)
@@ -73,13 +103,19 @@ async def run_demo(config: Config, *, takers: bool = True) -> int:
 
         async def started(app: web.Application) -> None:
             await app[AMI].wait_ready(30)
-            for name, _port in DEMO_TAKERS if takers else ():
-                await app[PRESENCE].log_in(f"PJSIP/{name}", name)
             web_url = f"http://{config.web.host}:{config.web.port}"
+            accounts = (
+                f"  log in as ayu (call-taker, softphone taker1), budi (taker2) or sari (supervisor)\n"
+                f"  with the password {password}\n"
+                if made
+                else "  log in with the demo accounts made on the first run (ayu, budi, sari);\n"
+                "  set CALLCENTER_DEMO_PASSWORD on the first run to choose their password\n"
+            )
             print(
-                f"\n  demo running: SIP 127.0.0.1:{spec.sip_port}, web {web_url}\n"
+                f"\n  demo running: SIP 127.0.0.1:{spec.sip_port}, console {web_url}/\n"
+                f"{accounts}"
+                "  in the console: 'Masuk antrean' puts you in the queue (SIPp answers for your softphone)\n"
                 "  place a call:  .venv/bin/callcenter call 112 --from 081234567890\n"
-                f"  see it:        curl -s {web_url}/api/calls\n"
                 "  Ctrl-C stops everything.\n",
                 flush=True,
             )
@@ -102,5 +138,5 @@ async def place_call(config: Config, number: str, caller_id: str, hold: float) -
     print(f"calling {number} from {caller_id}; staying on the line {on_line:.0f} s …", flush=True)
     result = await proc.wait()
     print(f"call ended: {result.successful} completed, {result.failed} failed (SIPp exit {result.returncode})")
-    print(f"the call's record: curl -s http://{config.web.host}:{config.web.port}/api/calls")
+    print(f"see the call in the console: http://{config.web.host}:{config.web.port}/")
     return 0 if result.ok else 1

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from callcenter.store.models import Call, CallEvent
+from callcenter.web.access import require
 from callcenter.web.keys import AGI, AMI, STORE, TRACKER
 
 routes = web.RouteTableDef()
@@ -35,6 +36,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/calls")
+@require("calltaker", "supervisor")
 async def list_calls(request: web.Request) -> web.Response:
     try:
         limit = min(max(int(request.query.get("limit", "50")), 1), 500)
@@ -45,6 +47,7 @@ async def list_calls(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/calls/{call_id}")
+@require("calltaker", "supervisor")
 async def get_call(request: web.Request) -> web.Response:
     store = request.app[STORE]
     call = await store.get_call(request.match_info["call_id"])
@@ -55,6 +58,7 @@ async def get_call(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/queue")
+@require("calltaker", "supervisor")
 async def queue_state(request: web.Request) -> web.Response:
     live = request.app[TRACKER].live
     return web.json_response(

@@ -1,12 +1,410 @@
-"""Placeholder: sessions, CSRF, login throttling and the auth endpoints arrive here (see docs/console-api.md)."""
+"""Login, sessions and CSRF for the console (the Auth section of ``docs/console-api.md``).
+
+Two middlewares run before every handler:
+
+* the session middleware turns the ``cc_session`` cookie into ``request[USER]``/``request[CSRF]``;
+  it decides *who* is asking, never whether they may (that is ``@require`` on each handler);
+* the CSRF middleware refuses state-changing requests (POST/PUT/PATCH/DELETE) that do not echo the
+  session's CSRF token in ``X-CSRF-Token``, or that come from another origin. SameSite=Strict
+  cookies already stop most cross-site requests; the token also covers older browsers and
+  same-site-but-other-origin pages. A state-changing request with no session at all gets 401 here,
+  so no route can be driven anonymously by accident.
+
+Failed logins are throttled in memory per username and per client address (one process serves a
+centre, and a restart forgetting the counters is acceptable).
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
-from aiohttp.typedefs import Middleware
+import hmac
+import math
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
+import structlog
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+from yarl import URL
+
+from callcenter.store import Store, StoreUnavailable
+from callcenter.store.accounts import AccountError, Accounts, normalise_username
+from callcenter.web.access import CSRF, LANGUAGES, ROLES, USER, error, require, user_of
+from callcenter.web.keys import CONFIG, STORE
+
+log = structlog.get_logger("callcenter.auth")
 routes = web.RouteTableDef()
+
+COOKIE = "cc_session"
+CSRF_HEADER = "X-CSRF-Token"
+LOGIN_PATH = "/api/login"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Paths whose requests never need a session lookup (assets, the monitor's liveness probe).
+_NO_SESSION_PREFIXES = ("/static/", "/healthz")
+#: An address is locked after this many times ``login_max_failures``: a whole call-centre floor may
+#: share one address (NAT, a proxy), and one person mistyping must not lock everyone out of 112.
+ADDRESS_FACTOR = 4
+
+#: Set before startup by whoever wants to supply their own :class:`Accounts` (a test, a tool).
+ACCOUNTS = web.AppKey("accounts", Accounts)
+
+
+# -- throttling --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Strikes:
+    count: int = 0
+    last: float = 0.0
+    locked_until: float = 0.0
+
+
+class LoginThrottle:
+    """Counts login attempts per username and per address; too many failures lock for a while.
+
+    Every attempt is counted as a failure *before* the password is checked (and taken back when it
+    succeeds): the check-and-count happens with no ``await`` in between, so a burst of concurrent
+    guesses cannot all slip past the limit while their hashes are still being verified.
+    Strikes older than the lockout period are forgotten, so occasional typos never add up.
+    """
+
+    def __init__(
+        self,
+        max_failures: int,
+        lockout_seconds: float,
+        *,
+        address_factor: int = ADDRESS_FACTOR,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 10_000,
+    ) -> None:
+        self.max_failures = max_failures
+        self.lockout_seconds = lockout_seconds
+        self.address_factor = address_factor
+        self.clock = clock
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, str], _Strikes] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_failures > 0
+
+    def _keys(self, username: str, remote: str) -> list[tuple[tuple[str, str], int]]:
+        return [(("user", username), self.max_failures), (("addr", remote), self.max_failures * self.address_factor)]
+
+    def locked_for(self, username: str, remote: str) -> float:
+        """Seconds until this username and address may try again (0: now)."""
+        now = self.clock()
+        remaining = 0.0
+        for key, _limit in self._keys(username, remote):
+            entry = self._entries.get(key)
+            if entry is not None:
+                remaining = max(remaining, entry.locked_until - now)
+        return remaining
+
+    def attempt(self, username: str, remote: str) -> float:
+        """Start a login attempt: 0 if it may go ahead (and it is counted), else seconds locked."""
+        if not self.enabled:
+            return 0.0
+        locked = self.locked_for(username, remote)
+        if locked > 0:
+            return locked
+        now = self.clock()
+        for key, limit in self._keys(username, remote):
+            entry = self._entries.setdefault(key, _Strikes())
+            if now - entry.last > self.lockout_seconds:
+                entry.count = 0
+            entry.count += 1
+            entry.last = now
+            if entry.count >= limit:
+                entry.locked_until = now + self.lockout_seconds
+                entry.count = 0
+        self._prune(now)
+        return 0.0
+
+    def succeeded(self, username: str, remote: str) -> None:
+        """The attempt was right: clear the username, take back the address's strike."""
+        self._entries.pop(("user", username), None)
+        entry = self._entries.get(("addr", remote))
+        if entry is not None and entry.count > 0:
+            entry.count -= 1
+
+    def _prune(self, now: float) -> None:
+        """Bound memory against someone trying a million usernames: forget stale entries first."""
+        if len(self._entries) <= self.max_entries:
+            return
+        stale = [k for k, e in self._entries.items() if now - e.last > self.lockout_seconds and e.locked_until <= now]
+        for k in stale:
+            del self._entries[k]
+        if len(self._entries) > self.max_entries:
+            oldest = sorted(self._entries, key=lambda k: self._entries[k].last)
+            for k in oldest[: len(self._entries) - self.max_entries]:
+                del self._entries[k]
+
+
+# -- per-app state -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _AuthState:
+    accounts: Accounts
+    throttle: LoginThrottle
+
+
+#: Keyed by the app's Store (one per app): after startup the app is frozen, and setting keys on a
+#: frozen app is deprecated, so the lazily built state lives here and dies with the store.
+_STATES: weakref.WeakKeyDictionary[Store, _AuthState] = weakref.WeakKeyDictionary()
+
+
+def _state(app: web.Application) -> _AuthState:
+    store = app[STORE]
+    state = _STATES.get(store)
+    if state is None:
+        web_cfg = app[CONFIG].web
+        accounts = app.get(ACCOUNTS) or Accounts(store, session_lifetime=timedelta(hours=web_cfg.session_hours))
+        state = _AuthState(accounts, LoginThrottle(web_cfg.login_max_failures, web_cfg.login_lockout_seconds))
+        _STATES[store] = state
+    return state
+
+
+def accounts_of(app: web.Application) -> Accounts:
+    """The app's :class:`Accounts` (built on first use from its store and config)."""
+    return _state(app).accounts
+
+
+def throttle_of(app: web.Application) -> LoginThrottle:
+    return _state(app).throttle
+
+
+# -- middlewares -------------------------------------------------------------------------------------
+
+
+def _same_origin(request: web.Request, origin: str) -> bool:
+    """Whether an ``Origin`` header names the host this request was sent to.
+
+    Host and explicit port are compared (a TLS-terminating proxy makes our own scheme unreliable);
+    an ``http`` origin is still refused on an https request.
+    """
+    try:
+        url = URL(origin)
+        ours = URL(f"http://{request.host}")
+    except ValueError:
+        return False
+    if url.scheme not in ("http", "https") or not url.host or url.path not in ("", "/"):
+        return False
+    if request.secure and url.scheme != "https":
+        return False
+    return url.host.lower() == (ours.host or "").lower() and url.explicit_port == ours.explicit_port
+
+
+def _session_max_age(request: web.Request) -> int:
+    return int(request.app[CONFIG].web.session_hours * 3600)
+
+
+def _clear_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    response.del_cookie(COOKIE, path="/", httponly=True, samesite="Strict", secure=True if request.secure else None)
+
+
+@web.middleware
+async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve the session cookie; an unknown or expired one is cleared from the browser."""
+    token = request.cookies.get(COOKIE)
+    if not token or request.path.startswith(_NO_SESSION_PREFIXES):
+        return await handler(request)
+    try:
+        resolved = await accounts_of(request.app).resolve_session(token)
+    except StoreUnavailable:
+        return error(503, "database unavailable, try again shortly")
+    if resolved is not None:
+        request[USER], request[CSRF] = resolved
+    response = await handler(request)
+    if resolved is None and not response.prepared and COOKIE not in response.cookies:
+        _clear_cookie(request, response)
+    return response
+
+
+@web.middleware
+async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse cross-origin and token-less state changes (and cross-origin WebSocket upgrades)."""
+    unsafe = request.method in UNSAFE_METHODS
+    upgrade = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
+    if not (unsafe or upgrade):
+        return await handler(request)
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is not None and not _same_origin(request, origin):
+        log.warning("auth.cross_origin_refused", path=request.path, method=request.method, origin=origin[:200])
+        return error(403, "cross-origin request refused")
+    if not unsafe or request.path == LOGIN_PATH or request.match_info.http_exception is not None:
+        return await handler(request)  # unknown paths and wrong methods get their 404/405 as usual
+    expected = request.get(CSRF)
+    if expected is None:
+        return error(401, "login required")
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), expected.encode("utf-8")):
+        log.warning("auth.csrf_refused", path=request.path, method=request.method, user=request[USER].username)
+        return error(403, "csrf token missing or wrong")
+    return await handler(request)
 
 
 def middlewares() -> list[Middleware]:
-    return []
+    """Session first (it sets the user), then CSRF (it needs the session's token)."""
+    return [session_middleware, csrf_middleware]
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
+    """The request body as a JSON object, or the 400 response to send instead."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return error(400, "malformed JSON")
+    if not isinstance(body, dict):
+        return error(400, "expected a JSON object")
+    return body
+
+
+def _invalid(fields: dict[str, str]) -> web.Response:
+    return error(422, "invalid input", fields=fields)
+
+
+def _remote(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def _set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=_session_max_age(request),
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=True if request.secure else None,
+    )
+
+
+# -- endpoints ---------------------------------------------------------------------------------------
+
+
+@routes.post(LOGIN_PATH)
+async def login(request: web.Request) -> web.Response:
+    """Public: check the password, then start a *new* session (never reuse the one the browser sent)."""
+    body = await _json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    fields = {
+        name: "required" for name in ("username", "password") if not isinstance(body.get(name), str) or not body[name]
+    }
+    if fields:
+        return _invalid(fields)
+    username = normalise_username(body["username"])[:64]
+    password: str = body["password"]
+    remote = _remote(request)
+    state = _state(request.app)
+    locked = state.throttle.attempt(username, remote)
+    if locked > 0:
+        retry_after = math.ceil(locked)
+        log.warning("auth.login_throttled", username=username, remote=remote, retry_after=retry_after)
+        return web.json_response(
+            {"error": "too many failed logins, try again later", "retry_after": retry_after},
+            status=429,
+            headers={hdrs.RETRY_AFTER: str(retry_after)},
+        )
+    user = await state.accounts.authenticate(username, password)
+    if user is None:
+        log.warning("auth.login_failed", username=username, remote=remote)
+        return error(401, "wrong username or password")
+    state.throttle.succeeded(username, remote)
+    old = request.cookies.get(COOKIE)
+    if old:
+        await state.accounts.delete_session(old)
+    await state.accounts.purge_expired()
+    token, csrf = await state.accounts.create_session(user.id, remote)
+    log.info("auth.login", user_id=user.id, username=user.username, role=user.role, remote=remote)
+    response = web.json_response({"user": user.as_json(), "csrf_token": csrf})
+    _set_session_cookie(request, response, token)
+    return response
+
+
+@routes.post("/api/logout")
+@require(*ROLES)
+async def logout(request: web.Request) -> web.Response:
+    token = request.cookies.get(COOKIE)
+    if token:
+        await accounts_of(request.app).delete_session(token)
+    log.info("auth.logout", user_id=user_of(request).id, username=user_of(request).username)
+    response = web.Response(status=204)
+    _clear_cookie(request, response)
+    return response
+
+
+@routes.get("/api/me")
+@require(*ROLES)
+async def me(request: web.Request) -> web.Response:
+    return web.json_response({"user": user_of(request).as_json(), "csrf_token": request[CSRF]})
+
+
+@routes.patch("/api/me")
+@require(*ROLES)
+async def update_me(request: web.Request) -> web.Response:
+    """Only the UI language is the user's own to change; anything else is refused, not ignored."""
+    body = await _json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    fields = {name: "cannot be changed here" for name in body if name != "language"}
+    language = body.get("language")
+    if language not in LANGUAGES:
+        fields["language"] = f"one of {', '.join(LANGUAGES)}"
+    if fields:
+        return _invalid(fields)
+    try:
+        user = await accounts_of(request.app).set_language(user_of(request).id, str(language))
+    except LookupError:
+        return error(401, "login required")
+    return web.json_response({"user": user.as_json()})
+
+
+@routes.get("/api/users")
+@require("admin")
+async def list_users(request: web.Request) -> web.Response:
+    users = await accounts_of(request.app).list_users()
+    return web.json_response({"users": [u.as_json() for u in users]})
+
+
+@routes.post("/api/users")
+@require("admin")
+async def create_user(request: web.Request) -> web.Response:
+    body = await _json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    fields: dict[str, str] = {}
+    for name in ("username", "display_name", "password", "role"):
+        if not isinstance(body.get(name), str):
+            fields[name] = "required"
+    for name in ("language", "interface", "agency"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            fields[name] = "must be a string"
+    unknown = set(body) - {"username", "display_name", "password", "role", "language", "interface", "agency"}
+    fields.update({name: "unknown field" for name in sorted(unknown)})
+    if fields:
+        return _invalid(fields)
+    try:
+        user = await accounts_of(request.app).create_user(
+            body["username"],
+            body["display_name"],
+            body["password"],
+            body["role"],
+            language=body.get("language") or "id",
+            interface=body.get("interface"),
+            agency=body.get("agency"),
+        )
+    except AccountError as exc:
+        if exc.conflict:
+            return error(409, "already in use", fields=exc.fields)
+        return _invalid(exc.fields)
+    log.info("auth.user_created", user_id=user.id, username=user.username, role=user.role, by=user_of(request).username)
+    return web.json_response({"user": user.as_json()}, status=201)

@@ -90,7 +90,7 @@ def fake(server: AgiServer, **kwargs: Any) -> FakeAsterisk:
 async def wait_idle(server: AgiServer, bound: float = 3.0) -> None:
     """Wait until no session is running; a spinning or leaked session makes this time out."""
     async with asyncio.timeout(bound):
-        while server.active_sessions:  # noqa: ASYNC110 - polling the public counter is the point
+        while server.active_sessions:
             await asyncio.sleep(0.01)
 
 

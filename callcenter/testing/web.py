@@ -1,0 +1,71 @@
+"""Helpers for tests of the web console: an app config that runs without a PBX, users, and logging in.
+
+``create_app(test_config(tmp_path))`` starts everything for real (store, AGI server, AMI client):
+the AGI server listens on a free port, and the AMI client points at a closed port and keeps
+retrying quietly, exactly as it would while Asterisk is down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from callcenter.config import Config, replace
+from callcenter.store import Store
+from callcenter.store.accounts import Accounts
+from callcenter.testing.sipp import free_port
+from callcenter.web.access import UserInfo
+
+DEFAULT_PASSWORD = "correct-horse-battery"
+
+
+def test_config(tmp_path: Path) -> Config:
+    """A config for one test: SQLite in ``tmp_path``, AGI and web on port 0, AMI on a dead port."""
+    return replace(
+        Config(),
+        store={"url": f"sqlite+aiosqlite:///{tmp_path / 'callcenter.db'}", "retry_for": 5.0},
+        agi={"host": "127.0.0.1", "port": 0},
+        # Bound and released at once: nothing listens there, so every connect is refused at once.
+        ami={"host": "127.0.0.1", "port": free_port("tcp"), "reconnect_min": 0.2, "reconnect_max": 1.0},
+        web={"host": "127.0.0.1", "port": 0},
+        log={"json": True},
+    )
+
+
+# Tests import this by name; without the flag pytest would collect it as a test in their module.
+test_config.__dict__["__test__"] = False
+
+
+async def make_user(
+    store: Store,
+    username: str,
+    role: str,
+    *,
+    password: str = DEFAULT_PASSWORD,
+    interface: str | None = None,
+    language: str = "id",
+    agency: str | None = None,
+) -> UserInfo:
+    """Create a user directly in the store (display name: the username capitalised)."""
+    return await Accounts(store).create_user(
+        username,
+        username.capitalize(),
+        password,
+        role,
+        language=language,
+        interface=interface,
+        agency=agency,
+    )
+
+
+async def login(
+    client: TestClient[web.Request, web.Application], username: str, password: str = DEFAULT_PASSWORD
+) -> str:
+    """Log ``client`` in (its cookie jar keeps the session) and return the CSRF token to send."""
+    resp = await client.post("/api/login", json={"username": username, "password": password})
+    body = await resp.text()
+    assert resp.status == 200, f"login as {username!r} failed: {resp.status} {body}"
+    csrf: str = (await resp.json())["csrf_token"]
+    return csrf
