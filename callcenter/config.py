@@ -109,6 +109,38 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class DispatchConfig:
+    #: Agency directory and routing (TOML); empty: the sample ``config/agencies.toml`` shipped with the app.
+    agencies_file: str = ""
+    #: Where generated briefing prompts are written, and the same directory as Asterisk sees it
+    #: (differs when Asterisk runs in a chroot or another host; empty: the same path).
+    prompt_dir: str = "var/prompts"
+    prompt_dir_asterisk: str = ""
+    #: Dialplan context the AMI Originate of a duty line runs in (``dialplans/callcenter.conf``).
+    originate_context: str = "callcenter-agency"
+    #: Calls to the same line before escalating to the next one.
+    attempts_per_line: int = 2
+    #: Seconds the officer has to press 1 after the briefing starts.
+    accept_timeout: int = 30
+    #: Photos attached to agency updates.
+    upload_dir: str = "var/uploads"
+    upload_max_bytes: int = 5_000_000
+
+
+@dataclass(frozen=True)
+class TwilioConfig:
+    """Agencies without a SIP line; credentials only from the environment (CALLCENTER_TWILIO_*)."""
+
+    account_sid: str = ""
+    auth_token: str = ""
+    from_number: str = ""
+    #: Base URL Twilio uses to reach our webhooks (the centre's public HTTPS address).
+    public_url: str = ""
+    #: Override of Twilio's API host, for tests against a local recorder; empty in production.
+    api_base: str = ""
+
+
+@dataclass(frozen=True)
 class PbxConfig:
     """The bundled test PBX (Asterisk 22 in a Debian sid chroot); production uses its own Asterisk."""
 
@@ -130,6 +162,8 @@ class Config:
     ami: AmiConfig = field(default_factory=AmiConfig)
     web: WebConfig = field(default_factory=WebConfig)
     intake: IntakeConfig = field(default_factory=IntakeConfig)
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    twilio: TwilioConfig = field(default_factory=TwilioConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     numbers: NumbersConfig = field(default_factory=NumbersConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)

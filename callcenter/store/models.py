@@ -175,6 +175,11 @@ class Incident(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(index=True)
     updated_at: Mapped[datetime]
+    #: Service level (dispatch acknowledged by an agency) for the category: due time from the call's
+    #: arrival, when it was met, and when it was breached (flagged on the console and in statistics).
+    sla_due_at: Mapped[datetime | None]
+    sla_met_at: Mapped[datetime | None]
+    sla_breached_at: Mapped[datetime | None]
 
 
 class IncidentAudit(Base):
@@ -201,3 +206,61 @@ class Draft(Base):
     call_key: Mapped[str] = mapped_column(String(32), primary_key=True)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     updated_at: Mapped[datetime]
+
+
+class Dispatch(Base):
+    """One agency asked to respond to one incident; several run in parallel for one incident."""
+
+    __tablename__ = "dispatches"
+    __table_args__ = (Index("ix_dispatches_agency_status", "agency", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    #: Agency code from ``config/agencies.toml``.
+    agency: Mapped[str] = mapped_column(String(32))
+    #: calling → accepted | failed | cancelled, then the agency's own progress:
+    #: dispatched → en_route → on_scene → resolved (or cancelled).
+    status: Mapped[str] = mapped_column(String(16), default="calling")
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None]
+    #: The duty line that accepted (dial string or E.164) and how it was reached (pbx, twilio).
+    accepted_line: Mapped[str | None] = mapped_column(String(128))
+    accepted_via: Mapped[str | None] = mapped_column(String(16))
+
+
+class DispatchAttempt(Base):
+    """One call to one duty line, with how it ended: the evidence behind every escalation."""
+
+    __tablename__ = "dispatch_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    dispatch_id: Mapped[int] = mapped_column(ForeignKey("dispatches.id", ondelete="CASCADE"), index=True)
+    line: Mapped[str] = mapped_column(String(128))
+    via: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    #: accepted, no_answer, busy, failed, no_key, declined, error (None while in progress).
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    #: OriginateResponse Reason code, Twilio call status, or similar.
+    reason: Mapped[str | None] = mapped_column(String(64))
+    hangup_cause: Mapped[int | None] = mapped_column(Integer)
+    #: Asterisk channel or Twilio call SID, to match later events.
+    reference: Mapped[str | None] = mapped_column(String(64), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class DispatchUpdate(Base):
+    """A status report from the agency (with a note and optional photo), shown live to the centre."""
+
+    __tablename__ = "dispatch_updates"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    dispatch_id: Mapped[int] = mapped_column(ForeignKey("dispatches.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, default="")
+    #: Stored file name of an uploaded photo (under the configured upload directory).
+    photo: Mapped[str | None] = mapped_column(String(128))

@@ -1,0 +1,178 @@
+"""P3 — screen-pop latency: AMI AgentConnect → the WebSocket message at the call-taker's console.
+
+The real app runs as a child process (FastAGI, AMI client, tracker, store, web), logged-in consoles
+hold real WebSockets, and a scripted AMI server in this process plays Asterisk: it writes an
+AgentConnect for a call to one call-taker's interface and the clock runs until that call-taker's
+socket delivers the ``pop``. Both clocks are this process's ``perf_counter``.
+
+    .venv/bin/python bench/p3_pop.py [--consoles 20] [--pops 300] [--rate 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from callcenter.store import Store, utcnow
+from callcenter.testing.app import AppProcess
+from callcenter.testing.fake_ami import FakeAmi
+from callcenter.testing.sipp import free_port
+from callcenter.testing.web import make_user
+
+PASSWORD = "bench-password-123"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+class Console:
+    """One logged-in browser tab: a session cookie and the live WebSocket."""
+
+    def __init__(self, base: str, username: str, interface: str) -> None:
+        self.base = base
+        self.username = username
+        self.interface = interface
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.waiting: dict[str, asyncio.Future[float]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        async with self.http.post(
+            f"{self.base}/api/login", json={"username": self.username, "password": PASSWORD}
+        ) as resp:
+            resp.raise_for_status()
+        ws = await self.http.ws_connect(f"{self.base}/api/ws")
+        hello = await ws.receive_json()
+        assert hello["type"] == "hello", hello
+        self.task = asyncio.create_task(self._read(ws))
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            data = msg.json()
+            if data.get("type") == "pop":
+                future = self.waiting.pop(str(data["call"]["uniqueid"]), None)
+                if future is not None and not future.done():
+                    future.set_result(time.perf_counter())
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        await self.http.close()
+
+
+async def run(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-p3-"))
+    url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+    store = Store.from_url(url)
+    await store.upgrade()
+    takers = [(f"taker{i:02d}", f"PJSIP/taker{i:02d}") for i in range(1, args.consoles + 1)]
+    for name, interface in takers:
+        await make_user(store, name, "calltaker", password=PASSWORD, interface=interface)
+    # Calls with some history, as on a real floor: every pop reads the caller's record.
+    numbers = [f"+62812{random.randrange(10**7, 10**8)}" for _ in range(50)]
+    for i in range(args.pops):
+        await store.open_call(
+            uniqueid=f"bench.{i}",
+            arrived_at=utcnow(),
+            routed_by="agi",
+            caller_number=numbers[i % len(numbers)],
+            caller_raw=numbers[i % len(numbers)],
+        )
+    for n in numbers[:10]:
+        await store.flag_number(n, "prank", note="bench")
+
+    fake = FakeAmi()
+    await fake.start()
+    env = {
+        "CALLCENTER_AMI_PORT": str(fake.port),
+        "CALLCENTER_AMI_USERNAME": fake.username,
+        "CALLCENTER_AMI_SECRET": fake.secret,
+        "CALLCENTER_AGI_PORT": str(free_port("tcp")),
+        "CALLCENTER_STORE_URL": url,
+        "CALLCENTER_LOG_LEVEL": "INFO",
+    }
+    app = AppProcess(env, tmp / "app.log", free_port("tcp"))
+    await app.start()
+    consoles = [Console(app.base_url, name, interface) for name, interface in takers]
+    latencies: list[float] = []
+    lost = 0
+    try:
+        await asyncio.gather(*(c.open() for c in consoles))
+        for i in range(args.pops):
+            console = consoles[i % len(consoles)]
+            uniqueid = f"bench.{i}"
+            future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            console.waiting[uniqueid] = future
+            event = {
+                "Event": "AgentConnect",
+                "Queue": "calltakers",
+                "Uniqueid": uniqueid,
+                "CallerIDNum": numbers[i % len(numbers)],
+                "Interface": console.interface,
+                "MemberName": console.username,
+                "HoldTime": "4",
+                "RingTime": "1",
+            }
+            sent = time.perf_counter()
+            await fake.send(event)
+            try:
+                async with asyncio.timeout(5):
+                    latencies.append(1000 * (await future - sent))
+            except TimeoutError:
+                lost += 1
+            await fake.send(
+                {
+                    "Event": "AgentComplete",
+                    "Queue": "calltakers",
+                    "Uniqueid": uniqueid,
+                    "Interface": console.interface,
+                    "MemberName": console.username,
+                    "TalkTime": "1",
+                    "HoldTime": "4",
+                    "Reason": "agent",
+                }
+            )
+            await asyncio.sleep(1 / args.rate)
+    finally:
+        for c in consoles:
+            await c.close()
+        await app.stop()
+        await fake.stop()
+        await store.close()
+
+    print(f"machine: nproc={os.cpu_count()}, {platform.python_implementation()} {platform.python_version()}")
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"{args.consoles} consoles connected, {args.pops} pops at {args.rate}/s, {lost} lost\n")
+    print("| consoles | pops | p50 | p99 | max | mean | lost |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {args.consoles} | {len(latencies)} | {pct(latencies, 50):.1f} ms | {pct(latencies, 99):.1f} ms "
+        f"| {max(latencies):.1f} ms | {statistics.mean(latencies):.1f} ms | {lost} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--consoles", type=int, default=20)
+    parser.add_argument("--pops", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=10.0, help="AgentConnect events per second")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
