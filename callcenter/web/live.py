@@ -132,6 +132,16 @@ class LiveHub:
             ms=round(1000 * (time.perf_counter() - started), 1),
         )
 
+    def broadcast(self, message: dict[str, Any], *, roles: tuple[str, ...] = (), agency: str | None = None) -> None:
+        """Send to every console of ``roles``, plus the officers of ``agency`` (dispatch news, SLA alarms)."""
+        targets = [
+            ws
+            for ws, user in self._sockets.items()
+            if user.role in roles or (agency is not None and user.role == "agency" and user.agency == agency)
+        ]
+        if targets:
+            self._spawn(self._send(targets, message))
+
     async def _call_ended(self, interface: str, uniqueid: str) -> None:
         call = await self.store.call_by_uniqueid(uniqueid)
         await self._send(self._targets(interface), {"type": "call_ended", "call_id": call.id if call else None})
@@ -176,7 +186,7 @@ def _same_origin(request: web.Request) -> bool:
 
 
 @routes.get("/api/ws")
-@require("calltaker", "supervisor")
+@require("calltaker", "supervisor", "agency")
 async def websocket(request: web.Request) -> web.StreamResponse:
     if not _same_origin(request):
         return error(403, "cross-origin WebSocket refused")
