@@ -1,0 +1,680 @@
+"""P1: highest zero-failure call rate through the full 112 path vs a bare Asterisk dialplan.
+
+One real Asterisk 22 (``TestPbx``, instance ``bench<pid>``, free ports), the real app as a child
+process (FastAGI + AMI tracker + a fresh SQLite store in a temp dir), one SIPp call-taker that
+answers every call at once (``bench/p1_taker.xml``, ``-rtp_echo``; the queue has ``--members``
+static members, all pointing at that one answerer, with ``ringinuse=yes`` so a member can take
+several concurrent calls), and, per step, one SIPp
+caller (``tests/sipp/uac_112.xml`` with a distinct caller number per call) at a fixed rate.
+
+For each rate of the ladder the two paths run back to back with identical pacing and identical
+caller behaviour (the caller hangs up ``--hold`` s after Asterisk's answer on both):
+
+* **bare**: dials ``bare<N>`` (Answer, Wait(N), Hangup with N > hold), nothing else;
+* **full**: dials 112: greeting, AGI(incoming) to the app, MixMonitor, Queue, call-taker answers.
+
+A step passes when SIPp reports every call successful and none failed; a full step must also
+have every call answered by the call-taker (taker SuccessfulCall; a cancelled ring counts as
+failed) and recorded by the app with ``routed_by='agi'`` and an answer time. The highest passing
+rate of each path (below its first failure) gives ratio = full / bare.
+
+    .venv/bin/python bench/p1_callrate.py                 # default ladder 4..25 calls/s, ~10 min
+    .venv/bin/python bench/p1_callrate.py --rates 2,4 --duration 10   # quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
+from callcenter.pbx.harness import TestPbx
+from callcenter.pbx.render import PbxSpec
+from callcenter.testing.app import AppProcess
+from callcenter.testing.sipp import LOOPBACK, SippProcess, SippResult, free_media_port, free_port, sipp_binary
+
+REPO = Path(__file__).resolve().parents[1]
+UAC_TEMPLATE = REPO / "tests" / "sipp" / "uac_112.xml"
+TAKER_SCENARIO = Path(__file__).resolve().parent / "p1_taker.xml"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# -- small helpers ---------------------------------------------------------------------------------
+def greeting_seconds() -> float:
+    with wave.open(str(REPO / "sounds" / "cc-greeting.wav")) as w:
+        return w.getnframes() / w.getframerate()
+
+
+def free_udp_port(taken: set[int]) -> int:
+    while True:
+        p = free_port("udp")
+        if p not in taken:
+            taken.add(p)
+            return p
+
+
+def proc_ticks(pid: int | None) -> int | None:
+    """utime + stime of a whole process (all threads), in clock ticks."""
+    if pid is None:
+        return None
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs."""
+    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = parts[3] + parts[4]
+    total = sum(parts[:8])
+    return total - idle, total
+
+
+class CpuSampler:
+    """Cumulative CPU ticks of named processes, sampled every 0.5 s (SIPp exits before we ask)."""
+
+    def __init__(self) -> None:
+        self.pids: dict[str, int | None] = {}
+        self.last: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def track(self, name: str, pid: int | None) -> None:
+        self.pids[name] = pid
+        self.last.pop(name, None)
+        self.sample()
+
+    def sample(self) -> None:
+        for name, pid in self.pids.items():
+            t = proc_ticks(pid)
+            if t is not None:
+                self.last[name] = t
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(0.5)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+@dataclass
+class StepResult:
+    path: str
+    rate: float
+    calls: int
+    caller: SippResult | None = None
+    taker: SippResult | None = None
+    app_total: int = 0
+    app_agi: int = 0
+    app_answered: int = 0
+    fallback_warnings: int = 0
+    wall: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    ast_warnings: Counter[str] = field(default_factory=Counter)
+    app_warnings: Counter[str] = field(default_factory=Counter)
+    stuck_channels: int = 0
+    top: str = ""
+    queue_delays: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def caller_ok(self) -> int:
+        return self.caller.successful if self.caller else 0
+
+    @property
+    def caller_failed(self) -> int:
+        # Calls SIPp never placed (global timeout) count as failed too.
+        if self.caller is None:
+            return self.calls
+        return self.caller.failed + max(0, self.calls - self.caller.successful - self.caller.failed)
+
+    def delay_summary(self) -> str:
+        d = self.queue_delays
+        if not d:
+            return "—"
+        return f"{d[len(d) // 2]:.1f} / {d[min(len(d) - 1, int(len(d) * 0.95))]:.1f} / {d[-1]:.1f}"
+
+    @property
+    def passed(self) -> bool:
+        ok = self.caller is not None and self.caller.returncode == 0 and self.caller_failed == 0
+        ok = ok and self.caller_ok == self.calls and self.stuck_channels == 0
+        if self.path == "full":
+            t = self.taker
+            ok = ok and t is not None and t.successful == self.calls and t.failed == 0
+            ok = ok and self.app_agi == self.calls and self.app_answered == self.calls
+        return ok
+
+
+# -- the bench -----------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.greeting = greeting_seconds()
+        self.hold = args.hold if args.hold else round(self.greeting + args.answer_margin + args.talk, 1)
+        self.bare_wait = math.ceil(self.hold) + 5
+        taken: set[int] = set()
+        self.sip_port = free_udp_port(taken)
+        self.taker_port = free_udp_port(taken)
+        self.ami_port = free_port("tcp")
+        self.agi_port = free_port("tcp")
+        self.web_port = free_port("tcp")
+        self.spec = PbxSpec(
+            instance=f"bench{os.getpid()}",
+            sip_port=self.sip_port,
+            ami_port=self.ami_port,
+            ami_secret=f"bench-{os.getpid()}",
+            agi_url=f"agi://127.0.0.1:{self.agi_port}",
+            queue_timeout=30,
+            overflow_dial="",
+            # N queue members, all the same SIPp answerer: with ONE member app_queue rings one waiting
+            # caller at a time (autofill counts available members) and the others re-check only once a
+            # second, so a backlog snowballs; production has many takers, and so does the bench.
+            takers=tuple((f"taker{i}", self.taker_port) for i in range(1, args.members + 1)),
+            static_members=tuple(f"taker{i}" for i in range(1, args.members + 1)),
+            ringinuse=True,
+            # 4000 ports = 2000 channels; the derived 200-port window would cap us at ~100 channels.
+            rtp_start=22000,
+            rtp_end=25999,
+        )
+        self.db_path = workdir / "callcenter.db"
+        self.pbx: TestPbx | None = None
+        self.app: AppProcess | None = None
+        self.sipps: list[SippProcess] = []
+        self.cpu = CpuSampler()
+        self.caller_seq = 0
+        self.uac_scenario = workdir / "p1_uac.xml"
+        # The production caller scenario, with a distinct caller number per call (injection file).
+        self.uac_scenario.write_text(UAC_TEMPLATE.read_text().replace("[caller_id]", "[field0]"))
+
+    # -- lifecycle
+    async def start(self) -> None:
+        chroot = ensure_chroot(default_cache_dir())
+        self.pbx = TestPbx(self.spec, chroot, REPO)
+        await self.pbx.astart()
+        env = {
+            "CALLCENTER_AGI_PORT": str(self.agi_port),
+            "CALLCENTER_AMI_PORT": str(self.ami_port),
+            "CALLCENTER_AMI_SECRET": self.spec.ami_secret,
+            "CALLCENTER_AMI_RECONNECT_MAX": "1",
+            "CALLCENTER_QUEUE_NAME": self.spec.queue,
+            "CALLCENTER_STORE_URL": f"sqlite+aiosqlite:///{self.db_path}",
+        }
+        self.app = AppProcess(env, self.workdir / "app.log", self.web_port)
+        await self.app.start()
+        with contextlib.suppress(TimeoutError):
+            await self.app.wait_event("tracker.resynced", timeout=10)
+        self.cpu.start()
+        self.cpu.track("asterisk", self.pbx.pid)
+        self.cpu.track("app", self.app.proc.pid if self.app.proc else None)
+
+    async def close(self) -> None:
+        await self.cpu.stop()
+        for s in self.sipps:
+            with contextlib.suppress(Exception):
+                await s.stop(grace=2)
+        if self.app is not None:
+            with contextlib.suppress(Exception):
+                await self.app.stop()
+        if self.pbx is not None:
+            with contextlib.suppress(Exception):
+                await self.pbx.astop()
+            shutil.rmtree(self.pbx.host_dir, ignore_errors=True)
+
+    def kill_all(self) -> None:
+        """Synchronous last resort (atexit)."""
+        for s in self.sipps:
+            s.kill()
+        if self.app is not None and self.app.proc is not None and self.app.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.app.proc.kill()
+        if self.pbx is not None:
+            self.pbx._rt.kill()
+
+    # -- SIPp
+    async def _sipp(self, name: str, args: list[str], port: int) -> SippProcess:
+        wd = Path(tempfile.mkdtemp(prefix=f"sipp-{name}-", dir=self.workdir))
+        media = free_media_port()
+        base = [sipp_binary(), *args, "-i", LOOPBACK, "-p", str(port), "-mi", LOOPBACK, "-mp", str(media)]
+        base += ["-nostdin", "-timeout_error", "-max_recv_loops", "1000"]
+        proc = await SippProcess(name, base, wd, port, media).start()
+        self.sipps.append(proc)
+        return proc
+
+    async def start_taker(self, timeout: float) -> SippProcess:
+        args = ["-sf", str(TAKER_SCENARIO), "-rtp_echo", "-timeout", f"{round(timeout)}s"]
+        return await self._sipp("taker", args, self.taker_port)
+
+    async def start_caller(self, service: str, rate: float, calls: int, timeout: float) -> SippProcess:
+        inf = self.workdir / f"callers-{self.caller_seq}.csv"
+        lines = ["SEQUENTIAL"] + [f"0812{(self.caller_seq + i) % 10**8:08d};" for i in range(calls)]
+        inf.write_text("\n".join(lines) + "\n")
+        self.caller_seq += calls
+        target = f"127.0.0.1:{self.sip_port}"
+        args = [target, "-sf", str(self.uac_scenario), "-s", service, "-inf", str(inf)]
+        args += ["-set", "hold_ms", str(round(self.hold * 1000))]
+        args += ["-r", f"{rate:g}", "-rp", "1000", "-m", str(calls), "-l", str(self.args.limit)]
+        args += ["-timeout", f"{round(timeout)}s"]
+        return await self._sipp("caller", args, free_port("udp"))
+
+    # -- observation
+    def db_counts(self) -> tuple[int, int, int]:
+        if not self.db_path.exists():
+            return 0, 0, 0
+        with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)) as db:
+            row = db.execute(
+                "SELECT count(*), coalesce(sum(routed_by = 'agi'), 0), "
+                "coalesce(sum(answered_at IS NOT NULL), 0) FROM calls"
+            ).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def max_rowid(self) -> int:
+        if not self.db_path.exists():
+            return 0
+        with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)) as db:
+            return int(db.execute("SELECT coalesce(max(rowid), 0) FROM calls").fetchone()[0])
+
+    def queue_delays(self, after_rowid: int) -> list[float]:
+        """Per call: arrival (dialplan ${EPOCH}, whole seconds) to ``queued_at``, in s.
+
+        ``queued_at`` is stamped by the app when its AMI tracker *processes* QueueCallerJoin, so
+        beyond the greeting (+ AGI) this is the app's event-processing lag, not call-path latency
+        (the caller's own timing is SIPp's: a call that reached the taker late would fail).
+        """
+        with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)) as db:
+            rows = db.execute(
+                "SELECT arrived_at, queued_at FROM calls WHERE rowid > ? AND queued_at IS NOT NULL", (after_rowid,)
+            ).fetchall()
+        return sorted(
+            (datetime.fromisoformat(q) - datetime.fromisoformat(a)).total_seconds() for a, q in rows if a and q
+        )
+
+    def ast_log_size(self) -> int:
+        assert self.pbx is not None
+        try:
+            return self.pbx.log_file.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def ast_warnings_since(self, offset: int) -> Counter[str]:
+        assert self.pbx is not None
+        try:
+            with self.pbx.log_file.open("rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return Counter()
+        out: Counter[str] = Counter()
+        for line in text.splitlines():
+            m = re.search(r"\b(WARNING|ERROR)\[\d+\](?:\[[^\]]*\])?\s+(\S+):\s*(.*)", line)
+            if m:
+                msg = re.sub(r"[0-9]+(\.[0-9]+)?", "#", m.group(3))[:110]
+                out[f"{m.group(1)} {m.group(2)}: {msg}"] += 1
+        return out
+
+    def app_warnings_since(self, index: int) -> tuple[Counter[str], int]:
+        assert self.app is not None
+        lines = self.app.log_lines()
+        out: Counter[str] = Counter()
+        for e in lines[index:]:
+            level = str(e.get("level", e.get("levelname", ""))).lower()
+            if level in ("warning", "error", "critical"):
+                out[f"{level} {e.get('event', '?')}"] += 1
+        return out, len(lines)
+
+    async def top_snapshot(self) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            "top", "-b", "-n1", "-w", "150", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+        out, _ = await proc.communicate()
+        return "\n".join(out.decode(errors="replace").splitlines()[:18])
+
+    # -- one step
+    async def step(self, path: str, rate: float) -> StepResult:
+        assert self.pbx is not None and self.app is not None
+        calls = max(1, round(rate * self.args.duration))
+        res = StepResult(path, rate, calls)
+        await self.pbx.await_idle(timeout=60)
+        service = "112" if path == "full" else f"bare{self.bare_wait}"
+        budget = calls / rate + self.hold + 40
+        db0 = self.db_counts()
+        rowid0 = self.max_rowid()
+        log0 = self.ast_log_size()
+        _, app_idx = self.app_warnings_since(0)
+        taker = await self.start_taker(budget + 30) if path == "full" else None
+        if taker is not None:
+            await asyncio.sleep(0.3)  # let the UAS bind before the first INVITE
+            self.cpu.track("sipp-taker", taker.pid)
+        mach0 = machine_ticks()
+        self.cpu.sample()
+        base = {k: v for k, v in self.cpu.last.items() if k in ("asterisk", "app")}
+        t0 = time.monotonic()
+        caller = await self.start_caller(service, rate, calls, budget)
+        self.cpu.track("sipp-caller", caller.pid)
+
+        async def snap() -> None:
+            await asyncio.sleep(min(calls / rate, self.args.duration) * 0.75)
+            res.top = await self.top_snapshot()
+
+        snap_task = asyncio.create_task(snap())
+        res.caller = await caller.wait(timeout=budget + 10)
+        res.wall = time.monotonic() - t0
+        self.cpu.sample()
+        mach1 = machine_ticks()
+        snap_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await snap_task
+        elapsed_ticks = max(1, mach1[1] - mach0[1]) / (os.cpu_count() or 1)
+        for name in ("asterisk", "app", "sipp-caller", "sipp-taker"):
+            if name in self.cpu.last and (name in base or name.startswith("sipp-")):
+                used = self.cpu.last[name] - base.get(name, 0)
+                if name == "sipp-taker" and taker is None:
+                    continue
+                res.cpu[name] = 100.0 * used / elapsed_ticks
+        res.cpu["machine"] = 100.0 * (mach1[0] - mach0[0]) / elapsed_ticks
+        # Everything else on the machine during the step (kernel softirq for loopback UDP included).
+        res.cpu["other"] = max(0.0, res.cpu["machine"] - sum(v for k, v in res.cpu.items() if k != "machine"))
+        try:
+            await self.pbx.await_idle(timeout=30)
+        except Exception:
+            res.stuck_channels = self.pbx.active_channels()
+            res.note = f"{res.stuck_channels} channels still up 30 s after the last call; hung up"
+            with contextlib.suppress(Exception):
+                await self.pbx.acli("channel request hangup all")
+                await self.pbx.await_idle(timeout=30)
+        if taker is not None:
+            await asyncio.sleep(1.5)  # the taker's last BYE/200 and one stat dump
+            res.taker = await taker.stop()
+            self.cpu.pids.pop("sipp-taker", None)
+            # The app writes from AMI/AGI-hangup events: give it a moment to catch up.
+            deadline = time.monotonic() + 20
+            last, stable_since = None, time.monotonic()
+            while time.monotonic() < deadline:
+                counts = self.db_counts()
+                if counts[1] - db0[1] >= calls and counts[2] - db0[2] >= calls:
+                    break
+                if counts != last:
+                    last, stable_since = counts, time.monotonic()
+                elif time.monotonic() - stable_since > 5:
+                    break
+                await asyncio.sleep(0.5)
+        self.cpu.pids.pop("sipp-caller", None)
+        db1 = self.db_counts()
+        res.app_total, res.app_agi, res.app_answered = (db1[i] - db0[i] for i in range(3))
+        if path == "full":
+            res.queue_delays = self.queue_delays(rowid0)
+        res.ast_warnings = self.ast_warnings_since(log0)
+        res.fallback_warnings = sum(n for k, n in res.ast_warnings.items() if "AGI routing failed" in k)
+        res.app_warnings, _ = self.app_warnings_since(app_idx)
+        for s in (caller, taker):
+            if s is not None and s in self.sipps:
+                self.sipps.remove(s)
+        return res
+
+
+# -- reporting -----------------------------------------------------------------------------------
+def fmt_cpu(r: StepResult | None) -> str:
+    if r is None or not r.cpu:
+        return "—"
+    short = {
+        "asterisk": "ast",
+        "app": "app",
+        "sipp-caller": "uac",
+        "sipp-taker": "uas",
+        "machine": "all",
+        "other": "rest",
+    }
+    return " ".join(f"{short[k]} {v:.0f}" for k, v in r.cpu.items())
+
+
+def table(rows: list[tuple[float, StepResult | None, StepResult | None]]) -> str:
+    out = [
+        "| rate (calls/s) | calls | bare ok / failed | full ok / failed | full: reached taker | "
+        "full: app recorded (agi / answered) | full: app lag arrival→queued_at p50 / p95 / max (s) | bare | full | "
+        "CPU % bare (of 200) | CPU % full (of 200) |",
+        "|---:|---:|---|---|---|---|---|---|---|---|---|",
+    ]
+    for rate, bare, full in rows:
+        calls = (bare or full).calls if (bare or full) else 0
+        b = f"{bare.caller_ok} / {bare.caller_failed}" if bare else "—"
+        f = f"{full.caller_ok} / {full.caller_failed}" if full else "—"
+        taker = (
+            f"{full.taker.successful}" + (f" ({full.taker.failed} failed)" if full.taker.failed else "")
+            if full and full.taker
+            else "—"
+        )
+        app = f"{full.app_agi} / {full.app_answered}" if full else "—"
+        bp = ("pass" if bare.passed else "**FAIL**") if bare else "—"
+        fp = ("pass" if full.passed else "**FAIL**") if full else "—"
+        delay = full.delay_summary() if full else "—"
+        out.append(
+            f"| {rate:g} | {calls} | {b} | {f} | {taker} | {app} | {delay} | {bp} | {fp} "
+            f"| {fmt_cpu(bare)} | {fmt_cpu(full)} |"
+        )
+    return "\n".join(out)
+
+
+def details(r: StepResult) -> str:
+    lines = [f"### {r.path} @ {r.rate:g}/s: {'pass' if r.passed else 'FAIL'} (wall {r.wall:.1f} s) {r.note}"]
+    if r.caller:
+        lines.append(
+            f"caller sipp rc={r.caller.returncode} ok={r.caller.successful} failed={r.caller.failed} "
+            f"outgoing={r.caller.outgoing}"
+        )
+        if r.caller.errors.strip():
+            lines.append("caller errors (tail): " + " | ".join(r.caller.errors.strip().splitlines()[-3:])[:400])
+    if r.taker:
+        lines.append(
+            f"taker sipp rc={r.taker.returncode} incoming={r.taker.incoming} "
+            f"ok={r.taker.successful} failed={r.taker.failed}"
+        )
+        if r.taker.errors.strip():
+            lines.append("taker errors (tail): " + " | ".join(r.taker.errors.strip().splitlines()[-3:])[:400])
+    if r.path == "full":
+        lines.append(
+            f"app: calls={r.app_total} routed_by=agi={r.app_agi} answered={r.app_answered}; "
+            f"Asterisk 'AGI routing failed' fallbacks={r.fallback_warnings}; "
+            f"app-seen arrival→queued_at p50/p95/max {r.delay_summary()} s (incl. greeting)"
+        )
+    for k, n in r.ast_warnings.most_common(4):
+        lines.append(f"asterisk log x{n}: {k}")
+    for k, n in r.app_warnings.most_common(4):
+        lines.append(f"app log x{n}: {k}")
+    return "\n".join(lines)
+
+
+def machine_line() -> str:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"nproc={os.cpu_count()} ({model}), Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def other_load(workdir: Path) -> str:
+    """Other Asterisk/SIPp/pytest/bench processes on the machine (noise for this run)."""
+    try:
+        cmd = ["pgrep", "-af", "asterisk|sipp|pytest|bench/"]
+        out = subprocess.run(cmd, check=False, capture_output=True, text=True).stdout
+    except OSError:
+        return "?"
+    me = f"cc-bench{os.getpid()}"
+    mine = {str(os.getpid())}
+    others = [
+        line
+        for line in out.splitlines()
+        if me not in line
+        and line.split(" ", 1)[0] not in mine
+        and "pgrep" not in line
+        and "p1_callrate" not in line
+        and str(workdir) not in line
+    ]
+    return "\n".join(others) if others else "(none)"
+
+
+# -- main ----------------------------------------------------------------------------------------
+async def run(args: argparse.Namespace, workdir: Path, bench_holder: list[Bench]) -> int:
+    bench = Bench(args, workdir)
+    bench_holder.append(bench)
+    rates = [float(x) for x in args.rates.split(",")]
+    started = time.monotonic()
+    print(f"# P1 call-rate benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+    print(f"machine: {machine_line()}")
+    print(f"command: {' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}")
+    print(f"other asterisk/sipp/pytest/bench processes at start: {other_load(workdir)}")
+    print(
+        f"caller hold {bench.hold:.1f} s after answer on both paths (greeting {bench.greeting:.2f} s + "
+        f"{args.answer_margin:g} s to reach the taker + {args.talk:g} s talk); bare = Answer, Wait({bench.bare_wait}), "
+        f"Hangup; {args.duration:g} s of calls per step; {args.members} queue members; workdir {workdir}",
+        flush=True,
+    )
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        await bench.start()
+        # Warm-up: one call through each path, so a wiring error is reported as such, not as "rate 0".
+        warm_bare = await _single(bench, "bare")
+        warm_full = await _single(bench, "full")
+        if not (warm_bare.passed and warm_full.passed):
+            print("warm-up call failed; the setup is broken, not the rate:")
+            print(details(warm_bare))
+            print(details(warm_full))
+            assert bench.pbx is not None and bench.app is not None
+            print(bench.pbx.log_tail(20))
+            print(bench.app.log_tail(20))
+            return 2
+        print("warm-up: one call through each path OK\n", flush=True)
+
+        rows: list[tuple[float, StepResult | None, StepResult | None]] = []
+        failed = {"bare": False, "full": False}
+        best = {"bare": 0.0, "full": 0.0}
+        for rate in rates:
+            if all(failed.values()):
+                break
+            est = 2 * (rate * args.duration / rate + bench.hold + 8)
+            if time.monotonic() - started + est > args.max_minutes * 60:
+                print(f"(stopping before {rate:g}/s: the run would exceed --max-minutes {args.max_minutes:g})")
+                break
+            got: dict[str, StepResult | None] = {"bare": None, "full": None}
+            for path in ("bare", "full"):
+                if failed[path]:
+                    continue
+                r = await bench.step(path, rate)
+                got[path] = r
+                print(details(r), flush=True)
+                if r.passed:
+                    best[path] = rate
+                else:
+                    failed[path] = True
+                    if r.top:
+                        print(f"top -b -n1 at 3/4 of the {path} step:\n```\n{r.top}\n```", flush=True)
+                await asyncio.sleep(args.settle)
+            rows.append((rate, got["bare"], got["full"]))
+
+        print("\n## Result\n")
+        print(table(rows))
+        bare_max, full_max = best["bare"], best["full"]
+        ratio = (full_max / bare_max) if bare_max else float("nan")
+        print()
+        lower = " (never failed: a lower bound)"
+        print(
+            f"max rate with zero failures: bare {bare_max:g}/s{'' if failed['bare'] else lower}, "
+            f"full {full_max:g}/s{'' if failed['full'] else lower}"
+        )
+        print(f"P1 ratio full/bare = {ratio:.2f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
+        print(f"machine: {machine_line()}")
+        print(
+            f"run time {(time.monotonic() - started) / 60:.1f} min; "
+            f"other asterisk/sipp/pytest/bench processes at end: {other_load(workdir)}"
+        )
+        (workdir / "summary.json").write_text(
+            json.dumps({"bare_max": bare_max, "full_max": full_max, "ratio": ratio, "rates": rates})
+        )
+        return 0
+    finally:
+        await bench.close()
+
+
+async def _single(bench: Bench, path: str) -> StepResult:
+    saved = bench.args.duration
+    bench.args.duration = 1.0
+    try:
+        return await bench.step(path, 1.0)
+    finally:
+        bench.args.duration = saved
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", default="4,8,12,15,18,20,22,25", help="calls/s ladder (default %(default)s)")
+    ap.add_argument(
+        "--duration", type=float, default=20.0, help="seconds of call starts per step (calls = rate x this)"
+    )
+    ap.add_argument("--talk", type=float, default=2.0, help="seconds of talk with the call-taker (default %(default)s)")
+    ap.add_argument("--answer-margin", type=float, default=1.5, help="s allowed from greeting end to taker answer")
+    ap.add_argument("--hold", type=float, default=0.0, help="override the caller hold time (s after answer)")
+    ap.add_argument("--members", type=int, default=40, help="queue members (endpoints on one SIPp answerer)")
+    ap.add_argument("--limit", type=int, default=450, help="SIPp -l: max simultaneous calls of the caller")
+    ap.add_argument("--settle", type=float, default=2.0, help="pause between steps (s)")
+    ap.add_argument("--max-minutes", type=float, default=12.0, help="do not start a rate that would end past this")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (DB, app log, SIPp logs)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (the Asterisk chroot mounts /proc)", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="p1-callrate-"))
+    holder: list[Bench] = []
+    import atexit
+
+    atexit.register(lambda: [b.kill_all() for b in holder])
+    try:
+        return asyncio.run(run(args, workdir, holder))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\ninterrupted; everything stopped", file=sys.stderr)
+        return 130
+    finally:
+        for b in holder:
+            b.kill_all()
+        if args.keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    socket.setdefaulttimeout(10)
+    sys.exit(main())
