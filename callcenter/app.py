@@ -17,19 +17,23 @@ from datetime import timedelta
 import structlog
 from aiohttp import web
 
+from callcenter.agi.briefing import ROUTE as BRIEFING_ROUTE
+from callcenter.agi.briefing import BriefingRoute
 from callcenter.agi.hangup import ROUTE as HANGUP_ROUTE
 from callcenter.agi.hangup import HangupRoute
 from callcenter.agi.incoming import ROUTE as INCOMING_ROUTE
 from callcenter.agi.incoming import IncomingRoute
 from callcenter.agi.server import AgiServer
 from callcenter.config import Config
+from callcenter.dispatch.service import AMI_FANOUT, DISPATCHER, AmiFanout, dispatch_ctx
+from callcenter.dispatch.sla import sla_ctx
 from callcenter.queue.ami import AmiClient
 from callcenter.queue.presence import Presence
 from callcenter.queue.tracker import QueueTracker, resync_from_ami
 from callcenter.store import Store
 from callcenter.store.pending import PendingWrites
 from callcenter.tasks import Background
-from callcenter.web import api, auth, console_api, live, openapi, pages
+from callcenter.web import api, auth, console_api, dispatch_api, live, openapi, pages, twilio_hooks
 from callcenter.web.errors import errors_middleware
 from callcenter.web.keys import AGI, AMI, BACKGROUND, CONFIG, PENDING, PRESENCE, STORE, TRACKER
 
@@ -75,6 +79,9 @@ async def _agi_ctx(app: web.Application) -> AsyncIterator[None]:
     store, background, pending = app[STORE], app[BACKGROUND], app[PENDING]
     server.add_route(INCOMING_ROUTE, IncomingRoute(store, background, pending, cfg.numbers, cfg.queue))
     server.add_route(HANGUP_ROUTE, HangupRoute(store, background, pending))
+    # The dispatcher is built later (dispatch_ctx needs AMI and the live hub): looked up per call;
+    # until it exists the route declines and the dialplan plays its fallback prompt.
+    server.add_route(BRIEFING_ROUTE, BriefingRoute(lambda: app.get(DISPATCHER), cfg.agi))
     await server.start()
     app[AGI] = server
     log.info("agi.listening", host=cfg.agi.host, port=server.port)
@@ -89,7 +96,10 @@ async def _ami_ctx(app: web.Application) -> AsyncIterator[None]:
     async def on_ready(client: AmiClient) -> None:
         await resync_from_ami(tracker, client)
 
-    client = AmiClient(cfg.ami, on_event=tracker.handle, on_ready=on_ready)
+    # Tracker first, then subscribers (dispatch's OriginateResponse/Hangup matching), in event order.
+    fanout = AmiFanout(tracker.handle)
+    client = AmiClient(cfg.ami, on_event=fanout, on_ready=on_ready)
+    app[AMI_FANOUT] = fanout
     app[TRACKER] = tracker
     app[AMI] = client
     app[PRESENCE] = Presence(client, cfg.queue.name)
@@ -101,8 +111,8 @@ async def _ami_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, *auth.middlewares()], client_max_size=2 * 1024 * 1024)
     app[CONFIG] = config
-    app.cleanup_ctx.extend([_store_ctx, _agi_ctx, _ami_ctx, live.live_ctx])
-    for module in (api, auth, live, console_api, openapi, pages):
+    app.cleanup_ctx.extend([_store_ctx, _agi_ctx, _ami_ctx, live.live_ctx, dispatch_ctx, sla_ctx])
+    for module in (api, auth, live, console_api, dispatch_api, openapi, pages, twilio_hooks):
         app.add_routes(module.routes)
     return app
 

@@ -51,7 +51,7 @@ def pbx_ports() -> dict[str, int]:
     from callcenter.testing.sipp import free_port
 
     ports: dict[str, int] = {}
-    for name in ("sip", "taker1", "taker2", "supervisor", "police"):
+    for name in ("sip", "taker1", "taker2", "supervisor", "police", "damkar", "damkar-backup", "ambulans"):
         while True:
             port = free_port("udp")
             if port not in ports.values():
@@ -84,7 +84,8 @@ def pbx(pbx_chroot: Path, pbx_ports: dict[str, int], repo_root: Path) -> Iterato
         member_timeout=15,
         overflow_timeout=15,
         takers=(("taker1", pbx_ports["taker1"]), ("taker2", pbx_ports["taker2"])),
-        agencies=(("police", pbx_ports["police"]),),
+        # Duty lines for the dispatch tests: a line with a backup, and a second agency to run in parallel.
+        agencies=tuple((name, pbx_ports[name]) for name in ("police", "damkar", "damkar-backup", "ambulans")),
         supervisor_port=pbx_ports["supervisor"],
         static_members=("taker1",),
     )

@@ -459,7 +459,7 @@ def render_extensions_conf(spec: PbxSpec) -> str:
             ],
         )
         + _section(INTERNAL_CONTEXT, ["; Call-takers and the supervisor line: nothing to dial yet."])
-        + _section(AGENCY_CONTEXT, ["; Agency duty lines: placeholder, filled when dispatch call-backs exist."])
+        # AGENCY_CONTEXT ([callcenter-agency]) is the production one from callcenter.conf: the briefing.
     )
 
 

@@ -42,6 +42,11 @@ COOKIE = "cc_session"
 CSRF_HEADER = "X-CSRF-Token"
 LOGIN_PATH = "/api/login"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The only state-changing paths the CSRF middleware lets through without a session and token: the
+#: login itself, and Twilio's webhooks (called by Twilio, not a browser; ``web/twilio_hooks.py``
+#: authenticates each request by its ``X-Twilio-Signature`` instead). Adding a path here makes it
+#: anonymous: its handler must authenticate the request itself.
+PUBLIC_POST_PATHS = frozenset({LOGIN_PATH, "/api/twilio/status", "/api/twilio/gather"})
 #: Paths whose requests never need a session lookup (assets, the monitor's liveness probe).
 _NO_SESSION_PREFIXES = ("/static/", "/healthz")
 #: An address is locked after this many times ``login_max_failures``: a whole call-centre floor may
@@ -236,7 +241,7 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if origin is not None and not _same_origin(request, origin):
         log.warning("auth.cross_origin_refused", path=request.path, method=request.method, origin=origin[:200])
         return error(403, "cross-origin request refused")
-    if not unsafe or request.path == LOGIN_PATH or request.match_info.http_exception is not None:
+    if not unsafe or request.path in PUBLIC_POST_PATHS or request.match_info.http_exception is not None:
         return await handler(request)  # unknown paths and wrong methods get their 404/405 as usual
     expected = request.get(CSRF)
     if expected is None:

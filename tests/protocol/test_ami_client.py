@@ -207,8 +207,9 @@ async def test_reconnect_resyncs_state(fake: FakeAmi, store: Store) -> None:
         fake.drop_clients()
         await until(lambda: fake.logins == 2)
         await until(lambda: not tracker.live.waiting and not tracker.live.members)
-        assert client.connects == 2
-        assert sum(1 for a in fake.actions if a.get("Action") == "QueueStatus") == 2
+        # One resync per (re)connect; a loaded machine may need an extra reconnect, never a missing resync.
+        assert client.connects >= 2
+        await until(lambda: sum(1 for a in fake.actions if a.get("Action") == "QueueStatus") == client.connects)
         await fake.send(join("1700000002.1"))
         await until(lambda: "1700000002.1" in tracker.live.waiting)
     finally:

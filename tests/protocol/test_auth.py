@@ -31,7 +31,8 @@ Client = TestClient[web.Request, web.Application]
 PASSWORD = "correct-horse-battery"
 CSRF_ERROR = {"error": "csrf token missing or wrong"}
 #: Routes anyone may call; every other route must carry ``roles`` from ``@require``.
-PUBLIC = {"/api/login", "/healthz", "/api/openapi.json", "/"}
+#: The Twilio webhooks are authenticated by Twilio's request signature instead (tests/protocol/test_twilio.py).
+PUBLIC = {"/api/login", "/healthz", "/api/openapi.json", "/", "/api/twilio/status", "/api/twilio/gather"}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
