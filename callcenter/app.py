@@ -81,7 +81,10 @@ async def _agi_ctx(app: web.Application) -> AsyncIterator[None]:
     server.add_route(HANGUP_ROUTE, HangupRoute(store, background, pending))
     # The dispatcher is built later (dispatch_ctx needs AMI and the live hub): looked up per call;
     # until it exists the route declines and the dialplan plays its fallback prompt.
-    server.add_route(BRIEFING_ROUTE, BriefingRoute(lambda: app.get(DISPATCHER), cfg.agi))
+    # The briefing waits for the officer's key (accept_timeout) after prompts of up to a minute.
+    briefing_budget = cfg.dispatch.accept_timeout + 90.0
+    briefing = BriefingRoute(lambda: app.get(DISPATCHER), cfg.agi, briefing_budget)
+    server.add_route(BRIEFING_ROUTE, briefing, budget=briefing_budget)
     await server.start()
     app[AGI] = server
     log.info("agi.listening", host=cfg.agi.host, port=server.port)

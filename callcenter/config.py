@@ -141,6 +141,23 @@ class TwilioConfig:
 
 
 @dataclass(frozen=True)
+class SupervisionConfig:
+    #: Prefix that turns a recording path as Asterisk wrote it into a path this host can read
+    #: (the chroot's root for the test PBX; empty when Asterisk runs on this host's file system).
+    recordings_root: str = ""
+    #: Ask the citizen for a rating when an incident is resolved.
+    ratings: bool = True
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    #: Recordings are deleted after this many days.
+    recordings_days: int = 90
+    #: Personal fields of calls and incidents are anonymised after this many days.
+    personal_days: int = 365
+
+
+@dataclass(frozen=True)
 class PbxConfig:
     """The bundled test PBX (Asterisk 22 in a Debian sid chroot); production uses its own Asterisk."""
 
@@ -164,6 +181,8 @@ class Config:
     intake: IntakeConfig = field(default_factory=IntakeConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     twilio: TwilioConfig = field(default_factory=TwilioConfig)
+    supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     numbers: NumbersConfig = field(default_factory=NumbersConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)

@@ -230,16 +230,23 @@ class AgiServer:
         self.config = config
         self._log: Any = logger if logger is not None else structlog.get_logger("callcenter.agi")
         self._routes: dict[str, Route] = {}
+        self._budgets: dict[str, float] = {}
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.stats = AgiStats()
 
-    def add_route(self, name: str, handler: Route) -> None:
-        """Register ``handler`` for ``agi://host:port/<name>``; registering a name twice is a bug."""
+    def add_route(self, name: str, handler: Route, *, budget: float | None = None) -> None:
+        """Register ``handler`` for ``agi://host:port/<name>``; registering a name twice is a bug.
+
+        ``budget`` overrides ``session_budget`` for this route: a briefing that waits for a duty
+        officer's key press lives longer than routing a 112 caller may.
+        """
         if name in self._routes:
             raise ValueError(f"AGI route already registered: {name!r}")
         self._routes[name] = handler
+        if budget is not None:
+            self._budgets[name] = budget
 
     @property
     def routes(self) -> tuple[str, ...]:
@@ -354,8 +361,9 @@ class AgiServer:
     async def _run_route(self, handler: Route, session: AgiSession) -> None:
         started = time.perf_counter()
         outcome = "completed"
+        limit = self._budgets.get(session.request.route, self.config.session_budget)
         try:
-            async with asyncio.timeout(self.config.session_budget) as budget:
+            async with asyncio.timeout(limit) as budget:
                 await handler(session)
         except TimeoutError:
             if not budget.expired():
@@ -364,7 +372,7 @@ class AgiServer:
                 self._log.exception("agi_route_failed")
             else:
                 outcome = "budget_exceeded"
-                self._log.warning("agi_session_budget_exceeded", budget=self.config.session_budget)
+                self._log.warning("agi_session_budget_exceeded", budget=limit)
         except AgiTimeout:
             outcome = "command_timeout"
         except AgiClosed as exc:

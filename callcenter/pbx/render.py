@@ -140,6 +140,7 @@ class PbxSpec:
     static_members: tuple[str, ...] = ()
     greeting: str = "callcenter/cc-greeting"
     not_emergency: str = "callcenter/cc-not-emergency"
+    agency_fallback: str = "callcenter/cc-agency-fallback"
     prank_reminder: str = "callcenter/cc-prank-reminder"
     #: Played to waiting callers every ``periodic_announce_frequency`` seconds.
     periodic_announce: str = "callcenter/cc-greeting"
@@ -417,6 +418,7 @@ def render_globals_conf(spec: PbxSpec) -> str:
         ("CC_RECORD_DIR", str(spec.record_path)),
         ("CC_GREETING", spec.greeting),
         ("CC_NOT_EMERGENCY", spec.not_emergency),
+        ("CC_AGENCY_FALLBACK", spec.agency_fallback),
         ("CC_PRANK_REMINDER", spec.prank_reminder),
         *spec.extra_globals,
     ]

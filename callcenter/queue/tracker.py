@@ -258,6 +258,14 @@ class QueueTracker:
         await self._record(m, "answered", data, update)
 
     async def _on_agent_complete(self, m: Message) -> None:
+        if not m.get("Uniqueid"):
+            # Asterisk leaves out the caller's channel snapshot when that channel is already gone;
+            # the call-taker's interface still says which connected call this was.
+            interface = str(m.get("Interface", ""))
+            found = [u for u, i in self.live.connected.items() if i == interface]
+            if len(found) != 1:
+                raise ValueError("AgentComplete without Uniqueid for an interface with no single call")
+            m = Message({**dict(m), "Uniqueid": found[0]})
         uniqueid = str(m["Uniqueid"])
         self._drop("connected", self.live.connected, uniqueid)
         reason = str(m.get("Reason", "")).lower()

@@ -264,3 +264,51 @@ class DispatchUpdate(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     #: Stored file name of an uploaded photo (under the configured upload directory).
     photo: Mapped[str | None] = mapped_column(String(128))
+
+
+class Rating(Base):
+    """A citizen's rating of how their emergency was handled (1-5), asked after the incident is resolved."""
+
+    __tablename__ = "ratings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    #: ivr (outbound call through the PBX, press 1-5) or sms (a link through Twilio).
+    via: Mapped[str] = mapped_column(String(8))
+    #: requested → calling → rated | no_answer | failed | declined.
+    status: Mapped[str] = mapped_column(String(16), default="requested")
+    score: Mapped[int | None] = mapped_column(Integer)
+    requested_at: Mapped[datetime]
+    rated_at: Mapped[datetime | None]
+    #: Public token for the SMS link (random; the page needs no login).
+    token: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+
+class Callback(Base):
+    """A call back to a citizen who hung up before being answered, and how it went."""
+
+    __tablename__ = "callbacks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    requested_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    requested_at: Mapped[datetime]
+    #: calling → answered | no_answer | busy | failed.
+    outcome: Mapped[str] = mapped_column(String(16), default="calling")
+    ended_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class AccessLog(Base):
+    """Who opened what sensitive record (recordings, women-and-children cases): UU PDP accountability."""
+
+    __tablename__ = "access_log"
+    __table_args__ = (Index("ix_access_log_subject", "subject_type", "subject_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    subject_type: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

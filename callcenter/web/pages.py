@@ -90,8 +90,18 @@ async def index(request: web.Request) -> web.StreamResponse:
     return response
 
 
-#: The page module's routes: ``GET /`` and ``/static/...``.
+async def supervisor(request: web.Request) -> web.StreamResponse:
+    """The supervision page (docs/supervision.md); public like ``/``: it holds no data and asks the API."""
+    response = web.FileResponse(STATIC / "supervisor.html")
+    response.content_type = "text/html"
+    response.headers["Cache-Control"] = "no-store"
+    _secure(response.headers)
+    return response
+
+
+#: The page module's routes: ``GET /``, ``GET /supervisor`` and ``/static/...``.
 routes: list[web.AbstractRouteDef] = [
     web.get("/", index),
+    web.get("/supervisor", supervisor),
     _SecureStaticDef("/static", STATIC),
 ]

@@ -246,3 +246,43 @@ async def test_presence_actions_reach_asterisk(fake: FakeAmi, store: Store) -> N
         assert sent[2]["Paused"] == "false"
     finally:
         await client.stop()
+
+
+async def test_agent_complete_without_caller_snapshot(fake: FakeAmi, store: Store) -> None:
+    """Under load Asterisk sends AgentComplete without the (already gone) caller's Uniqueid."""
+    tracker = QueueTracker(store)
+    client = make_client(fake, tracker)
+    await client.start()
+    try:
+        await client.wait_ready(5)
+        await fake.send(join("1700000003.1"))
+        await fake.send(
+            {
+                "Event": "AgentConnect",
+                "Uniqueid": "1700000003.1",
+                "Queue": "calltakers",
+                "Interface": "PJSIP/taker9",
+                "MemberName": "taker9",
+                "HoldTime": "1",
+            }
+        )
+        await fake.send(
+            {
+                "Event": "AgentComplete",
+                "Queue": "calltakers",
+                "Interface": "PJSIP/taker9",
+                "MemberName": "taker9",
+                "HoldTime": "1",
+                "TalkTime": "12",
+                "Reason": "caller",
+            }
+        )
+
+        async def completed() -> bool:
+            call = await store.call_by_uniqueid("1700000003.1")
+            return call is not None and call.status == "completed" and call.talk_seconds == 12
+
+        await until(completed, what="completed from the interface")
+        assert "1700000003.1" not in tracker.live.connected
+    finally:
+        await client.stop()

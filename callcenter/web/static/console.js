@@ -1,5 +1,6 @@
 // The 112 call-taker console: login, queue presence, the call pop, the incident intake, call
-// classification and (for supervisors) the prank log. Contract: docs/console-api.md.
+// classification, dispatch to agencies with service-level alarms, (for supervisors) the prank log,
+// and (for agency officers) their agency's assignments. Contracts: docs/console-api.md, docs/dispatch.md.
 //
 // Principles, because this runs all shift long on a closed network:
 // - the server is the truth: presence and call state are shown as the server reports them;
@@ -56,10 +57,12 @@ const state = {
   wsStopped: true,
   wsWatchdog: null,
   reconnectTimer: null,
+  breaches: [], // sla_breach messages not yet dismissed, newest first
 };
 
 const isCalltaker = () => state.user?.role === "calltaker";
 const isSupervisor = () => state.user?.role === "supervisor";
+const isAgency = () => state.user?.role === "agency";
 
 function errorText(err) {
   if (err instanceof ApiError && err.status === 0) return t("error.network");
@@ -74,6 +77,8 @@ function show(view) {
   $("login-view").hidden = view !== "login";
   $("denied-view").hidden = view !== "denied";
   $("console-view").hidden = view !== "console";
+  $("agency-view").hidden = view !== "agency";
+  if (view !== "console") $("sla-banner").hidden = true;
   $("logout").hidden = view === "login";
 }
 
@@ -145,6 +150,12 @@ async function onLoginSubmit(ev) {
 async function startSession(user, csrf) {
   setCsrf(csrf);
   applyUser(user);
+  if (user.role === "agency") {
+    show("agency");
+    state.wsStopped = false;
+    connectWs(); // its onopen loads the list
+    return;
+  }
   if (!["calltaker", "supervisor"].includes(user.role)) {
     show("denied");
     return;
@@ -158,6 +169,8 @@ async function startSession(user, csrf) {
   state.wsStopped = false;
   connectWs();
   if (isSupervisor()) loadPranks();
+  const kept = readDispatchIncident();
+  if (kept) openDispatch(kept);
 }
 
 function onAuthLost() {
@@ -191,6 +204,8 @@ async function onLogout() {
   writeForm({});
   state.formDirty = false;
   state.form = { key: "none", callId: null, label: "" };
+  resetDispatch();
+  resetAgency();
   renderAll();
   showLogin();
 }
@@ -461,6 +476,7 @@ async function onIntakeSubmit(ev) {
     removeLocalDraft(key);
     state.lastReference = res.incident.reference;
     $("incident-reference").textContent = res.incident.reference;
+    openDispatch(res.incident); // next step: send it to the agencies
     renderIntakeResult();
     $("intake-result").hidden = false;
     // The next report is a new one: keep it on the current call only while that call is still up.
@@ -780,8 +796,12 @@ function connectWs() {
     state.wsBackoff = WS_MIN_BACKOFF_MS;
     setConn("online");
     armWatchdog(ws);
-    // Anything may have happened while we were away (a pop, a hangup, a pause): re-read it.
-    restoreCurrent();
+    // Anything may have happened while we were away (a pop, a hangup, a pause, a dispatch): re-read it.
+    if (isAgency()) loadAgency();
+    else {
+      restoreCurrent();
+      if (dispatchState.incident) loadDispatches();
+    }
   };
   ws.onmessage = (ev) => {
     armWatchdog(ws);
@@ -794,6 +814,8 @@ function connectWs() {
     if (msg.type === "pop" && msg.call) onPop(msg.call);
     else if (msg.type === "call_ended") onCallEnded(msg.call_id);
     else if (msg.type === "member") setMember(msg.member ?? null);
+    else if (msg.type === "dispatch" && msg.dispatch) onDispatchMessage(msg.dispatch);
+    else if (msg.type === "sla_breach") onSlaBreach(msg);
     else if (msg.type === "hello" && msg.user) applyUser(msg.user);
   };
   ws.onclose = () => {
@@ -847,6 +869,579 @@ async function restoreCurrent() {
   }
 }
 
+
+// ---------------------------------------------------------------- dispatch to agencies (centre)
+//
+// After an incident is submitted, the panel proposes agencies (the server's rules; proposed ones
+// pre-ticked) and sends the incident to the ticked ones. From then on it shows each agency's state
+// as the server reports it over the WebSocket: which line is ringing, who accepted, what the agency
+// reports. Messages may come from the dispatch core (no updates, no incident) or from the agency
+// endpoints (everything): they are merged, never trusted to be complete.
+
+const FINAL_DISPATCH = new Set(["resolved", "cancelled"]);
+const PROGRESS = ["accepted", "dispatched", "en_route", "on_scene", "resolved"];
+const REPEATABLE = new Set(["dispatched", "en_route", "on_scene"]);
+const SLA_LOW_SECONDS = 60;
+
+const dispatchState = {
+  incident: null, // {id, reference, category}
+  agencies: [], // [{code, name, proposed}] from the proposal
+  configured: true,
+  checked: new Set(),
+  byId: new Map(), // dispatch id → Dispatch (merged from every source)
+  sla: null, // {due_at, met_at, breached_at}
+  busy: false,
+  refetchTimer: null,
+  ticker: null,
+};
+
+const dispatchKey = () => `cc112.dispatch.${state.user?.username}`;
+
+function readDispatchIncident() {
+  try {
+    const kept = JSON.parse(sessionStorage.getItem(dispatchKey()) || "null");
+    return kept && Number.isInteger(kept.id) ? kept : null;
+  } catch {
+    return null;
+  }
+}
+
+function resetDispatch() {
+  clearInterval(dispatchState.ticker);
+  clearTimeout(dispatchState.refetchTimer);
+  Object.assign(dispatchState, {
+    incident: null, agencies: [], configured: true, checked: new Set(), byId: new Map(), sla: null,
+    busy: false, refetchTimer: null, ticker: null,
+  });
+  state.breaches = [];
+  $("dispatch-msg").textContent = "";
+}
+
+function closeDispatch() {
+  sessionStorage.removeItem(dispatchKey());
+  resetDispatch();
+  renderDispatchChoices();
+  renderDispatch();
+}
+
+/** Show the panel for `incident` (just created, or kept across a reload) and read its state. */
+async function openDispatch(incident) {
+  const same = dispatchState.incident?.id === incident.id;
+  if (!same) {
+    resetDispatch();
+    dispatchState.incident = { id: incident.id, reference: incident.reference, category: incident.category };
+    sessionStorage.setItem(dispatchKey(), JSON.stringify(dispatchState.incident));
+  }
+  clearInterval(dispatchState.ticker);
+  dispatchState.ticker = setInterval(renderSla, 1000);
+  renderDispatchChoices();
+  renderDispatch();
+  await Promise.all([loadProposal(), loadDispatches()]);
+}
+
+async function loadProposal() {
+  const incident = dispatchState.incident;
+  if (!incident) return;
+  try {
+    const res = await api("GET", `/api/incidents/${incident.id}/proposal`);
+    if (dispatchState.incident?.id !== incident.id) return;
+    dispatchState.configured = true;
+    dispatchState.agencies = res.agencies || [];
+    if (res.sla) dispatchState.sla = res.sla;
+    const active = activeAgencies();
+    dispatchState.checked = new Set(dispatchState.agencies.filter((a) => a.proposed && !active.has(a.code)).map((a) => a.code));
+    $("dispatch-msg").textContent = "";
+  } catch (err) {
+    if (dispatchState.incident?.id !== incident.id) return;
+    if (err.status === 503 && /not configured/.test(err.body?.error || "")) dispatchState.configured = false;
+    else if (err.status === 404) return closeDispatch();
+    else setDispatchMsg(errorText(err), true);
+  }
+  renderDispatchChoices();
+  renderDispatch();
+}
+
+async function loadDispatches() {
+  const incident = dispatchState.incident;
+  if (!incident) return;
+  try {
+    const res = await api("GET", `/api/incidents/${incident.id}/dispatches`);
+    if (dispatchState.incident?.id !== incident.id) return;
+    for (const d of res.dispatches || []) mergeDispatch(d, { complete: true });
+    if (res.sla) dispatchState.sla = res.sla;
+  } catch {
+    return; // the WebSocket keeps the panel current; the next reconnect reads again
+  }
+  renderDispatchChoices();
+  renderDispatch();
+}
+
+function mergeDispatch(d, { complete = false } = {}) {
+  const prev = dispatchState.byId.get(d.id);
+  const merged = { ...(prev || {}), ...d };
+  if (d.updates === undefined) merged.updates = prev?.updates || [];
+  if (d.attempts === undefined) merged.attempts = prev?.attempts || [];
+  if (!d.agency_name && prev?.agency_name) merged.agency_name = prev.agency_name;
+  dispatchState.byId.set(d.id, merged);
+  // A message without the agency's reports may hide one: read the full state shortly.
+  return !complete && d.updates === undefined && prev && prev.status !== d.status;
+}
+
+function onDispatchMessage(d) {
+  if (isAgency()) return onAgencyDispatch(d);
+  if (!dispatchState.incident || d.incident_id !== dispatchState.incident.id) return;
+  if (mergeDispatch(d)) {
+    clearTimeout(dispatchState.refetchTimer);
+    dispatchState.refetchTimer = setTimeout(loadDispatches, 400);
+  }
+  const inc = d.incident;
+  if (inc && "sla_due_at" in inc) {
+    dispatchState.sla = { due_at: inc.sla_due_at, met_at: inc.sla_met_at, breached_at: inc.sla_breached_at };
+  } else if (d.accepted_at && dispatchState.sla && !dispatchState.sla.met_at) {
+    dispatchState.sla = { ...dispatchState.sla, met_at: d.accepted_at };
+  }
+  renderDispatchChoices();
+  renderDispatch();
+}
+
+/** Latest dispatch per agency (a failed agency called again has a newer row). */
+function latestByAgency() {
+  const latest = new Map();
+  for (const d of dispatchState.byId.values()) {
+    const cur = latest.get(d.agency);
+    if (!cur || d.id > cur.id) latest.set(d.agency, d);
+  }
+  return latest;
+}
+
+/** Agencies being called or working the incident: not offered again (a second call helps nobody). */
+function activeAgencies() {
+  const active = new Set();
+  for (const [code, d] of latestByAgency()) if (d.status !== "failed" && d.status !== "cancelled") active.add(code);
+  return active;
+}
+
+function agencyName(code) {
+  const fromProposal = dispatchState.agencies.find((a) => a.code === code)?.name;
+  const fromDispatch = latestByAgency().get(code)?.agency_name;
+  return fromProposal || fromDispatch || code;
+}
+
+function setDispatchMsg(text, isError = false) {
+  $("dispatch-msg").textContent = text;
+  $("dispatch-msg").classList.toggle("error", isError);
+}
+
+function renderDispatchChoices() {
+  const box = $("dispatch-agencies");
+  const active = activeAgencies();
+  box.replaceChildren(
+    ...dispatchState.agencies.map((a) => {
+      const input = h("input", {
+        type: "checkbox", value: a.code, "data-testid": `dispatch-agency-${a.code}`,
+        checked: dispatchState.checked.has(a.code) && !active.has(a.code), disabled: active.has(a.code),
+      });
+      return h("label", { class: a.proposed ? "proposed" : "" }, input,
+        h("span", {}, a.name, a.proposed ? h("span", { class: "tag" }, ` · ${t("dispatch.proposed")}`) : null));
+    }),
+  );
+}
+
+function renderDispatch() {
+  const incident = dispatchState.incident;
+  const panel = $("dispatch-panel");
+  panel.hidden = !incident;
+  panel.dataset.incidentId = incident?.id ?? "";
+  if (!incident) return;
+  $("dispatch-incident").textContent =
+    `${t("dispatch.forIncident", { r: incident.reference })} · ${categoryLabel(incident.category)}`;
+  $("dispatch-hint").textContent = dispatchState.configured ? t("dispatch.choose") : t("dispatch.notConfigured");
+  $("dispatch-hint").classList.toggle("error", !dispatchState.configured);
+  $("dispatch-submit").hidden = !dispatchState.configured;
+  $("dispatch-submit").disabled = dispatchState.busy;
+  $("dispatch-submit").textContent = dispatchState.busy ? t("dispatch.sending") : t("dispatch.submit");
+  const latest = [...latestByAgency().values()].sort((a, b) => a.id - b.id);
+  $("dispatch-status").replaceChildren(
+    ...(latest.length ? latest.map(renderDispatchStatus) : [h("li", { class: "muted small" }, t("dispatch.noDispatches"))]),
+  );
+  renderSla();
+}
+
+function attemptText(a) {
+  const outcome = a.outcome ? codeLabel(a.outcome, "outcome") : t("outcome.pending");
+  return `${fmtDate(a.started_at, false)} · ${a.line} · ${outcome}${a.reason && a.outcome !== "accepted" ? ` (${a.reason})` : ""}`;
+}
+
+function photoLink(u) {
+  if (!u.photo_url) return null;
+  return h("a", { class: "thumb", href: u.photo_url, target: "_blank", rel: "noopener", title: t("dispatch.photo") },
+    h("img", { src: u.photo_url, alt: t("dispatch.photo"), loading: "lazy", "data-testid": "dispatch-photo" }));
+}
+
+function updatesList(updates) {
+  return h("ul", { class: "timeline" },
+    ...updates.map((u) =>
+      h("li", { "data-testid": "dispatch-update", "data-status": u.status },
+        h("span", { class: "muted" }, fmtDate(u.at, false)),
+        h("strong", {}, codeLabel(u.status, "dstatus")),
+        u.note ? h("span", {}, `— ${u.note}`) : null,
+        u.user ? h("span", { class: "muted" }, `(${u.user})`) : null,
+        photoLink(u))));
+}
+
+/** Which line accepted; for the web, which officer (from the acceptance in the agency's reports). */
+function acceptedText(d) {
+  if (d.accepted_via !== "web") return d.accepted_line;
+  const by = (d.updates || []).find((u) => u.status === "accepted")?.user || d.accepted_line.replace(/^web:?/, "");
+  return by ? `web (${by})` : "web";
+}
+
+function renderDispatchStatus(d) {
+  const accepted = d.accepted_line
+    ? h("span", { class: "muted", "data-testid": "dispatch-accepted-line" }, t("dispatch.acceptedBy", { l: acceptedText(d) }))
+    : null;
+  const retry = d.status === "failed" && dispatchState.configured
+    ? h("button", { type: "button", class: "btn btn-small", "data-testid": `dispatch-retry-${d.agency}`,
+        onclick: () => sendDispatch([d.agency]) }, t("dispatch.retry"))
+    : null;
+  const attempts = d.attempts || [];
+  const updates = (d.updates || []).filter((u) => u.status !== "accepted" || u.note || u.photo_url);
+  return h("li", { "data-testid": `dispatch-status-${d.agency}`, "data-status": d.status, "data-dispatch-id": d.id },
+    h("div", { class: "dstatus-head" },
+      h("strong", {}, agencyName(d.agency)),
+      h("span", { class: "dstatus-label" }, codeLabel(d.status, "dstatus")),
+      accepted, retry),
+    attempts.length
+      ? h("details", { class: "small", open: d.status === "calling" || d.status === "failed" },
+          h("summary", {}, `${t("dispatch.attempts")} (${attempts.length})`),
+          h("ul", { class: "timeline" }, ...attempts.map((a) => h("li", { "data-testid": "dispatch-attempt" }, attemptText(a)))))
+      : null,
+    updates.length ? updatesList(updates) : null);
+}
+
+async function sendDispatch(codes = null) {
+  const incident = dispatchState.incident;
+  if (!incident || dispatchState.busy) return;
+  const active = activeAgencies();
+  const chosen = (codes || [...dispatchState.checked]).filter((c) => !active.has(c));
+  if (!chosen.length) return setDispatchMsg(t("dispatch.noneChosen"), true);
+  dispatchState.busy = true;
+  setDispatchMsg("");
+  renderDispatch();
+  try {
+    const res = await api("POST", `/api/incidents/${incident.id}/dispatch`, { agencies: chosen });
+    for (const d of res.dispatches || []) mergeDispatch(d, { complete: true });
+    if (res.sla) dispatchState.sla = res.sla;
+    for (const c of chosen) dispatchState.checked.delete(c);
+    setDispatchMsg(t("dispatch.sent", { n: chosen.length }));
+  } catch (err) {
+    if (err.status === 503) dispatchState.configured = false;
+    setDispatchMsg(err.status === 422 ? Object.values(err.body.fields || {}).join(" ") || errorText(err) : errorText(err), true);
+  } finally {
+    dispatchState.busy = false;
+    renderDispatchChoices();
+    renderDispatch();
+  }
+}
+
+// ---------------------------------------------------------------- service levels
+
+function clock(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const m = Math.floor(s / 60);
+  return `${m}:${String(s % 60).padStart(2, "0")}`;
+}
+
+function renderSla() {
+  const el = $("sla-countdown");
+  const sla = dispatchState.sla;
+  if (!dispatchState.incident || !sla?.due_at) {
+    el.textContent = "";
+    el.dataset.state = "";
+    return;
+  }
+  const due = Date.parse(sla.due_at);
+  const left = (due - Date.now()) / 1000;
+  const metInTime = sla.met_at && Date.parse(sla.met_at) <= due;
+  if (metInTime) {
+    el.textContent = t("sla.met");
+    el.dataset.state = "met";
+  } else if (sla.breached_at || left <= 0) {
+    el.textContent = `${t("sla.breached")} · ${t("sla.over", { t: clock(-left) })}`;
+    el.dataset.state = "breached";
+  } else {
+    el.textContent = `${t("sla.due", { t: fmtDate(sla.due_at, false) })} · ${t("sla.left", { t: clock(left) })}`;
+    el.dataset.state = left < SLA_LOW_SECONDS ? "low" : "running";
+  }
+}
+
+function onSlaBreach(msg) {
+  if (isAgency()) return;
+  state.breaches = [msg, ...state.breaches.filter((b) => b.incident_id !== msg.incident_id)].slice(0, 5);
+  if (dispatchState.incident?.id === msg.incident_id && dispatchState.sla) {
+    dispatchState.sla = { ...dispatchState.sla, breached_at: dispatchState.sla.breached_at || new Date().toISOString() };
+    renderSla();
+  }
+  renderSlaBanner();
+}
+
+function renderSlaBanner() {
+  const banner = $("sla-banner");
+  const list = state.breaches;
+  banner.hidden = !list.length || isAgency() || !state.user;
+  banner.dataset.incidentId = list[0]?.incident_id ?? "";
+  $("sla-banner-list").replaceChildren(
+    ...list.map((b) =>
+      h("li", { "data-incident-id": b.incident_id },
+        t("sla.banner", { r: b.reference || `#${b.incident_id}`, c: categoryLabel(b.category) }))),
+  );
+}
+
+// ---------------------------------------------------------------- agency officers
+//
+// The officer's screen: their agency's assignments, newest first, each with what the responders
+// need (where, who, how to get there, whom to call back), a button to accept one whose phone call
+// was missed, and a form to report progress with a note and a photo. Cards are updated in place so
+// a note being typed survives every live update.
+
+const agencyState = { agency: null, byId: new Map(), cards: new Map(), fresh: new Set(), refetchTimer: null, error: "" };
+
+function resetAgency() {
+  clearTimeout(agencyState.refetchTimer);
+  agencyState.agency = null;
+  agencyState.byId = new Map();
+  agencyState.cards = new Map();
+  agencyState.fresh = new Set();
+  agencyState.error = "";
+  $("agency-list").replaceChildren();
+}
+
+async function loadAgency() {
+  if (!isAgency()) return;
+  try {
+    const res = await api("GET", "/api/agency/dispatches?limit=100");
+    agencyState.agency = res.agency;
+    agencyState.error = "";
+    const seen = new Set();
+    for (const d of res.dispatches || []) {
+      seen.add(d.id);
+      mergeAgencyDispatch(d);
+    }
+    for (const id of [...agencyState.byId.keys()]) if (!seen.has(id)) agencyState.byId.delete(id);
+  } catch (err) {
+    agencyState.error = err.status === 403 ? t("denied.agency") : errorText(err);
+  }
+  renderAgency();
+}
+
+function mergeAgencyDispatch(d) {
+  const prev = agencyState.byId.get(d.id);
+  const merged = { ...(prev || {}), ...d };
+  if (d.updates === undefined) merged.updates = prev?.updates || [];
+  if (d.incident === undefined && prev?.incident) merged.incident = prev.incident;
+  agencyState.byId.set(d.id, merged);
+  return merged;
+}
+
+function onAgencyDispatch(d) {
+  if (agencyState.agency && d.agency !== agencyState.agency.code) return;
+  const known = agencyState.byId.has(d.id);
+  const merged = mergeAgencyDispatch(d);
+  if (!known && merged.status === "calling") agencyState.fresh.add(d.id);
+  if (!merged.incident || (d.updates === undefined && known)) {
+    clearTimeout(agencyState.refetchTimer);
+    agencyState.refetchTimer = setTimeout(loadAgency, 400);
+  }
+  renderAgency();
+}
+
+function agencyNext(d) {
+  if (FINAL_DISPATCH.has(d.status)) return [];
+  const next = [];
+  const i = PROGRESS.indexOf(d.status);
+  if (i >= 0 && i + 1 < PROGRESS.length) next.push(PROGRESS[i + 1]);
+  if (REPEATABLE.has(d.status)) next.push(d.status);
+  next.push("cancelled");
+  return next;
+}
+
+function renderAgency() {
+  if (!isAgency()) return;
+  const ag = agencyState.agency;
+  $("agency-name").textContent = ag ? ag.name || ag.code : "";
+  $("agency-msg").textContent = agencyState.error;
+  $("agency-msg").classList.toggle("error", !!agencyState.error);
+  const list = $("agency-list");
+  const rows = [...agencyState.byId.values()].sort(
+    (a, b) => Date.parse(b.created_at || 0) - Date.parse(a.created_at || 0) || b.id - a.id,
+  );
+  for (const [id, card] of agencyState.cards) {
+    if (!agencyState.byId.has(id)) {
+      card.root.remove();
+      agencyState.cards.delete(id);
+    }
+  }
+  const cards = rows.map((d) => fillAgencyCard(d));
+  const inOrder = cards.every((c, i) => list.children[i] === c);
+  if (!inOrder || list.children.length !== cards.length) list.replaceChildren(...cards);
+  if (!rows.length && !agencyState.error) list.replaceChildren(h("p", { class: "muted", "data-testid": "agency-empty" }, t("agency.empty")));
+  document.title = agencyState.fresh.size ? `(${agencyState.fresh.size}) 112` : "112";
+}
+
+function agencyCard(id) {
+  let card = agencyState.cards.get(id);
+  if (card) return card;
+  const root = h("article", { class: "panel agency-card", "data-testid": `agency-dispatch-${id}` });
+  card = {
+    root,
+    head: h("h3", {}),
+    facts: h("dl", { class: "facts" }),
+    action: h("div", { class: "agency-action" }),
+    timeline: h("div", {}),
+    form: null,
+  };
+  root.append(card.head, h("div", { class: "agency-cols" }, card.facts, h("div", {}, card.action, card.timeline)));
+  root.addEventListener("click", () => {
+    if (agencyState.fresh.delete(id)) renderAgency();
+  });
+  agencyState.cards.set(id, card);
+  return card;
+}
+
+function fact(label, value, testid) {
+  if (value === null || value === undefined || value === "") return [];
+  return [h("dt", {}, label), h("dd", { "data-testid": testid }, value)];
+}
+
+function fillAgencyCard(d) {
+  const card = agencyCard(d.id);
+  const inc = d.incident || {};
+  card.root.dataset.status = d.status;
+  card.root.classList.toggle("fresh", agencyState.fresh.has(d.id));
+  card.head.replaceChildren(
+    h("span", { "data-testid": "agency-reference" }, inc.reference || `#${d.incident_id}`),
+    h("span", {}, inc.category ? codeLabel(inc.category, "cat") : ""),
+    h("span", { class: "status-badge", "data-status": d.status, "data-testid": "agency-status" }, codeLabel(d.status, "dstatus")),
+    ...(agencyState.fresh.has(d.id) ? [h("span", { class: "new-tag" }, t("agency.new"))] : []),
+  );
+  const place = [inc.address, inc.subdistrict, inc.district].filter(Boolean).join(", ");
+  const coords = inc.latitude != null && inc.longitude != null ? `${inc.latitude}, ${inc.longitude}` : "";
+  const victims = inc.victims_count != null
+    ? [t("agency.victimsCount", { n: inc.victims_count }), inc.victims_condition].filter(Boolean).join(" — ")
+    : inc.victims_condition;
+  card.facts.replaceChildren(
+    ...fact(t("agency.location"), [place, inc.landmark, coords].filter(Boolean).join(" · "), "agency-location"),
+    ...fact(t("agency.victims"), victims, "agency-victims"),
+    ...fact(t("agency.access"), inc.access_route, "agency-access"),
+    ...fact(t("agency.callback"), inc.callback_number ? h("a", { href: `tel:${inc.callback_number}` }, inc.callback_number) : "", "agency-callback"),
+    ...fact(t("agency.reporter"), inc.reporter_name, "agency-reporter"),
+    ...fact(t("agency.notes"), inc.notes, "agency-notes"),
+    ...fact(t("agency.received"), fmtDate(d.created_at), "agency-received"),
+  );
+  fillAgencyAction(card, d);
+  const updates = (d.updates || []);
+  card.timeline.replaceChildren(...(updates.length ? [updatesList(updates)] : []));
+  return card.root;
+}
+
+function fillAgencyAction(card, d) {
+  if (d.status === "calling" || d.status === "failed") {
+    card.form = null;
+    const button = h("button", { type: "button", class: "btn btn-primary btn-accept", "data-testid": `agency-accept-${d.id}` }, t("agency.accept"));
+    button.addEventListener("click", () => acceptAgencyDispatch(d.id, button));
+    card.action.replaceChildren(button, h("p", { class: "msg", "data-testid": "agency-accept-message", role: "status" }));
+    return;
+  }
+  if (FINAL_DISPATCH.has(d.status)) {
+    card.form = null;
+    card.action.replaceChildren(h("p", { class: "muted" }, t("agency.final")));
+    return;
+  }
+  if (!card.form) {
+    card.form = buildUpdateForm(d.id);
+    card.action.replaceChildren(card.form.root);
+  }
+  // Only the options change with the status; what the officer typed or chose stays.
+  const select = card.form.status;
+  const chosen = select.value;
+  const next = agencyNext(d);
+  select.replaceChildren(...next.map((s) => h("option", { value: s }, codeLabel(s, "dstatus"))));
+  select.value = next.includes(chosen) && select.dataset.for === d.status ? chosen : next[0];
+  select.dataset.for = d.status;
+  card.form.label.textContent = t("agency.update");
+}
+
+function buildUpdateForm(id) {
+  const status = h("select", { id: `upd-status-${id}`, name: "status", "data-testid": "agency-update-status" });
+  const note = h("textarea", { id: `upd-note-${id}`, name: "note", rows: 2, maxLength: 2000, "data-testid": "agency-update-note" });
+  const photo = h("input", { id: `upd-photo-${id}`, name: "photo", type: "file", accept: "image/jpeg,image/png", "data-testid": "agency-update-photo" });
+  const submit = h("button", { type: "submit", class: "btn btn-primary", "data-testid": "agency-update-submit" }, t("agency.submit"));
+  const msg = h("p", { class: "msg wide", role: "status", "data-testid": "agency-update-message" });
+  const label = h("strong", { class: "wide" }, t("agency.update"));
+  const root = h("form", { class: "agency-update", noValidate: true },
+    label,
+    h("label", { htmlFor: status.id }, t("agency.status")), status,
+    h("label", { htmlFor: note.id }, t("agency.note")), note,
+    h("label", { htmlFor: photo.id }, t("agency.photoLabel")), photo,
+    h("div", { class: "wide form-actions" }, submit), msg);
+  const form = { root, status, note, photo, submit, msg, label };
+  root.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sendAgencyUpdate(id, form);
+  });
+  return form;
+}
+
+async function acceptAgencyDispatch(id, button) {
+  button.disabled = true;
+  button.textContent = t("agency.accepting");
+  agencyState.fresh.delete(id);
+  try {
+    const res = await api("POST", `/api/dispatches/${id}/accept`);
+    mergeAgencyDispatch(res.dispatch);
+    renderAgency();
+  } catch (err) {
+    button.disabled = false;
+    button.textContent = t("agency.accept");
+    const msg = button.parentElement?.querySelector("[data-testid=agency-accept-message]");
+    if (msg) {
+      msg.textContent = errorText(err);
+      msg.classList.add("error");
+    }
+    if (err.status === 409) loadAgency(); // someone (or the phone) was first: show what stands
+  }
+}
+
+async function sendAgencyUpdate(id, form) {
+  if (form.submit.disabled) return;
+  const body = new FormData();
+  body.append("status", form.status.value);
+  body.append("note", form.note.value.trim());
+  const file = form.photo.files?.[0];
+  if (file) body.append("photo", file, file.name);
+  form.submit.disabled = true;
+  form.msg.classList.remove("error");
+  form.msg.textContent = "";
+  try {
+    const res = await api("POST", `/api/dispatches/${id}/updates`, body);
+    form.note.value = "";
+    form.photo.value = "";
+    form.msg.textContent = t("agency.sent");
+    mergeAgencyDispatch(res.dispatch);
+    renderAgency();
+  } catch (err) {
+    let text = errorText(err);
+    if (err.status === 413) text = t("agency.tooLarge");
+    else if (err.status === 415) text = t("agency.badType");
+    else if (err.status === 422) text = Object.values(err.body.fields || {}).join(" ") || text;
+    form.msg.textContent = text;
+    form.msg.classList.add("error");
+    if (err.status === 422) loadAgency();
+  } finally {
+    form.submit.disabled = false;
+  }
+}
+
 // ---------------------------------------------------------------- supervisor: prank log
 
 async function loadPranks() {
@@ -874,6 +1469,10 @@ async function loadPranks() {
 // ---------------------------------------------------------------- wiring
 
 function renderAll() {
+  renderDispatchChoices();
+  renderDispatch();
+  renderSlaBanner();
+  renderAgency();
   renderPresence();
   renderClassified();
   renderIntakeResult();
@@ -907,6 +1506,18 @@ function wire() {
   $("switch-fresh").addEventListener("click", freshFormForPending);
   $("copy-location").addEventListener("click", copyLocation);
   $("prank-refresh").addEventListener("click", loadPranks);
+  $("dispatch-submit").addEventListener("click", () => sendDispatch());
+  $("dispatch-close").addEventListener("click", closeDispatch);
+  $("dispatch-agencies").addEventListener("change", (ev) => {
+    if (ev.target.type !== "checkbox") return;
+    if (ev.target.checked) dispatchState.checked.add(ev.target.value);
+    else dispatchState.checked.delete(ev.target.value);
+  });
+  $("sla-dismiss").addEventListener("click", () => {
+    state.breaches = [];
+    renderSlaBanner();
+  });
+  $("agency-refresh").addEventListener("click", loadAgency);
   for (const b of $("classify-buttons").querySelectorAll("button")) {
     b.addEventListener("click", () => classify(b.dataset.cls));
   }

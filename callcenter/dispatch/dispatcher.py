@@ -1,0 +1,620 @@
+"""Calling agencies: one task per dispatched agency, walking its duty lines until an officer accepts.
+
+Each attempt is one row in ``dispatch_attempts`` written before the call starts and closed with how it
+ended, so that "Damkar was not reached" can always be answered with which line rang, when, and why it
+failed. A SIP line is called with an asynchronous AMI ``Originate``: Asterisk answers the request at
+once ("successfully queued") and reports the outcome later as an ``OriginateResponse`` event carrying
+our ActionID; the channel itself carries ``ChannelId = dispatch-<attempt id>`` as its Uniqueid, so its
+``Hangup`` event is matched the same way. An answered call runs the ``briefing`` AGI route, which
+reports the officer's key through :meth:`Dispatcher.on_briefing_result`. E.164 lines go through the
+Twilio line (another module), which reports through :meth:`Dispatcher.on_remote_result`.
+
+Every state change is published to the live hub: the call-taker sees "calling Damkar (backup line)"
+without polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import structlog
+from panoramisk.message import Message
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.config import DispatchConfig
+from callcenter.dispatch.agencies import Agency, Directory, line_kind
+from callcenter.dispatch.prompts import GENERIC, INTRO, MENU, THANKS, PromptCache, PromptFile, briefing_text
+from callcenter.queue.ami import AmiClient, AmiError
+from callcenter.store import Store, utcnow
+from callcenter.store.models import Call, Dispatch, DispatchAttempt, Incident
+
+log = structlog.get_logger("callcenter.dispatch")
+
+#: Attempt outcomes (``dispatch_attempts.outcome``).
+OUTCOMES = ("accepted", "no_answer", "busy", "failed", "no_key", "declined", "error")
+#: Dispatch statuses in which the agency is already being called or has accepted: dispatching the
+#: same agency again for the incident returns the existing row instead of calling twice.
+ACTIVE = ("calling", "accepted", "dispatched", "en_route", "on_scene")
+#: OriginateResponse ``Reason`` (the last control frame) → outcome. 1 hangup, 3 ringing (timed out
+#: while ringing), 5 busy, 8 congestion; 0 means the channel could not even be created.
+REASON_OUTCOME = {"0": "failed", "1": "failed", "3": "no_answer", "5": "busy", "8": "failed"}
+#: Q.850 causes of a channel that ended before it was answered.
+CAUSE_OUTCOME = {17: "busy", 18: "no_answer", 19: "no_answer", 21: "declined"}
+#: Pause between attempts: a line that just failed (congestion, a phone rebooting) gets a breath.
+RETRY_PAUSE = 1.0
+#: Beyond ring time and the accept window: the briefing itself, plus slack for a slow AMI.
+ATTEMPT_SLACK = 90.0
+ROLES = ("calltaker", "supervisor")
+
+
+class UnknownAgency(ValueError):
+    """A dispatch named an agency that is not in the directory (the API answers 422)."""
+
+
+class Publish(Protocol):
+    """``LiveHub.broadcast``: a message to consoles of ``roles`` and to the officers of ``agency``."""
+
+    def __call__(self, message: dict[str, Any], *, roles: tuple[str, ...] = ..., agency: str | None = ...) -> None: ...
+
+
+@runtime_checkable
+class RemoteLine(Protocol):
+    """The Twilio line (``callcenter/dispatch/twilio_line.py``'s ``TwilioLine``): ``call`` rings an E.164
+    number with the briefing and returns the call SID; the outcome arrives later through
+    ``Dispatcher.on_remote_result``. ``sms`` texts the summary alongside."""
+
+    async def call(self, attempt_id: int, to: str, briefing: str, *, timeout: int, gather_timeout: int = 0) -> str: ...
+
+    async def sms(self, to: str, body: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: str
+    reason: str | None = None
+    hangup_cause: int | None = None
+
+
+@dataclass
+class _Attempt:
+    id: int
+    dispatch_id: int
+    agency: str
+    line: str
+    future: asyncio.Future[Result]
+    answered: bool = False
+    channel: str | None = None
+    hangup_cause: int | None = None
+
+
+@dataclass(frozen=True)
+class Briefing:
+    """What the briefing route plays: the incident, the menu, the thanks; and how long to wait for a key."""
+
+    dispatch_id: int
+    attempt_id: int
+    message: PromptFile
+    menu: PromptFile
+    thanks: PromptFile
+    accept_timeout: int
+
+
+@dataclass
+class _Dispatching:
+    task: asyncio.Task[None] | None = None
+    briefing: asyncio.Future[PromptFile] | None = None
+    attempt: _Attempt | None = None
+
+
+def attempt_json(a: DispatchAttempt) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "line": a.line,
+        "via": a.via,
+        "started_at": a.started_at.isoformat(),
+        "ended_at": a.ended_at.isoformat() if a.ended_at else None,
+        "outcome": a.outcome,
+        "reason": a.reason,
+        "hangup_cause": a.hangup_cause,
+    }
+
+
+def dispatch_json(
+    d: Dispatch, attempts: Sequence[DispatchAttempt] = (), agency_name: str | None = None
+) -> dict[str, Any]:
+    """The ``Dispatch`` object of the API and of the ``{"type": "dispatch"}`` live message."""
+    return {
+        "id": d.id,
+        "incident_id": d.incident_id,
+        "agency": d.agency,
+        "agency_name": agency_name,
+        "status": d.status,
+        "created_by": d.created_by,
+        "created_at": d.created_at.isoformat(),
+        "updated_at": d.updated_at.isoformat(),
+        "accepted_at": d.accepted_at.isoformat() if d.accepted_at else None,
+        "accepted_line": d.accepted_line,
+        "accepted_via": d.accepted_via,
+        "attempts": [attempt_json(a) for a in attempts],
+    }
+
+
+def _log_prompt_failure(future: asyncio.Future[PromptFile]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("dispatch.prompt_failed", error=repr(future.exception()))
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+class Dispatcher:
+    """Runs dispatches; one instance per app (its in-memory attempt table is the AMI event matcher)."""
+
+    def __init__(
+        self,
+        store: Store,
+        ami: AmiClient,
+        directory: Directory,
+        config: DispatchConfig,
+        hub_publish: Publish,
+        twilio: RemoteLine | None = None,
+        *,
+        prompts: PromptCache | None = None,
+    ) -> None:
+        self.store = store
+        self.ami = ami
+        self.directory = directory
+        self.config = config
+        self.publish = hub_publish
+        self.twilio = twilio
+        self.prompts = prompts or PromptCache(Path(config.prompt_dir), config.prompt_dir_asterisk)
+        self._attempts: dict[int, _Attempt] = {}
+        self._running: dict[int, _Dispatching] = {}
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Close dispatches a previous run left in ``calling`` (their tasks died with it), and warm the
+        fixed prompts so the first officer does not wait for them."""
+
+        async def op(session: AsyncSession) -> list[int]:
+            stale = list(await session.scalars(select(Dispatch).where(Dispatch.status == "calling")))
+            now = utcnow()
+            for d in stale:
+                d.status, d.updated_at = "failed", now
+                await session.execute(
+                    update(DispatchAttempt)
+                    .where(DispatchAttempt.dispatch_id == d.id, DispatchAttempt.outcome.is_(None))
+                    .values(outcome="error", reason="app restarted", ended_at=now)
+                )
+            return [d.id for d in stale]
+
+        stale = await self.store.transaction("dispatch_recover", op)
+        if stale:
+            log.warning("dispatch.recovered_stale", dispatch_ids=stale)
+        for text in (MENU, THANKS, f"{INTRO} {GENERIC}"):
+            self._spawn_prompt(text)
+
+    async def close(self) -> None:
+        self._closing = True
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _spawn_prompt(self, text: str) -> asyncio.Future[PromptFile]:
+        """Generate ``text`` in the background now; the briefing route awaits the future later."""
+        future = asyncio.ensure_future(self.prompts.ensure(text))
+        future.add_done_callback(_log_prompt_failure)
+        return future
+
+    # -- the API used by the web endpoints -------------------------------------------------------
+
+    async def dispatch(self, incident_id: int, agencies: Sequence[str], *, user_id: int | None) -> list[Dispatch]:
+        """Call ``agencies`` for the incident, all in parallel; returns one Dispatch per agency at once.
+
+        An agency already being called (or that accepted) for this incident is not called again: its
+        existing row is returned (a double click must not ring the duty officer twice). Raises
+        UnknownAgency before touching anything, LookupError for an unknown incident.
+        """
+        codes = list(dict.fromkeys(agencies))
+        for code in codes:
+            if code not in self.directory:
+                raise UnknownAgency(code)
+        if not codes:
+            return []
+        now = utcnow()
+
+        async def op(session: AsyncSession) -> tuple[Incident, list[tuple[Dispatch, bool]]]:
+            incident = await session.get(Incident, incident_id, with_for_update=True)
+            if incident is None:
+                raise LookupError(f"no incident {incident_id}")
+            if incident.sla_due_at is None:
+                arrived = incident.created_at
+                if incident.call_id is not None:
+                    call = await session.get(Call, incident.call_id)
+                    arrived = call.arrived_at if call is not None else arrived
+                incident.sla_due_at = arrived + timedelta(seconds=self.directory.sla_seconds(incident.category))
+            existing = {
+                d.agency: d
+                for d in await session.scalars(
+                    select(Dispatch).where(Dispatch.incident_id == incident_id, Dispatch.status.in_(ACTIVE))
+                )
+            }
+            rows: list[tuple[Dispatch, bool]] = []
+            for code in codes:
+                if code in existing:
+                    rows.append((existing[code], False))
+                    continue
+                d = Dispatch(
+                    incident_id=incident_id,
+                    agency=code,
+                    status="calling",
+                    created_by=user_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(d)
+                rows.append((d, True))
+            await session.flush()
+            return incident, rows
+
+        incident, rows = await self.store.transaction("dispatch_create", op)
+        # One briefing per incident: every agency hears the same text, generated once.
+        briefing = self._spawn_prompt(briefing_text(incident))
+        for d, new in rows:
+            if not new:
+                continue
+            state = _Dispatching(briefing=briefing)
+            self._running[d.id] = state
+            state.task = asyncio.create_task(self._run(d.id, self.directory.get(d.agency)), name=f"dispatch-{d.id}")
+            self._publish_row(d, [])
+            log.info("dispatch.started", dispatch_id=d.id, incident_id=incident_id, agency=d.agency, user_id=user_id)
+        return [d for d, _ in rows]
+
+    async def accept_from_web(self, dispatch_id: int, *, user_id: int | None) -> Dispatch | None:
+        """The officer accepts on the agency console (the phone was missed): stops the calling.
+
+        Returns the dispatch, or None when it is unknown or no longer waiting for acceptance.
+        """
+        accepted = await self._accept(dispatch_id, line="web", via="web", user_id=user_id)
+        state = self._running.get(dispatch_id)
+        if accepted is not None and state is not None and state.task is not None:
+            state.task.cancel()
+        return accepted
+
+    async def get(self, dispatch_id: int) -> dict[str, Any] | None:
+        """The dispatch with its attempts as JSON (what the live hub sends)."""
+
+        async def op(session: AsyncSession) -> tuple[Dispatch, list[DispatchAttempt]] | None:
+            d = await session.get(Dispatch, dispatch_id)
+            if d is None:
+                return None
+            attempts = await session.scalars(
+                select(DispatchAttempt).where(DispatchAttempt.dispatch_id == dispatch_id).order_by(DispatchAttempt.id)
+            )
+            return d, list(attempts)
+
+        found = await self.store.transaction("dispatch_get", op)
+        if found is None:
+            return None
+        d, attempts = found
+        return dispatch_json(d, attempts, self._agency_name(d.agency))
+
+    # -- reports from the briefing route, the Twilio line and AMI --------------------------------
+
+    async def briefing(self, attempt_id: int, dispatch_id: int) -> Briefing | None:
+        """What the briefing route plays for this attempt; None when the attempt is not ours or over
+        (a stale or forged call into the agency context gets the dialplan's fallback)."""
+        attempt = self._attempts.get(attempt_id)
+        if attempt is None or attempt.dispatch_id != dispatch_id or attempt.future.done():
+            return None
+        attempt.answered = True
+        state = self._running.get(dispatch_id)
+        message: PromptFile | None = None
+        if state is not None and state.briefing is not None:
+            try:
+                message = await asyncio.wait_for(asyncio.shield(state.briefing), timeout=10)
+            except Exception as exc:
+                log.warning("dispatch.briefing_unavailable", dispatch_id=dispatch_id, error=repr(exc))
+        if message is None:
+            message = await self.prompts.ensure(f"{INTRO} {GENERIC}")
+        menu = await self.prompts.ensure(MENU)
+        thanks = await self.prompts.ensure(THANKS)
+        return Briefing(dispatch_id, attempt_id, message, menu, thanks, self.config.accept_timeout)
+
+    def on_briefing_result(self, attempt_id: int, outcome: str) -> bool:
+        """The officer pressed 1 (``accepted``) or nothing (``no_key``); False if the attempt is over."""
+        return self._resolve(attempt_id, Result(outcome, reason="briefing"))
+
+    def on_remote_result(self, attempt_id: int, outcome: str, reason: str | None = None) -> bool:
+        """The Twilio line's verdict on an E.164 attempt (``accepted`` after Gather digit 1, or
+        ``no_answer``/``busy``/``failed``/``no_key`` from the status callback); False if already over."""
+        if outcome not in OUTCOMES:
+            outcome = "error"
+        return self._resolve(attempt_id, Result(outcome, reason=reason))
+
+    def _resolve(self, attempt_id: int, result: Result) -> bool:
+        attempt = self._attempts.get(attempt_id)
+        if attempt is None or attempt.future.done():
+            return False
+        attempt.future.set_result(result)
+        return True
+
+    async def on_ami_event(self, message: Message) -> None:
+        """OriginateResponse (by ActionID) and Hangup (by Uniqueid) of our ``dispatch-<id>`` channels."""
+        name = str(message.get("Event", ""))
+        if name == "OriginateResponse":
+            attempt = self._match(message.get("ActionID"))
+            if attempt is None:
+                return
+            attempt.channel = str(message.get("Channel") or "") or attempt.channel
+            if message.get("Response") == "Success":
+                attempt.answered = True
+                log.info("dispatch.answered", attempt_id=attempt.id, line=attempt.line)
+                return
+            reason = str(message.get("Reason", ""))
+            outcome = REASON_OUTCOME.get(reason, "failed")
+            self._resolve(
+                attempt.id, Result(outcome, reason=f"originate reason {reason}", hangup_cause=attempt.hangup_cause)
+            )
+        elif name == "Hangup":
+            attempt = self._match(message.get("Uniqueid"))
+            if attempt is None:
+                return
+            attempt.hangup_cause = _int(message.get("Cause"))
+            if attempt.answered:
+                # Hung up after answering without a key reported: the officer put the phone down, or
+                # the briefing route was unreachable and the dialplan played its fallback.
+                self._resolve(attempt.id, Result("no_key", reason="hangup", hangup_cause=attempt.hangup_cause))
+            # Before answer the OriginateResponse follows with the authoritative reason.
+
+    def _match(self, reference: Any) -> _Attempt | None:
+        ref = str(reference or "")
+        if not ref.startswith("dispatch-"):
+            return None
+        attempt_id = _int(ref.removeprefix("dispatch-"))
+        return self._attempts.get(attempt_id) if attempt_id is not None else None
+
+    # -- the per-agency task ---------------------------------------------------------------------
+
+    async def _run(self, dispatch_id: int, agency: Agency) -> None:
+        try:
+            for line in agency.lines:
+                for n in range(self.config.attempts_per_line):
+                    if n or line != agency.lines[0]:
+                        await asyncio.sleep(RETRY_PAUSE)
+                    result = await self._attempt(dispatch_id, agency, line)
+                    if result.outcome == "accepted":
+                        await self._accept(dispatch_id, line=line, via=line_kind(line), user_id=None)
+                        return
+                    if result.outcome == "error" and result.reason == "no twilio line":
+                        break  # no point retrying a number we cannot call at all
+            await self._fail(dispatch_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("dispatch.task_failed", dispatch_id=dispatch_id)
+            await self._fail(dispatch_id)
+        finally:
+            self._running.pop(dispatch_id, None)
+
+    async def _attempt(self, dispatch_id: int, agency: Agency, line: str) -> Result:
+        via = line_kind(line)
+
+        async def op(session: AsyncSession) -> int:
+            a = DispatchAttempt(dispatch_id=dispatch_id, line=line, via=via, started_at=utcnow(), detail={})
+            session.add(a)
+            await session.flush()
+            a.reference = f"dispatch-{a.id}"
+            return a.id
+
+        attempt_id = await self.store.transaction("dispatch_attempt", op)
+        loop = asyncio.get_running_loop()
+        attempt = _Attempt(attempt_id, dispatch_id, agency.code, line, loop.create_future())
+        self._attempts[attempt_id] = attempt
+        state = self._running.get(dispatch_id)
+        if state is not None:
+            state.attempt = attempt
+        await self._publish(dispatch_id)
+        log.info("dispatch.attempt", dispatch_id=dispatch_id, attempt_id=attempt_id, agency=agency.code, line=line)
+        result = Result("error", reason="not started")
+        try:
+            if via == "pbx":
+                await self._originate(attempt, agency)
+            else:
+                await self._remote(attempt, agency)
+            limit = agency.answer_timeout + self.config.accept_timeout + ATTEMPT_SLACK
+            try:
+                async with asyncio.timeout(limit):
+                    result = await asyncio.shield(attempt.future)
+            except TimeoutError:
+                result = Result("error", reason=f"no outcome within {limit:.0f}s")
+                await self._hang_up(attempt)
+        except AmiError as exc:
+            result = Result("error", reason=str(exc)[:64])
+        except asyncio.CancelledError:
+            result = Result("error", reason="cancelled")
+            await self._hang_up(attempt)
+            raise
+        finally:
+            self._attempts.pop(attempt_id, None)
+            if state is not None:
+                state.attempt = None
+            await asyncio.shield(self._close_attempt(attempt, result))
+        log.info("dispatch.attempt_ended", attempt_id=attempt_id, outcome=result.outcome, reason=result.reason)
+        return result
+
+    async def _originate(self, attempt: _Attempt, agency: Agency) -> None:
+        ref = f"dispatch-{attempt.id}"
+        await self.ami.action(
+            {
+                "Action": "Originate",
+                "ActionID": ref,
+                "ChannelId": ref,
+                "Channel": attempt.line,
+                "Context": self.config.originate_context,
+                "Exten": "s",
+                "Priority": "1",
+                "Timeout": str(agency.answer_timeout * 1000),
+                "CallerID": '"Pusat 112" <112>',
+                "Variable": f"CC_DISPATCH_ID={attempt.dispatch_id},CC_ATTEMPT_ID={attempt.id}",
+                "Async": "true",
+            }
+        )
+
+    async def _remote(self, attempt: _Attempt, agency: Agency) -> None:
+        if self.twilio is None:
+            self._resolve(attempt.id, Result("error", reason="no twilio line"))
+            return
+        text = await self._incident_text(attempt.dispatch_id)
+        try:
+            reference = await self.twilio.call(
+                attempt.id, attempt.line, text, timeout=agency.answer_timeout, gather_timeout=self.config.accept_timeout
+            )
+        except Exception as exc:  # not configured, refused number, API down: this line is unusable now
+            log.warning("dispatch.remote_failed", attempt_id=attempt.id, error=str(exc))
+            self._resolve(attempt.id, Result("error", reason=str(exc)[:64] or type(exc).__name__))
+            return
+        try:
+            # The text stays on the officer's phone: the reference and address survive a noisy line.
+            await self.twilio.sms(attempt.line, text)
+        except Exception as exc:
+            log.info("dispatch.sms_failed", attempt_id=attempt.id, error=str(exc))
+
+        async def op(session: AsyncSession) -> None:
+            row = await session.get(DispatchAttempt, attempt.id)
+            if row is not None:
+                row.reference = reference[:64]
+
+        await self.store.transaction("dispatch_attempt_ref", op)
+
+    async def _incident_text(self, dispatch_id: int) -> str:
+        async def op(session: AsyncSession) -> Incident | None:
+            d = await session.get(Dispatch, dispatch_id)
+            return await session.get(Incident, d.incident_id) if d is not None else None
+
+        incident = await self.store.transaction("dispatch_incident", op)
+        return briefing_text(incident) if incident is not None else ""
+
+    async def _hang_up(self, attempt: _Attempt) -> None:
+        if attempt.channel:
+            with contextlib.suppress(AmiError):
+                await self.ami.action({"Action": "Hangup", "Channel": attempt.channel})
+
+    async def _close_attempt(self, attempt: _Attempt, result: Result) -> None:
+        async def op(session: AsyncSession) -> None:
+            row = await session.get(DispatchAttempt, attempt.id)
+            if row is None:
+                return
+            row.ended_at = utcnow()
+            row.outcome = result.outcome
+            row.reason = (result.reason or "")[:64] or None
+            row.hangup_cause = result.hangup_cause if result.hangup_cause is not None else attempt.hangup_cause
+            row.detail = {**(row.detail or {}), "answered": attempt.answered, "channel": attempt.channel}
+
+        try:
+            await self.store.transaction("dispatch_attempt_end", op)
+        except Exception:
+            log.exception("dispatch.attempt_write_failed", attempt_id=attempt.id, outcome=result.outcome)
+        await self._publish(attempt.dispatch_id)
+
+    async def _accept(self, dispatch_id: int, *, line: str, via: str, user_id: int | None) -> Dispatch | None:
+        """First acceptance wins (conditional update on ``calling``); marks the incident's SLA met."""
+        now = utcnow()
+
+        async def op(session: AsyncSession) -> Dispatch | None:
+            result = await session.execute(
+                update(Dispatch)
+                .where(Dispatch.id == dispatch_id, Dispatch.status == "calling")
+                .values(status="accepted", accepted_at=now, accepted_line=line, accepted_via=via, updated_at=now)
+            )
+            if not getattr(result, "rowcount", 0):
+                return None
+            d = await session.get(Dispatch, dispatch_id)
+            if d is None:
+                return None
+            await session.refresh(d)
+            await session.execute(
+                update(Incident)
+                .where(Incident.id == d.incident_id, Incident.sla_met_at.is_(None))
+                .values(sla_met_at=now)
+            )
+            return d
+
+        d = await self.store.transaction("dispatch_accept", op)
+        if d is not None:
+            log.info("dispatch.accepted", dispatch_id=dispatch_id, agency=d.agency, line=line, via=via, user_id=user_id)
+            await self._publish(dispatch_id)
+        return d
+
+    async def _fail(self, dispatch_id: int) -> None:
+        now = utcnow()
+
+        async def op(session: AsyncSession) -> bool:
+            result = await session.execute(
+                update(Dispatch)
+                .where(Dispatch.id == dispatch_id, Dispatch.status == "calling")
+                .values(status="failed", updated_at=now)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+        if await self.store.transaction("dispatch_fail", op):
+            log.warning("dispatch.failed", dispatch_id=dispatch_id)
+            await self._publish(dispatch_id)
+
+    # -- live hub --------------------------------------------------------------------------------
+
+    def _agency_name(self, code: str) -> str | None:
+        agency = self.directory.agencies.get(code)
+        return agency.name if agency is not None else None
+
+    def _publish_row(self, d: Dispatch, attempts: Sequence[DispatchAttempt]) -> None:
+        self._send(dispatch_json(d, attempts, self._agency_name(d.agency)))
+
+    def _send(self, payload: Mapping[str, Any]) -> None:
+        try:
+            self.publish({"type": "dispatch", "dispatch": dict(payload)}, roles=ROLES, agency=str(payload["agency"]))
+        except Exception:
+            log.exception("dispatch.publish_failed")
+
+    async def _publish(self, dispatch_id: int) -> None:
+        try:
+            payload = await self.get(dispatch_id)
+        except Exception as exc:  # the live view misses one update; the record is intact
+            log.warning("dispatch.publish_read_failed", dispatch_id=dispatch_id, error=str(exc))
+            return
+        if payload is not None:
+            self._send(payload)
+
+    @property
+    def active(self) -> int:
+        """Dispatches whose task still runs (health output, tests)."""
+        return len(self._running)
+
+
+__all__ = [
+    "OUTCOMES",
+    "Briefing",
+    "Dispatcher",
+    "Publish",
+    "RemoteLine",
+    "Result",
+    "UnknownAgency",
+    "attempt_json",
+    "dispatch_json",
+]

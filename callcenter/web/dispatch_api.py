@@ -1,0 +1,521 @@
+"""Dispatch endpoints of the console and of agency officers (docs/dispatch.md, "API").
+
+Call-takers get the proposed agencies for an incident and send it to them; agency officers see their
+agency's dispatches, accept one from the browser when the phone was missed, and report progress with
+a note and a photo. Every change is pushed over the WebSocket to the centre and to that agency.
+
+Who sees what is decided here, on every request: an agency officer only ever reads or writes their
+own agency's dispatches and photos. Photos are checked by their first bytes (not by the name or the
+type the browser claims), stored under a random name, and served only when a stored update of that
+dispatch names them — a path in the URL never reaches the file system unchecked.
+
+The dispatch core (``callcenter/dispatch/service.py``) is looked up at request time by its AppKeys,
+so this module runs before that core exists: the proposal and dispatch endpoints then answer 503.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import json
+import os
+import re
+import secrets
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import BodyPartReader, web
+
+from callcenter.dispatch.sla import ensure_due, targets_of
+from callcenter.store import Store, StoreUnavailable
+from callcenter.store.dispatches import UPDATE_STATUSES, Dispatches, DispatchView, TransitionError, allowed_next
+from callcenter.store.models import Incident
+from callcenter.web.access import Handler, UserInfo, error, require, user_of
+from callcenter.web.keys import CONFIG, STORE
+from callcenter.web.live import HUB
+
+log = structlog.get_logger("callcenter.web.dispatch")
+routes = web.RouteTableDef()
+
+_MAX_ID = 2**31 - 1
+MAX_NOTE = 2000
+#: Bytes a text part of the update form may have (the note, in UTF-8, fits with room to spare).
+_MAX_TEXT_PART = 4 * MAX_NOTE + 64
+_MAX_AGENCIES = 50
+_CODE = re.compile(r"[a-z0-9_-]{1,32}")
+#: Stored photo names: ``<dispatch id>-<32 hex>.<jpg|png>``; nothing else is ever looked up on disk.
+_PHOTO_NAME = re.compile(r"[0-9]{1,10}-[0-9a-f]{32}\.(jpg|png)")
+_MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"))
+_PHOTO_TYPES = {"jpg": "image/jpeg", "png": "image/png"}
+#: Roles of the centre, which see every dispatch; agency officers see their own agency's only.
+CENTRE = ("calltaker", "supervisor")
+
+
+# -- the dispatch core, by name ------------------------------------------------------------------------
+
+
+class DirectoryLike(Protocol):
+    def propose(self, category: str, district: str | None, flags: Iterable[str]) -> list[str]: ...
+
+
+class DispatcherLike(Protocol):
+    async def dispatch(self, incident_id: int, agencies: Sequence[str], *, user_id: int | None) -> Sequence[Any]: ...
+
+    async def accept_from_web(self, dispatch_id: int, *, user_id: int | None) -> Any: ...
+
+
+def _service_key(name: str) -> web.AppKey[Any] | None:
+    try:
+        service = importlib.import_module("callcenter.dispatch.service")
+    except ImportError:
+        return None
+    key = getattr(service, name, None)
+    return key if isinstance(key, web.AppKey) else None
+
+
+def _directory(app: web.Application) -> DirectoryLike | None:
+    key = _service_key("DIRECTORY")
+    found = app.get(key) if key is not None else None
+    return found if found is not None and hasattr(found, "propose") else None
+
+
+def _dispatcher(app: web.Application) -> DispatcherLike | None:
+    key = _service_key("DISPATCHER")
+    found = app.get(key) if key is not None else None
+    return found if found is not None and hasattr(found, "dispatch") else None
+
+
+def agency_names(directory: object | None) -> dict[str, str]:
+    """Code → display name of every agency in the directory (``agencies`` mapping of objects or dicts)."""
+    table = getattr(directory, "agencies", None)
+    if not isinstance(table, Mapping):
+        return {}
+    names: dict[str, str] = {}
+    for code, agency in table.items():
+        name = agency.get("name") if isinstance(agency, Mapping) else getattr(agency, "name", None)
+        names[str(code)] = str(name) if name else str(code)
+    return names
+
+
+# -- app state -------------------------------------------------------------------------------------------
+
+#: Per store, like ``console_api``: built on first use, gone with the store.
+_CACHE: weakref.WeakKeyDictionary[Store, Dispatches] = weakref.WeakKeyDictionary()
+
+
+def _dispatches(app: web.Application) -> Dispatches:
+    store = app[STORE]
+    found = _CACHE.get(store)
+    if found is None:
+        found = _CACHE[store] = Dispatches(store)
+    return found
+
+
+def _upload_dir(app: web.Application) -> Path:
+    return Path(app[CONFIG].dispatch.upload_dir).resolve()
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+
+
+class _Reply(Exception):
+    """Raised anywhere in a handler to answer with ``response`` (keeps the handlers flat)."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.text)
+        self.response = response
+
+
+def _handles_replies(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def run(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except _Reply as reply:
+            return reply.response
+        except StoreUnavailable:
+            return error(503, "database unavailable, try again shortly")
+
+    return run
+
+
+def _id(request: web.Request, name: str, what: str) -> int:
+    raw = request.match_info[name]
+    if not re.fullmatch(r"[0-9]{1,10}", raw) or not 1 <= int(raw) <= _MAX_ID:
+        raise _Reply(error(404, f"no such {what}"))
+    return int(raw)
+
+
+def _invalid(fields: dict[str, str], fields_en: dict[str, str]) -> web.Response:
+    return error(422, "invalid input", fields=fields, fields_en=fields_en)
+
+
+def _own_agency(user: UserInfo) -> str:
+    if not user.agency:
+        raise _Reply(error(403, "no agency is linked to your account"))
+    return user.agency
+
+
+def _may_see(user: UserInfo, agency: str) -> bool:
+    return user.role in CENTRE or (user.role == "agency" and bool(user.agency) and user.agency == agency)
+
+
+def _dispatch_json(app: web.Application, view: DispatchView) -> dict[str, Any]:
+    body = view.as_json()
+    body["agency_name"] = agency_names(_directory(app)).get(view.dispatch.agency, view.dispatch.agency)
+    body["next"] = sorted(allowed_next(view.dispatch.status))
+    return body
+
+
+def publish(app: web.Application, view: DispatchView) -> None:
+    """Tell the centre and the dispatch's agency about its new state (a no-op without the live hub)."""
+    hub = app.get(HUB)
+    if hub is None:
+        return
+    hub.broadcast(
+        {"type": "dispatch", "dispatch": _dispatch_json(app, view)}, roles=CENTRE, agency=view.dispatch.agency
+    )
+
+
+def _sla_json(incident: Incident | None) -> dict[str, Any] | None:
+    if incident is None:
+        return None
+    return {
+        "due_at": incident.sla_due_at.isoformat() if incident.sla_due_at else None,
+        "met_at": incident.sla_met_at.isoformat() if incident.sla_met_at else None,
+        "breached_at": incident.sla_breached_at.isoformat() if incident.sla_breached_at else None,
+    }
+
+
+async def _incident(request: web.Request, incident_id: int, *, set_due: bool = False) -> Incident:
+    """The incident (404 if none); ``set_due`` first gives it its service-level deadline if it has
+    none yet, so the console's countdown starts with the dispatch panel, not a timer tick later."""
+    store = request.app[STORE]
+    if set_due:
+        await ensure_due(store, targets_of(request.app), incident_id=incident_id)
+
+    async def op(session: Any) -> Incident | None:
+        found: Incident | None = await session.get(Incident, incident_id)
+        return found
+
+    incident = await store.transaction("dispatch_incident", op)
+    if incident is None:
+        raise _Reply(error(404, "no such incident"))
+    return incident
+
+
+async def _load(request: web.Request, dispatch_id: int) -> DispatchView:
+    """The dispatch, if this user may act on it: 404 when unknown, 403 for another agency's."""
+    view = await _dispatches(request.app).get(dispatch_id)
+    if view is None:
+        raise _Reply(error(404, "no such dispatch"))
+    if not _may_see(user_of(request), view.dispatch.agency):
+        raise _Reply(error(403, "not your agency's dispatch"))
+    return view
+
+
+# -- proposal and dispatch (centre) -----------------------------------------------------------------------
+
+
+@routes.get("/api/incidents/{id}/proposal")
+@require(*CENTRE)
+@_handles_replies
+async def proposal(request: web.Request) -> web.Response:
+    """The agencies the rules propose for the incident first, then every other one to add by hand."""
+    incident_id = _id(request, "id", "incident")
+    directory = _directory(request.app)
+    if directory is None:
+        return error(503, "dispatch not configured")
+    incident = await _incident(request, incident_id, set_due=True)
+    proposed = list(dict.fromkeys(directory.propose(incident.category, incident.district, ())))
+    names = agency_names(directory)
+    codes = proposed + sorted(code for code in names if code not in proposed)
+    return web.json_response(
+        {
+            "agencies": [{"code": c, "name": names.get(c, c), "proposed": c in proposed} for c in codes],
+            "sla": _sla_json(incident),
+        }
+    )
+
+
+@routes.post("/api/incidents/{id}/dispatch")
+@require(*CENTRE)
+@_handles_replies
+async def dispatch(request: web.Request) -> web.Response:
+    """Hand the incident to the dispatch core, which calls every chosen agency in parallel."""
+    incident_id = _id(request, "id", "incident")
+    directory, dispatcher = _directory(request.app), _dispatcher(request.app)
+    if directory is None or dispatcher is None:
+        return error(503, "dispatch not configured")
+    try:
+        body = json.loads(await request.text())
+    except ValueError:
+        return error(400, "body is not valid JSON")
+    codes = body.get("agencies") if isinstance(body, dict) else None
+    if (
+        not isinstance(codes, list)
+        or not codes
+        or len(codes) > _MAX_AGENCIES
+        or not all(isinstance(c, str) and _CODE.fullmatch(c) for c in codes)
+    ):
+        return _invalid({"agencies": "Pilih minimal satu instansi."}, {"agencies": "Choose at least one agency."})
+    codes = list(dict.fromkeys(codes))
+    known = agency_names(directory)
+    unknown = [c for c in codes if c not in known]
+    if unknown:
+        return _invalid(
+            {"agencies": f"Instansi tidak dikenal: {', '.join(unknown)}."},
+            {"agencies": f"Unknown agency: {', '.join(unknown)}."},
+        )
+    incident = await _incident(request, incident_id, set_due=True)
+    try:
+        created = await dispatcher.dispatch(incident_id, codes, user_id=user_of(request).id)
+    except LookupError:
+        return error(404, "no such incident")
+    except ValueError as exc:
+        return _invalid({"agencies": str(exc)}, {"agencies": str(exc)})
+    ids = [int(getattr(d, "id", 0)) for d in created]
+    views = await _dispatches(request.app).get_many(i for i in ids if i)
+    for view in views:
+        publish(request.app, view)
+    log.info("dispatch.requested", incident_id=incident_id, agencies=codes, user=user_of(request).username)
+    return web.json_response(
+        {"dispatches": [_dispatch_json(request.app, v) for v in views], "sla": _sla_json(incident)}, status=202
+    )
+
+
+# -- reading dispatches -------------------------------------------------------------------------------
+
+
+@routes.get("/api/incidents/{id}/dispatches")
+@require("calltaker", "supervisor", "agency")
+@_handles_replies
+async def incident_dispatches(request: web.Request) -> web.Response:
+    """All of the incident's dispatches for the centre; an officer gets only their agency's (and a 403
+    when there is none, whether the incident exists or not: ids are not to be probed)."""
+    incident_id = _id(request, "id", "incident")
+    user = user_of(request)
+    store = _dispatches(request.app)
+    if user.role == "agency":
+        views = await store.list_for_incident(incident_id, agency=_own_agency(user))
+        if not views:
+            return error(403, "not dispatched to your agency")
+        incident = views[0].incident or await _incident(request, incident_id)
+    else:
+        incident = await _incident(request, incident_id)
+        views = await store.list_for_incident(incident_id)
+    return web.json_response(
+        {"dispatches": [_dispatch_json(request.app, v) for v in views], "sla": _sla_json(incident)}
+    )
+
+
+@routes.get("/api/agency/dispatches")
+@require("agency")
+@_handles_replies
+async def agency_dispatches(request: web.Request) -> web.Response:
+    """The officer's agency's dispatches, newest first, each with what the agency needs to respond."""
+    agency = _own_agency(user_of(request))
+    raw = request.query.get("limit", "")
+    if raw and (not re.fullmatch(r"[0-9]{1,6}", raw) or int(raw) < 1):
+        return _invalid({"limit": "Harus bilangan bulat positif."}, {"limit": "Must be a positive whole number."})
+    limit = min(int(raw), 500) if raw else 50
+    views = await _dispatches(request.app).list_for_agency(agency, limit)
+    names = agency_names(_directory(request.app))
+    return web.json_response(
+        {
+            "agency": {"code": agency, "name": names.get(agency, agency)},
+            "dispatches": [_dispatch_json(request.app, v) for v in views],
+        }
+    )
+
+
+# -- agency actions -----------------------------------------------------------------------------------------
+
+
+@routes.post("/api/dispatches/{id}/accept")
+@require("agency")
+@_handles_replies
+async def accept(request: web.Request) -> web.Response:
+    """Accept in the browser; a dispatch already accepted (by phone or by a colleague) answers 409."""
+    dispatch_id = _id(request, "id", "dispatch")
+    current = await _load(request, dispatch_id)
+    user = user_of(request)
+    dispatcher = _dispatcher(request.app)
+    store = _dispatches(request.app)
+    try:
+        if current.dispatch.status == "calling" and dispatcher is not None:
+            # Through the dispatch core while its task still rings the duty lines: it stops them.
+            if await dispatcher.accept_from_web(dispatch_id, user_id=user.id) is None:
+                latest = await store.get(dispatch_id)
+                raise TransitionError(latest.dispatch.status if latest else "unknown", "accepted")
+            view = await store.record_acceptance(dispatch_id, user.id)
+        else:
+            view = await store.accept_from_web(dispatch_id, user.id, user.username)
+    except LookupError:
+        return error(404, "no such dispatch")
+    except TransitionError as exc:
+        return error(409, "dispatch cannot be accepted now", current=exc.current)
+    publish(request.app, view)
+    return web.json_response({"dispatch": _dispatch_json(request.app, view)})
+
+
+def _photo_kind(head: bytes) -> str | None:
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+async def _read_text(part: BodyPartReader) -> str:
+    data = bytearray()
+    while chunk := await part.read_chunk(4096):
+        data += chunk
+        if len(data) > _MAX_TEXT_PART:
+            raise _Reply(error(413, f"{part.name} too long"))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Reply(_invalid({str(part.name): "Bukan teks UTF-8."}, {str(part.name): "Not UTF-8 text."})) from None
+
+
+async def _save_photo(part: BodyPartReader, directory: Path, dispatch_id: int, limit: int) -> str | None:
+    """Stream the photo to a temporary file, checking its kind on the first bytes and its size as it
+    arrives (a 2 GB upload is refused after ``limit`` bytes, not after it filled the disk); renamed to
+    its random final name only once complete. None for an empty file part (no photo chosen)."""
+    directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - one stat call, not worth a thread
+    temp = directory / f".upload-{secrets.token_hex(16)}"
+    size = 0
+    kind: str | None = None
+    head = b""
+    try:
+        with temp.open("xb") as out:
+            while chunk := await part.read_chunk(64 * 1024):
+                if kind is None:
+                    head += chunk
+                    if len(head) < 8 and not head.startswith(b"\xff\xd8\xff"):
+                        continue
+                    kind = _photo_kind(head)
+                    if kind is None:
+                        raise _Reply(error(415, "photo must be a JPEG or PNG image"))
+                    chunk, head = head, b""
+                size += len(chunk)
+                if size > limit:
+                    raise _Reply(error(413, f"photo larger than {limit} bytes"))
+                out.write(chunk)
+        if kind is None:
+            if head:  # a few bytes that are no image header
+                raise _Reply(error(415, "photo must be a JPEG or PNG image"))
+            temp.unlink()
+            return None
+        name = f"{dispatch_id}-{secrets.token_hex(16)}.{kind}"
+        os.replace(temp, directory / name)
+        return name
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+
+
+@routes.post("/api/dispatches/{id}/updates")
+@require("agency")
+@_handles_replies
+async def add_update(request: web.Request) -> web.Response:
+    """multipart/form-data: ``status``, ``note``, optional ``photo`` (JPEG/PNG ≤ ``upload_max_bytes``)."""
+    dispatch_id = _id(request, "id", "dispatch")
+    view = await _load(request, dispatch_id)
+    cfg = request.app[CONFIG].dispatch
+    limit = cfg.upload_max_bytes
+    if request.content_length is not None and request.content_length > limit + 64 * 1024:
+        return error(413, f"photo larger than {limit} bytes")
+    directory = _upload_dir(request.app)
+    fields: dict[str, str] = {}
+    photo: str | None = None
+    if request.content_type == "application/x-www-form-urlencoded":
+        # A report without a photo may come as a plain form (scripts, curl); there is no file to stream.
+        for key, value in (await request.post()).items():
+            if key not in ("status", "note") or not isinstance(value, str):
+                return _invalid({key[:64]: "Kolom tidak dikenal."}, {key[:64]: "Unknown field."})
+            fields[key] = value
+    elif not request.content_type.startswith("multipart/"):
+        return error(415, "send multipart/form-data")
+    try:
+        reader = await request.multipart() if not fields else None
+        while reader is not None and (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                return error(400, "nested multipart is not accepted")
+            if part.name in ("status", "note") and part.name not in fields:
+                fields[part.name] = await _read_text(part)
+            elif part.name == "photo" and photo is None:
+                photo = await _save_photo(part, directory, dispatch_id, limit)
+            else:
+                return _invalid({str(part.name)[:64]: "Kolom tidak dikenal."}, {str(part.name)[:64]: "Unknown field."})
+
+        status = fields.get("status", "").strip()
+        note = fields.get("note", "").strip()
+        problems: dict[str, tuple[str, str]] = {}
+        if status not in UPDATE_STATUSES:
+            problems["status"] = ("Status tidak dikenal.", f"One of {', '.join(UPDATE_STATUSES)}.")
+        if len(note) > MAX_NOTE or "\x00" in note:
+            problems["note"] = (
+                f"Terlalu panjang (maksimal {MAX_NOTE} karakter) atau mengandung karakter kontrol.",
+                f"Too long (at most {MAX_NOTE} characters) or contains control characters.",
+            )
+        if problems:
+            raise _Reply(_invalid({k: v[0] for k, v in problems.items()}, {k: v[1] for k, v in problems.items()}))
+        try:
+            updated = await _dispatches(request.app).add_update(dispatch_id, user_of(request).id, status, note, photo)
+        except TransitionError as exc:
+            raise _Reply(
+                error(
+                    422,
+                    "invalid input",
+                    fields={"status": f"Tidak bisa dari {exc.current} ke {exc.requested}."},
+                    fields_en={"status": f"Cannot go from {exc.current} to {exc.requested}."},
+                    current=exc.current,
+                    allowed=sorted(allowed_next(exc.current)),
+                )
+            ) from None
+        except LookupError:
+            raise _Reply(error(404, "no such dispatch")) from None
+    except BaseException:
+        # Nothing refers to a photo of a refused update: don't keep it.
+        if photo is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (directory / photo).unlink()
+        raise
+    log.info("dispatch.reported", dispatch_id=dispatch_id, agency=view.dispatch.agency, status=status)
+    publish(request.app, updated)
+    return web.json_response({"dispatch": _dispatch_json(request.app, updated)}, status=201)
+
+
+@routes.get("/api/dispatches/{id}/photos/{name}")
+@require("calltaker", "supervisor", "agency")
+@_handles_replies
+async def photo(request: web.Request) -> web.StreamResponse:
+    """A photo of one of the dispatch's updates, to the centre and to the dispatch's own agency."""
+    dispatch_id = _id(request, "id", "dispatch")
+    name = request.match_info["name"]
+    match = _PHOTO_NAME.fullmatch(name)
+    if match is None:
+        return error(404, "no such photo")
+    await _load(request, dispatch_id)
+    if not await _dispatches(request.app).photo_belongs(dispatch_id, name):
+        return error(404, "no such photo")
+    directory = _upload_dir(request.app)
+    path = (directory / name).resolve()
+    if path.parent != directory or not path.is_file():
+        return error(404, "no such photo")
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": _PHOTO_TYPES[match.group(1)],
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, max-age=3600",
+            "Content-Disposition": "inline",
+        },
+    )
