@@ -348,13 +348,13 @@ class QueueTracker:
         )
         self.live.members[key] = member
         self._touch("member", key)
-        self._publish("member", _member_payload(member))
+        self._publish("member", member_json(member))
 
     async def _on_member_removed(self, m: Message) -> None:
         key = (str(m["Queue"]), str(m.get("Interface", "")))
         member = self._drop("member", self.live.members, key)
         if member is not None:
-            self._publish("member_removed", _member_payload(member))
+            self._publish("member_removed", member_json(member))
 
     # -- resynchronisation -----------------------------------------------------------------------
 
@@ -463,7 +463,7 @@ def _ended_unobserved(call: Call, now: datetime) -> None:
         call.status = "ended"
 
 
-def _member_payload(member: Member) -> dict[str, Any]:
+def member_json(member: Member) -> dict[str, Any]:
     return {
         "queue": member.queue,
         "interface": member.interface,

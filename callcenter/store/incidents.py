@@ -21,29 +21,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.forms.categories import CLASSIFICATION_CODES, FLAGGING_CLASSIFICATIONS
+from callcenter.forms.intake import FIELDS as INTAKE_FIELDS
 from callcenter.store.calls import CallerHistory, Store, utcnow
 from callcenter.store.flags import ABUSE_KINDS
 from callcenter.store.models import Call, Draft, Incident, IncidentAudit, NumberFlag, User
 
 log = structlog.get_logger("callcenter.incidents")
 
-#: Columns of an incident a call-taker edits (the intake fields); the rest is set by the system.
-EDITABLE = (
-    "reporter_name",
-    "callback_number",
-    "address",
-    "district",
-    "subdistrict",
-    "landmark",
-    "latitude",
-    "longitude",
-    "category",
-    "victims_count",
-    "victims_condition",
-    "access_route",
-    "notes",
-    "priority",
-)
+#: Columns of an incident a call-taker edits are exactly the intake's fields; the rest is set by the system.
+EDITABLE = INTAKE_FIELDS
 #: Attempts at a free reference number before giving up; each loser of a race retries once more.
 _REFERENCE_ATTEMPTS = 20
 

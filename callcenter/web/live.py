@@ -21,7 +21,7 @@ from aiohttp import WSMsgType, web
 from callcenter.forms.phone import normalize
 from callcenter.queue.ami import AmiError, AmiNotConnected
 from callcenter.queue.presence import PAUSE_REASONS
-from callcenter.queue.tracker import Member, QueueTracker
+from callcenter.queue.tracker import Member, QueueTracker, member_json
 from callcenter.store import Store
 from callcenter.store.pending import PendingWrites
 from callcenter.web.access import UserInfo, error, require, user_of
@@ -31,18 +31,6 @@ log = structlog.get_logger("callcenter.web.live")
 routes = web.RouteTableDef()
 
 PING_SECONDS = 20.0
-
-
-def member_json(member: Member) -> dict[str, Any]:
-    return {
-        "queue": member.queue,
-        "interface": member.interface,
-        "name": member.name,
-        "state": member.state,
-        "paused": member.paused,
-        "reason": member.reason,
-        "in_call": member.in_call,
-    }
 
 
 async def build_pop(store: Store, pending: PendingWrites, uniqueid: str, facts: Mapping[str, Any]) -> dict[str, Any]:
