@@ -23,6 +23,9 @@ from callcenter.agi.hangup import ROUTE as HANGUP_ROUTE
 from callcenter.agi.hangup import HangupRoute
 from callcenter.agi.incoming import ROUTE as INCOMING_ROUTE
 from callcenter.agi.incoming import IncomingRoute
+from callcenter.agi.rating import BUDGET as RATING_BUDGET
+from callcenter.agi.rating import ROUTE as RATING_ROUTE
+from callcenter.agi.rating import RatingRoute
 from callcenter.agi.server import AgiServer
 from callcenter.config import Config
 from callcenter.dispatch.service import AMI_FANOUT, DISPATCHER, AmiFanout, dispatch_ctx
@@ -32,8 +35,20 @@ from callcenter.queue.presence import Presence
 from callcenter.queue.tracker import QueueTracker, resync_from_ami
 from callcenter.store import Store
 from callcenter.store.pending import PendingWrites
+from callcenter.supervision import RATINGS, supervision_ctx
 from callcenter.tasks import Background
-from callcenter.web import api, auth, console_api, dispatch_api, live, openapi, pages, twilio_hooks
+from callcenter.web import (
+    api,
+    auth,
+    callbacks_api,
+    console_api,
+    dispatch_api,
+    live,
+    openapi,
+    pages,
+    supervisor_api,
+    twilio_hooks,
+)
 from callcenter.web.errors import errors_middleware
 from callcenter.web.keys import AGI, AMI, BACKGROUND, CONFIG, PENDING, PRESENCE, STORE, TRACKER
 
@@ -85,6 +100,8 @@ async def _agi_ctx(app: web.Application) -> AsyncIterator[None]:
     briefing_budget = cfg.dispatch.accept_timeout + 90.0
     briefing = BriefingRoute(lambda: app.get(DISPATCHER), cfg.agi, briefing_budget)
     server.add_route(BRIEFING_ROUTE, briefing, budget=briefing_budget)
+    # Ratings are built by supervision_ctx (after AMI): looked up per call like the dispatcher.
+    server.add_route(RATING_ROUTE, RatingRoute(lambda: app.get(RATINGS), cfg.agi), budget=RATING_BUDGET)
     await server.start()
     app[AGI] = server
     log.info("agi.listening", host=cfg.agi.host, port=server.port)
@@ -114,8 +131,19 @@ async def _ami_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, *auth.middlewares()], client_max_size=2 * 1024 * 1024)
     app[CONFIG] = config
-    app.cleanup_ctx.extend([_store_ctx, _agi_ctx, _ami_ctx, live.live_ctx, dispatch_ctx, sla_ctx])
-    for module in (api, auth, live, console_api, dispatch_api, openapi, pages, twilio_hooks):
+    app.cleanup_ctx.extend([_store_ctx, _agi_ctx, _ami_ctx, live.live_ctx, dispatch_ctx, supervision_ctx, sla_ctx])
+    for module in (
+        api,
+        auth,
+        live,
+        console_api,
+        dispatch_api,
+        supervisor_api,
+        callbacks_api,
+        openapi,
+        pages,
+        twilio_hooks,
+    ):
         app.add_routes(module.routes)
     return app
 

@@ -78,6 +78,25 @@ async def _user_command(config: Config, args: argparse.Namespace) -> int:
         await store.close()
 
 
+async def _retention_command(config: Config, dry_run: bool) -> int:
+    """Apply ``[retention]`` once (cron/systemd timer); prints what was (or would be) done as JSON."""
+    import json
+
+    from callcenter.store import Store
+    from callcenter.supervision.retention import run_retention
+
+    store = Store.from_url(config.store.url, retry_for=config.store.retry_for)
+    try:
+        await store.upgrade()
+        report = await run_retention(
+            store, config.retention, recordings_root=config.supervision.recordings_root, dry_run=dry_run
+        )
+    finally:
+        await store.close()
+    print(json.dumps(report.as_dict(), indent=2))
+    return 1 if report.errors else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="callcenter", description=__doc__)
     parser.add_argument("-c", "--config", help="TOML config file (default: $CALLCENTER_CONFIG)")
@@ -103,6 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     add.add_argument("--language", default="id", choices=LANGUAGES)
     add.add_argument("--agency", help="for agency officers: the agency they act for")
     user_sub.add_parser("list", help="list console users")
+    retention = sub.add_parser("retention", help="data retention (UU PDP): old recordings and personal data")
+    retention_sub = retention.add_subparsers(dest="action", required=True)
+    retention_run = retention_sub.add_parser(
+        "run", help="delete old recordings and anonymise old personal fields, per [retention]"
+    )
+    retention_run.add_argument("--dry-run", action="store_true", help="only count; change and write nothing")
     args = parser.parse_args(argv)
 
     try:
@@ -123,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "user":
         return asyncio.run(_user_command(config, args))
+    if args.command == "retention":
+        return asyncio.run(_retention_command(config, args.dry_run))
     from callcenter import demo as demo_mod
 
     if args.command == "demo":

@@ -51,7 +51,7 @@ def pbx_ports() -> dict[str, int]:
     from callcenter.testing.sipp import free_port
 
     ports: dict[str, int] = {}
-    for name in ("sip", "taker1", "taker2", "supervisor", "police", "damkar", "damkar-backup", "ambulans"):
+    for name in ("sip", "taker1", "taker2", "supervisor", "police", "damkar", "damkar-backup", "ambulans", "citizen"):
         while True:
             port = free_port("udp")
             if port not in ports.values():
@@ -87,6 +87,10 @@ def pbx(pbx_chroot: Path, pbx_ports: dict[str, int], repo_root: Path) -> Iterato
         # Duty lines for the dispatch tests: a line with a backup, and a second agency to run in parallel.
         agencies=tuple((name, pbx_ports[name]) for name in ("police", "damkar", "damkar-backup", "ambulans")),
         supervisor_port=pbx_ports["supervisor"],
+        # The public network as seen by call-backs and rating calls: every citizen number reaches the
+        # SIPp UAS on this port.
+        citizens=(("citizen", pbx_ports["citizen"]),),
+        citizen_trunk="citizen",
         static_members=("taker1",),
     )
     instance = TestPbx(spec, pbx_chroot, repo_root)

@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store import Store, utcnow
@@ -136,7 +136,7 @@ async def sweep(store: Store, targets: Mapping[str, Any], *, now: datetime | Non
     await ensure_due(store, targets)
     moment = now or utcnow()
 
-    async def mark_met(session: AsyncSession) -> None:
+    async def mark(session: AsyncSession) -> list[Breach]:
         first_accept = (
             select(func.min(Dispatch.accepted_at))
             .where(Dispatch.incident_id == Incident.id, Dispatch.accepted_at.is_not(None))
@@ -148,16 +148,21 @@ async def sweep(store: Store, targets: Mapping[str, Any], *, now: datetime | Non
             .values(sla_met_at=first_accept)
             .execution_options(synchronize_session=False)
         )
-
-    await store.transaction("sla_mark_met", mark_met)
-
-    async def mark_breached(session: AsyncSession) -> list[Breach]:
+        # Checked against the dispatch rows too, not only ``sla_met_at``: an acceptance committed
+        # after the update above (another transaction) must not be reported as a breach.
+        accepted_in_time = exists().where(
+            Dispatch.incident_id == Incident.id,
+            Dispatch.accepted_at.is_not(None),
+            Dispatch.accepted_at <= Incident.sla_due_at,
+        )
         overdue = (
             await session.execute(
                 select(Incident.id, Incident.reference, Incident.category, Incident.sla_due_at).where(
+                    Incident.sla_breached_at.is_(None),
                     Incident.sla_due_at.is_not(None),
                     Incident.sla_due_at <= moment,
                     (Incident.sla_met_at.is_(None)) | (Incident.sla_met_at > Incident.sla_due_at),
+                    ~accepted_in_time,
                 )
             )
         ).all()
@@ -166,7 +171,7 @@ async def sweep(store: Store, targets: Mapping[str, Any], *, now: datetime | Non
             assert due_at is not None  # selected for having one
             result = await session.execute(
                 update(Incident)
-                .where(Incident.id == incident_id)
+                .where(Incident.id == incident_id, Incident.sla_breached_at.is_(None), ~accepted_in_time)
                 .values(sla_breached_at=moment)
                 .execution_options(synchronize_session=False)
             )
@@ -174,7 +179,7 @@ async def sweep(store: Store, targets: Mapping[str, Any], *, now: datetime | Non
                 breaches.append(Breach(incident_id, reference, category, due_at))
         return breaches
 
-    return await store.transaction("sla_mark_breached", mark_breached)
+    return await store.transaction("sla_sweep", mark)
 
 
 async def sla_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -134,6 +134,11 @@ class PbxSpec:
     record_dir: str | None = None
     takers: tuple[tuple[str, int], ...] = ()
     agencies: tuple[tuple[str, int], ...] = ()
+    #: "Citizen lines" (``(endpoint name, SIP port)``): a SIPp UAS standing in for the public network.
+    #: Call-backs and rating calls dial ``PJSIP/<number>@<citizen_trunk>``, which reaches the UAS at that
+    #: port whatever the number; ``citizen_trunk`` ("" = citizens unreachable) is ``CC_CITIZEN_TRUNK``.
+    citizens: tuple[tuple[str, int], ...] = ()
+    citizen_trunk: str = ""
     #: SIP port of the ``supervisor`` overflow line; ``None`` leaves the endpoint out.
     supervisor_port: int | None = None
     #: Endpoint names that are static queue members (the app normally adds members over AMI).
@@ -157,6 +162,9 @@ class PbxSpec:
         if not _NAME_RE.match(self.instance):
             raise ValueError(f"instance name {self.instance!r} must match {_NAME_RE.pattern}")
         names = [n for n, _ in self.takers] + [n for n, _ in self.agencies] + list(self.static_members)
+        names += [n for n, _ in self.citizens]
+        if self.citizen_trunk and self.citizen_trunk not in {n for n, _ in self.citizens}:
+            raise ValueError(f"citizen trunk {self.citizen_trunk!r} is not one of the citizen lines")
         names.append(self.queue)
         for name in names:
             if not _NAME_RE.match(name) or name in ("anonymous", "supervisor", "transport-udp"):
@@ -174,7 +182,8 @@ class PbxSpec:
             raise ValueError(f"language {self.language!r} is not like 'id' or 'en_US'")
         if not self.agi_url.startswith(("agi://", "hagi://")) or "," in self.agi_url:
             raise ValueError(f"agi_url {self.agi_url!r} must be agi://host:port")
-        for port in (self.sip_port, self.ami_port, *(p for _, p in self.takers), *(p for _, p in self.agencies)):
+        ports = (*(p for _, p in self.takers), *(p for _, p in self.agencies), *(p for _, p in self.citizens))
+        for port in (self.sip_port, self.ami_port, *ports):
             if not 0 < port < 65536:
                 raise ValueError(f"port {port} out of range")
         for value in (self.ami_username, self.ami_secret, self.overflow_dial, self.greeting):
@@ -329,6 +338,9 @@ def render_pjsip_conf(spec: PbxSpec) -> str:
         out.append(_phone(name, port, INTERNAL_CONTEXT))
     for name, port in spec.agencies:
         out.append(_phone(name, port, AGENCY_CONTEXT))
+    for name, port in spec.citizens:
+        # Outbound only (call-backs, rating calls); anything they send lands where nothing is dialable.
+        out.append(_phone(name, port, INTERNAL_CONTEXT))
     if spec.supervisor_port is not None:
         out.append(_phone("supervisor", spec.supervisor_port, INTERNAL_CONTEXT))
     return "".join(out)
@@ -420,6 +432,7 @@ def render_globals_conf(spec: PbxSpec) -> str:
         ("CC_NOT_EMERGENCY", spec.not_emergency),
         ("CC_AGENCY_FALLBACK", spec.agency_fallback),
         ("CC_PRANK_REMINDER", spec.prank_reminder),
+        ("CC_CITIZEN_TRUNK", spec.citizen_trunk),
         *spec.extra_globals,
     ]
     return "; Rendered by callcenter.pbx.render from the PbxSpec; read by dialplans/callcenter.conf.\n" + (

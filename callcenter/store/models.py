@@ -50,6 +50,11 @@ class Base(DeclarativeBase):
 
 class Call(Base):
     __tablename__ = "calls"
+    __table_args__ = (
+        Index("ix_calls_arrived_stats", "arrived_at", "answered_at", "wait_seconds", "status", "classification"),
+        Index("ix_calls_answered_by_arrived", "answered_by", "arrived_at"),
+        Index("ix_calls_status_arrived", "status", "arrived_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     #: Asterisk's UNIQUEID of the caller's channel: the key every AGI and AMI report carries.
@@ -152,6 +157,10 @@ class Incident(Base):
     """The structured intake of an emergency, linked to the call it came from."""
 
     __tablename__ = "incidents"
+    __table_args__ = (
+        Index("ix_incidents_created_category", "created_at", "category"),
+        Index("ix_incidents_sla_breached_at", "sla_breached_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     #: Human-facing number read out to agencies: ``112-YYYYMMDD-NNNN``.
@@ -212,7 +221,12 @@ class Dispatch(Base):
     """One agency asked to respond to one incident; several run in parallel for one incident."""
 
     __tablename__ = "dispatches"
-    __table_args__ = (Index("ix_dispatches_agency_status", "agency", "status"),)
+    __table_args__ = (
+        Index("ix_dispatches_agency_status", "agency", "status"),
+        Index("ix_dispatches_incident_accepted", "incident_id", "accepted_at"),
+        Index("ix_dispatches_created_agency", "created_at", "agency", "accepted_at"),
+        Index("ix_dispatches_status_agency", "status", "agency", "incident_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)

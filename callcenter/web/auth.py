@@ -47,6 +47,9 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: authenticates each request by its ``X-Twilio-Signature`` instead). Adding a path here makes it
 #: anonymous: its handler must authenticate the request itself.
 PUBLIC_POST_PATHS = frozenset({LOGIN_PATH, "/api/twilio/status", "/api/twilio/gather"})
+#: Path prefixes of the same kind: the citizen's rating page, where the random token in the path is
+#: the only credential and only the first answer counts (``web/callbacks_api.py``).
+PUBLIC_POST_PREFIXES = ("/rate/",)
 #: Paths whose requests never need a session lookup (assets, the monitor's liveness probe).
 _NO_SESSION_PREFIXES = ("/static/", "/healthz")
 #: An address is locked after this many times ``login_max_failures``: a whole call-centre floor may
@@ -241,7 +244,8 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if origin is not None and not _same_origin(request, origin):
         log.warning("auth.cross_origin_refused", path=request.path, method=request.method, origin=origin[:200])
         return error(403, "cross-origin request refused")
-    if not unsafe or request.path in PUBLIC_POST_PATHS or request.match_info.http_exception is not None:
+    public = request.path in PUBLIC_POST_PATHS or request.path.startswith(PUBLIC_POST_PREFIXES)
+    if not unsafe or public or request.match_info.http_exception is not None:
         return await handler(request)  # unknown paths and wrong methods get their 404/405 as usual
     expected = request.get(CSRF)
     if expected is None:

@@ -32,7 +32,16 @@ PASSWORD = "correct-horse-battery"
 CSRF_ERROR = {"error": "csrf token missing or wrong"}
 #: Routes anyone may call; every other route must carry ``roles`` from ``@require``.
 #: The Twilio webhooks are authenticated by Twilio's request signature instead (tests/protocol/test_twilio.py).
-PUBLIC = {"/api/login", "/healthz", "/api/openapi.json", "/", "/api/twilio/status", "/api/twilio/gather"}
+PUBLIC = {
+    "/api/login",
+    "/healthz",
+    "/api/openapi.json",
+    "/",
+    "/supervisor",  # the page itself; every API it calls is protected
+    "/api/twilio/status",  # authenticated by X-Twilio-Signature
+    "/api/twilio/gather",
+    "/rate/{token}",  # the citizen's rating link: the random token is the credential
+}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 

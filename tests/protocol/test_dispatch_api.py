@@ -589,3 +589,43 @@ def test_openapi_fragment_describes_every_route() -> None:
         assert set(roles) == set(fragment["paths"][r.path][r.method.lower()]["x-roles"]), r.path
     referenced = set(re.findall(r"#/components/schemas/(\w+)", json.dumps(fragment)))
     assert referenced <= set(fragment["components"]["schemas"])
+
+
+async def test_a_phone_sized_photo_passes_the_apps_body_limit(tmp_path: Path) -> None:
+    """Phone photos (3 MB here) exceed the app's 2 MiB client_max_size: the upload is streamed, not read whole."""
+    cfg = replace(test_config(tmp_path), dispatch={"upload_dir": str(tmp_path / "up"), "upload_max_bytes": 5_000_000})
+    app = create_app(cfg)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    session = Session(client)
+    try:
+        store = app[STORE]
+        officer = await make_user(store, "damkar1", "agency", agency="damkar")
+        incident = await Incidents(store).create(
+            {
+                "reporter_name": "M",
+                "callback_number": "+6281234567890",
+                "address": "x",
+                "category": "fire",
+                "priority": "high",
+            },
+            call_id=None,
+            user_id=None,
+        )
+
+        async def op(s: AsyncSession) -> int:
+            now = utcnow()
+            row = Dispatch(incident_id=incident.id, agency="damkar", status="on_scene", created_at=now, updated_at=now)
+            s.add(row)
+            await s.flush()
+            return row.id
+
+        dispatch_id = await store.transaction("test_dispatch", op)
+        await session.login(officer)
+        image = png_bytes(3_000_000)
+        status, body = await session.report(dispatch_id, "on_scene", photo=image)
+        assert status == 201, body
+        assert (tmp_path / "up" / body["dispatch"]["updates"][-1]["photo"]).stat().st_size == len(image)
+    finally:
+        await session.close()
+        await client.close()

@@ -1,0 +1,312 @@
+"""Calling back citizens who hung up before a call-taker answered (``docs/supervision.md``).
+
+A 112 caller who gives up in the queue may still be in danger: the call-taker calls them back with
+one click. The call is an asynchronous AMI ``Originate`` exactly like a dispatch attempt
+(``callcenter/dispatch/dispatcher.py``): first the call-taker's own softphone rings (their queue
+interface, or the overflow line for a supervisor without a phone); once they pick up, the channel
+runs ``[callcenter-callback]``, which dials the citizen through the citizen trunk. The originated
+channel carries ``ChannelId = callback-<id>``, so every AMI event about it is matched by id:
+
+* ``OriginateResponse`` (our ActionID): ``Failure`` → the call-taker's phone was not answered (failed);
+* ``DialEnd`` on that channel: the citizen answered (``ANSWER``), was busy, did not answer, ...;
+* ``Hangup`` of that channel before any ``DialEnd``: the dialplan could not dial (no trunk) → failed.
+
+The first verdict wins (a conditional update on ``outcome = 'calling'``) and is pushed to the
+centre as ``{"type": "callback", "callback": {...}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from panoramisk.message import Message
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.dispatch.dispatcher import REASON_OUTCOME, Publish
+from callcenter.queue.ami import AmiClient, AmiError
+from callcenter.store import Store, utcnow
+from callcenter.store.models import Call, Callback
+
+log = structlog.get_logger("callcenter.supervision.callbacks")
+
+CONTEXT = "callcenter-callback"
+#: Who hears about callbacks on the WebSocket.
+ROLES = ("calltaker", "supervisor")
+#: DialEnd ``DialStatus`` → callback outcome.
+DIAL_OUTCOME = {"ANSWER": "answered", "BUSY": "busy", "NOANSWER": "no_answer"}
+#: Ring time for the call-taker's own phone, and for the citizen (passed to the dialplan).
+TAKER_RING = 20
+CITIZEN_RING = 30
+#: A callback with no verdict after this long is closed as failed (a lost AMI event must not leave
+#: "calling…" on every console for ever).
+WATCHDOG = TAKER_RING + CITIZEN_RING + 30.0
+_DIALABLE = re.compile(r"^\+?[0-9]{3,20}$")
+
+
+class CallbackRefused(Exception):
+    """The callback cannot be placed (no number, no phone, AMI down); ``status`` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def callback_json(c: Callback) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "call_id": c.call_id,
+        "requested_by": c.requested_by,
+        "requested_at": c.requested_at.isoformat(),
+        "outcome": c.outcome,
+        "ended_at": c.ended_at.isoformat() if c.ended_at else None,
+        "reason": c.reason,
+    }
+
+
+def match_reference(reference: Any, prefix: str) -> int | None:
+    """The id in ``<prefix>-<id>`` (an ActionID or a ChannelId we chose), else None."""
+    ref = str(reference or "")
+    if not ref.startswith(prefix + "-"):
+        return None
+    tail = ref.removeprefix(prefix + "-")
+    return int(tail) if tail.isascii() and tail.isdigit() and len(tail) < 12 else None
+
+
+async def originate(
+    ami: AmiClient,
+    reference: str,
+    channel: str,
+    context: str,
+    *,
+    ring_seconds: int,
+    variables: Mapping[str, str],
+    caller_id: str = '"Pusat 112" <112>',
+) -> None:
+    """Asynchronous Originate of ``channel`` into ``context,s,1`` with ``reference`` as ActionID and
+    ChannelId — the dispatcher's pattern, shared by callbacks and rating calls."""
+    await ami.action(
+        {
+            "Action": "Originate",
+            "ActionID": reference,
+            "ChannelId": reference,
+            "Channel": channel,
+            "Context": context,
+            "Exten": "s",
+            "Priority": "1",
+            "Timeout": str(ring_seconds * 1000),
+            "CallerID": caller_id,
+            "Variable": ",".join(f"{k}={v}" for k, v in variables.items()),
+            "Async": "true",
+        }
+    )
+
+
+@dataclass
+class _Live:
+    answered: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+class Callbacks:
+    """Abandoned calls and their callbacks; one instance per app (its table matches AMI events)."""
+
+    def __init__(self, store: Store, ami: AmiClient, publish: Publish, *, overflow_dial: str) -> None:
+        self.store = store
+        self.ami = ami
+        self.publish = publish
+        self.overflow_dial = overflow_dial
+        self._live: dict[int, _Live] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        """Callbacks left ``calling`` by a previous run can no longer be matched: close them."""
+
+        async def op(session: AsyncSession) -> int:
+            result = await session.execute(
+                update(Callback)
+                .where(Callback.outcome == "calling")
+                .values(outcome="failed", reason="app restarted", ended_at=utcnow())
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+        stale = await self.store.transaction("callback_recover", op)
+        if stale:
+            log.warning("callback.recovered_stale", count=stale)
+
+    async def close(self) -> None:
+        for live in self._live.values():
+            if live.timer is not None:
+                live.timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    async def abandoned(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Callers who hung up before an answer in ``[start, end)``, newest first, with their callbacks."""
+
+        async def op(session: AsyncSession) -> list[dict[str, Any]]:
+            calls = list(
+                await session.scalars(
+                    select(Call)
+                    .where(Call.status == "abandoned", Call.arrived_at >= start, Call.arrived_at < end)
+                    .order_by(Call.arrived_at.desc())
+                    .limit(500)
+                )
+            )
+            by_call: dict[str, list[dict[str, Any]]] = {c.id: [] for c in calls}
+            if calls:
+                rows = await session.scalars(
+                    select(Callback).where(Callback.call_id.in_(list(by_call))).order_by(Callback.id)
+                )
+                for cb in rows:
+                    by_call[cb.call_id].append(callback_json(cb))
+            return [
+                {
+                    "call_id": c.id,
+                    "number": c.caller_number,
+                    "arrived_at": c.arrived_at.isoformat(),
+                    "wait_seconds": c.wait_seconds,
+                    "callbacks": by_call[c.id],
+                }
+                for c in calls
+            ]
+
+        return await self.store.transaction("abandoned_list", op)
+
+    # -- placing a callback ----------------------------------------------------------------------
+
+    async def request(self, call_id: str, *, user_id: int | None, interface: str | None) -> Callback:
+        """Ring ``interface`` (the requester's phone; None → the overflow line), then the citizen.
+
+        Raises LookupError for an unknown call and CallbackRefused when it cannot be placed.
+        """
+        phone = interface or self.overflow_dial
+        if not phone:
+            raise CallbackRefused(409, "no phone to call from: no interface and no overflow line")
+
+        async def op(session: AsyncSession) -> tuple[Callback, str]:
+            call = await session.get(Call, call_id)
+            if call is None:
+                raise LookupError(call_id)
+            number = call.caller_number or ""
+            if not _DIALABLE.match(number):
+                raise CallbackRefused(409, "the caller's number is withheld or not dialable")
+            cb = Callback(call_id=call_id, requested_by=user_id, requested_at=utcnow(), outcome="calling")
+            session.add(cb)
+            await session.flush()
+            return cb, number
+
+        cb, number = await self.store.transaction("callback_create", op)
+        self._live[cb.id] = live = _Live()
+        live.timer = asyncio.get_running_loop().call_later(
+            WATCHDOG, lambda: self._spawn(self.finish(cb.id, "failed", "no outcome from the PBX"))
+        )
+        self._send(cb)
+        log.info("callback.started", callback_id=cb.id, call_id=call_id, phone=phone, user_id=user_id)
+        try:
+            await originate(
+                self.ami,
+                f"callback-{cb.id}",
+                phone,
+                CONTEXT,
+                ring_seconds=TAKER_RING,
+                variables={
+                    "CC_CALLBACK_ID": str(cb.id),
+                    "CC_CALLBACK_NUMBER": number,
+                    "CC_CALLBACK_RING": str(CITIZEN_RING),
+                },
+                # The call-taker's display shows whom they are about to call back.
+                caller_id=f'"Panggil balik" <{number}>',
+            )
+        except AmiError as exc:
+            await self.finish(cb.id, "failed", str(exc)[:64] or "AMI unavailable")
+        return cb
+
+    async def finish(self, callback_id: int, outcome: str, reason: str | None) -> bool:
+        """Record the first verdict; later ones (a Hangup after DialEnd) change nothing."""
+        live = self._live.pop(callback_id, None)
+        if live is not None and live.timer is not None:
+            live.timer.cancel()
+
+        async def op(session: AsyncSession) -> Callback | None:
+            result = await session.execute(
+                update(Callback)
+                .where(Callback.id == callback_id, Callback.outcome == "calling")
+                .values(outcome=outcome, reason=(reason or "")[:64] or None, ended_at=utcnow())
+            )
+            if not getattr(result, "rowcount", 0):
+                return None
+            return await session.get(Callback, callback_id)
+
+        cb = await self.store.transaction("callback_finish", op)
+        if cb is None:
+            return False
+        log.info("callback.ended", callback_id=callback_id, outcome=outcome, reason=reason)
+        self._send(cb)
+        return True
+
+    # -- AMI -------------------------------------------------------------------------------------
+
+    async def on_ami_event(self, message: Message) -> None:
+        name = str(message.get("Event", ""))
+        if name == "OriginateResponse":
+            callback_id = match_reference(message.get("ActionID"), "callback")
+            live = self._live.get(callback_id) if callback_id is not None else None
+            if callback_id is None or live is None:
+                return
+            if message.get("Response") == "Success":
+                live.answered = True
+                return
+            reason = str(message.get("Reason", ""))
+            verdict = REASON_OUTCOME.get(reason, "failed")
+            await self.finish(callback_id, "failed", f"call-taker phone {verdict} (reason {reason})")
+        elif name == "DialEnd":
+            callback_id = match_reference(message.get("Uniqueid"), "callback")
+            if callback_id is None or callback_id not in self._live:
+                return
+            status = str(message.get("DialStatus", "")).upper()
+            await self.finish(callback_id, DIAL_OUTCOME.get(status, "failed"), status.lower() or None)
+        elif name == "Hangup":
+            callback_id = match_reference(message.get("Uniqueid"), "callback")
+            live = self._live.get(callback_id) if callback_id is not None else None
+            # Before the call-taker answered, the OriginateResponse follows with the real reason.
+            if callback_id is not None and live is not None and live.answered:
+                await self.finish(callback_id, "failed", f"hangup before dialling (cause {message.get('Cause', '?')})")
+
+    # -- live hub --------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _send(self, cb: Callback) -> None:
+        try:
+            self.publish({"type": "callback", "callback": callback_json(cb)}, roles=ROLES)
+        except Exception:
+            log.exception("callback.publish_failed")
+
+
+def default_window(now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The last 24 hours: what a call-taker's abandoned list shows without filters."""
+    end = now or utcnow()
+    return end - timedelta(days=1), end + timedelta(seconds=1)
+
+
+__all__ = [
+    "CONTEXT",
+    "CallbackRefused",
+    "Callbacks",
+    "callback_json",
+    "default_window",
+    "match_reference",
+    "originate",
+]

@@ -1,0 +1,334 @@
+"""Citizen ratings of how their emergency was handled (``docs/supervision.md``, "Citizen rating").
+
+When every dispatch of an incident is over and at least one was ``resolved``, the citizen is asked
+once for a score from 1 to 5:
+
+* by **IVR** when their number is reachable through the PBX: an asynchronous AMI ``Originate`` of
+  ``PJSIP/<number>@<citizen trunk>`` into ``[callcenter-rating]`` (ChannelId ``rating-<id>``, the
+  dispatcher's pattern), where the AGI route ``rating`` plays the question and reports the key. The
+  citizen trunk is the dialplan global ``CC_CITIZEN_TRUNK``, read over AMI (``Getvar``) at each
+  request: the PBX configuration is the one place that says whether citizens can be called;
+* else by **SMS** through the Twilio line: a link to ``/rate/<token>``, a random single-use token.
+
+Statuses: ``requested`` (row written) → ``calling`` (the call is placed / the SMS is sent) →
+``rated`` | ``no_answer`` | ``failed`` | ``declined`` (answered, no key). Every change to a rating is a
+conditional update on the status it expects, so one token (or one call) stores one score only.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from panoramisk.message import Message
+from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.dispatch.dispatcher import ACTIVE, REASON_OUTCOME, Publish, RemoteLine
+from callcenter.forms.phone import normalize
+from callcenter.queue.ami import AmiClient, AmiError
+from callcenter.store import Store, utcnow
+from callcenter.store.models import Dispatch, Incident, Rating
+from callcenter.supervision.callbacks import match_reference, originate
+
+log = structlog.get_logger("callcenter.supervision.ratings")
+
+CONTEXT = "callcenter-rating"
+TRUNK_VARIABLE = "CC_CITIZEN_TRUNK"
+VIAS = ("ivr", "sms")
+RATE_PATH = "/rate/"
+RING_SECONDS = 30
+#: An SMS link stays usable this long; a rating weeks later says little about the handling.
+TOKEN_DAYS = 7
+#: Incidents resolved longer ago than this are not asked any more (first start after an upgrade must
+#: not ring every citizen of the past year).
+SWEEP_HORIZON = timedelta(days=1)
+SMS_TEXT = "Terima kasih telah menghubungi 112. Mohon nilai layanan kami (1 sampai 5): {link}"
+ROLES = ("supervisor",)
+_TRUNK = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+_ANSWERED_STATUSES = ("requested", "calling")
+
+
+class RatingRefused(Exception):
+    """The rating cannot be asked (no number, no channel to ask through); ``status`` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """What the public page needs: whether the token can still be answered, and the incident reference."""
+
+    reference: str
+    open: bool
+    score: int | None
+
+
+def rating_json(r: Rating) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "incident_id": r.incident_id,
+        "via": r.via,
+        "status": r.status,
+        "score": r.score,
+        "requested_at": r.requested_at.isoformat(),
+        "rated_at": r.rated_at.isoformat() if r.rated_at else None,
+    }
+
+
+class Ratings:
+    """Asks for, and records, citizen ratings; one instance per app (it matches AMI events)."""
+
+    def __init__(
+        self,
+        store: Store,
+        ami: AmiClient,
+        publish: Publish,
+        twilio: Callable[[], RemoteLine | None],
+        *,
+        public_url: str,
+        region: str = "ID",
+    ) -> None:
+        self.store = store
+        self.ami = ami
+        self.publish = publish
+        self._twilio = twilio
+        self.public_url = public_url.rstrip("/")
+        self.region = region
+        #: Rating ids whose call was answered (OriginateResponse Success), until their outcome is known.
+        self._answered: set[int] = set()
+
+    # -- asking ----------------------------------------------------------------------------------
+
+    async def due(self) -> list[int]:
+        """Incidents to ask now: no rating yet, no dispatch still active, at least one ``resolved``
+        recently. Polled by ``supervision_ctx`` (see there for why polling)."""
+        since = utcnow() - SWEEP_HORIZON
+
+        async def op(session: AsyncSession) -> list[int]:
+            active = exists().where(and_(Dispatch.incident_id == Incident.id, Dispatch.status.in_(ACTIVE)))
+            rated = exists().where(Rating.incident_id == Incident.id)
+            resolved = (
+                select(Dispatch.incident_id)
+                .where(Dispatch.status == "resolved")
+                .group_by(Dispatch.incident_id)
+                .having(func.max(Dispatch.updated_at) >= since)
+            )
+            rows = await session.scalars(
+                select(Incident.id).where(Incident.id.in_(resolved), ~active, ~rated).order_by(Incident.id).limit(50)
+            )
+            return list(rows)
+
+        return await self.store.transaction("rating_due", op)
+
+    async def request(self, incident_id: int, via: str | None = None) -> Rating:
+        """Ask the incident's citizen now; ``via`` None picks IVR when the PBX can reach them, else SMS.
+
+        Raises LookupError for an unknown incident, RatingRefused when there is no way to ask.
+        """
+        if via is not None and via not in VIAS:
+            raise ValueError(f"via must be one of {VIAS}")
+
+        async def read(session: AsyncSession) -> Incident | None:
+            return await session.get(Incident, incident_id)
+
+        incident = await self.store.transaction("rating_incident", read)
+        if incident is None:
+            raise LookupError(incident_id)
+        number = normalize(incident.callback_number, self.region).e164
+        if not number:
+            raise RatingRefused(409, "the incident has no usable callback number")
+        trunk = await self._trunk() if via != "sms" else None
+        if via is None:
+            via = "ivr" if trunk else "sms"
+        if via == "ivr" and not trunk:
+            raise RatingRefused(409, f"citizens are not reachable through the PBX ({TRUNK_VARIABLE} is empty)")
+        token = secrets.token_urlsafe(24) if via == "sms" else None
+
+        async def create(session: AsyncSession) -> Rating:
+            r = Rating(incident_id=incident_id, via=via, status="requested", requested_at=utcnow(), token=token)
+            session.add(r)
+            await session.flush()
+            return r
+
+        rating = await self.store.transaction("rating_create", create)
+        log.info("rating.requested", rating_id=rating.id, incident_id=incident_id, via=via)
+        if via == "ivr":
+            assert trunk is not None
+            await self._call(rating, number, trunk)
+        else:
+            await self._sms(rating, number)
+        return await self.get(rating.id) or rating
+
+    async def _trunk(self) -> str | None:
+        """The dialplan's citizen trunk, or None (unset, or AMI cannot tell us)."""
+        try:
+            answer = await self.ami.action({"Action": "Getvar", "Variable": TRUNK_VARIABLE})
+        except AmiError as exc:
+            log.warning("rating.trunk_unknown", error=str(exc))
+            return None
+        value = str(answer.get("Value", "") or "") if isinstance(answer, Message) else ""
+        return value if _TRUNK.match(value) else None
+
+    async def _call(self, rating: Rating, number: str, trunk: str) -> None:
+        await self._set(rating.id, "calling", expect=("requested",))
+        try:
+            await originate(
+                self.ami,
+                f"rating-{rating.id}",
+                f"PJSIP/{number}@{trunk}",
+                CONTEXT,
+                ring_seconds=RING_SECONDS,
+                variables={"CC_RATING_ID": str(rating.id)},
+            )
+        except AmiError as exc:
+            log.warning("rating.originate_failed", rating_id=rating.id, error=str(exc))
+            await self._set(rating.id, "failed", expect=_ANSWERED_STATUSES)
+
+    async def _sms(self, rating: Rating, number: str) -> None:
+        line = self._twilio()
+        if line is None or not self.public_url or rating.token is None:
+            log.warning("rating.sms_unavailable", rating_id=rating.id, public_url=bool(self.public_url))
+            await self._set(rating.id, "failed", expect=_ANSWERED_STATUSES)
+            return
+        link = f"{self.public_url}{RATE_PATH}{rating.token}"
+        try:
+            sid = await line.sms(number, SMS_TEXT.format(link=link))
+        except Exception as exc:  # Twilio refused or is down: the rating is not asked, say so
+            log.warning("rating.sms_failed", rating_id=rating.id, error=str(exc))
+            await self._set(rating.id, "failed", expect=_ANSWERED_STATUSES)
+            return
+        log.info("rating.sms_sent", rating_id=rating.id, sid=sid)
+        await self._set(rating.id, "calling", expect=("requested",))
+
+    async def mark_unaskable(self, incident_id: int) -> None:
+        """Record that the incident cannot be asked (``via = 'none'``, ``failed``), so the trigger
+        does not pick it up again on every poll."""
+
+        async def op(session: AsyncSession) -> None:
+            session.add(Rating(incident_id=incident_id, via="none", status="failed", requested_at=utcnow()))
+
+        await self.store.transaction("rating_unaskable", op)
+
+    # -- answers ---------------------------------------------------------------------------------
+
+    async def ivr_open(self, rating_id: int) -> bool:
+        """Whether the AGI route may ask on this call (our IVR rating, still waiting for a key)."""
+        r = await self.get(rating_id)
+        return r is not None and r.via == "ivr" and r.status == "calling"
+
+    async def record_ivr(self, rating_id: int, score: int | None) -> bool:
+        """The key the citizen pressed (None: no key → ``declined``); False if already settled."""
+        if score is None:
+            return await self._set(rating_id, "declined", expect=("calling",))
+        return await self._score(Rating.id == rating_id, score)
+
+    async def by_token(self, token: str) -> TokenView | None:
+        async def op(session: AsyncSession) -> TokenView | None:
+            found = (
+                await session.execute(
+                    select(Rating, Incident.reference)
+                    .join(Incident, Incident.id == Rating.incident_id)
+                    .where(Rating.token == token, Rating.via == "sms")
+                )
+            ).first()
+            if found is None:
+                return None
+            r, reference = found
+            fresh = r.requested_at >= utcnow() - timedelta(days=TOKEN_DAYS)
+            return TokenView(reference, r.status in _ANSWERED_STATUSES and fresh, r.score)
+
+        return await self.store.transaction("rating_token", op)
+
+    async def record_token(self, token: str, score: int) -> bool:
+        """One answer per token: True only for the first valid score within the token's lifetime."""
+        fresh = Rating.requested_at >= utcnow() - timedelta(days=TOKEN_DAYS)
+        return await self._score(and_(Rating.token == token, Rating.via == "sms", fresh), score)
+
+    async def _score(self, where: Any, score: int) -> bool:
+        if not 1 <= score <= 5:
+            raise ValueError("score must be 1-5")
+        now = utcnow()
+
+        async def op(session: AsyncSession) -> Rating | None:
+            target = await session.scalar(
+                select(Rating).where(where, Rating.status.in_(_ANSWERED_STATUSES), Rating.score.is_(None))
+            )
+            if target is None:
+                return None
+            result = await session.execute(
+                update(Rating)
+                .where(Rating.id == target.id, Rating.status.in_(_ANSWERED_STATUSES), Rating.score.is_(None))
+                .values(status="rated", score=score, rated_at=now)
+            )
+            if not getattr(result, "rowcount", 0):
+                return None
+            await session.refresh(target)
+            return target
+
+        rating = await self.store.transaction("rating_score", op)
+        if rating is None:
+            return False
+        self._answered.discard(rating.id)
+        log.info("rating.rated", rating_id=rating.id, incident_id=rating.incident_id, via=rating.via, score=score)
+        self._send(rating)
+        return True
+
+    async def get(self, rating_id: int) -> Rating | None:
+        async def op(session: AsyncSession) -> Rating | None:
+            return await session.get(Rating, rating_id)
+
+        return await self.store.transaction("rating_get", op)
+
+    async def _set(self, rating_id: int, status: str, *, expect: tuple[str, ...]) -> bool:
+        async def op(session: AsyncSession) -> Rating | None:
+            result = await session.execute(
+                update(Rating).where(Rating.id == rating_id, Rating.status.in_(expect)).values(status=status)
+            )
+            if not getattr(result, "rowcount", 0):
+                return None
+            return await session.get(Rating, rating_id)
+
+        rating = await self.store.transaction("rating_status", op)
+        if rating is None:
+            return False
+        log.info("rating.status", rating_id=rating_id, status=status)
+        self._send(rating)
+        return True
+
+    # -- AMI -------------------------------------------------------------------------------------
+
+    async def on_ami_event(self, message: Message) -> None:
+        """OriginateResponse (not reached) and Hangup (answered, hung up without a key)."""
+        name = str(message.get("Event", ""))
+        if name == "OriginateResponse":
+            rating_id = match_reference(message.get("ActionID"), "rating")
+            if rating_id is None:
+                return
+            if message.get("Response") == "Success":
+                self._answered.add(rating_id)
+                return
+            reason = str(message.get("Reason", ""))
+            status = "no_answer" if REASON_OUTCOME.get(reason) in ("no_answer", "busy") else "failed"
+            await self._set(rating_id, status, expect=("calling",))
+        elif name == "Hangup":
+            rating_id = match_reference(message.get("Uniqueid"), "rating")
+            if rating_id is not None and rating_id in self._answered:
+                self._answered.discard(rating_id)
+                await self._set(rating_id, "declined", expect=("calling",))
+
+    def _send(self, rating: Rating) -> None:
+        try:
+            self.publish({"type": "rating", "rating": rating_json(rating)}, roles=ROLES)
+        except Exception:
+            log.exception("rating.publish_failed")
+
+
+__all__ = ["CONTEXT", "RATE_PATH", "VIAS", "RatingRefused", "Ratings", "TokenView", "rating_json"]
