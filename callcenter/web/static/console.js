@@ -206,6 +206,7 @@ async function onLogout() {
   state.form = { key: "none", callId: null, label: "" };
   resetDispatch();
   resetAgency();
+  state.breaches = []; // alarms belong to the session that saw them
   renderAll();
   showLogin();
 }
@@ -893,6 +894,7 @@ const dispatchState = {
   busy: false,
   refetchTimer: null,
   ticker: null,
+  msg: null, // {text, isError, vars}: the panel's last message
 };
 
 const dispatchKey = () => `cc112.dispatch.${state.user?.username}`;
@@ -913,8 +915,8 @@ function resetDispatch() {
     incident: null, agencies: [], configured: true, checked: new Set(), byId: new Map(), sla: null,
     busy: false, refetchTimer: null, ticker: null,
   });
-  state.breaches = [];
-  $("dispatch-msg").textContent = "";
+  dispatchState.msg = null;
+  renderDispatchMsg();
 }
 
 function closeDispatch() {
@@ -950,7 +952,6 @@ async function loadProposal() {
     if (res.sla) dispatchState.sla = res.sla;
     const active = activeAgencies();
     dispatchState.checked = new Set(dispatchState.agencies.filter((a) => a.proposed && !active.has(a.code)).map((a) => a.code));
-    $("dispatch-msg").textContent = "";
   } catch (err) {
     if (dispatchState.incident?.id !== incident.id) return;
     if (err.status === 503 && /not configured/.test(err.body?.error || "")) dispatchState.configured = false;
@@ -1027,9 +1028,16 @@ function agencyName(code) {
   return fromProposal || fromDispatch || code;
 }
 
-function setDispatchMsg(text, isError = false) {
-  $("dispatch-msg").textContent = text;
-  $("dispatch-msg").classList.toggle("error", isError);
+/** `text` is a server message, or an i18n key with `vars` (re-translated when the language changes). */
+function setDispatchMsg(text, isError = false, vars = null) {
+  dispatchState.msg = text ? { text, isError, vars } : null;
+  renderDispatchMsg();
+}
+
+function renderDispatchMsg() {
+  const m = dispatchState.msg;
+  $("dispatch-msg").textContent = m ? (m.vars ? t(m.text, m.vars) : m.text) : "";
+  $("dispatch-msg").classList.toggle("error", !!m?.isError);
 }
 
 function renderDispatchChoices() {
@@ -1065,6 +1073,7 @@ function renderDispatch() {
     ...(latest.length ? latest.map(renderDispatchStatus) : [h("li", { class: "muted small" }, t("dispatch.noDispatches"))]),
   );
   renderSla();
+  renderDispatchMsg();
 }
 
 function attemptText(a) {
@@ -1124,7 +1133,7 @@ async function sendDispatch(codes = null) {
   if (!incident || dispatchState.busy) return;
   const active = activeAgencies();
   const chosen = (codes || [...dispatchState.checked]).filter((c) => !active.has(c));
-  if (!chosen.length) return setDispatchMsg(t("dispatch.noneChosen"), true);
+  if (!chosen.length) return setDispatchMsg("dispatch.noneChosen", true, {});
   dispatchState.busy = true;
   setDispatchMsg("");
   renderDispatch();
@@ -1133,7 +1142,7 @@ async function sendDispatch(codes = null) {
     for (const d of res.dispatches || []) mergeDispatch(d, { complete: true });
     if (res.sla) dispatchState.sla = res.sla;
     for (const c of chosen) dispatchState.checked.delete(c);
-    setDispatchMsg(t("dispatch.sent", { n: chosen.length }));
+    setDispatchMsg("dispatch.sent", false, { n: chosen.length });
   } catch (err) {
     if (err.status === 503) dispatchState.configured = false;
     setDispatchMsg(err.status === 422 ? Object.values(err.body.fields || {}).join(" ") || errorText(err) : errorText(err), true);

@@ -601,7 +601,7 @@ async function loadStats() {
 function barChart(items, name) {
   // Label column sized to the longest label (~8.6 px a character at 14 px, capitals included), capped: longer names are
   // cut with "…" and stay readable in full in the tooltip and the table below.
-  const maxChars = 34;
+  const maxChars = 30;
   const longest = Math.min(maxChars, Math.max(4, ...items.map((i) => i.label.length)));
   // A fixed total width keeps the same text size in every chart (the SVG scales as a whole).
   const W = 600, rowH = 28, valueW = 110;
