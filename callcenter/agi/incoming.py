@@ -9,6 +9,7 @@ database: the abuse flags are indexed in memory and the call's record is written
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -98,6 +99,9 @@ class IncomingRoute:
         await session.set_variable("CC_PRIO", str(routing.priority))
         await session.set_variable("CC_LANG", routing.language)
         if routing.reminder:
+            # The reminder holds the session for seconds: let the call's record land first (bounded),
+            # so a crash during the prompt cannot take the record with it.
+            await asyncio.wait({write}, timeout=1.0)
             log.info("call.reminder", abuse_count=routing.abuse_count)
             try:
                 await session.stream_file(PRANK_REMINDER)

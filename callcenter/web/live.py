@@ -90,6 +90,9 @@ class LiveHub:
 
     def on_event(self, kind: str, payload: Mapping[str, Any]) -> None:
         """Tracker listener (synchronous, inside the AMI consumer): hand off, never block it."""
+        # Supervisors' wallboards refresh on any queue change (they fetch the figures themselves), so a
+        # caller who waits only a few seconds still shows up between two polls.
+        self.broadcast({"type": "queue", "event": kind}, roles=("supervisor",))
         if kind == "connected":
             interface = str(payload.get("interface", ""))
             self._calls[str(payload["uniqueid"])] = interface
