@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from callcenter.forms.categories import CATEGORY_CODES
+from callcenter.forms.categories import CATEGORY_CODES, FLAG_CODES
 
 #: An Asterisk dial string for a duty line: technology/resource, no dialplan-breaking characters
 #: (a comma or ``&`` would turn one line into several arguments or several channels).
@@ -193,6 +193,10 @@ def parse_agencies(data: Mapping[str, Any], where: str, districts: Iterable[str]
         flag = raw.get("when_flag")
         if not isinstance(flag, str) or not _FLAG_RE.match(flag):
             raise AgencyConfigError(f"{at}.when_flag: expected a flag name like needs_water, got {flag!r}")
+        if flag not in FLAG_CODES:
+            # A rule on a flag the intake cannot set would never fire: refused here, not found in an emergency.
+            known = ", ".join(sorted(FLAG_CODES))
+            raise AgencyConfigError(f"{at}.when_flag: unknown flag {flag!r} (known: {known})")
         add = _strings(f"{at}.add", raw.get("add"))
         for code in add:
             if code not in agencies:

@@ -57,6 +57,19 @@ VICTIM_CONDITIONS: tuple[Code, ...] = (
     Code("unknown", "Belum diketahui", "Unknown"),
 )
 
+#: Circumstances of an incident the call-taker ticks on the intake (any number of them). The dispatch
+#: rules (``[[rules]] when_flag`` in ``config/agencies.toml``) add agencies by these codes, and the
+#: directory refuses at start a rule naming a code that is not listed here.
+FLAGS: tuple[Code, ...] = (
+    Code("needs_water", "Butuh air (PDAM)", "Needs water (PDAM)"),
+    Code("hazardous_material", "Bahan berbahaya", "Hazardous material"),
+    Code("trapped_people", "Korban terjebak", "People trapped"),
+    Code("child_involved", "Melibatkan anak", "Child involved"),
+    Code("violence", "Ada kekerasan", "Violence involved"),
+    Code("road_blocked", "Akses jalan tertutup", "Road access blocked"),
+    Code("narcotics", "Terkait narkoba", "Narcotics involved"),
+)
+
 #: What a call turned out to be, set by the call-taker after (or during) the call.
 CLASSIFICATIONS: tuple[Code, ...] = (
     Code("genuine", "Darurat (asli)", "Genuine emergency"),
@@ -75,6 +88,7 @@ CATEGORY_CODES = frozenset(c.code for c in CATEGORIES)
 PRIORITY_CODES = frozenset(c.code for c in PRIORITIES)
 VICTIM_CONDITION_CODES = frozenset(c.code for c in VICTIM_CONDITIONS)
 CLASSIFICATION_CODES = frozenset(c.code for c in CLASSIFICATIONS)
+FLAG_CODES = frozenset(c.code for c in FLAGS)
 
 
 def labels(codes: tuple[Code, ...]) -> list[dict[str, str]]:

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from callcenter.forms.categories import CATEGORY_CODES, DEFAULT_PRIORITY, PRIORITY_CODES
+from callcenter.forms.categories import CATEGORY_CODES, DEFAULT_PRIORITY, FLAGS, PRIORITY_CODES
 from callcenter.forms.phone import parse_callback
 
 #: Longest accepted value per text field, in characters (after trimming).
@@ -34,6 +34,8 @@ LIMITS: dict[str, int] = {
     "notes": 4000,
 }
 MAX_VICTIMS = 10_000
+#: More entries than this in ``flags`` is not a form someone filled in; refused without looking further.
+MAX_FLAG_ENTRIES = 4 * len(FLAGS)
 
 FIELDS = (
     "reporter_name",
@@ -50,6 +52,7 @@ FIELDS = (
     "access_route",
     "notes",
     "priority",
+    "flags",
 )
 REQUIRED = frozenset({"reporter_name", "callback_number", "address", "category"})
 #: Free text that may span lines; the other text fields are one line.
@@ -241,6 +244,26 @@ def _choice(value: Any, codes: frozenset[str], *, default: str | None) -> str:
     return value
 
 
+_FLAG_ORDER = {c.code: i for i, c in enumerate(FLAGS)}
+
+
+def _flags(value: Any) -> list[str]:
+    """Known flag codes, each once, in the order of ``FLAGS`` (so a re-ticked box is no audit change)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _Bad("Harus berupa daftar kode.", "Must be a list of codes.")
+    if len(value) > MAX_FLAG_ENTRIES:
+        raise _Bad("Terlalu banyak tanda.", "Too many flags.")
+    for item in value:
+        if not isinstance(item, str):
+            raise _Bad("Harus berupa daftar kode.", "Must be a list of codes.")
+        if item not in _FLAG_ORDER:
+            shown = repr(item[:32])
+            raise _Bad(f"Tanda tidak dikenal: {shown}.", f"Unknown flag: {shown}.")
+    return sorted(set(value), key=_FLAG_ORDER.__getitem__)
+
+
 def validate_intake(
     data: Mapping[str, Any],
     *,
@@ -255,7 +278,8 @@ def validate_intake(
     out but not emptied. ``current`` is the stored incident a partial update applies to, so that
     rules spanning two fields (latitude with longitude, a desa within its kecamatan) hold for the
     result and not just for the patch. Returned values: text trimmed ("" for empty optional text,
-    None for empty district/subdistrict/coordinates), callback number in E.164, counts as int.
+    None for empty district/subdistrict/coordinates), callback number in E.164, counts as int,
+    flags as a list of known codes (each once, in ``FLAGS`` order; [] when none).
     """
     errors: dict[str, str] = {}
     errors_en: dict[str, str] = {}
@@ -302,6 +326,8 @@ def validate_intake(
                 out[name] = _choice(value, CATEGORY_CODES, default=None)
             elif name == "priority":
                 out[name] = _choice(value, PRIORITY_CODES, default=DEFAULT_PRIORITY)
+            elif name == "flags":
+                out[name] = _flags(value)
         except _Bad as problem:
             bad(name, problem.id_text, problem.en_text)
 

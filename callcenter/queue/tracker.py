@@ -67,6 +67,9 @@ class LiveState:
     members: dict[tuple[str, str], Member] = field(default_factory=dict)
     #: Caller uniqueid → member interface, for calls in conversation now.
     connected: dict[str, str] = field(default_factory=dict)
+    #: Caller uniqueid → (caller's channel, call-taker's channel) of the calls in ``connected``, from
+    #: AgentConnect's ``Channel``/``DestChannel``: what a conference redirects (absent after a resync).
+    channels: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 Listener = Callable[[str, Mapping[str, Any]], None]
@@ -245,6 +248,11 @@ class QueueTracker:
         self._drop("waiting", self.live.waiting, uniqueid)
         self.live.connected[uniqueid] = interface
         self._touch("connected", uniqueid)
+        caller_channel, taker_channel = str(m.get("Channel", "")), str(m.get("DestChannel", ""))
+        if caller_channel and taker_channel:
+            self.live.channels[uniqueid] = (caller_channel, taker_channel)
+        else:
+            self.live.channels.pop(uniqueid, None)
 
         def update(call: Call) -> None:
             call.status = "answered"
@@ -268,6 +276,7 @@ class QueueTracker:
             m = Message({**dict(m), "Uniqueid": found[0]})
         uniqueid = str(m["Uniqueid"])
         self._drop("connected", self.live.connected, uniqueid)
+        self.live.channels.pop(uniqueid, None)
         reason = str(m.get("Reason", "")).lower()
         talk = _seconds(m.get("TalkTime"))
         by = {"caller": "caller", "agent": "calltaker", "transfer": "transfer"}.get(reason, reason or None)
@@ -315,6 +324,7 @@ class QueueTracker:
         followed = uniqueid in self.live.waiting or uniqueid in self.live.connected
         self._drop("waiting", self.live.waiting, uniqueid)
         self._drop("connected", self.live.connected, uniqueid)
+        self.live.channels.pop(uniqueid, None)
         # Hangups of call-taker legs and unrelated channels are not calls of ours; a caller that
         # hangs up before reaching the queue is reported by the dialplan's hangup handler.
         if not followed and await self.store.call_by_uniqueid(uniqueid) is None:
@@ -427,6 +437,8 @@ class QueueTracker:
                 with contextlib.suppress(KeyError, ValueError):
                     await self._on_member(Message(mm_dict))
         self._prune("connected", self.live.connected, alive, asked_mono)
+        for gone in [u for u in self.live.channels if u not in self.live.connected]:
+            del self.live.channels[gone]
         for call in await self.store.open_calls():
             if call.uniqueid in alive or call.arrived_at >= asked_at - timedelta(seconds=1):
                 continue

@@ -67,10 +67,14 @@ class Classified:
 
 
 def _editable(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The intake's fields as column values; ``flags`` copied, so the row and its audit own their lists."""
     unknown = set(fields) - set(EDITABLE)
     if unknown:
         raise ValueError(f"not incident fields: {sorted(unknown)}")
-    return dict(fields)
+    values = dict(fields)
+    if "flags" in values:
+        values["flags"] = list(values["flags"] or [])
+    return values
 
 
 class Incidents:
@@ -161,6 +165,7 @@ class Incidents:
             incident = await session.get(Incident, incident_id, with_for_update=True)
             if incident is None:
                 raise LookupError(f"no incident {incident_id}")
+            # Flags come validated in one canonical order, so a list compares equal when the set is.
             changes = {
                 name: [getattr(incident, name), value]
                 for name, value in values.items()

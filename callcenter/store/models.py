@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -181,6 +182,9 @@ class Incident(Base):
     victims_condition: Mapped[str] = mapped_column(Text, default="")
     access_route: Mapped[str] = mapped_column(Text, default="")
     notes: Mapped[str] = mapped_column(Text, default="")
+    #: Circumstances ticked on the intake (codes of ``forms.categories.FLAGS``, each once); the
+    #: dispatch rules add agencies by them (``needs_water`` adds PDAM to a fire).
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(index=True)
     updated_at: Mapped[datetime]

@@ -30,12 +30,14 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import BodyPartReader, web
 
+from callcenter.dispatch.conference import Conference, ConferenceError
 from callcenter.dispatch.sla import ensure_due, targets_of
+from callcenter.queue.ami import AmiError, AmiNotConnected
 from callcenter.store import Store, StoreUnavailable
 from callcenter.store.dispatches import UPDATE_STATUSES, Dispatches, DispatchView, TransitionError, allowed_next
-from callcenter.store.models import Incident
+from callcenter.store.models import Call, Incident
 from callcenter.web.access import Handler, UserInfo, error, require, user_of
-from callcenter.web.keys import CONFIG, STORE
+from callcenter.web.keys import AMI, CONFIG, STORE, TRACKER
 from callcenter.web.live import HUB
 
 log = structlog.get_logger("callcenter.web.dispatch")
@@ -225,13 +227,15 @@ async def _load(request: web.Request, dispatch_id: int) -> DispatchView:
 @require(*CENTRE)
 @_handles_replies
 async def proposal(request: web.Request) -> web.Response:
-    """The agencies the rules propose for the incident first, then every other one to add by hand."""
+    """The agencies the rules propose for the incident (by category, district and its intake flags)
+    first, then every other one to add by hand."""
     incident_id = _id(request, "id", "incident")
     directory = _directory(request.app)
     if directory is None:
         return error(503, "dispatch not configured")
     incident = await _incident(request, incident_id, set_due=True)
-    proposed = list(dict.fromkeys(directory.propose(incident.category, incident.district, ())))
+    flags = [f for f in (incident.flags or []) if isinstance(f, str)]
+    proposed = list(dict.fromkeys(directory.propose(incident.category, incident.district, flags)))
     names = agency_names(directory)
     codes = proposed + sorted(code for code in names if code not in proposed)
     return web.json_response(
@@ -361,6 +365,55 @@ async def accept(request: web.Request) -> web.Response:
         return error(409, "dispatch cannot be accepted now", current=exc.current)
     publish(request.app, view)
     return web.json_response({"dispatch": _dispatch_json(request.app, view)})
+
+
+# -- conference (centre) ----------------------------------------------------------------------------------
+
+
+@routes.post("/api/dispatches/{id}/conference")
+@require(*CENTRE)
+@_handles_replies
+async def conference(request: web.Request) -> web.Response:
+    """Bring the accepted agency officer into the incident's call: caller, call-taker and officer in one
+    ConfBridge room (``callcenter/dispatch/conference.py``)."""
+    dispatch_id = _id(request, "id", "dispatch")
+    view = await _load(request, dispatch_id)
+    ami, tracker = request.app.get(AMI), request.app.get(TRACKER)
+    if ami is None or tracker is None or not ami.ready.is_set():
+        return error(503, "the telephone system is not reachable; try again")
+    store = request.app[STORE]
+    incident_id = view.dispatch.incident_id
+
+    async def op(session: Any) -> Call | None:
+        incident: Incident | None = await session.get(Incident, incident_id)
+        if incident is None or incident.call_id is None:
+            return None
+        found: Call | None = await session.get(Call, incident.call_id)
+        return found
+
+    call = await store.transaction("conference_call", op)
+    user = user_of(request)
+    try:
+        started = await Conference(ami, store, tracker.live.channels).start(call, view.dispatch, user=user.username)
+    except ConferenceError as exc:
+        return error(409, str(exc))
+    except AmiNotConnected:
+        return error(503, "the telephone system is not reachable; try again")
+    except AmiError as exc:
+        # Asterisk refused (the call ended a moment ago, the line is unknown): nothing changed.
+        return error(409, f"the telephone system refused: {exc}")
+    log.info("dispatch.conference", dispatch_id=dispatch_id, incident_id=incident_id, user=user.username)
+    return web.json_response(
+        {
+            "conference": {
+                "room": started.room,
+                "dispatch_id": dispatch_id,
+                "incident_id": incident_id,
+                "officer_line": started.officer_line,
+            }
+        },
+        status=202,
+    )
 
 
 def _photo_kind(head: bytes) -> str | None:

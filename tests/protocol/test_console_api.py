@@ -251,6 +251,43 @@ async def test_patch_records_only_what_changed(env: Env) -> None:
     assert len(detail["audit"]) == 2, "an unchanged PATCH writes no audit row"
 
 
+async def test_flags_are_stored_returned_patched_and_audited(env: Env) -> None:
+    status, body = await env.send(
+        "POST", "/api/incidents", intake(flags=["trapped_people", "needs_water", "needs_water"])
+    )
+    assert status == 201, body
+    incident = body["incident"]
+    assert incident["flags"] == ["needs_water", "trapped_people"]  # each once, in schema order
+    path = f"/api/incidents/{incident['id']}"
+    _, detail = await env.get(path)
+    assert detail["incident"]["flags"] == ["needs_water", "trapped_people"]
+    assert detail["audit"][0]["changes"]["flags"] == [None, ["needs_water", "trapped_people"]]
+
+    # The same set in another order is no change; a different set is, with old and new in the audit.
+    status, body = await env.send("PATCH", path, {"flags": ["trapped_people", "needs_water"]})
+    assert status == 200 and len((await env.get(path))[1]["audit"]) == 1
+    status, body = await env.send("PATCH", path, {"flags": ["road_blocked"]})
+    assert status == 200 and body["incident"]["flags"] == ["road_blocked"]
+    _, detail = await env.get(path)
+    assert detail["audit"][-1]["changes"] == {"flags": [["needs_water", "trapped_people"], ["road_blocked"]]}
+    # A PATCH that does not name flags leaves them alone.
+    status, body = await env.send("PATCH", path, {"notes": "x"})
+    assert status == 200 and body["incident"]["flags"] == ["road_blocked"]
+
+    status, body = await env.send("PATCH", path, {"flags": ["road_blocked", "pln"]})
+    assert status == 422 and set(body["fields"]) == {"flags"} and "pln" in body["fields_en"]["flags"]
+    assert (await env.get(path))[1]["incident"]["flags"] == ["road_blocked"]
+
+
+async def test_flags_default_to_none_and_unknown_ones_are_422(env: Env) -> None:
+    status, body = await env.send("POST", "/api/incidents", intake())
+    assert status == 201 and body["incident"]["flags"] == []
+    for bad in (["needs_water", "needs_pizza"], "needs_water", [1], {"needs_water": True}):
+        status, body = await env.send("POST", "/api/incidents", intake(flags=bad))
+        assert status == 422 and set(body["fields"]) == {"flags"}, bad
+    assert await env.count(Incident) == 1
+
+
 async def test_patch_is_validated_against_the_stored_incident(env: Env) -> None:
     _, body = await env.send("POST", "/api/incidents", intake())
     path = f"/api/incidents/{body['incident']['id']}"
@@ -436,6 +473,10 @@ async def test_schema(env: Env) -> None:
     assert [d["name"] for d in schema["districts"]][:1] == ["Negara"]
     assert "Gilimanuk" in next(d for d in schema["districts"] if d["name"] == "Melaya")["subdistricts"]
     assert schema["limits"]["reporter_name"] == 128
+    assert {"code": "needs_water", "label_id": "Butuh air (PDAM)", "label_en": "Needs water (PDAM)"} in schema["flags"]
+    assert {
+        "needs_water", "hazardous_material", "trapped_people", "child_involved", "violence", "road_blocked",
+    } <= {f["code"] for f in schema["flags"]}  # fmt: skip
 
 
 async def test_limit_parameter(env: Env) -> None:

@@ -538,6 +538,49 @@ async def test_proposal_dispatch_and_web_acceptance_through_the_dispatch_core(en
         assert body["dispatch"]["updates"][-1]["user"] == "damkar1"
 
 
+async def proposed_codes(session: Session, incident_id: int) -> list[str]:
+    status, proposal = await session.get(f"/api/incidents/{incident_id}/proposal")
+    assert status == 200, proposal
+    return [a["code"] for a in proposal["agencies"] if a["proposed"]]
+
+
+async def test_intake_flags_add_agencies_to_the_proposal(env: Env) -> None:
+    """Fire proposes Damkar; the intake's needs_water adds PDAM (``[[rules]]`` of the directory)."""
+    if _directory(env.app) is None:
+        pytest.skip("the dispatch core is not wired into the app")
+    taker = await env.as_user(env.taker)
+    intake = {
+        "reporter_name": "Made",
+        "callback_number": "081234567890",
+        "address": "Jl. Ngurah Rai 12, Negara",
+        "district": "Negara",
+        "category": "fire",
+    }
+    # End to end: the flag goes in through the intake form's endpoint, not into the row directly.
+    status, body = await taker.post("/api/incidents", {**intake, "flags": ["needs_water"]})
+    assert status == 201, body
+    assert body["incident"]["flags"] == ["needs_water"]
+    with_water = await proposed_codes(taker, body["incident"]["id"])
+    assert with_water[:1] == ["damkar"] and "pdam" in with_water
+    assert len(with_water) == len(set(with_water))
+
+    status, body = await taker.post("/api/incidents", intake)
+    assert status == 201, body
+    without = await proposed_codes(taker, body["incident"]["id"])
+    assert "damkar" in without and "pdam" not in without
+
+    # Other flags add only their own agencies: none of them brings PDAM.
+    status, body = await taker.post("/api/incidents", {**intake, "flags": ["trapped_people", "road_blocked"]})
+    assert status == 201, body
+    assert "pdam" not in await proposed_codes(taker, body["incident"]["id"])
+
+    # The flags stored on the incident are what counts (an edited incident proposes anew).
+    edited = await env.incident("fire", flags=["needs_water"])
+    assert "pdam" in await proposed_codes(taker, edited.id)
+    cleared = await env.incident("fire", flags=[])
+    assert "pdam" not in await proposed_codes(taker, cleared.id)
+
+
 async def test_proposal_and_dispatch_answer_503_without_the_dispatch_core(tmp_path: Path) -> None:
     from callcenter.dispatch.service import dispatch_ctx
 

@@ -7,15 +7,19 @@ from typing import Any
 
 import pytest
 
+from callcenter.dispatch.agencies import AgencyConfigError, load_agencies, parse_agencies
 from callcenter.forms.categories import (
     CATEGORIES,
     CATEGORY_CODES,
     CLASSIFICATION_CODES,
+    FLAG_CODES,
     FLAGGING_CLASSIFICATIONS,
+    FLAGS,
     PRIORITY_CODES,
 )
 from callcenter.forms.intake import (
     FIELDS,
+    MAX_FLAG_ENTRIES,
     Districts,
     IntakeError,
     load_districts,
@@ -72,6 +76,34 @@ def test_flagging_classifications_are_what_routing_counts() -> None:
     assert FLAGGING_CLASSIFICATIONS == ABUSE_KINDS
 
 
+def test_flag_codes_match_the_contract() -> None:
+    assert {
+        "needs_water", "hazardous_material", "trapped_people", "child_involved", "violence", "road_blocked",
+    } <= FLAG_CODES  # fmt: skip
+    labels = {c.code: (c.label_id, c.label_en) for c in FLAGS}
+    assert labels["needs_water"][0] == "Butuh air (PDAM)"
+    assert labels["road_blocked"][0] == "Akses jalan tertutup"
+    assert all(label_id and label_en for label_id, label_en in labels.values())
+    assert len(FLAGS) == len(FLAG_CODES), "a flag code is listed twice"
+
+
+def test_dispatch_rules_only_name_flags_the_intake_can_set(repo_root: Path) -> None:
+    """A rule on a flag no call-taker can tick would never fire: the directory refuses it at start."""
+    districts = [d.name for d in DISTRICTS.districts]
+    for directory in (load_agencies(None, districts), load_agencies(repo_root / "config" / "agencies.toml", districts)):
+        assert directory.rules and {r.when_flag for r in directory.rules} <= FLAG_CODES
+    agencies = {
+        "damkar": {"name": "Damkar", "categories": ["fire"], "lines": ["PJSIP/damkar"]},
+        "pdam": {"name": "PDAM", "categories": [], "lines": ["PJSIP/pdam"]},
+    }
+    rules: list[dict[str, Any]] = [{"when_flag": "needs_water", "add": ["pdam"]}]
+    typo = {"agencies": agencies, "rules": [*rules, {"when_flag": "need_water", "add": ["pdam"]}]}
+    with pytest.raises(AgencyConfigError, match=r"\[\[rules\]\] #2\.when_flag: unknown flag 'need_water'"):
+        parse_agencies(typo, "agencies.toml", districts)
+    data = {"agencies": agencies, "rules": rules}
+    assert parse_agencies(data, "agencies.toml", districts).propose("fire", None, ["needs_water"]) == ["damkar", "pdam"]
+
+
 # -- the happy path ------------------------------------------------------------------------------
 
 
@@ -92,6 +124,7 @@ def test_minimal_intake_is_cleaned_and_defaulted() -> None:
         "access_route": "",
         "notes": "",
         "priority": "normal",
+        "flags": [],
     }
     assert set(out) == set(FIELDS)
 
@@ -115,6 +148,68 @@ def test_full_intake() -> None:
     assert out["latitude"] == pytest.approx(-8.3582) and out["longitude"] == pytest.approx(114.6186)
     assert out["victims_count"] == 3
     assert out["priority"] == "critical"
+
+
+# -- flags ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, []),
+        ([], []),
+        (["needs_water"], ["needs_water"]),
+        # Each once, in the order of FLAGS: ticking boxes in another order is the same intake.
+        (["road_blocked", "needs_water", "road_blocked"], ["needs_water", "road_blocked"]),
+        (["needs_water"] * MAX_FLAG_ENTRIES, ["needs_water"]),
+        ([c.code for c in reversed(FLAGS)], [c.code for c in FLAGS]),
+    ],
+)
+def test_good_flags(value: object, expected: list[str]) -> None:
+    assert check(valid(flags=value))["flags"] == expected
+
+
+def test_flags_are_optional() -> None:
+    assert check(valid())["flags"] == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["needs_water", "unknown_flag"],
+        ["NEEDS_WATER"],
+        ["needs_water "],
+        [""],
+        ["needs_water", 1],
+        [None],
+        [["needs_water"]],
+        ["x" * 100_000],
+        "needs_water",
+        {"needs_water": True},
+        1,
+        True,
+        ["needs_water"] * (MAX_FLAG_ENTRIES + 1),
+    ],
+)
+def test_bad_flags_are_field_errors(value: object) -> None:
+    assert set(errors(valid(flags=value))) == {"flags"}
+
+
+def test_unknown_flag_is_named_but_bounded() -> None:
+    with pytest.raises(IntakeError) as caught:
+        check(valid(flags=["needs_water", "pln_" + "x" * 1000]))
+    assert "pln_" in caught.value.fields["flags"] and "pln_" in caught.value.fields_en["flags"]
+    assert len(caught.value.fields["flags"]) < 100
+
+
+def test_partial_flags() -> None:
+    stored = {**STORED, "flags": ["needs_water"]}
+    assert check({"flags": ["trapped_people", "needs_water"]}, partial=True, current=stored) == {
+        "flags": ["needs_water", "trapped_people"]
+    }
+    assert check({"flags": []}, partial=True, current=stored) == {"flags": []}
+    assert check({"notes": "x"}, partial=True, current=stored) == {"notes": "x"}  # untouched: left alone
+    assert set(errors({"flags": ["nope"]}, partial=True, current=stored)) == {"flags"}
 
 
 @pytest.mark.parametrize("number", ["081234567890", "+62 812-3456-7890", "6281234567890", "(0365) 41234"])

@@ -30,6 +30,9 @@ const FIELDS = [
   "reporter_name", "callback_number", "address", "district", "subdistrict", "landmark", "latitude",
   "longitude", "category", "victims_count", "victims_condition", "access_route", "notes", "priority",
 ];
+// Incident flags (needs_water, trapped_people, ...) are checkboxes named "flags"; the form keeps
+// them as a list of codes next to the text FIELDS, and the dispatch rules propose agencies by them.
+const FLAGS_FIELD = "flags";
 const LOCATION_FIELDS = ["address", "district", "subdistrict", "landmark", "latitude", "longitude"];
 const FLAGGING = new Set(["prank", "hoax", "silent"]); // shown in red, and confirmed before sending
 const CONFIRM_CLASSIFICATIONS = new Set(["prank", "hoax"]);
@@ -219,6 +222,8 @@ const FALLBACK_SCHEMA = {
     "infectious_disease", "other"].map((code) => ({ code })),
   priorities: ["critical", "high", "normal", "low"].map((code) => ({ code })),
   victim_conditions: [],
+  flags: ["needs_water", "hazardous_material", "trapped_people", "child_involved", "violence", "road_blocked",
+    "narcotics"].map((code) => ({ code })),
   districts: [],
 };
 
@@ -257,7 +262,39 @@ function fillSchemaLists() {
     ...(schema.victim_conditions || []).map((c) => h("option", { value: itemLabel(c, "cond") })),
   );
   $("districts").replaceChildren(...(schema.districts || []).map((d) => h("option", { value: d.name })));
+  fillFlagChoices(schema.flags || []);
   fillSubdistricts();
+}
+
+const flagBoxes = () => [...$("f-flags").querySelectorAll(`input[type="checkbox"][name="${FLAGS_FIELD}"]`)];
+const checkedFlags = () => flagBoxes().filter((b) => b.checked).map((b) => b.value);
+
+/** One checkbox per flag; what is ticked stays ticked, even a code this schema doesn't know (an older draft). */
+function fillFlagChoices(items, checked = checkedFlags()) {
+  const codes = items.map((item) => item.code);
+  const extra = checked.filter((code) => !codes.includes(code)).map((code) => ({ code }));
+  const ticked = new Set(checked);
+  $("intake-flags").replaceChildren(
+    ...[...items, ...extra].map((item) =>
+      h("label", {},
+        h("input", {
+          type: "checkbox", name: FLAGS_FIELD, value: item.code, checked: ticked.has(item.code),
+          "data-testid": `intake-flag-${item.code}`,
+        }),
+        h("span", {}, flagLabel(item.code)),
+      ),
+    ),
+  );
+}
+
+function setFlags(codes) {
+  const wanted = Array.isArray(codes) ? codes.filter((c) => typeof c === "string" && c) : [];
+  fillFlagChoices(state.schema?.flags || FALLBACK_SCHEMA.flags, wanted);
+}
+
+function flagLabel(code) {
+  const item = (state.schema?.flags || []).find((f) => f.code === code);
+  return item ? itemLabel(item, "flag") : codeLabel(code, "flag");
 }
 
 function fillSubdistricts() {
@@ -278,6 +315,7 @@ const draftKey = (key) => `cc112.draft.${state.user?.username}.${key}`;
 function readForm() {
   const data = {};
   for (const name of FIELDS) data[name] = $(`f-${name}`).value;
+  data[FLAGS_FIELD] = checkedFlags();
   return data;
 }
 
@@ -290,10 +328,12 @@ function writeForm(data) {
     }
     el.value = value;
   }
+  setFlags(data[FLAGS_FIELD]);
   fillSubdistricts();
 }
 
-const formBlank = () => FIELDS.every((n) => n === "priority" || !String($(`f-${n}`).value).trim());
+const formBlank = () =>
+  FIELDS.every((n) => n === "priority" || !String($(`f-${n}`).value).trim()) && !checkedFlags().length;
 
 function readLocalDraft(key) {
   try {
@@ -418,6 +458,10 @@ function payload() {
   const data = readForm();
   const body = {};
   for (const [name, raw] of Object.entries(data)) {
+    if (name === FLAGS_FIELD) {
+      if (raw.length) body[name] = raw;
+      continue;
+    }
     const value = String(raw).trim();
     if (!value) continue;
     if (name === "latitude" || name === "longitude") {
@@ -439,7 +483,7 @@ function clearFieldError(name) {
 }
 
 function clearErrors() {
-  for (const name of FIELDS) clearFieldError(name);
+  for (const name of [...FIELDS, FLAGS_FIELD]) clearFieldError(name);
   $("intake-error").hidden = true;
 }
 
@@ -454,7 +498,7 @@ function showFieldErrors(fields) {
     }
     el.textContent = message;
     $(`f-${name}`).setAttribute("aria-invalid", "true");
-    first ??= $(`f-${name}`);
+    first ??= name === FLAGS_FIELD ? flagBoxes()[0] : $(`f-${name}`);
   }
   $("intake-error").textContent = [t("intake.invalid"), ...unplaced].join(" ");
   $("intake-error").hidden = false;
@@ -931,7 +975,9 @@ async function openDispatch(incident) {
   const same = dispatchState.incident?.id === incident.id;
   if (!same) {
     resetDispatch();
-    dispatchState.incident = { id: incident.id, reference: incident.reference, category: incident.category };
+    dispatchState.incident = {
+      id: incident.id, reference: incident.reference, category: incident.category, flags: incident.flags || [],
+    };
     sessionStorage.setItem(dispatchKey(), JSON.stringify(dispatchState.incident));
   }
   clearInterval(dispatchState.ticker);
@@ -1061,8 +1107,12 @@ function renderDispatch() {
   panel.hidden = !incident;
   panel.dataset.incidentId = incident?.id ?? "";
   if (!incident) return;
-  $("dispatch-incident").textContent =
-    `${t("dispatch.forIncident", { r: incident.reference })} · ${categoryLabel(incident.category)}`;
+  // The flags explain part of the proposal (needs_water brings PDAM to a fire).
+  $("dispatch-incident").textContent = [
+    t("dispatch.forIncident", { r: incident.reference }),
+    categoryLabel(incident.category),
+    ...(Array.isArray(incident.flags) ? incident.flags.map(flagLabel) : []),
+  ].join(" · ");
   $("dispatch-hint").textContent = dispatchState.configured ? t("dispatch.choose") : t("dispatch.notConfigured");
   $("dispatch-hint").classList.toggle("error", !dispatchState.configured);
   $("dispatch-submit").hidden = !dispatchState.configured;
@@ -1500,7 +1550,9 @@ function wire() {
   $("login-form").addEventListener("submit", onLoginSubmit);
   $("logout").addEventListener("click", onLogout);
   $("lang").addEventListener("change", (ev) => changeLanguage(ev.target.value, { save: true }));
-  $("intake-form").addEventListener("input", onFormInput);
+  // Checkboxes (the flags) report through "change", the text fields through "input": each edit once.
+  $("intake-form").addEventListener("input", (ev) => ev.target.type !== "checkbox" && onFormInput(ev));
+  $("intake-form").addEventListener("change", (ev) => ev.target.type === "checkbox" && onFormInput(ev));
   $("intake-form").addEventListener("submit", onIntakeSubmit);
   $("intake-form").addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
