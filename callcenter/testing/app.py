@@ -19,7 +19,28 @@ from typing import Any
 
 import aiohttp
 
+from callcenter.pbx.harness import TestPbx
 from callcenter.testing.wait import until
+
+
+def pbx_env(pbx: TestPbx, agi_port: int, store_url: str) -> dict[str, str]:
+    """Environment that wires an app to a running test PBX: ports, AMI secret, queue, paths.
+
+    Asterisk runs in its chroot, so the paths it writes (recordings, briefing prompts) differ from the
+    ones the app reads; both sides of each pair are set here, once for every end-to-end test.
+    """
+    return {
+        "CALLCENTER_AGI_PORT": str(agi_port),
+        "CALLCENTER_AMI_PORT": str(pbx.spec.ami_port),
+        "CALLCENTER_AMI_SECRET": pbx.spec.ami_secret,
+        "CALLCENTER_AMI_RECONNECT_MAX": "1",
+        "CALLCENTER_QUEUE_NAME": pbx.spec.queue,
+        "CALLCENTER_STORE_URL": store_url,
+        "CALLCENTER_QUEUE_RECORD_DIR": str(pbx.spec.record_path),
+        "CALLCENTER_SUPERVISION_RECORDINGS_ROOT": str(pbx.chroot),
+        "CALLCENTER_DISPATCH_PROMPT_DIR": str(pbx.host_dir / "prompts"),
+        "CALLCENTER_DISPATCH_PROMPT_DIR_ASTERISK": str(pbx.spec.instance_dir / "prompts"),
+    }
 
 
 class AppProcess:

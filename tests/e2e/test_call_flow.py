@@ -21,7 +21,7 @@ from callcenter.pbx.harness import TestPbx
 from callcenter.store import Store, utcnow
 from callcenter.store.models import Call
 from callcenter.testing import sipp
-from callcenter.testing.app import AppProcess
+from callcenter.testing.app import AppProcess, pbx_env
 from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.wait import until
 
@@ -41,12 +41,7 @@ def taker_port(pbx: TestPbx) -> int:
 
 def app_env(pbx: TestPbx, ports: dict[str, int], url: str) -> dict[str, str]:
     return {
-        "CALLCENTER_AGI_PORT": str(ports["agi"]),
-        "CALLCENTER_AMI_PORT": str(ports["ami"]),
-        "CALLCENTER_AMI_SECRET": pbx.spec.ami_secret,
-        "CALLCENTER_AMI_RECONNECT_MAX": "1",
-        "CALLCENTER_QUEUE_NAME": pbx.spec.queue,
-        "CALLCENTER_STORE_URL": url,
+        **pbx_env(pbx, ports["agi"], url),
         "CALLCENTER_QUEUE_FLAGS_REFRESH": "0.5",
     }
 

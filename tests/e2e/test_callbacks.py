@@ -26,7 +26,7 @@ from callcenter.store import Store, utcnow
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import Call, Callback, Dispatch, Rating
 from callcenter.testing import sipp
-from callcenter.testing.app import AppProcess
+from callcenter.testing.app import AppProcess, pbx_env
 from callcenter.testing.fake_twilio import FakeTwilio
 from callcenter.testing.wait import until
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user
@@ -68,14 +68,7 @@ async def app(
     await pbx.await_idle(timeout=30)
     web_port = sipp.free_port("tcp")
     env = {
-        "CALLCENTER_AGI_PORT": str(pbx_ports["agi"]),
-        "CALLCENTER_AMI_PORT": str(pbx_ports["ami"]),
-        "CALLCENTER_AMI_SECRET": pbx.spec.ami_secret,
-        "CALLCENTER_AMI_RECONNECT_MAX": "1",
-        "CALLCENTER_QUEUE_NAME": pbx.spec.queue,
-        "CALLCENTER_STORE_URL": f"sqlite+aiosqlite:///{tmp_path}/callcenter.db",
-        "CALLCENTER_DISPATCH_PROMPT_DIR": str(pbx.host_dir / "prompts"),
-        "CALLCENTER_DISPATCH_PROMPT_DIR_ASTERISK": str(pbx.spec.instance_dir / "prompts"),
+        **pbx_env(pbx, pbx_ports["agi"], f"sqlite+aiosqlite:///{tmp_path}/callcenter.db"),
         "CALLCENTER_TWILIO_ACCOUNT_SID": fake_twilio.account_sid,
         "CALLCENTER_TWILIO_AUTH_TOKEN": fake_twilio.auth_token,
         "CALLCENTER_TWILIO_FROM_NUMBER": "+15005550006",

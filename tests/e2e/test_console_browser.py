@@ -14,20 +14,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from callcenter.pbx.harness import TestPbx
 from callcenter.store import Store
 from callcenter.store.incidents import Incidents
 from callcenter.testing import sipp
-from callcenter.testing.app import AppProcess
+from callcenter.testing.app import AppProcess, pbx_env
 from callcenter.testing.wait import until
 from callcenter.testing.web import make_user
 
 pytestmark = pytest.mark.pbx
 
 PASSWORD = "correct-horse-battery"
-CHROMIUM = "/usr/bin/chromium"
 
 
 def greeting_seconds(pbx: TestPbx) -> float:
@@ -48,12 +47,7 @@ async def console_app(
     # taker1 is the static queue member of the test PBX: Ayu's softphone.
     await make_user(store, "ayu", "calltaker", password=PASSWORD, interface="PJSIP/taker1")
     env = {
-        "CALLCENTER_AGI_PORT": str(pbx_ports["agi"]),
-        "CALLCENTER_AMI_PORT": str(pbx_ports["ami"]),
-        "CALLCENTER_AMI_SECRET": pbx.spec.ami_secret,
-        "CALLCENTER_AMI_RECONNECT_MAX": "1",
-        "CALLCENTER_QUEUE_NAME": pbx.spec.queue,
-        "CALLCENTER_STORE_URL": url,
+        **pbx_env(pbx, pbx_ports["agi"], url),
     }
     app = AppProcess(env, tmp_path / "app.log", sipp.free_port("tcp"))
     await app.start()
@@ -62,21 +56,6 @@ async def console_app(
     finally:
         await app.stop()
         await store.close()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is not installed (scripts/setup.sh installs it)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu"],
-        )
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def log_in(page: Page, base_url: str) -> None:

@@ -22,7 +22,7 @@ from callcenter.store import Store
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import Dispatch, DispatchAttempt, Incident
 from callcenter.testing import sipp
-from callcenter.testing.app import AppProcess
+from callcenter.testing.app import AppProcess, pbx_env
 from callcenter.testing.wait import until
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user
 
@@ -69,16 +69,8 @@ INCIDENT = {
 
 def app_env(pbx: TestPbx, ports: dict[str, int], url: str, agencies: Path) -> dict[str, str]:
     return {
-        "CALLCENTER_AGI_PORT": str(ports["agi"]),
-        "CALLCENTER_AGI_SESSION_BUDGET": "45",
-        "CALLCENTER_AMI_PORT": str(ports["ami"]),
-        "CALLCENTER_AMI_SECRET": pbx.spec.ami_secret,
-        "CALLCENTER_AMI_RECONNECT_MAX": "1",
-        "CALLCENTER_QUEUE_NAME": pbx.spec.queue,
-        "CALLCENTER_STORE_URL": url,
+        **pbx_env(pbx, ports["agi"], url),
         "CALLCENTER_DISPATCH_AGENCIES_FILE": str(agencies),
-        "CALLCENTER_DISPATCH_PROMPT_DIR": str(pbx.host_dir / "prompts"),
-        "CALLCENTER_DISPATCH_PROMPT_DIR_ASTERISK": str(pbx.spec.instance_dir / "prompts"),
         "CALLCENTER_DISPATCH_ATTEMPTS_PER_LINE": "1",
         "CALLCENTER_DISPATCH_ACCEPT_TIMEOUT": "20",
     }

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,13 +24,12 @@ from callcenter.store import Store
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import AccessLog, Call, Callback
 from callcenter.testing import sipp
-from callcenter.testing.app import AppProcess
+from callcenter.testing.app import AppProcess, pbx_env
 from callcenter.testing.wait import until
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user
 
 pytestmark = pytest.mark.pbx
 
-CHROMIUM = "/usr/bin/chromium"
 ABANDONER = "081234567890"
 ABANDONER_E164 = "+6281234567890"
 TALKER = "085712345678"
@@ -58,15 +57,7 @@ async def sup_app(pbx: TestPbx, pbx_ports: dict[str, int], tmp_path: Path) -> As
     await make_user(store, "sari", "supervisor")
     await make_user(store, "ayu", "calltaker", interface="PJSIP/taker1")
     env = {
-        "CALLCENTER_AGI_PORT": str(pbx_ports["agi"]),
-        "CALLCENTER_AMI_PORT": str(pbx_ports["ami"]),
-        "CALLCENTER_AMI_SECRET": pbx.spec.ami_secret,
-        "CALLCENTER_AMI_RECONNECT_MAX": "1",
-        "CALLCENTER_QUEUE_NAME": pbx.spec.queue,
-        "CALLCENTER_STORE_URL": url,
-        # Recordings: Asterisk writes them inside its chroot; the app reads them through the chroot root.
-        "CALLCENTER_QUEUE_RECORD_DIR": str(pbx.spec.record_path),
-        "CALLCENTER_SUPERVISION_RECORDINGS_ROOT": str(pbx.chroot),
+        **pbx_env(pbx, pbx_ports["agi"], url),
     }
     app = AppProcess(env, tmp_path / "app.log", sipp.free_port("tcp"))
     try:
@@ -77,21 +68,6 @@ async def sup_app(pbx: TestPbx, pbx_ports: dict[str, int], tmp_path: Path) -> As
     finally:
         await app.stop()
         await store.close()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is not installed (scripts/setup.sh installs it)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu"],
-        )
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def log_in(page: Page, base_url: str, username: str) -> None:
@@ -181,7 +157,10 @@ async def test_supervisor_shift(sup_app: tuple[AppProcess, Store], browser: Brow
         assert res.ok, (res.errors, pbx.log_tail())
         await pbx.await_idle()
         taker_res = await taker.stop()
-        assert taker_res.successful == 1, taker_res.errors
+        # >= 1, not == 1: the ring-out phase's phone on this port did not answer Asterisk's CANCEL, so a
+        # retransmitted INVITE of that old attempt may reach this phone too. That the talker's call was
+        # answered by taker1 is checked on its own call record just below.
+        assert taker_res.successful >= 1, taker_res.errors
 
         async def answered_and_reported() -> bool:
             found = await rows(store, Call, Call.caller_number == TALKER_E164, Call.status == "completed")
@@ -189,6 +168,7 @@ async def test_supervisor_shift(sup_app: tuple[AppProcess, Store], browser: Brow
 
         await until(answered_and_reported, timeout=15, what="answered call completed with its recording")
         (answered,) = await rows(store, Call, Call.caller_number == TALKER_E164)
+        assert answered.answered_by == "taker1" and answered.wait_seconds is not None
         recording = pbx.host_path(answered.recording)
         await until(lambda: recording.exists() and recording.stat().st_size > 1000, what=f"recording {recording}")
         await expect(page.get_by_test_id("wb-calls-today")).to_have_text("2", timeout=12_000)
