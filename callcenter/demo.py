@@ -20,6 +20,7 @@ from aiohttp import web
 
 from callcenter.app import serve
 from callcenter.config import Config, replace
+from callcenter.dispatch.agencies import load_agencies
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
 from callcenter.pbx.harness import TestPbx
 from callcenter.pbx.render import PbxSpec
@@ -33,8 +34,22 @@ DEMO_TAKERS = (("taker1", 5071), ("taker2", 5072))
 log = structlog.get_logger("callcenter.demo")
 
 
+#: Duty desks whose (SIPp) phone answers in the demo and presses 1 after the briefing. Damkar's main
+#: desk is left unanswered on purpose: a fire dispatch shows the escalation to its backup line.
+DEMO_ANSWERING_DESKS = ("damkar-backup", "ambulans", "polres", "pdam", "bpbd")
+DEMO_AGENCY_BASE_PORT = 5100
+
+
+def demo_agency_lines() -> tuple[tuple[str, int], ...]:
+    """Every PJSIP duty line of the packaged agency directory, each on its own loopback port."""
+    names = sorted(
+        {line.split("/", 1)[1] for agency in load_agencies().agencies.values() for line in agency.lines if "/" in line}
+    )
+    return tuple((name, DEMO_AGENCY_BASE_PORT + i) for i, name in enumerate(names))
+
+
 def demo_spec(sip_port: int = 5060, ami_port: int = 5038, ami_secret: str = "", agi_port: int = 4573) -> PbxSpec:
-    """The demo wiring: call-takers' softphones on 5071/5072, supervisor (overflow) on 5079."""
+    """The demo wiring: call-takers' softphones on 5071/5072, supervisor (overflow) on 5079, agencies 5100+."""
     return PbxSpec(
         instance="demo",
         sip_port=sip_port,
@@ -43,7 +58,7 @@ def demo_spec(sip_port: int = 5060, ami_port: int = 5038, ami_secret: str = "", 
         ami_secret=ami_secret,
         agi_url=f"agi://127.0.0.1:{agi_port}",
         takers=DEMO_TAKERS,
-        agencies=(("police", 5081), ("ambulance", 5082), ("fire", 5083)),
+        agencies=demo_agency_lines(),
         supervisor_port=5079,
     )
 
@@ -86,12 +101,37 @@ async def run_demo(config: Config, *, takers: bool = True) -> int:
     chroot = await asyncio.to_thread(ensure_chroot, default_cache_dir())
     # A throwaway AMI secret unless one is configured: PBX and app are started together here.
     secret = config.ami.secret or secrets.token_urlsafe(16)
-    config = replace(config, ami={"secret": secret})
     spec = demo_spec(config.pbx.sip_port, config.ami.port, secret, config.agi.port)
     pbx = TestPbx(spec, chroot, REPO_ROOT)
+    # Asterisk lives in its chroot: what it writes (recordings) and reads (briefing prompts) sits under
+    # other paths on this host.
+    config = replace(
+        config,
+        ami={"secret": secret},
+        queue={"record_dir": str(spec.record_path)},
+        supervision={"recordings_root": str(chroot)},
+        dispatch={
+            "prompt_dir": str(pbx.host_dir / "prompts"),
+            "prompt_dir_asterisk": str(spec.instance_dir / "prompts"),
+        },
+    )
     await pbx.astart()
     phones: list[sipp.SippProcess] = []
     try:
+        ports = dict(spec.agencies)
+        for desk in DEMO_ANSWERING_DESKS:
+            # The duty officer answers after 3 s of ringing and presses 1 once the briefing is playing.
+            phones.append(
+                await sipp.answerer(
+                    ports[desk],
+                    answer_after=3,
+                    dtmf="1",
+                    dtmf_delay=8,
+                    hangup_by="remote",
+                    max_calls=None,
+                    timeout=86400,
+                )
+            )
         if takers:
             for _name, port in DEMO_TAKERS:
                 # Answer after 2 s of ringing, talk 20 s, hang up: a call-taker's softphone on autopilot.
@@ -116,6 +156,8 @@ async def run_demo(config: Config, *, takers: bool = True) -> int:
                 f"{accounts}"
                 "  in the console: 'Masuk antrean' puts you in the queue (SIPp answers for your softphone)\n"
                 "  place a call:  .venv/bin/callcenter call 112 --from 081234567890\n"
+                "  after submitting an intake, 'Teruskan ke instansi' calls the agencies' demo phones\n"
+                "  (Damkar's main desk does not answer: watch the escalation to its backup line)\n"
                 "  Ctrl-C stops everything.\n",
                 flush=True,
             )
