@@ -19,6 +19,19 @@ from callcenter.testing.sipp import free_port
 from callcenter.web.access import UserInfo
 
 DEFAULT_PASSWORD = "correct-horse-battery"
+#: A complete, valid fire intake in Jembrana, for tests that need an incident to dispatch.
+SAMPLE_INTAKE: dict[str, object] = {
+    "reporter_name": "Made Wirawan",
+    "callback_number": "+6281234567890",
+    "address": "Jl. Udayana 12",
+    "district": "Negara",
+    "subdistrict": "Lelateng",
+    "category": "fire",
+    "priority": "critical",
+    "victims_count": 1,
+    "victims_condition": "luka ringan",
+    "access_route": "lewat Jl. Gatot Subroto",
+}
 
 
 def test_config(tmp_path: Path) -> Config:

@@ -26,7 +26,7 @@ from callcenter.store.models import Call, Dispatch
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
 from callcenter.testing.wait import until
-from callcenter.testing.web import DEFAULT_PASSWORD, make_user
+from callcenter.testing.web import DEFAULT_PASSWORD, SAMPLE_INTAKE, make_user
 
 pytestmark = pytest.mark.pbx
 
@@ -48,18 +48,6 @@ answer_timeout = 10
 lines = ["+6236541113"]
 """
 
-INCIDENT = {
-    "reporter_name": "Made Wirawan",
-    "callback_number": "+6281234567890",
-    "address": "Jl. Udayana 12",
-    "district": "Negara",
-    "subdistrict": "Lelateng",
-    "category": "fire",
-    "priority": "critical",
-    "victims_count": 1,
-    "victims_condition": "luka ringan",
-    "access_route": "lewat Jl. Gatot Subroto",
-}
 #: The citizen stays on the line this long after Asterisk's answer (greeting, queue, dispatch, conference);
 #: the test ends the room itself well before.
 CALLER_HOLD = 150.0
@@ -158,7 +146,7 @@ async def test_call_taker_conferences_caller_with_officer(
             f"127.0.0.1:{pbx.spec.sip_port}", "112", caller_id="081234567890", hold_seconds=CALLER_HOLD, timeout=240
         )
         call = await answered(store)
-        incident = await Incidents(store).create(INCIDENT, call_id=call.id, user_id=None)
+        incident = await Incidents(store).create(SAMPLE_INTAKE, call_id=call.id, user_id=None)
         room = f"conf-{incident.id}"
 
         # Not accepted yet: nobody to bring in.

@@ -24,7 +24,7 @@ from callcenter.store.models import Dispatch, DispatchAttempt, Incident
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
 from callcenter.testing.wait import until
-from callcenter.testing.web import DEFAULT_PASSWORD, make_user
+from callcenter.testing.web import DEFAULT_PASSWORD, SAMPLE_INTAKE, make_user
 
 pytestmark = pytest.mark.pbx
 
@@ -52,19 +52,6 @@ lines = ["PJSIP/ambulans"]
 when_flag = "needs_water"
 add = ["ambulans"]
 """
-
-INCIDENT = {
-    "reporter_name": "Made Wirawan",
-    "callback_number": "+6281234567890",
-    "address": "Jl. Udayana 12",
-    "district": "Negara",
-    "subdistrict": "Lelateng",
-    "category": "fire",
-    "priority": "critical",
-    "victims_count": 1,
-    "victims_condition": "luka ringan",
-    "access_route": "lewat Jl. Gatot Subroto",
-}
 
 
 def app_env(pbx: TestPbx, ports: dict[str, int], url: str, agencies: Path) -> dict[str, str]:
@@ -129,7 +116,7 @@ async def dispatch(
 
 
 async def new_incident(store: Store) -> Incident:
-    return await Incidents(store).create(INCIDENT, call_id=None, user_id=None)
+    return await Incidents(store).create(SAMPLE_INTAKE, call_id=None, user_id=None)
 
 
 async def settled(store: Store, incident_id: int, count: int, timeout: float = 60.0) -> list[Dispatch]:
