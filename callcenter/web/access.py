@@ -47,6 +47,18 @@ CSRF = web.RequestKey("csrf", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Reply(Exception):
+    """Raised anywhere in a handler to answer with ``response`` (a 4xx with its JSON body) at once.
+
+    The app's error middleware turns it into the response, so handlers stay flat without each
+    module wrapping its routes in a decorator of its own.
+    """
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.text)
+        self.response = response
+
+
 def error(status: int, message: str, **extra: object) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 

@@ -8,7 +8,6 @@ in ``store/incidents.py``; this module only translates between HTTP and those tw
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import weakref
@@ -28,10 +27,10 @@ from callcenter.forms.categories import (
 )
 from callcenter.forms.intake import LIMITS, MAX_VICTIMS, Districts, IntakeError, load_districts, validate_intake
 from callcenter.forms.phone import normalize
-from callcenter.store import Store, StoreUnavailable
+from callcenter.store import Store
 from callcenter.store.incidents import EDITABLE, Incidents
 from callcenter.store.models import Incident
-from callcenter.web.access import Handler, error, require, user_of
+from callcenter.web.access import Reply, error, require, user_of
 from callcenter.web.keys import CONFIG, STORE
 
 routes = web.RouteTableDef()
@@ -80,12 +79,6 @@ def _region(request: web.Request) -> str:
 # -- request helpers ---------------------------------------------------------------------------------
 
 
-class _BadRequest(Exception):
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.text)
-        self.response = response
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -104,9 +97,9 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         text = await request.text()
         body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
-        raise _BadRequest(error(400, "body is not valid JSON")) from None
+        raise Reply(error(400, "body is not valid JSON")) from None
     if not isinstance(body, dict):
-        raise _BadRequest(error(400, "body must be a JSON object"))
+        raise Reply(error(400, "body must be a JSON object"))
     return body
 
 
@@ -119,16 +112,14 @@ def _limit(request: web.Request, default: int, maximum: int) -> int:
     if raw is None or raw == "":
         return default
     if not re.fullmatch(r"[0-9]{1,6}", raw) or int(raw) < 1:
-        raise _BadRequest(
-            _invalid({"limit": "Harus bilangan bulat positif."}, {"limit": "Must be a positive whole number."})
-        )
+        raise Reply(_invalid({"limit": "Harus bilangan bulat positif."}, {"limit": "Must be a positive whole number."}))
     return min(int(raw), maximum)
 
 
 def _incident_id(request: web.Request) -> int:
     raw = request.match_info["id"]
     if not re.fullmatch(r"[0-9]{1,10}", raw) or not 1 <= int(raw) <= _MAX_ID:
-        raise _BadRequest(error(404, "no such incident"))
+        raise Reply(error(404, "no such incident"))
     return int(raw)
 
 
@@ -150,28 +141,11 @@ def incident_json(incident: Incident) -> dict[str, Any]:
     return body
 
 
-def _handles_bad_requests(handler: Handler) -> Handler:
-    """Turn a ``_BadRequest`` raised anywhere in the handler into its response, and a database
-    that stayed away through the store's retry window into a 503 the console can retry on."""
-
-    @functools.wraps(handler)
-    async def run(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except _BadRequest as bad:
-            return bad.response
-        except StoreUnavailable:
-            return error(503, "database unavailable, try again shortly")
-
-    return run
-
-
 # -- schema ----------------------------------------------------------------------------------------
 
 
 @routes.get("/api/intake/schema")
 @require("calltaker", "supervisor")
-@_handles_bad_requests
 async def intake_schema(request: web.Request) -> web.Response:
     """Everything the form needs to draw itself, so the server alone decides which codes exist."""
     _incidents, districts = _cached(request.app)
@@ -194,13 +168,12 @@ async def intake_schema(request: web.Request) -> web.Response:
 def _call_key(request: web.Request) -> str:
     key = request.match_info["call_key"]
     if not _CALL_KEY.fullmatch(key):
-        raise _BadRequest(error(404, "no such draft key"))
+        raise Reply(error(404, "no such draft key"))
     return key
 
 
 @routes.get("/api/drafts/{call_key}")
 @require("calltaker")
-@_handles_bad_requests
 async def get_draft(request: web.Request) -> web.Response:
     incidents, _ = _cached(request.app)
     draft = await incidents.get_draft(user_of(request).id, _call_key(request))
@@ -211,7 +184,6 @@ async def get_draft(request: web.Request) -> web.Response:
 
 @routes.put("/api/drafts/{call_key}")
 @require("calltaker")
-@_handles_bad_requests
 async def put_draft(request: web.Request) -> web.Response:
     """Not validated (half-typed forms are the point of a draft), only bounded in size."""
     incidents, _ = _cached(request.app)
@@ -231,7 +203,6 @@ async def put_draft(request: web.Request) -> web.Response:
 
 @routes.post("/api/incidents")
 @require("calltaker", "supervisor")
-@_handles_bad_requests
 async def create_incident(request: web.Request) -> web.Response:
     incidents, districts = _cached(request.app)
     body = await _json_object(request)
@@ -251,7 +222,6 @@ async def create_incident(request: web.Request) -> web.Response:
 
 @routes.get("/api/incidents")
 @require("calltaker", "supervisor")
-@_handles_bad_requests
 async def list_incidents(request: web.Request) -> web.Response:
     incidents, _ = _cached(request.app)
     limit = _limit(request, 50, 500)
@@ -264,7 +234,6 @@ async def list_incidents(request: web.Request) -> web.Response:
 
 @routes.get("/api/incidents/{id}")
 @require("calltaker", "supervisor")
-@_handles_bad_requests
 async def get_incident(request: web.Request) -> web.Response:
     incidents, _ = _cached(request.app)
     incident_id = _incident_id(request)
@@ -282,7 +251,6 @@ async def get_incident(request: web.Request) -> web.Response:
 
 @routes.patch("/api/incidents/{id}")
 @require("calltaker", "supervisor")
-@_handles_bad_requests
 async def patch_incident(request: web.Request) -> web.Response:
     """Partial update; cross-field rules are checked against the stored incident the patch applies to."""
     incidents, districts = _cached(request.app)
@@ -308,7 +276,6 @@ async def patch_incident(request: web.Request) -> web.Response:
 
 @routes.post("/api/calls/{call_id}/classification")
 @require("calltaker", "supervisor")
-@_handles_bad_requests
 async def classify_call(request: web.Request) -> web.Response:
     incidents, _ = _cached(request.app)
     call_id = request.match_info["call_id"]
@@ -343,7 +310,6 @@ async def classify_call(request: web.Request) -> web.Response:
 
 @routes.get("/api/numbers/{e164}/history")
 @require("calltaker", "supervisor")
-@_handles_bad_requests
 async def number_history(request: web.Request) -> web.Response:
     """Any spelling of a number (``0812…``, ``+62812…``) finds the same history: it is keyed by E.164."""
     incidents, _ = _cached(request.app)
@@ -379,7 +345,6 @@ async def number_history(request: web.Request) -> web.Response:
 
 @routes.get("/api/pranks")
 @require("supervisor")
-@_handles_bad_requests
 async def prank_log(request: web.Request) -> web.Response:
     incidents, _ = _cached(request.app)
     limit = _limit(request, 100, 1000)

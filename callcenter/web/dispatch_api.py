@@ -16,7 +16,6 @@ so this module runs before that core exists: the proposal and dispatch endpoints
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import json
 import os
@@ -33,10 +32,10 @@ from aiohttp import BodyPartReader, web
 from callcenter.dispatch.conference import Conference, ConferenceError
 from callcenter.dispatch.sla import ensure_due, targets_of
 from callcenter.queue.ami import AmiError, AmiNotConnected
-from callcenter.store import Store, StoreUnavailable
+from callcenter.store import Store
 from callcenter.store.dispatches import UPDATE_STATUSES, Dispatches, DispatchView, TransitionError, allowed_next
 from callcenter.store.models import Call, Incident
-from callcenter.web.access import Handler, UserInfo, error, require, user_of
+from callcenter.web.access import Reply, UserInfo, error, require, user_of
 from callcenter.web.keys import AMI, CONFIG, STORE, TRACKER
 from callcenter.web.live import HUB
 
@@ -124,31 +123,10 @@ def _upload_dir(app: web.Application) -> Path:
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
-class _Reply(Exception):
-    """Raised anywhere in a handler to answer with ``response`` (keeps the handlers flat)."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.text)
-        self.response = response
-
-
-def _handles_replies(handler: Handler) -> Handler:
-    @functools.wraps(handler)
-    async def run(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except _Reply as reply:
-            return reply.response
-        except StoreUnavailable:
-            return error(503, "database unavailable, try again shortly")
-
-    return run
-
-
 def _id(request: web.Request, name: str, what: str) -> int:
     raw = request.match_info[name]
     if not re.fullmatch(r"[0-9]{1,10}", raw) or not 1 <= int(raw) <= _MAX_ID:
-        raise _Reply(error(404, f"no such {what}"))
+        raise Reply(error(404, f"no such {what}"))
     return int(raw)
 
 
@@ -158,7 +136,7 @@ def _invalid(fields: dict[str, str], fields_en: dict[str, str]) -> web.Response:
 
 def _own_agency(user: UserInfo) -> str:
     if not user.agency:
-        raise _Reply(error(403, "no agency is linked to your account"))
+        raise Reply(error(403, "no agency is linked to your account"))
     return user.agency
 
 
@@ -206,7 +184,7 @@ async def _incident(request: web.Request, incident_id: int, *, set_due: bool = F
 
     incident = await store.transaction("dispatch_incident", op)
     if incident is None:
-        raise _Reply(error(404, "no such incident"))
+        raise Reply(error(404, "no such incident"))
     return incident
 
 
@@ -214,9 +192,9 @@ async def _load(request: web.Request, dispatch_id: int) -> DispatchView:
     """The dispatch, if this user may act on it: 404 when unknown, 403 for another agency's."""
     view = await _dispatches(request.app).get(dispatch_id)
     if view is None:
-        raise _Reply(error(404, "no such dispatch"))
+        raise Reply(error(404, "no such dispatch"))
     if not _may_see(user_of(request), view.dispatch.agency):
-        raise _Reply(error(403, "not your agency's dispatch"))
+        raise Reply(error(403, "not your agency's dispatch"))
     return view
 
 
@@ -225,7 +203,6 @@ async def _load(request: web.Request, dispatch_id: int) -> DispatchView:
 
 @routes.get("/api/incidents/{id}/proposal")
 @require(*CENTRE)
-@_handles_replies
 async def proposal(request: web.Request) -> web.Response:
     """The agencies the rules propose for the incident (by category, district and its intake flags)
     first, then every other one to add by hand."""
@@ -248,7 +225,6 @@ async def proposal(request: web.Request) -> web.Response:
 
 @routes.post("/api/incidents/{id}/dispatch")
 @require(*CENTRE)
-@_handles_replies
 async def dispatch(request: web.Request) -> web.Response:
     """Hand the incident to the dispatch core, which calls every chosen agency in parallel."""
     incident_id = _id(request, "id", "incident")
@@ -297,7 +273,6 @@ async def dispatch(request: web.Request) -> web.Response:
 
 @routes.get("/api/incidents/{id}/dispatches")
 @require("calltaker", "supervisor", "agency")
-@_handles_replies
 async def incident_dispatches(request: web.Request) -> web.Response:
     """All of the incident's dispatches for the centre; an officer gets only their agency's (and a 403
     when there is none, whether the incident exists or not: ids are not to be probed)."""
@@ -319,7 +294,6 @@ async def incident_dispatches(request: web.Request) -> web.Response:
 
 @routes.get("/api/agency/dispatches")
 @require("agency")
-@_handles_replies
 async def agency_dispatches(request: web.Request) -> web.Response:
     """The officer's agency's dispatches, newest first, each with what the agency needs to respond."""
     agency = _own_agency(user_of(request))
@@ -342,7 +316,6 @@ async def agency_dispatches(request: web.Request) -> web.Response:
 
 @routes.post("/api/dispatches/{id}/accept")
 @require("agency")
-@_handles_replies
 async def accept(request: web.Request) -> web.Response:
     """Accept in the browser; a dispatch already accepted (by phone or by a colleague) answers 409."""
     dispatch_id = _id(request, "id", "dispatch")
@@ -372,7 +345,6 @@ async def accept(request: web.Request) -> web.Response:
 
 @routes.post("/api/dispatches/{id}/conference")
 @require(*CENTRE)
-@_handles_replies
 async def conference(request: web.Request) -> web.Response:
     """Bring the accepted agency officer into the incident's call: caller, call-taker and officer in one
     ConfBridge room (``callcenter/dispatch/conference.py``)."""
@@ -428,11 +400,11 @@ async def _read_text(part: BodyPartReader) -> str:
     while chunk := await part.read_chunk(4096):
         data += chunk
         if len(data) > _MAX_TEXT_PART:
-            raise _Reply(error(413, f"{part.name} too long"))
+            raise Reply(error(413, f"{part.name} too long"))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Reply(_invalid({str(part.name): "Bukan teks UTF-8."}, {str(part.name): "Not UTF-8 text."})) from None
+        raise Reply(_invalid({str(part.name): "Bukan teks UTF-8."}, {str(part.name): "Not UTF-8 text."})) from None
 
 
 async def _save_photo(part: BodyPartReader, directory: Path, dispatch_id: int, limit: int) -> str | None:
@@ -453,15 +425,15 @@ async def _save_photo(part: BodyPartReader, directory: Path, dispatch_id: int, l
                         continue
                     kind = _photo_kind(head)
                     if kind is None:
-                        raise _Reply(error(415, "photo must be a JPEG or PNG image"))
+                        raise Reply(error(415, "photo must be a JPEG or PNG image"))
                     chunk, head = head, b""
                 size += len(chunk)
                 if size > limit:
-                    raise _Reply(error(413, f"photo larger than {limit} bytes"))
+                    raise Reply(error(413, f"photo larger than {limit} bytes"))
                 out.write(chunk)
         if kind is None:
             if head:  # a few bytes that are no image header
-                raise _Reply(error(415, "photo must be a JPEG or PNG image"))
+                raise Reply(error(415, "photo must be a JPEG or PNG image"))
             temp.unlink()
             return None
         name = f"{dispatch_id}-{secrets.token_hex(16)}.{kind}"
@@ -475,7 +447,6 @@ async def _save_photo(part: BodyPartReader, directory: Path, dispatch_id: int, l
 
 @routes.post("/api/dispatches/{id}/updates")
 @require("agency")
-@_handles_replies
 async def add_update(request: web.Request) -> web.Response:
     """multipart/form-data: ``status``, ``note``, optional ``photo`` (JPEG/PNG ≤ ``upload_max_bytes``)."""
     dispatch_id = _id(request, "id", "dispatch")
@@ -518,11 +489,11 @@ async def add_update(request: web.Request) -> web.Response:
                 f"Too long (at most {MAX_NOTE} characters) or contains control characters.",
             )
         if problems:
-            raise _Reply(_invalid({k: v[0] for k, v in problems.items()}, {k: v[1] for k, v in problems.items()}))
+            raise Reply(_invalid({k: v[0] for k, v in problems.items()}, {k: v[1] for k, v in problems.items()}))
         try:
             updated = await _dispatches(request.app).add_update(dispatch_id, user_of(request).id, status, note, photo)
         except TransitionError as exc:
-            raise _Reply(
+            raise Reply(
                 error(
                     422,
                     "invalid input",
@@ -533,7 +504,7 @@ async def add_update(request: web.Request) -> web.Response:
                 )
             ) from None
         except LookupError:
-            raise _Reply(error(404, "no such dispatch")) from None
+            raise Reply(error(404, "no such dispatch")) from None
     except BaseException:
         # Nothing refers to a photo of a refused update: don't keep it.
         if photo is not None:
@@ -547,7 +518,6 @@ async def add_update(request: web.Request) -> web.Response:
 
 @routes.get("/api/dispatches/{id}/photos/{name}")
 @require("calltaker", "supervisor", "agency")
-@_handles_replies
 async def photo(request: web.Request) -> web.StreamResponse:
     """A photo of one of the dispatch's updates, to the centre and to the dispatch's own agency."""
     dispatch_id = _id(request, "id", "dispatch")
