@@ -89,12 +89,36 @@ async def _retention_command(config: Config, dry_run: bool) -> int:
     try:
         await store.upgrade()
         report = await run_retention(
-            store, config.retention, recordings_root=config.supervision.recordings_root, dry_run=dry_run
+            store,
+            config.retention,
+            recordings_root=config.supervision.recordings_root,
+            upload_dir=config.dispatch.upload_dir,
+            dry_run=dry_run,
         )
     finally:
         await store.close()
     print(json.dumps(report.as_dict(), indent=2))
     return 1 if report.errors else 0
+
+
+async def _stats_command(config: Config, action: str) -> int:
+    """Bring the statistics roll-up up to date (``refresh``) or recompute it from the raw rows (``rebuild``,
+    e.g. after restoring a backup taken without it); the app also refreshes it on every statistics read."""
+    import time
+
+    from callcenter.store import Store
+    from callcenter.store.stats import Rollup
+
+    store = Store.from_url(config.store.url, retry_for=config.store.retry_for)
+    try:
+        await store.upgrade()
+        rollup = Rollup(store)
+        started = time.monotonic()
+        hours = await (rollup.rebuild() if action == "rebuild" else rollup.refresh())
+    finally:
+        await store.close()
+    print(f"statistics roll-up: {hours} hours recomputed in {time.monotonic() - started:.1f} s")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run", help="delete old recordings and anonymise old personal fields, per [retention]"
     )
     retention_run.add_argument("--dry-run", action="store_true", help="only count; change and write nothing")
+    stats = sub.add_parser("stats", help="the statistics roll-up behind /api/stats")
+    stats.add_argument(
+        "action", choices=["refresh", "rebuild"], help="refresh: recompute the hours changed; rebuild: all of them"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -150,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_user_command(config, args))
     if args.command == "retention":
         return asyncio.run(_retention_command(config, args.dry_run))
+    if args.command == "stats":
+        return asyncio.run(_stats_command(config, args.action))
     from callcenter import demo as demo_mod
 
     if args.command == "demo":

@@ -55,6 +55,8 @@ class Call(Base):
         Index("ix_calls_arrived_stats", "arrived_at", "answered_at", "wait_seconds", "status", "classification"),
         Index("ix_calls_answered_by_arrived", "answered_by", "arrived_at"),
         Index("ix_calls_status_arrived", "status", "arrived_at"),
+        Index("ix_calls_id_arrived", "id", "arrived_at"),
+        Index("ix_calls_arrived_id", "arrived_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -72,7 +74,8 @@ class Call(Base):
     queue: Mapped[str | None] = mapped_column(String(64))
     queue_priority: Mapped[int | None] = mapped_column(Integer)
     language: Mapped[str | None] = mapped_column(String(8))
-    arrived_at: Mapped[datetime] = mapped_column(index=True)
+    #: Indexed with ``id`` (``ix_calls_arrived_id``): newest-first pages in the call log's own order.
+    arrived_at: Mapped[datetime]
     queued_at: Mapped[datetime | None]
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
@@ -230,6 +233,7 @@ class Dispatch(Base):
         Index("ix_dispatches_incident_accepted", "incident_id", "accepted_at"),
         Index("ix_dispatches_created_agency", "created_at", "agency", "accepted_at"),
         Index("ix_dispatches_status_agency", "status", "agency", "incident_id"),
+        Index("ix_dispatches_agency_incident", "agency", "incident_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -330,3 +334,38 @@ class AccessLog(Base):
     subject_type: Mapped[str] = mapped_column(String(16))
     subject_id: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class StatsRollup(Base):
+    """Statistics grouped per UTC hour (``span`` 1) and per UTC day (``span`` 24, the sum of its hours),
+    recomputed from the raw rows whenever triggers mark an hour dirty (migration 0007, ``store/stats.py``).
+
+    ``hour`` is whole hours since 1970-01-01 UTC (the first hour of the span); ``kind`` says what is
+    counted and ``key`` by what (a category, an agency, an answer-time bucket…); ``n`` counts, ``total``
+    sums a second figure where one is needed (accepted dispatches, rating scores). One row with
+    ``span`` 0 records the roll-up's definition: when it is missing or differs, everything is rebuilt.
+    """
+
+    __tablename__ = "stats_rollup"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    span: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    hour: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer)
+
+
+class StatsDirty(Base):
+    """UTC hours whose roll-up is out of date, written by triggers on every change to the source tables.
+
+    ``tx`` is the writing transaction on PostgreSQL (``txid_current()``), so concurrent writers never
+    share a mark and a refresh can only delete marks of committed changes; always 0 on SQLite.
+    """
+
+    __tablename__ = "stats_dirty"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    hour: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tx: Mapped[int] = mapped_column(BigInteger, primary_key=True)

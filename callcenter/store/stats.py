@@ -1,24 +1,32 @@
 """Supervision queries: the wallboard's figures for today, the call log, one call's record, statistics.
 
-A regional government asks for yearly figures over about a million calls, so everything here is
-aggregated inside the database and only small results cross to Python:
+A regional government asks for yearly figures over about a million calls. Grouping a year of raw rows
+per request took seconds (``bench/p6_stats.py``), so statistics are read from a roll-up:
 
-* Per-call figures (by hour, by day, answer-time buckets, classification shares) come from ONE pass
-  over ``calls`` grouped by the UTC hour of arrival. The hour key is a plain prefix of the stored
-  timestamp on SQLite (``substr``: SQLAlchemy stores ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC) and
-  ``date_trunc`` on PostgreSQL, so both backends group on something cheap; the at most 24-per-day rows are
-  then shifted to the centre's local time in Python. That shift is exact because the offset is a
-  whole number of hours — Indonesia's zones (WIB +7, WITA +8, WIT +9) have no daylight saving.
-* Answer-time buckets are ``SUM(CASE …)`` columns of that same pass; the within-10/15/20 s shares are
-  its cumulative sums (the bucket edges include 10, 15 and 20), so NENA/NFPA figures agree with the
-  histogram by construction.
-* Percentiles of "call arrival → first dispatch acceptance" are computed from a histogram of whole
-  seconds grouped in SQL (SQLite has no ``percentile_cont``); nearest-rank over that histogram is
-  exact to the second, which is the resolution a report gives anyway.
+* ``stats_rollup`` (migration 0007) holds, per UTC hour, everything ``statistics()`` adds up: calls,
+  answered and abandoned (kept per hour for the by-hour and by-day figures), answer-time buckets,
+  classifications, incident categories, dispatches per agency, the histogram of seconds from call
+  arrival to the first accepted dispatch, and rating counts and score sums per call-taker and agency.
+  The same rows summed per UTC day make a year a few hundred thousand small rows instead of millions.
+* The hour key is whole hours since 1970 (``hour_key``). Local hours and days are UTC hours shifted
+  by the centre's offset, which is exact because the offset is a whole number of hours - Indonesia's
+  zones (WIB +7, WITA +8, WIT +9) have no daylight saving.
+* Triggers on the source tables mark every hour a write touches in ``stats_dirty``, whoever writes;
+  ``Rollup.refresh()`` recomputes those hours from the raw rows with the very queries that compute
+  a raw answer (``fact_selects``), before every ``statistics()`` read. Whole hours of a period come
+  from the roll-up, the ragged edges of a period not on an hour boundary from the raw rows, so the
+  result equals the raw computation (``statistics(..., raw=True)``; the tests compare them).
+* Everything that is summed is a count or a sum, so hours, days and edges add up exactly: shares,
+  the within-10/15/20 s figures (cumulative bucket counts; the edges include 10, 15 and 20), rating
+  averages (score sum / count) and percentiles are computed only at the end.
+* Percentiles of "call arrival → first dispatch acceptance" are nearest-rank over a histogram of
+  whole seconds (SQLite has no ``percentile_cont``): exact to the second, the resolution a report
+  gives anyway.
 
 Every table is counted by the time of the thing it counts: calls by arrival, incidents by creation,
 dispatches by creation; ratings and dispatch acknowledgement belong to their incident's period.
-All ranges are half-open ``[start, end)`` in UTC.
+All ranges are half-open ``[start, end)`` in UTC. The wallboard (one day) and the call log read the
+raw rows: their indexes make them fast enough (migrations 0005 and 0007).
 """
 
 from __future__ import annotations
@@ -29,7 +37,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, and_, case, cast, func, literal_column, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    and_,
+    case,
+    cast,
+    delete,
+    extract,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.forms.categories import CLASSIFICATIONS
@@ -41,6 +65,8 @@ from callcenter.store.models import (
     Incident,
     IncidentAudit,
     Rating,
+    StatsDirty,
+    StatsRollup,
     User,
 )
 
@@ -52,7 +78,10 @@ __all__ = [
     "CallFilter",
     "CallPage",
     "Period",
+    "Rollup",
     "Stats",
+    "fact_selects",
+    "hour_key",
     "pct",
 ]
 
@@ -81,10 +110,40 @@ WOMEN_AND_CHILDREN = "violence_women_children"
 if any(b not in ANSWER_BUCKETS for b in WITHIN):  # pragma: no cover - a guard on the constants above
     raise AssertionError("every WITHIN threshold must be a bucket edge")
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+#: What the roll-up rows count (``StatsRollup.kind``). ``calls`` is read per hour (by hour, by day);
+#: the others are summed over a period, so they are also kept per day.
+CALLS_KIND = "calls"
+SUMMED_KINDS: tuple[str, ...] = ("wait", "class", "category", "agency", "ack", "rate_taker", "rate_agency")
+KINDS: tuple[str, ...] = (CALLS_KIND, *SUMMED_KINDS)
+#: ``calls`` rows are keyed by what the call counts as (a call may be both, whatever the tracker does).
+ANSWERED, ABANDONED = "answered", "abandoned"
+#: The label of the answer-time bucket above the last edge.
+OVER = "inf"
+#: Changing this, or ``ANSWER_BUCKETS``, changes what the roll-up holds: the first refresh after the
+#: change finds another definition recorded and rebuilds everything.
+ROLLUP_VERSION = 1
+ROLLUP_DEFINITION = f"v{ROLLUP_VERSION} wait<=" + ",".join(str(b) for b in ANSWER_BUCKETS)
+
 
 def pct(part: int, whole: int) -> float | None:
     """Share in percent with one decimal, as regional reports print it ("19.3%"); None for no data."""
     return round(100.0 * part / whole, 1) if whole else None
+
+
+def hour_floor(at: datetime) -> int:
+    """The hour key (hours since 1970 UTC) of the hour ``at`` falls in."""
+    return (at - EPOCH) // HOUR
+
+
+def hour_ceil(at: datetime) -> int:
+    """The hour key of the first hour boundary at or after ``at``."""
+    return -((EPOCH - at) // HOUR)
+
+
+def hour_start(hour: int) -> datetime:
+    return EPOCH + hour * HOUR
 
 
 @dataclass(frozen=True)
@@ -158,8 +217,298 @@ def _nearest_rank(histogram: Sequence[tuple[int, int]], p: float) -> int | None:
     return histogram[-1][0]  # pragma: no cover - unreachable: seen reaches total
 
 
+# -- SQL shared by the roll-up and the raw computation -----------------------------------------------------
+
+
+def hour_key(dialect: str, column: Any) -> ColumnElement[int]:
+    """Whole hours since 1970 UTC of a timestamp column, in SQL. Migration 0007's triggers compute the
+    same with the same expressions. SQLite stores UTC as ``YYYY-MM-DD HH:MM:SS.ffffff``: the hour is
+    its first 13 characters, as the range filters (text comparisons) see it - ``strftime('%s')`` of the
+    whole value would round 10:59:59.9999 up to 11:00. No bound parameters: PostgreSQL must see the
+    same expression in ``GROUP BY`` as in the select list."""
+    if dialect == "sqlite":
+        hour = func.substr(column, literal_column("1"), literal_column("13")).concat(literal_column("':00:00'"))
+        return cast(func.strftime(literal_column("'%s'"), hour), Integer) // literal_column("3600", Integer)
+    return cast(func.floor(extract("epoch", column) / literal_column("3600")), Integer)
+
+
+def _seconds_between(dialect: str, later: Any, earlier: Any) -> ColumnElement[Any]:
+    if dialect == "sqlite":
+        return (func.julianday(later) - func.julianday(earlier)) * literal_column("86400.0")
+    return extract("epoch", later - earlier)
+
+
+def _whole_seconds(dialect: str, seconds: ColumnElement[Any]) -> ColumnElement[int]:
+    """Seconds floored to a whole number. SQLite's julianday() is a double of days, precise to about
+    50 µs, so 12.000 s may come back as 11.99996: a millisecond of tolerance keeps it at 12."""
+    if dialect == "sqlite":
+        return cast(seconds + literal_column("0.001"), Integer)
+    return cast(func.floor(seconds), Integer)
+
+
+def _const(value: str) -> ColumnElement[str]:
+    """A string constant rendered inline (a bound parameter would differ between select list and
+    ``GROUP BY`` on PostgreSQL); only ever given the module's own names."""
+    return literal_column(f"'{value}'", String)
+
+
+def fact_selects(dialect: str, start: datetime, end: datetime) -> list[Select[Any]]:
+    """SELECTs of everything statistics add up, per UTC hour, from the raw rows in ``[start, end)``.
+
+    Each yields ``(kind, hour, key, n, total)`` rows, the columns of ``stats_rollup``: refreshing an
+    hour inserts exactly what they return for that hour, and a raw answer (or the edge of a period
+    not on an hour boundary) adds up what they return for its range, so both agree by construction.
+    """
+    group: tuple[ColumnElement[Any], ...] = (literal_column("stat_hour"), literal_column("stat_key"))
+
+    def head(kind: str, stamp: Any, key: Any) -> list[Any]:
+        return [_const(kind).label("stat_kind"), hour_key(dialect, stamp).label("stat_hour"), key.label("stat_key")]
+
+    calls_in = and_(Call.arrived_at >= start, Call.arrived_at < end)
+    answered = Call.answered_at.is_not(None)
+    abandoned = Call.status == ABANDONED
+    timed = and_(answered, Call.wait_seconds.is_not(None))
+    calls = case(
+        (and_(answered, abandoned), _const(f"{ANSWERED},{ABANDONED}")),
+        (answered, _const(ANSWERED)),
+        (abandoned, _const(ABANDONED)),
+        else_=_const("other"),
+    )
+    bucket = case(
+        *[(Call.wait_seconds <= literal_column(str(le)), _const(str(le))) for le in ANSWER_BUCKETS],
+        else_=_const(OVER),
+    )
+    zero = literal_column("0", Integer).label("stat_total")
+    count = func.count().label("stat_n")
+    incidents_in = and_(Incident.created_at >= start, Incident.created_at < end)
+
+    first = (
+        select(Dispatch.incident_id.label("incident_id"), func.min(Dispatch.accepted_at).label("first_at"))
+        .join(Incident, Incident.id == Dispatch.incident_id)
+        .where(Dispatch.accepted_at.is_not(None), incidents_in)
+        .group_by(Dispatch.incident_id)
+        .subquery()
+    )
+    ack = cast(_whole_seconds(dialect, _seconds_between(dialect, first.c.first_at, Call.arrived_at)), String(16))
+    rated = and_(Rating.score.is_not(None), incidents_in)
+    # One row per (rating, agency that accepted a dispatch of its incident): an agency dispatched
+    # twice to one incident still gets that incident's rating once.
+    pairs = (
+        select(
+            Rating.id.label("rid"),
+            Rating.score.label("score"),
+            Dispatch.agency.label("agency"),
+            hour_key(dialect, Incident.created_at).label("h"),
+        )
+        .join(Incident, Incident.id == Rating.incident_id)
+        .join(Dispatch, Dispatch.incident_id == Incident.id)
+        .where(rated, Dispatch.accepted_at.is_not(None))
+        .distinct()
+        .subquery()
+    )
+    return [
+        select(*head(CALLS_KIND, Call.arrived_at, calls), count, zero).where(calls_in).group_by(*group),
+        select(*head("wait", Call.arrived_at, bucket), count, zero).where(calls_in, timed).group_by(*group),
+        select(*head("class", Call.arrived_at, Call.classification), count, zero)
+        .where(calls_in, Call.classification.is_not(None))
+        .group_by(*group),
+        select(*head("category", Incident.created_at, Incident.category), count, zero)
+        .where(incidents_in)
+        .group_by(*group),
+        select(
+            *head("agency", Dispatch.created_at, Dispatch.agency),
+            count,
+            func.count(Dispatch.accepted_at).label("stat_total"),
+        )
+        .where(Dispatch.created_at >= start, Dispatch.created_at < end)
+        .group_by(*group),
+        select(*head("ack", Incident.created_at, ack), count, zero)
+        .select_from(first)
+        .join(Incident, Incident.id == first.c.incident_id)
+        .join(Call, Call.id == Incident.call_id)
+        .group_by(*group),
+        select(
+            *head("rate_taker", Incident.created_at, Call.answered_by),
+            count,
+            func.sum(Rating.score).label("stat_total"),
+        )
+        .select_from(Rating)
+        .join(Incident, Incident.id == Rating.incident_id)
+        .join(Call, Call.id == Incident.call_id)
+        .where(rated, Call.answered_by.is_not(None))
+        .group_by(*group),
+        select(
+            _const("rate_agency").label("stat_kind"),
+            pairs.c.h.label("stat_hour"),
+            pairs.c.agency.label("stat_key"),
+            count,
+            func.sum(pairs.c.score).label("stat_total"),
+        ).group_by(*group),
+    ]
+
+
+# -- the roll-up -------------------------------------------------------------------------------------------
+
+
+class Rollup:
+    """Keeps ``stats_rollup`` equal to what ``fact_selects`` gives for every hour (see module docstring).
+
+    Concurrency. Writers only insert their own marks (SQLite: one writer at a time; PostgreSQL: keyed by
+    transaction), so they never wait for a refresh. A refresh deletes the marks it can see - committed
+    ones - and then recomputes their hours with statements that see at least those commits; a change
+    still in flight keeps its mark for the next refresh, so none is lost under READ COMMITTED.
+    Refreshes take a transaction-level advisory lock on PostgreSQL, so two of them (two requests, the
+    background task, the CLI) never write the same hours with snapshots in the wrong order. SQLite has one
+    writer at a time; a refresh starts with its DELETE because the driver opens the transaction only at
+    the first write, and the reads that recompute the hours must belong to it.
+
+    Each step is its own short transaction of at most ``chunk_hours`` dirty hours: a rebuild of years
+    never holds SQLite's single write lock (and with it the tracker and the AGI routes) for long.
+    """
+
+    #: Identifies the refresh lock among PostgreSQL advisory locks ("112 STAT").
+    LOCK_KEY = 0x112_57A7
+
+    def __init__(self, store: Store, *, chunk_hours: int = 24 * 7) -> None:
+        self.store = store
+        self.dialect = store.engine.dialect.name
+        self.chunk_hours = chunk_hours
+
+    async def refresh(self) -> int:
+        """Bring every hour marked dirty up to date (rebuilding all when the roll-up's definition differs
+        or it was never built); returns how many hours were recomputed."""
+
+        async def state(session: AsyncSession) -> tuple[str | None, int | None, int | None]:
+            recorded = await session.scalar(select(StatsRollup.key).where(StatsRollup.span == 0))
+            lo, hi = (await session.execute(select(func.min(StatsDirty.hour), func.max(StatsDirty.hour)))).one()
+            return recorded, lo, hi
+
+        recorded, lo, hi = await self.store.transaction("stats_state", state)
+        if recorded != ROLLUP_DEFINITION:
+            await self.store.transaction("stats_invalidate", lambda session: self._invalidate(session, force=False))
+            recorded, lo, hi = await self.store.transaction("stats_state", state)
+        if lo is None or hi is None:
+            return 0
+        done = 0
+        # Marks committed after this point may arrive while we work: they wait for the next refresh,
+        # so that a busy centre cannot keep one refresh running for ever.
+        for _ in range((hi - lo) // self.chunk_hours + 2):
+            hours = await self.store.transaction("stats_refresh", self._refresh_chunk)
+            if hours is None:
+                break
+            done += hours
+        return done
+
+    async def rebuild(self) -> int:
+        """Recompute the whole roll-up from the raw rows (``callcenter stats rebuild``)."""
+        await self.store.transaction("stats_invalidate", lambda session: self._invalidate(session, force=True))
+        return await self.refresh()
+
+    async def _lock(self, session: AsyncSession) -> None:
+        if self.dialect == "postgresql":
+            await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self.LOCK_KEY})
+
+    async def _invalidate(self, session: AsyncSession, *, force: bool) -> None:
+        """Forget the roll-up and mark every hour from the first to the last source row dirty; the
+        refresh then recomputes them in chunks. The definition is recorded in the same transaction.
+        Unless ``force``d, nothing is done when another refresh has just done it."""
+        await self._lock(session)
+        if not force:
+            recorded = await session.scalar(select(StatsRollup.key).where(StatsRollup.span == 0))
+            if recorded == ROLLUP_DEFINITION:
+                return
+        await session.execute(delete(StatsRollup))
+        await session.execute(delete(StatsDirty))
+        bounds = []
+        for column in (Call.arrived_at, Incident.created_at, Dispatch.created_at):
+            lo, hi = (await session.execute(select(func.min(column), func.max(column)))).one()
+            if lo is not None and hi is not None:
+                bounds += [hour_floor(lo), hour_floor(hi)]
+        if bounds:
+            hours = range(min(bounds), max(bounds) + 1)
+            await session.execute(insert(StatsDirty), [{"hour": h, "tx": 0} for h in hours])
+        await session.execute(
+            insert(StatsRollup).values(span=0, kind="meta", hour=0, key=ROLLUP_DEFINITION, n=0, total=0)
+        )
+
+    async def _refresh_chunk(self, session: AsyncSession) -> int | None:
+        """Take the dirty marks of the lowest ``chunk_hours`` hours and recompute those hours; None when
+        nothing was dirty."""
+        await self._lock(session)
+        window = StatsDirty.hour < select(func.min(StatsDirty.hour)).scalar_subquery() + self.chunk_hours
+        if self.dialect == "sqlite":
+            taken = delete(StatsDirty).where(window).returning(StatsDirty.hour)
+            hours = sorted(set((await session.scalars(taken)).all()))
+        else:
+            cte = delete(StatsDirty).where(window).returning(StatsDirty.hour).cte("taken")
+            hours = sorted(set((await session.scalars(select(cte.c.hour).distinct())).all()))
+        if not hours:
+            return None
+        await self._recompute(session, hours[0], hours[-1] + 1)
+        return len(hours)
+
+    async def _recompute(self, session: AsyncSession, first: int, end: int) -> None:
+        """Replace the roll-up of hours ``[first, end)`` (and of the days they fall in) by what the raw
+        rows say. Hours in between that were not dirty are recomputed too: same result, fewer queries."""
+        rollup = StatsRollup
+        await session.execute(
+            delete(rollup).where(rollup.span == 1, rollup.kind.in_(KINDS), rollup.hour >= first, rollup.hour < end)
+        )
+        columns = ["span", "kind", "hour", "key", "n", "total"]
+        for facts in fact_selects(self.dialect, hour_start(first), hour_start(end)):
+            sub = facts.subquery()
+            await session.execute(insert(rollup).from_select(columns, select(literal_column("1", Integer), *sub.c)))
+        day_first, day_end = first // 24 * 24, -(-end // 24) * 24
+        await session.execute(
+            delete(rollup).where(
+                rollup.span == 24, rollup.kind.in_(SUMMED_KINDS), rollup.hour >= day_first, rollup.hour < day_end
+            )
+        )
+        day = (rollup.hour // literal_column("24", Integer) * literal_column("24", Integer)).label("day_hour")
+        daily = (
+            select(
+                literal_column("24", Integer), rollup.kind, day, rollup.key, func.sum(rollup.n), func.sum(rollup.total)
+            )
+            .where(rollup.span == 1, rollup.kind.in_(SUMMED_KINDS), rollup.hour >= day_first, rollup.hour < day_end)
+            .group_by(rollup.kind, literal_column("day_hour"), rollup.key)
+        )
+        await session.execute(insert(rollup).from_select(columns, daily))
+
+    async def pending(self) -> int:
+        """How many dirty marks wait for a refresh."""
+
+        async def op(session: AsyncSession) -> int:
+            return _int(await session.scalar(select(func.count()).select_from(StatsDirty)))
+
+        return await self.store.transaction("stats_pending", op)
+
+
+@dataclass
+class _Sums:
+    """Roll-up or raw rows added up: per UTC hour ``[calls, answered, abandoned]``, and per (kind, key)
+    ``[n, total]`` for everything summed over the whole period."""
+
+    hours: dict[int, list[int]] = field(default_factory=dict)
+    keyed: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+
+    def add_hour(self, hour: int, key: str, n: int) -> None:
+        row = self.hours.setdefault(hour, [0, 0, 0])
+        flags = key.split(",")
+        row[0] += n
+        row[1] += n if ANSWERED in flags else 0
+        row[2] += n if ABANDONED in flags else 0
+
+    def add(self, kind: str, key: str, n: int, total: int) -> None:
+        row = self.keyed.setdefault((kind, key), [0, 0])
+        row[0] += n
+        row[1] += total
+
+    def of(self, kind: str) -> list[tuple[str, int, int]]:
+        return [(key, n, total) for (k, key), (n, total) in self.keyed.items() if k == kind and n]
+
+
 class Stats:
-    """Read-only supervision queries over one store; ``offset`` is the centre's UTC offset."""
+    """Supervision queries over one store; ``offset`` is the centre's UTC offset."""
 
     def __init__(self, store: Store, *, offset: timedelta = timedelta(0)) -> None:
         if offset % timedelta(hours=1):
@@ -167,33 +516,7 @@ class Stats:
         self.store = store
         self.offset = offset
         self.dialect = store.engine.dialect.name
-
-    # -- dialect helpers -----------------------------------------------------------------------------
-
-    def _utc_hour(self, column: Any) -> ColumnElement[Any]:
-        """The UTC hour a timestamp falls in, as something cheap to group on (see module docstring)."""
-        if self.dialect == "sqlite":
-            return func.substr(column, 1, 13)
-        return func.date_trunc("hour", func.timezone("UTC", column))
-
-    def _hour_value(self, key: Any) -> datetime:
-        if isinstance(key, str):
-            return datetime.strptime(key, "%Y-%m-%d %H").replace(tzinfo=UTC)
-        if isinstance(key, datetime):
-            return key.replace(tzinfo=UTC) if key.tzinfo is None else key.astimezone(UTC)
-        raise TypeError(f"unexpected hour key {key!r}")
-
-    def _seconds_between(self, later: Any, earlier: Any) -> ColumnElement[Any]:
-        if self.dialect == "sqlite":
-            return (func.julianday(later) - func.julianday(earlier)) * 86400.0
-        return func.extract("epoch", later - earlier)
-
-    def _whole_seconds(self, seconds: ColumnElement[Any]) -> ColumnElement[Any]:
-        """Seconds floored to a whole number. SQLite's julianday() is a double of days, precise to about
-        50 µs, so 12.000 s may come back as 11.99996: a millisecond of tolerance keeps it at 12."""
-        if self.dialect == "sqlite":
-            return cast(seconds + 0.001, Integer)
-        return func.floor(seconds)
+        self.rollup = Rollup(store)
 
     def local_midnight(self, now: datetime) -> datetime:
         """Start of the centre's current day, in UTC."""
@@ -219,10 +542,16 @@ class Stats:
                     ).where(Call.arrived_at >= start)
                 )
             ).one()
+            # The state lists are written into the SQL, not bound: with parameters, PostgreSQL switches
+            # this prepared statement to a generic plan after five runs, and that plan took 0.4-1.1 s at
+            # 1 M calls (bench/p6_stats.py) instead of 20 ms.
             open_dispatch = (
                 select(Dispatch.incident_id, Dispatch.agency)
                 .join(Incident, Incident.id == Dispatch.incident_id)
-                .where(Dispatch.status.in_(ACTIVE_DISPATCH), Incident.status.not_in(CLOSED_INCIDENT))
+                .where(
+                    Dispatch.status.in_([_const(s) for s in ACTIVE_DISPATCH]),
+                    Incident.status.not_in([_const(s) for s in CLOSED_INCIDENT]),
+                )
                 .subquery()
             )
             by_agency = await session.execute(
@@ -252,73 +581,109 @@ class Stats:
 
     # -- statistics ----------------------------------------------------------------------------------------
 
-    async def statistics(self, period: Period) -> dict[str, Any]:
-        """Everything ``GET /api/stats`` shows, for ``period`` (one transaction, six aggregate queries)."""
+    async def statistics(self, period: Period, *, raw: bool = False) -> dict[str, Any]:
+        """Everything ``GET /api/stats`` shows, for ``period``: the roll-up refreshed, then read in one
+        transaction. ``raw`` computes the same from the source rows alone (slow on a year: what the
+        roll-up must equal, for tests and the benchmark)."""
+        if not raw:
+            await self.rollup.refresh()
 
         async def op(session: AsyncSession) -> dict[str, Any]:
-            body = await self._calls_pass(session, period)
-            body["by_category"] = await self._by_category(session, period)
-            body["by_agency"] = await self._by_agency(session, period)
-            body["dispatch_ack"] = await self._dispatch_ack(session, period)
-            body["ratings"] = await self._ratings(session, period)
-            body["period"] = {
-                "from": period.start.isoformat(),
-                "to": period.end.isoformat(),
-                "utc_offset_minutes": int(self.offset.total_seconds() // 60),
-            }
-            return body
+            sums = _Sums()
+            if raw:
+                await self._add_raw(session, sums, period.start, period.end)
+            else:
+                await self._add_rolled_up(session, sums, period)
+            names = await self._display_names(session, [key for key, _, _ in sums.of("rate_taker")])
+            return self._body(sums, period, names)
 
         return await self.store.transaction("stats", op)
 
-    async def _calls_pass(self, session: AsyncSession, period: Period) -> dict[str, Any]:
-        """By hour, by day, answer-time buckets and classification shares: one grouped pass over calls."""
-        hour = self._utc_hour(Call.arrived_at).label("hour")
-        answered = Call.answered_at.is_not(None)
-        timed = and_(answered, Call.wait_seconds.is_not(None))
-        columns: list[Any] = [
-            hour,
-            func.count(),
-            func.sum(case((answered, 1), else_=0)),
-            func.sum(case((Call.status == "abandoned", 1), else_=0)),
-            func.sum(case((timed, 1), else_=0)),
-            *[func.sum(case((and_(timed, Call.wait_seconds <= le), 1), else_=0)) for le in ANSWER_BUCKETS],
-            *[func.sum(case((Call.classification == code, 1), else_=0)) for code in CLASSIFICATION_ORDER],
-        ]
-        rows = await session.execute(
-            select(*columns)
-            .where(Call.arrived_at >= period.start, Call.arrived_at < period.end)
-            .group_by(literal_column("hour"))
-        )
+    async def _add_raw(self, session: AsyncSession, sums: _Sums, start: datetime, end: datetime) -> None:
+        if start >= end:
+            return
+        for facts in fact_selects(self.dialect, start, end):
+            for kind, hour, key, n, total in await session.execute(facts):
+                if kind == CALLS_KIND:
+                    sums.add_hour(int(hour), str(key), int(n))
+                else:
+                    sums.add(str(kind), str(key), int(n), _int(total))
+
+    async def _add_rolled_up(self, session: AsyncSession, sums: _Sums, period: Period) -> None:
+        """Whole hours from the roll-up (whole UTC days of them from the daily rows), the partial hours at
+        either end of the period from the raw rows."""
+        first, end = hour_ceil(period.start), hour_floor(period.end)
+        if first >= end:
+            await self._add_raw(session, sums, period.start, period.end)
+            return
+        await self._add_raw(session, sums, period.start, hour_start(first))
+        await self._add_raw(session, sums, hour_start(end), period.end)
+        rollup = StatsRollup
+        for hour, key, n in await session.execute(
+            select(rollup.hour, rollup.key, rollup.n).where(
+                rollup.span == 1, rollup.kind == CALLS_KIND, rollup.hour >= first, rollup.hour < end
+            )
+        ):
+            sums.add_hour(int(hour), str(key), int(n))
+        day_first, day_end = -(-first // 24) * 24, end // 24 * 24
+        if day_first < day_end:
+            spans = [(24, day_first, day_end), (1, first, day_first), (1, day_end, end)]
+        else:
+            spans = [(1, first, end)]
+        for span, lo, hi in spans:
+            if lo >= hi:
+                continue
+            for kind, key, n, total in await session.execute(
+                select(rollup.kind, rollup.key, func.sum(rollup.n), func.sum(rollup.total))
+                .where(rollup.span == span, rollup.kind.in_(SUMMED_KINDS), rollup.hour >= lo, rollup.hour < hi)
+                .group_by(rollup.kind, rollup.key)
+            ):
+                sums.add(str(kind), str(key), _int(n), _int(total))
+
+    def _body(self, sums: _Sums, period: Period, names: dict[str, str]) -> dict[str, Any]:
+        """The ``/api/stats`` document from the sums: shares, percentiles and averages only here."""
         by_hour = [0] * 24
         days: dict[date, list[int]] = {d: [0, 0, 0] for d in period.local_days()}
-        n_b, n_c = len(ANSWER_BUCKETS), len(CLASSIFICATION_ORDER)
-        cumulative = [0] * n_b
-        classes = [0] * n_c
-        total = answered_n = timed_n = 0
-        for row in rows:
-            local = self._hour_value(row[0]) + self.offset
-            count, ans, abandoned, tim = _int(row[1]), _int(row[2]), _int(row[3]), _int(row[4])
+        total = answered_n = 0
+        for hour, (count, answered, abandoned) in sums.hours.items():
+            local = hour_start(hour) + self.offset
             by_hour[local.hour] += count
             day = days.setdefault(local.date(), [0, 0, 0])
             day[0] += count
-            day[1] += ans
+            day[1] += answered
             day[2] += abandoned
             total += count
-            answered_n += ans
-            timed_n += tim
-            for i in range(n_b):
-                cumulative[i] += _int(row[5 + i])
-            for i in range(n_c):
-                classes[i] += _int(row[5 + n_b + i])
+            answered_n += answered
+        waits = {key: n for key, n, _ in sums.of("wait")}
+        timed_n = sum(waits.values())
         buckets: list[dict[str, Any]] = []
-        previous = 0
-        for le, cum in zip(ANSWER_BUCKETS, cumulative, strict=True):
-            buckets.append({"le_seconds": le, "count": cum - previous})
-            previous = cum
-        buckets.append({"le_seconds": None, "count": timed_n - previous})
-        within = {str(s): pct(cumulative[ANSWER_BUCKETS.index(s)], timed_n) for s in WITHIN}
-        counts = dict(zip(CLASSIFICATION_ORDER, classes, strict=True))
-        counts["unclassified"] = total - sum(classes)
+        within: dict[str, float | None] = {}
+        cumulative = 0
+        for le in ANSWER_BUCKETS:
+            n = waits.get(str(le), 0)
+            cumulative += n
+            buckets.append({"le_seconds": le, "count": n})
+            if le in WITHIN:
+                within[str(le)] = pct(cumulative, timed_n)
+        buckets.append({"le_seconds": None, "count": timed_n - cumulative})
+        classes = {key: n for key, n, _ in sums.of("class")}
+        counts = {code: classes.get(code, 0) for code in CLASSIFICATION_ORDER}
+        counts["unclassified"] = total - sum(counts.values())
+
+        categories = sorted(((key, n) for key, n, _ in sums.of("category")), key=lambda r: (-r[1], r[0]))
+        category_total = sum(n for _, n in categories)
+        agencies = sorted(sums.of("agency"), key=lambda r: (-r[1], r[0]))
+        agency_total = sum(n for _, n, _ in agencies)
+        histogram = sorted((int(key), n) for key, n, _ in sums.of("ack"))
+
+        takers = [
+            {"calltaker": key, "display_name": names.get(key), "count": n, "average": round(score / n, 2)}
+            for key, n, score in sorted(sums.of("rate_taker"), key=lambda r: (-r[1], r[0]))
+        ]
+        rated = [
+            {"agency": key, "count": n, "average": round(score / n, 2)}
+            for key, n, score in sorted(sums.of("rate_agency"), key=lambda r: (-r[1], r[0]))
+        ]
         return {
             "calls": total,
             "answered": answered_n,
@@ -331,107 +696,22 @@ class Stats:
             "classification_share": {code: pct(n, total) for code, n in counts.items()},
             "classification_counts": counts,
             "answer_time": {"answered": timed_n, "buckets": buckets, "within": within},
+            "by_category": [{"code": c, "count": n, "share": pct(n, category_total)} for c, n in categories],
+            "by_agency": [
+                {"code": a, "count": n, "share": pct(n, agency_total), "accepted": acc} for a, n, acc in agencies
+            ],
+            "dispatch_ack": {
+                "count": sum(n for _, n in histogram),
+                "p50": _nearest_rank(histogram, 50),
+                "p90": _nearest_rank(histogram, 90),
+            },
+            "ratings": {"by_calltaker": takers, "by_agency": rated},
+            "period": {
+                "from": period.start.isoformat(),
+                "to": period.end.isoformat(),
+                "utc_offset_minutes": int(self.offset.total_seconds() // 60),
+            },
         }
-
-    async def _by_category(self, session: AsyncSession, period: Period) -> list[dict[str, Any]]:
-        rows = (
-            await session.execute(
-                select(Incident.category, func.count())
-                .where(Incident.created_at >= period.start, Incident.created_at < period.end)
-                .group_by(Incident.category)
-            )
-        ).all()
-        total = sum(int(n) for _, n in rows)
-        ordered = sorted(((str(c), int(n)) for c, n in rows), key=lambda r: (-r[1], r[0]))
-        return [{"code": c, "count": n, "share": pct(n, total)} for c, n in ordered]
-
-    async def _by_agency(self, session: AsyncSession, period: Period) -> list[dict[str, Any]]:
-        rows = (
-            await session.execute(
-                select(Dispatch.agency, func.count(), func.sum(case((Dispatch.accepted_at.is_not(None), 1), else_=0)))
-                .where(Dispatch.created_at >= period.start, Dispatch.created_at < period.end)
-                .group_by(Dispatch.agency)
-            )
-        ).all()
-        total = sum(int(n) for _, n, _ in rows)
-        ordered = sorted(((str(a), int(n), _int(acc)) for a, n, acc in rows), key=lambda r: (-r[1], r[0]))
-        return [{"code": a, "count": n, "share": pct(n, total), "accepted": acc} for a, n, acc in ordered]
-
-    async def _dispatch_ack(self, session: AsyncSession, period: Period) -> dict[str, Any]:
-        """Call arrival → first accepted dispatch, per incident created in the period (p50/p90, seconds)."""
-        first = (
-            select(Dispatch.incident_id.label("incident_id"), func.min(Dispatch.accepted_at).label("first_at"))
-            .join(Incident, Incident.id == Dispatch.incident_id)
-            .where(
-                Dispatch.accepted_at.is_not(None),
-                Incident.created_at >= period.start,
-                Incident.created_at < period.end,
-            )
-            .group_by(Dispatch.incident_id)
-            .subquery()
-        )
-        seconds = self._whole_seconds(self._seconds_between(first.c.first_at, Call.arrived_at))
-        key = seconds.label("s")
-        rows = (
-            await session.execute(
-                select(key, func.count())
-                .select_from(first)
-                .join(Incident, Incident.id == first.c.incident_id)
-                .join(Call, Call.id == Incident.call_id)
-                .group_by(literal_column("s"))
-            )
-        ).all()
-        histogram = sorted((int(s), int(n)) for s, n in rows if s is not None)
-        return {
-            "count": sum(n for _, n in histogram),
-            "p50": _nearest_rank(histogram, 50),
-            "p90": _nearest_rank(histogram, 90),
-        }
-
-    async def _ratings(self, session: AsyncSession, period: Period) -> dict[str, Any]:
-        rated = and_(
-            Rating.score.is_not(None),
-            Incident.created_at >= period.start,
-            Incident.created_at < period.end,
-        )
-        by_taker = (
-            await session.execute(
-                select(Call.answered_by, func.count(), func.avg(Rating.score))
-                .select_from(Rating)
-                .join(Incident, Incident.id == Rating.incident_id)
-                .join(Call, Call.id == Incident.call_id)
-                .where(rated, Call.answered_by.is_not(None))
-                .group_by(Call.answered_by)
-            )
-        ).all()
-        names = await self._display_names(session, [str(a) for a, _, _ in by_taker])
-        # One row per (rating, agency that accepted a dispatch of its incident): an agency dispatched
-        # twice to one incident still gets that incident's rating once.
-        pairs = (
-            select(Rating.id.label("rid"), Rating.score.label("score"), Dispatch.agency.label("agency"))
-            .join(Incident, Incident.id == Rating.incident_id)
-            .join(Dispatch, Dispatch.incident_id == Incident.id)
-            .where(rated, Dispatch.accepted_at.is_not(None))
-            .distinct()
-            .subquery()
-        )
-        by_agency = (
-            await session.execute(
-                select(pairs.c.agency, func.count(), func.avg(pairs.c.score)).group_by(pairs.c.agency)
-            )
-        ).all()
-
-        def avg(value: Any) -> float | None:
-            return round(float(value), 2) if value is not None else None
-
-        takers = [
-            {"calltaker": str(a), "display_name": names.get(str(a)), "count": int(n), "average": avg(m)}
-            for a, n, m in by_taker
-        ]
-        agencies = [{"agency": str(a), "count": int(n), "average": avg(m)} for a, n, m in by_agency]
-        takers.sort(key=lambda r: (-int(r["count"] or 0), str(r["calltaker"])))
-        agencies.sort(key=lambda r: (-int(r["count"] or 0), str(r["agency"])))
-        return {"by_calltaker": takers, "by_agency": agencies}
 
     async def _display_names(self, session: AsyncSession, members: Sequence[str]) -> dict[str, str]:
         """``answered_by`` value → the user's display name; the tracker stores the member name, which
