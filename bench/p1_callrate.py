@@ -13,10 +13,12 @@ caller behaviour (the caller hangs up ``--hold`` s after Asterisk's answer on bo
 * **bare**: dials ``bare<N>`` (Answer, Wait(N), Hangup with N > hold), nothing else;
 * **full**: dials 112: greeting, AGI(incoming) to the app, MixMonitor, Queue, call-taker answers.
 
-A step passes when SIPp reports every call successful and none failed; a full step must also
-have every call answered by the call-taker (taker SuccessfulCall; a cancelled ring counts as
-failed) and recorded by the app with ``routed_by='agi'`` and an answer time. The highest passing
-rate of each path (below its first failure) gives ratio = full / bare.
+A step passes when the SIPp caller reports every call successful and none failed and no channel
+is left up afterwards; a full step must also have every call recorded by the app with
+``routed_by='agi'`` and an answer time, i.e. answered by a call-taker per the app's database (which
+is also where "reached taker" comes from: the taker answers rings that app_queue then cancels,
+which is normal for a queue, so its own counts are only reported). The highest passing rate of
+each path (below its first failure) gives ratio = full / bare.
 
     .venv/bin/python bench/p1_callrate.py                 # default ladder 4..25 calls/s, ~10 min
     .venv/bin/python bench/p1_callrate.py --rates 2,4 --duration 10   # quick check
@@ -127,6 +129,14 @@ class CpuSampler:
                 await self._task
 
 
+def _spread(values: list[float], digits: int) -> str:
+    """p50 / p95 / max of sorted ``values``."""
+    if not values:
+        return "—"
+    p95 = values[min(len(values) - 1, int(len(values) * 0.95))]
+    return f"{values[len(values) // 2]:.{digits}f} / {p95:.{digits}f} / {values[-1]:.{digits}f}"
+
+
 @dataclass
 class StepResult:
     path: str
@@ -145,6 +155,7 @@ class StepResult:
     stuck_channels: int = 0
     top: str = ""
     queue_delays: list[float] = field(default_factory=list)
+    write_lags: list[float] = field(default_factory=list)
     note: str = ""
 
     @property
@@ -159,20 +170,30 @@ class StepResult:
         return self.caller.failed + max(0, self.calls - self.caller.successful - self.caller.failed)
 
     def delay_summary(self) -> str:
-        d = self.queue_delays
-        if not d:
-            return "—"
-        return f"{d[len(d) // 2]:.1f} / {d[min(len(d) - 1, int(len(d) * 0.95))]:.1f} / {d[-1]:.1f}"
+        return _spread(self.queue_delays, 1)
+
+    def write_lag_summary(self) -> str:
+        return _spread(self.write_lags, 2)
 
     @property
     def passed(self) -> bool:
+        """Every caller successful, nothing left up, and on the full path every call answered per the app's DB.
+
+        Not the taker's own counts: a ring that app_queue cancels (it moved on, or the CANCEL crossed the
+        answer) is no failed call, and whether a caller reached a call-taker is what the database says.
+        """
         ok = self.caller is not None and self.caller.returncode == 0 and self.caller_failed == 0
         ok = ok and self.caller_ok == self.calls and self.stuck_channels == 0
         if self.path == "full":
-            t = self.taker
-            ok = ok and t is not None and t.successful == self.calls and t.failed == 0
             ok = ok and self.app_agi == self.calls and self.app_answered == self.calls
         return ok
+
+    def taker_summary(self) -> str:
+        """The SIPp taker's legs: INVITEs received, and (if any) those it counted as failed."""
+        t = self.taker
+        if t is None:
+            return "—"
+        return f"{t.incoming}" + (f" ({t.failed} failed)" if t.failed else "")
 
 
 # -- the bench -----------------------------------------------------------------------------------
@@ -319,6 +340,32 @@ class Bench:
             (datetime.fromisoformat(q) - datetime.fromisoformat(a)).total_seconds() for a, q in rows if a and q
         )
 
+    def write_lags(self, after_rowid: int, log_index: int) -> list[float]:
+        """Per call: ``queued_at`` to the moment its ``queued`` entry was committed, in s.
+
+        The tracker stamps ``queued_at`` when it handles QueueCallerJoin and writes the timeline in
+        batches behind it; ``call.queued`` is logged once that batch has committed. So this is how far
+        the database runs behind the tracker's live picture (with one write per event it was ~0).
+        """
+        assert self.app is not None
+        committed: dict[str, datetime] = {}
+        for entry in self.app.log_lines()[log_index:]:
+            if entry.get("event") == "call.queued" and entry.get("call_id") and entry.get("timestamp"):
+                with contextlib.suppress(ValueError):
+                    committed.setdefault(str(entry["call_id"]), datetime.fromisoformat(str(entry["timestamp"])))
+        with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)) as db:
+            rows = db.execute(
+                "SELECT id, queued_at FROM calls WHERE rowid > ? AND queued_at IS NOT NULL", (after_rowid,)
+            ).fetchall()
+        lags = []
+        for call_id, queued_at in rows:
+            at = committed.get(call_id)
+            if at is not None and queued_at:
+                queued = datetime.fromisoformat(queued_at)
+                queued = queued if queued.tzinfo else queued.replace(tzinfo=UTC)
+                lags.append((at - queued).total_seconds())
+        return sorted(lags)
+
     def ast_log_size(self) -> int:
         assert self.pbx is not None
         try:
@@ -433,6 +480,7 @@ class Bench:
         res.app_total, res.app_agi, res.app_answered = (db1[i] - db0[i] for i in range(3))
         if path == "full":
             res.queue_delays = self.queue_delays(rowid0)
+            res.write_lags = self.write_lags(rowid0, app_idx)
         res.ast_warnings = self.ast_warnings_since(log0)
         res.fallback_warnings = sum(n for k, n in res.ast_warnings.items() if "AGI routing failed" in k)
         res.app_warnings, _ = self.app_warnings_since(app_idx)
@@ -459,26 +507,25 @@ def fmt_cpu(r: StepResult | None) -> str:
 
 def table(rows: list[tuple[float, StepResult | None, StepResult | None]]) -> str:
     out = [
-        "| rate (calls/s) | calls | bare ok / failed | full ok / failed | full: reached taker | "
-        "full: app recorded (agi / answered) | full: app lag arrival→queued_at p50 / p95 / max (s) | bare | full | "
-        "CPU % bare (of 200) | CPU % full (of 200) |",
-        "|---:|---:|---|---|---|---|---|---|---|---|---|",
+        "| rate (calls/s) | calls | bare ok / failed | full ok / failed | full: reached taker (app DB) | "
+        "full: taker INVITEs | full: app recorded (agi / answered) | "
+        "full: app lag arrival→queued_at p50 / p95 / max (s) | full: DB behind queued_at p50 / p95 / max (s) | "
+        "bare | full | CPU % bare (of 200) | CPU % full (of 200) |",
+        "|---:|---:|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rate, bare, full in rows:
         calls = (bare or full).calls if (bare or full) else 0
         b = f"{bare.caller_ok} / {bare.caller_failed}" if bare else "—"
         f = f"{full.caller_ok} / {full.caller_failed}" if full else "—"
-        taker = (
-            f"{full.taker.successful}" + (f" ({full.taker.failed} failed)" if full.taker.failed else "")
-            if full and full.taker
-            else "—"
-        )
+        reached = f"{full.app_answered}" if full else "—"
+        taker = full.taker_summary() if full else "—"
         app = f"{full.app_agi} / {full.app_answered}" if full else "—"
         bp = ("pass" if bare.passed else "**FAIL**") if bare else "—"
         fp = ("pass" if full.passed else "**FAIL**") if full else "—"
         delay = full.delay_summary() if full else "—"
+        behind = full.write_lag_summary() if full else "—"
         out.append(
-            f"| {rate:g} | {calls} | {b} | {f} | {taker} | {app} | {delay} | {bp} | {fp} "
+            f"| {rate:g} | {calls} | {b} | {f} | {reached} | {taker} | {app} | {delay} | {behind} | {bp} | {fp} "
             f"| {fmt_cpu(bare)} | {fmt_cpu(full)} |"
         )
     return "\n".join(out)
@@ -496,15 +543,16 @@ def details(r: StepResult) -> str:
     if r.taker:
         lines.append(
             f"taker sipp rc={r.taker.returncode} incoming={r.taker.incoming} "
-            f"ok={r.taker.successful} failed={r.taker.failed}"
+            f"ok={r.taker.successful} failed={r.taker.failed} (answered and cancelled rings both end ok)"
         )
         if r.taker.errors.strip():
             lines.append("taker errors (tail): " + " | ".join(r.taker.errors.strip().splitlines()[-3:])[:400])
     if r.path == "full":
         lines.append(
-            f"app: calls={r.app_total} routed_by=agi={r.app_agi} answered={r.app_answered}; "
+            f"app: calls={r.app_total} routed_by=agi={r.app_agi} answered (reached taker)={r.app_answered}; "
             f"Asterisk 'AGI routing failed' fallbacks={r.fallback_warnings}; "
-            f"app-seen arrival→queued_at p50/p95/max {r.delay_summary()} s (incl. greeting)"
+            f"app-seen arrival→queued_at p50/p95/max {r.delay_summary()} s (incl. greeting); "
+            f"queued entry committed after queued_at p50/p95/max {r.write_lag_summary()} s"
         )
     for k, n in r.ast_warnings.most_common(4):
         lines.append(f"asterisk log x{n}: {k}")

@@ -3,12 +3,20 @@
 The live picture (who waits, which call-taker is where) is rebuilt from Asterisk after every
 (re)connect, so a restart of Asterisk or of this app loses no call: Asterisk is the authority on
 what exists now, the database on what happened.
+
+The live picture changes as each event is handled; the timeline is written behind it in batches.
+Events that arrive while a batch is being written are gathered into the next one (one transaction
+each, at most ``batch_size`` events, in arrival order), so the AMI consumer never waits on the
+database and a burst of events costs a few transactions instead of one each. Every batch is
+registered in ``PendingWrites`` for the calls it holds: the hangup handler's report and the
+console's pop wait for it, as they wait for the AGI route's first write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -19,6 +27,7 @@ from panoramisk.message import Message
 
 from callcenter.forms.phone import normalize
 from callcenter.store import Store, StoreUnavailable, utcnow
+from callcenter.store.calls import EventWrite
 from callcenter.store.lifecycle import close_call
 from callcenter.store.models import Call
 from callcenter.store.pending import PendingWrites
@@ -73,6 +82,18 @@ class LiveState:
 
 
 Listener = Callable[[str, Mapping[str, Any]], None]
+#: Runs once the event it belongs to is in the database (a publication that must not run ahead of it).
+AfterWrite = Callable[[], None]
+
+
+@dataclass
+class _Batch:
+    """Events written in one transaction; ``done`` resolves when they are written or given up."""
+
+    done: asyncio.Future[None]
+    writes: list[tuple[EventWrite, AfterWrite | None]] = field(default_factory=list)
+    #: Other writes of these calls still on their way (the AGI route's first write): this batch lands after them.
+    waits_for: set[asyncio.Future[Any]] = field(default_factory=set)
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -94,15 +115,39 @@ def _is_true(value: Any) -> bool:
 
 
 class QueueTracker:
-    def __init__(self, store: Store, *, region: str = "ID", pending: PendingWrites | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        region: str = "ID",
+        pending: PendingWrites | None = None,
+        batch_size: int = 200,
+        backlog_limit: int = 50_000,
+        outage_pause: float = 1.0,
+    ) -> None:
         self.store = store
-        self.pending = pending or PendingWrites()
+        # Not ``pending or …``: an empty PendingWrites is falsy, and the app's shared one starts empty.
+        self.pending = pending if pending is not None else PendingWrites()
         self.region = region
         self.live = LiveState()
+        #: At most this many events per transaction: a long backlog is written in bounded steps.
+        self.batch_size = batch_size
+        #: Events kept while the database is down; past this the oldest are logged whole and dropped.
+        self.backlog_limit = backlog_limit
+        #: Pause between write rounds during an outage (the store itself retries within each round).
+        self.outage_pause = outage_pause
+        #: Batches written so far (one transaction each, unless a bad event forced one per event).
+        self.batches_written = 0
         #: Monotonic time each live entry was last reported; a resync only drops entries older than its query.
         self._touched: dict[tuple[str, object], float] = {}
         self._listeners: list[Listener] = []
-        self._handlers: dict[str, Callable[[Message], Any]] = {
+        #: Batches not started yet, oldest first; the writer takes them one at a time.
+        self._open: deque[_Batch] = deque()
+        self._queued = 0
+        self._writing: _Batch | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._last: asyncio.Future[None] | None = None
+        self._handlers: dict[str, Callable[[Message], None]] = {
             "queuecallerjoin": self._on_join,
             "queuecallerleave": self._on_leave,
             "queuecallerabandon": self._on_abandon,
@@ -141,40 +186,157 @@ class QueueTracker:
         handler = self._handlers.get(name)
         if handler is None:
             return
-        uniqueid = str(message.get("Uniqueid", ""))
-        with structlog.contextvars.bound_contextvars(uniqueid=uniqueid or None, ami_event=name):
-            try:
-                await handler(message)
-            except StoreUnavailable as exc:
-                # The store already retried for its window; keep the whole event in the log.
-                log.error("tracker.event_lost", error=str(exc), message=dict(message))
-            except (KeyError, ValueError, TypeError) as exc:
+        try:
+            handler(message)
+        except (KeyError, ValueError, TypeError) as exc:
+            uniqueid = str(message.get("Uniqueid", ""))
+            with structlog.contextvars.bound_contextvars(uniqueid=uniqueid or None, ami_event=name):
                 log.warning("tracker.malformed_event", error=str(exc), message=dict(message))
 
-    async def _record(
+    def _record(
         self,
         message: Message,
         kind: str,
         data: Mapping[str, Any],
         update: Callable[[Call], None] | None = None,
+        *,
+        after: AfterWrite | None = None,
+        known_only: bool = False,
     ) -> None:
+        """Queue a timeline entry for the call of ``message`` (created from it if unknown, unless ``known_only``)."""
         uniqueid = str(message["Uniqueid"])
         if not uniqueid:
             raise ValueError("event without Uniqueid")
-        await self.pending.settle(uniqueid)
-        caller = normalize(str(message.get("CallerIDNum", "")), self.region)
-        create = {
-            "channel": message.get("Channel") or None,
-            "linkedid": message.get("Linkedid") or None,
-            "caller_raw": caller.raw or None,
-            "caller_number": caller.e164,
-        }
-        call_id = await self.store.record_event(uniqueid, kind, source="ami", data=data, update=update, create=create)
-        log.info("call." + kind, call_id=call_id, **data)
+        create = None
+        if not known_only:
+            # Only needed for a call the AGI route never recorded; the writer asks for it then.
+            def create() -> Mapping[str, Any]:
+                caller = normalize(str(message.get("CallerIDNum", "")), self.region)
+                return {
+                    "channel": message.get("Channel") or None,
+                    "linkedid": message.get("Linkedid") or None,
+                    "caller_raw": caller.raw or None,
+                    "caller_number": caller.e164,
+                }
+
+        self._enqueue(EventWrite(uniqueid, kind, utcnow(), "ami", data, update, create), after)
+
+    # -- batched writes --------------------------------------------------------------------------
+
+    def _enqueue(self, write: EventWrite, after: AfterWrite | None = None) -> None:
+        """Add to the newest batch not being written yet; start the writer if it is idle."""
+        batch = self._open[-1] if self._open and len(self._open[-1].writes) < self.batch_size else None
+        if batch is None:
+            batch = _Batch(asyncio.get_running_loop().create_future())
+            self._open.append(batch)
+            self._last = batch.done
+        prior = self.pending.latest(write.uniqueid)
+        if prior is not None and prior is not batch.done:
+            batch.waits_for.add(prior)
+        self.pending.track(write.uniqueid, batch.done)
+        batch.writes.append((write, after))
+        self._queued += 1
+        if self._queued > self.backlog_limit:
+            self._drop_oldest()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches(), name="tracker-writes")
+
+    def _drop_oldest(self) -> None:
+        """The database has been gone for long: keep memory bounded, and the dropped event in the log."""
+        oldest = self._open[0]
+        write, _ = oldest.writes.pop(0)
+        self._queued -= 1
+        _log_lost(write, "backlog full")
+        if not oldest.writes:
+            self._open.popleft()
+            oldest.done.set_result(None)
+
+    async def _write_batches(self) -> None:
+        """The one writer: batches in order, each after the other writes its calls wait for."""
+        while self._open:
+            batch = self._writing = self._open.popleft()
+            self._queued -= len(batch.writes)
+            try:
+                if batch.waits_for:
+                    await asyncio.wait(batch.waits_for, timeout=5.0)
+                await self._write(batch)
+            except Exception:
+                # A bug here must not stop the timeline for good; the events are in the log.
+                log.exception("tracker.batch_failed")
+                for write, _ in batch.writes:
+                    _log_lost(write, "batch failed")
+            finally:
+                self._writing = None
+                if not batch.done.done():
+                    batch.done.set_result(None)
+
+    async def _write(self, batch: _Batch) -> None:
+        writes = [w for w, _ in batch.writes]
+        try:
+            ids = await self._commit(writes)
+        except Exception:
+            # Not an outage (that is waited out): bad data or a bug in an update. One such event must
+            # not take the others of its batch with it, so each is tried on its own.
+            if len(writes) > 1:
+                log.warning("tracker.batch_split", events=len(writes))
+            ids = [await self._commit_alone(write) for write in writes]
+        for (write, after), call_id in zip(batch.writes, ids, strict=True):
+            if call_id is None:
+                continue  # known_only and not a call of ours
+            log.info("call." + write.kind, call_id=call_id, uniqueid=write.uniqueid, **write.data)
+            if after is not None:
+                after()
+
+    async def _commit(self, writes: list[EventWrite]) -> list[str | None]:
+        """One transaction; a database outage is waited out, round after round, never dropped."""
+        while True:
+            try:
+                ids = await self.store.record_events(writes)
+            except StoreUnavailable as exc:
+                log.error("tracker.writes_delayed", error=str(exc), events=len(writes), queued=self._queued)
+                await asyncio.sleep(self.outage_pause)
+                continue
+            self.batches_written += 1
+            return ids
+
+    async def _commit_alone(self, write: EventWrite) -> str | None:
+        try:
+            return (await self._commit([write]))[0]
+        except Exception:
+            log.exception("tracker.event_failed", uniqueid=write.uniqueid, kind=write.kind)
+            _log_lost(write, "write failed")
+            return None
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event handled so far is written; False if ``timeout`` came first."""
+        last = self._last
+        if last is None or last.done():
+            return True
+        done, _ = await asyncio.wait({last}, timeout=timeout)
+        return bool(done)
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Write what is buffered (bounded: the database may be down), then stop the writer.
+
+        The composition root calls it when the AMI client stops, before the store closes. What could not
+        be written is logged whole.
+        """
+        if await self.flush(timeout):
+            return
+        writer = self._writer
+        left = [w for b in ([self._writing] if self._writing else []) + list(self._open) for w, _ in b.writes]
+        self._open.clear()
+        self._queued = 0
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        for write in left:
+            _log_lost(write, "shutdown")
 
     # -- queue callers ---------------------------------------------------------------------------
 
-    async def _on_join(self, m: Message) -> None:
+    def _on_join(self, m: Message) -> None:
         now = utcnow()
         queue, position = str(m["Queue"]), _int(m.get("Position"))
         uniqueid = str(m["Uniqueid"])
@@ -191,15 +353,15 @@ class QueueTracker:
             call.queued_at = call.queued_at or now
             call.linkedid = call.linkedid or linkedid
 
-        await self._record(m, "queued", {"queue": queue, "position": position, "count": _int(m.get("Count"))}, update)
+        self._record(m, "queued", {"queue": queue, "position": position, "count": _int(m.get("Count"))}, update)
 
-    async def _on_leave(self, m: Message) -> None:
+    def _on_leave(self, m: Message) -> None:
         uniqueid = str(m["Uniqueid"])
         self._drop("waiting", self.live.waiting, uniqueid)
         self._publish("left", {"uniqueid": uniqueid})
-        await self._record(m, "left_queue", {"queue": m.get("Queue", ""), "position": _int(m.get("Position"))})
+        self._record(m, "left_queue", {"queue": m.get("Queue", ""), "position": _int(m.get("Position"))})
 
-    async def _on_abandon(self, m: Message) -> None:
+    def _on_abandon(self, m: Message) -> None:
         uniqueid = str(m["Uniqueid"])
         self._drop("waiting", self.live.waiting, uniqueid)
         position = _int(m.get("Position"))
@@ -213,22 +375,30 @@ class QueueTracker:
             call.hangup_by = call.hangup_by or "caller"
 
         data = {"queue": m.get("Queue", ""), "position": position, "original_position": original, "wait": wait}
-        await self._record(m, "abandoned", data, update)
-        self._publish("abandoned", {"uniqueid": uniqueid, **data})
+        # Wallboards re-read today's figures on this publication: it follows the write.
+        self._record(
+            m, "abandoned", data, update, after=lambda: self._publish("abandoned", {"uniqueid": uniqueid, **data})
+        )
 
     # -- call-takers ringing and answering -------------------------------------------------------
 
-    async def _on_agent_called(self, m: Message) -> None:
+    def _on_agent_called(self, m: Message) -> None:
         member = str(m.get("MemberName") or m.get("Interface", ""))
 
         def update(call: Call) -> None:
             if call.status == "queued":
                 call.status = "ringing"
 
-        await self._record(m, "ringing", {"member": member, "interface": m.get("Interface", "")}, update)
-        self._publish("ringing", {"uniqueid": m["Uniqueid"], "member": member, "interface": m.get("Interface", "")})
+        ringing = {"uniqueid": m["Uniqueid"], "member": member, "interface": m.get("Interface", "")}
+        self._record(
+            m,
+            "ringing",
+            {"member": member, "interface": m.get("Interface", "")},
+            update,
+            after=lambda: self._publish("ringing", ringing),
+        )
 
-    async def _on_ring_no_answer(self, m: Message) -> None:
+    def _on_ring_no_answer(self, m: Message) -> None:
         member = str(m.get("MemberName") or m.get("Interface", ""))
         ring_ms = _seconds(m.get("RingTime"))  # milliseconds here, unlike AgentConnect's seconds
         ring = None if ring_ms is None else ring_ms / 1000
@@ -237,9 +407,9 @@ class QueueTracker:
             if call.status == "ringing":
                 call.status = "queued"
 
-        await self._record(m, "ring_no_answer", {"member": member, "ring_seconds": ring}, update)
+        self._record(m, "ring_no_answer", {"member": member, "ring_seconds": ring}, update)
 
-    async def _on_agent_connect(self, m: Message) -> None:
+    def _on_agent_connect(self, m: Message) -> None:
         now = utcnow()
         uniqueid = str(m["Uniqueid"])
         member = str(m.get("MemberName") or m.get("Interface", ""))
@@ -263,9 +433,9 @@ class QueueTracker:
         data = {"member": member, "interface": interface, "wait": wait, "ring_seconds": _seconds(m.get("RingTime"))}
         # Publish before the write: the console's screen pop must not wait on the database.
         self._publish("connected", {"uniqueid": uniqueid, **data, "caller": m.get("CallerIDNum", "")})
-        await self._record(m, "answered", data, update)
+        self._record(m, "answered", data, update)
 
-    async def _on_agent_complete(self, m: Message) -> None:
+    def _on_agent_complete(self, m: Message) -> None:
         if not m.get("Uniqueid"):
             # Asterisk leaves out the caller's channel snapshot when that channel is already gone;
             # the call-taker's interface still says which connected call this was.
@@ -287,21 +457,26 @@ class QueueTracker:
             call.hangup_by = by
 
         data = {"member": m.get("MemberName", ""), "talk": talk, "reason": reason}
-        await self._record(m, "transferred" if reason == "transfer" else "completed", data, update)
-        self._publish("completed", {"uniqueid": uniqueid, **data})
+        self._record(
+            m,
+            "transferred" if reason == "transfer" else "completed",
+            data,
+            update,
+            after=lambda: self._publish("completed", {"uniqueid": uniqueid, **data}),
+        )
 
-    async def _on_agent_dump(self, m: Message) -> None:
-        await self._record(m, "agent_dump", {"member": m.get("MemberName", "")})
+    def _on_agent_dump(self, m: Message) -> None:
+        self._record(m, "agent_dump", {"member": m.get("MemberName", "")})
 
-    async def _on_transfer(self, m: Message) -> None:
+    def _on_transfer(self, m: Message) -> None:
         # Transfer events name the transferer's channel; only record calls we already follow.
         for key in ("TransfereeUniqueid", "OrigTransfererUniqueid"):
             uniqueid = str(m.get(key, ""))
             if uniqueid and (uniqueid in self.live.connected or uniqueid in self.live.waiting):
                 data = {"result": m.get("Result", ""), "extension": m.get("Extension", "")}
-                await self.store.record_event(uniqueid, "transferred", source="ami", data=data)
+                self._enqueue(EventWrite(uniqueid, "transferred", utcnow(), data=data))
 
-    async def _on_user_event(self, m: Message) -> None:
+    def _on_user_event(self, m: Message) -> None:
         """``UserEvent(CallcenterOverflow,…)`` from the dialplan: the queue gave up and overflow is dialled."""
         if str(m.get("UserEvent", "")).lower() != "callcenteroverflow":
             return
@@ -317,17 +492,15 @@ class QueueTracker:
                 call.status = "overflow"
 
         data = {"queue_status": status, "dial": m.get("Dial", ""), "round": _int(m.get("Round"), 1)}
-        await self._record(m, "overflow", data, update)
+        self._record(m, "overflow", data, update)
 
-    async def _on_hangup(self, m: Message) -> None:
+    def _on_hangup(self, m: Message) -> None:
         uniqueid = str(m.get("Uniqueid", ""))
         followed = uniqueid in self.live.waiting or uniqueid in self.live.connected
         self._drop("waiting", self.live.waiting, uniqueid)
         self._drop("connected", self.live.connected, uniqueid)
         self.live.channels.pop(uniqueid, None)
-        # Hangups of call-taker legs and unrelated channels are not calls of ours; a caller that
-        # hangs up before reaching the queue is reported by the dialplan's hangup handler.
-        if not followed and await self.store.call_by_uniqueid(uniqueid) is None:
+        if not uniqueid:
             return
         now = utcnow()
         cause = _int(m.get("Cause"), -1)
@@ -336,12 +509,21 @@ class QueueTracker:
             close_call(call, now)
             call.hangup_cause = cause
 
-        await self._record(m, "hangup", {"cause": cause, "cause_text": m.get("Cause-txt", "")}, update)
-        self._publish("hangup", {"uniqueid": uniqueid})
+        # Hangups of call-taker legs and unrelated channels are not calls of ours (the batch skips a
+        # channel it finds no call for); a caller that hangs up before reaching the queue is reported
+        # by the dialplan's hangup handler.
+        self._record(
+            m,
+            "hangup",
+            {"cause": cause, "cause_text": m.get("Cause-txt", "")},
+            update,
+            after=lambda: self._publish("hangup", {"uniqueid": uniqueid}),
+            known_only=not followed,
+        )
 
     # -- call-taker presence as Asterisk reports it ----------------------------------------------
 
-    async def _on_member(self, m: Message) -> None:
+    def _on_member(self, m: Message) -> None:
         queue = str(m["Queue"])
         interface = str(m.get("Interface") or m.get("Location") or "")
         if not interface:
@@ -360,7 +542,7 @@ class QueueTracker:
         self._touch("member", key)
         self._publish("member", member_json(member))
 
-    async def _on_member_removed(self, m: Message) -> None:
+    def _on_member_removed(self, m: Message) -> None:
         key = (str(m["Queue"]), str(m.get("Interface", "")))
         member = self._drop("member", self.live.members, key)
         if member is not None:
@@ -425,7 +607,7 @@ class QueueTracker:
                 call.queue = call.queue or queue
                 call.queued_at = call.queued_at or joined
 
-            await self._record(e, "resync_waiting", {"queue": queue, "position": _int(e.get("Position"))}, update)
+            self._record(e, "resync_waiting", {"queue": queue, "position": _int(e.get("Position"))}, update)
         present = {(str(mm.get("Queue", "")), str(mm.get("Location") or mm.get("Interface", ""))) for mm in members}
         self._prune("member", self.live.members, present, asked_mono)
         for mm in members:
@@ -435,20 +617,25 @@ class QueueTracker:
             key = (str(mm.get("Queue", "")), str(mm_dict["Interface"]))
             if self._stale("member", key, asked_mono):
                 with contextlib.suppress(KeyError, ValueError):
-                    await self._on_member(Message(mm_dict))
+                    self._on_member(Message(mm_dict))
         self._prune("connected", self.live.connected, alive, asked_mono)
         for gone in [u for u in self.live.channels if u not in self.live.connected]:
             del self.live.channels[gone]
+        # Open calls are read once everything handled so far is written: a call whose end is still
+        # in a batch must not pass for one that ended unobserved. An outage fails the read below.
+        await self.flush(timeout=self.store.retry_for)
         for call in await self.store.open_calls():
             if call.uniqueid in alive or call.arrived_at >= asked_at - timedelta(seconds=1):
                 continue
-
-            await self.store.record_event(
-                call.uniqueid,
-                "ended_unobserved",
-                source="resync",
-                data={"last_status": call.status},
-                update=lambda c: _ended_unobserved(c, now),
+            self._enqueue(
+                EventWrite(
+                    call.uniqueid,
+                    "ended_unobserved",
+                    now,
+                    source="resync",
+                    data={"last_status": call.status},
+                    update=lambda c: _ended_unobserved(c, now),
+                )
             )
         # Forget tombstones the snapshot has superseded, so the map does not grow for ever.
         maps: dict[str, dict[Any, Any]] = {
@@ -466,6 +653,19 @@ class QueueTracker:
             channels=len(alive),
         )
         self._publish("resync", {"waiting": len(self.live.waiting), "members": len(self.live.members)})
+
+
+def _log_lost(write: EventWrite, reason: str) -> None:
+    """An event the timeline will not get: the log keeps all of it, for a person to replay."""
+    log.error(
+        "tracker.event_lost",
+        reason=reason,
+        uniqueid=write.uniqueid,
+        kind=write.kind,
+        at=write.at.isoformat(),
+        source=write.source,
+        data=dict(write.data),
+    )
 
 
 def _ended_unobserved(call: Call, now: datetime) -> None:

@@ -126,6 +126,19 @@ async def test_follows_a_call_from_join_to_complete(fake: FakeAmi, store: Store)
         await client.stop()
 
 
+async def test_login_asks_only_for_the_event_classes_the_app_reads(fake: FakeAmi, store: Store) -> None:
+    """Queue/member events (agent), Hangup and OriginateResponse (call), the overflow UserEvent (user),
+    FullyBooted (system); not the dialplan's VarSet/Newexten flood, three quarters of a queued call's events."""
+    client = make_client(fake, QueueTracker(store))
+    await client.start()
+    try:
+        await client.wait_ready(5)
+    finally:
+        await client.stop()
+    login = next(a for a in fake.actions if a.get("Action") == "Login")
+    assert set(login["Events"].split(",")) == {"agent", "call", "user", "system"}
+
+
 async def test_refused_login_is_retried_with_backoff(fake: FakeAmi, store: Store) -> None:
     client = make_client(fake, QueueTracker(store), secret="wrong")
     with capture_logs() as logs:
