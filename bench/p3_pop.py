@@ -28,7 +28,7 @@ from callcenter.store import Store, utcnow
 from callcenter.testing.app import AppProcess
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.sipp import free_port
-from callcenter.testing.web import make_user
+from callcenter.testing.web import login_session, make_user
 
 PASSWORD = "bench-password-123"
 
@@ -45,15 +45,12 @@ class Console:
         self.base = base
         self.username = username
         self.interface = interface
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.http: aiohttp.ClientSession | None = None
         self.waiting: dict[str, asyncio.Future[float]] = {}
         self.task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        async with self.http.post(
-            f"{self.base}/api/login", json={"username": self.username, "password": PASSWORD}
-        ) as resp:
-            resp.raise_for_status()
+        self.http = await login_session(self.base, self.username, PASSWORD)
         ws = await self.http.ws_connect(f"{self.base}/api/ws")
         hello = await ws.receive_json()
         assert hello["type"] == "hello", hello
@@ -72,7 +69,8 @@ class Console:
     async def close(self) -> None:
         if self.task is not None:
             self.task.cancel()
-        await self.http.close()
+        if self.http is not None:
+            await self.http.close()
 
 
 async def run(args: argparse.Namespace) -> None:

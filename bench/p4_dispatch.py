@@ -25,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
 from callcenter.pbx.harness import TestPbx
 from callcenter.pbx.render import PbxSpec
@@ -34,7 +32,7 @@ from callcenter.store import Store
 from callcenter.store.incidents import Incidents
 from callcenter.testing.app import AppProcess
 from callcenter.testing.sipp import free_port
-from callcenter.testing.web import make_user
+from callcenter.testing.web import login_session, make_user
 
 PASSWORD = "bench-password-123"
 REPO = Path(__file__).resolve().parents[1]
@@ -130,15 +128,11 @@ async def run(args: argparse.Namespace) -> None:
     lost = 0
     try:
         await app.start()
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-            async with http.post(f"{app.base_url}/api/login", json={"username": "taker", "password": PASSWORD}) as r:
-                csrf = (await r.json())["csrf_token"]
+        async with await login_session(app.base_url, "taker", PASSWORD) as http:
             for incident_id in incidents:
                 started = time.perf_counter()
                 async with http.post(
-                    f"{app.base_url}/api/incidents/{incident_id}/dispatch",
-                    json={"agencies": ["damkar"]},
-                    headers={"X-CSRF-Token": csrf},
+                    f"{app.base_url}/api/incidents/{incident_id}/dispatch", json={"agencies": ["damkar"]}
                 ) as resp:
                     if resp.status != 202:
                         raise RuntimeError(f"dispatch refused: {resp.status} {await resp.text()}")

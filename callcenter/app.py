@@ -35,6 +35,7 @@ from callcenter.queue.presence import Presence
 from callcenter.queue.tracker import QueueTracker, resync_from_ami
 from callcenter.store import Store
 from callcenter.store.pending import PendingWrites
+from callcenter.store.stats import Rollup
 from callcenter.supervision import RATINGS, supervision_ctx
 from callcenter.tasks import Background
 from callcenter.web import (
@@ -49,10 +50,14 @@ from callcenter.web import (
     supervisor_api,
     twilio_hooks,
 )
+from callcenter.web.access import TZ_OFFSET
 from callcenter.web.errors import errors_middleware
 from callcenter.web.keys import AGI, AMI, BACKGROUND, CONFIG, PENDING, PRESENCE, STORE, TRACKER
 
 log = structlog.get_logger("callcenter.app")
+
+#: Seconds between background refreshes of the statistics roll-up (``store/stats.py``).
+STATS_REFRESH = 60.0
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -79,11 +84,27 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             except Exception as exc:  # the old index keeps serving; routing never waits on this
                 log.warning("store.flags_refresh_failed", error=str(exc))
 
-    refresher = asyncio.create_task(refresh_flags(), name="flags-refresh")
+    async def refresh_stats() -> None:
+        """Statistics reads refresh the roll-up themselves; this keeps the dirty marks few when nobody
+        looks for a while, and builds the roll-up in short steps after an upgrade, before anyone asks."""
+        rollup = Rollup(store)
+        while True:
+            await asyncio.sleep(STATS_REFRESH)
+            try:
+                await rollup.refresh()
+            except Exception as exc:  # the next read or period tries again; nothing waits on this
+                log.warning("store.stats_refresh_failed", error=str(exc))
+
+    tasks = [
+        asyncio.create_task(refresh_flags(), name="flags-refresh"),
+        asyncio.create_task(refresh_stats(), name="stats-refresh"),
+    ]
     yield
-    refresher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await refresher
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await background.drain()
     await store.close()
 
@@ -126,11 +147,16 @@ async def _ami_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.start()
     yield
     await client.stop()
+    # Before the store closes (cleanup runs in reverse): what the tracker still buffers is written.
+    await tracker.close()
 
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, *auth.middlewares()], client_max_size=2 * 1024 * 1024)
     app[CONFIG] = config
+    offset = config.supervision.offset()
+    if offset is not None:
+        app[TZ_OFFSET] = offset
     app.cleanup_ctx.extend([_store_ctx, _agi_ctx, _ami_ctx, live.live_ctx, dispatch_ctx, supervision_ctx, sla_ctx])
     for module in (
         api,

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "CALLCENTER_"
+_OFFSET = re.compile(r"(?P<sign>[+-])?(?P<hours>[0-9]{1,2})(?::?(?P<minutes>[0-9]{2}))?")
 
 
 class ConfigError(ValueError):
@@ -147,6 +150,23 @@ class SupervisionConfig:
     recordings_root: str = ""
     #: Ask the citizen for a rating when an incident is resolved.
     ratings: bool = True
+    #: The centre's UTC offset, ``+07:00`` (WIB), ``+08:00`` (WITA) or ``+09:00`` (WIT): what "today", a
+    #: day and an hour of day mean in statistics and lists. Empty: the server's own offset. Whole hours
+    #: only (statistics group on UTC hours; Indonesia has no daylight saving).
+    utc_offset: str = ""
+
+    def __post_init__(self) -> None:
+        self.offset()  # a malformed value fails at load, not at the first statistics request
+
+    def offset(self) -> timedelta | None:
+        """``utc_offset`` as a timedelta, None when unset."""
+        if not self.utc_offset:
+            return None
+        found = _OFFSET.fullmatch(self.utc_offset.strip())
+        if found is None or int(found["minutes"] or 0) or int(found["hours"]) > 14:
+            raise ConfigError(f"[supervision].utc_offset: expected whole hours like +08:00, got {self.utc_offset!r}")
+        hours = int(found["hours"])
+        return timedelta(hours=-hours if found["sign"] == "-" else hours)
 
 
 @dataclass(frozen=True)

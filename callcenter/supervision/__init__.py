@@ -10,6 +10,10 @@ app instance or while this one was restarting; a broadcast seen by nobody would 
 good, whereas "resolved, nothing active, no rating yet" in the database is found by the next poll
 whoever wrote it. The query is one indexed lookup every few seconds; the rating row written before
 the call (or SMS) is the "asked once" guarantee.
+
+Ratings see the Twilio line only while it can text (``sms_line``): without credentials or a sender
+number every SMS would fail at Twilio, so a rating is not offered by SMS at all — in particular, a
+missed rating call is then not followed by an SMS row that could only say "failed".
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from callcenter.dispatch.dispatcher import RemoteLine
 from callcenter.dispatch.service import AMI_FANOUT
 from callcenter.supervision.callbacks import Callbacks
 from callcenter.supervision.ratings import RatingRefused, Ratings
@@ -34,6 +39,14 @@ CALLBACKS = web.AppKey("callbacks", Callbacks)
 RATINGS = web.AppKey("ratings", Ratings)
 #: Seconds between looks for incidents to rate.
 RATING_POLL = 3.0
+
+
+def sms_line(app: web.Application) -> RemoteLine | None:
+    """The app's Twilio line when it can send an SMS (account, token and sender number set), else None."""
+    cfg = app[CONFIG].twilio
+    if not (cfg.account_sid.strip() and cfg.auth_token.strip() and cfg.from_number.strip()):
+        return None
+    return app.get(TWILIO)
 
 
 async def rate_resolved(ratings: Ratings) -> list[int]:
@@ -58,7 +71,7 @@ async def supervision_ctx(app: web.Application) -> AsyncIterator[None]:
         app[STORE],
         app[AMI],
         hub.broadcast,
-        lambda: app.get(TWILIO),
+        lambda: sms_line(app),
         public_url=cfg.twilio.public_url,
         region=cfg.numbers.default_region,
     )
@@ -84,7 +97,8 @@ async def supervision_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
     for undo in unsubscribe:
         undo()
+    await ratings.close()
     await callbacks.close()
 
 
-__all__ = ["CALLBACKS", "RATINGS", "RATING_POLL", "rate_resolved", "supervision_ctx"]
+__all__ = ["CALLBACKS", "RATINGS", "RATING_POLL", "rate_resolved", "sms_line", "supervision_ctx"]

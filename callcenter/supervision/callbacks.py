@@ -295,18 +295,23 @@ class Callbacks:
             log.exception("callback.publish_failed")
 
 
-def default_window(now: datetime | None = None) -> tuple[datetime, datetime]:
-    """The last 24 hours: what a call-taker's abandoned list shows without filters."""
-    end = now or utcnow()
-    return end - timedelta(days=1), end + timedelta(seconds=1)
+def abandoned_window(
+    start: datetime | None = None, end: datetime | None = None, *, now: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """The instants an abandoned list covers: a missing end is now, a missing start 24 hours before
+    the end — a call-taker opening the list wants the last day, and "up to 10 January" alone means
+    the day before it, not everything since the beginning."""
+    if end is None:
+        end = (now or utcnow()) + timedelta(seconds=1)
+    return (start if start is not None else end - timedelta(days=1)), end
 
 
 __all__ = [
     "CONTEXT",
     "CallbackRefused",
     "Callbacks",
+    "abandoned_window",
     "callback_json",
-    "default_window",
     "match_reference",
     "originate",
 ]

@@ -13,17 +13,28 @@ once for a score from 1 to 5:
 Statuses: ``requested`` (row written) → ``calling`` (the call is placed / the SMS is sent) →
 ``rated`` | ``no_answer`` | ``failed`` | ``declined`` (answered, no key). Every change to a rating is a
 conditional update on the status it expects, so one token (or one call) stores one score only.
+
+**SMS fallback.** A citizen who missed the rating call (or answered and pressed nothing) is still
+asked: the IVR rating that settles as ``no_answer``, ``failed`` or ``declined`` is followed by the SMS
+link, as a second rating row of the incident (``via = 'sms'``) — the IVR row keeps how the call went,
+and the supervisor's detail view (the newest row) shows the SMS. Only when Twilio can text, the number
+is a mobile one (a landline cannot receive it), and the incident has no SMS rating yet: the IVR row
+settles once (conditional update), and the SMS row is written before the text is sent, so the link is
+sent at most once and never after a score. The text is sent in a background task: the settling
+happens inside the AMI event consumer and the AGI session, which must not wait on Twilio.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import phonenumbers
 import structlog
 from panoramisk.message import Message
 from sqlalchemy import and_, exists, func, select, update
@@ -52,6 +63,11 @@ SMS_TEXT = "Terima kasih telah menghubungi 112. Mohon nilai layanan kami (1 samp
 ROLES = ("supervisor",)
 _TRUNK = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 _ANSWERED_STATUSES = ("requested", "calling")
+#: How an IVR rating ends without a score; each is followed by the SMS link (``_sms_fallback``).
+UNREACHED = ("no_answer", "failed", "declined")
+#: Number types that can receive an SMS; "fixed line or mobile" is where the numbering plan cannot
+#: tell (North America) and the text may well arrive.
+_TEXTABLE = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
 
 
 class RatingRefused(Exception):
@@ -69,6 +85,15 @@ class TokenView:
     reference: str
     open: bool
     score: int | None
+
+
+def textable(number: str) -> bool:
+    """Whether an E.164 number can receive an SMS: a mobile number, as far as the numbering plan tells."""
+    try:
+        parsed = phonenumbers.parse(number)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.number_type(parsed) in _TEXTABLE
 
 
 def rating_json(r: Rating) -> dict[str, Any]:
@@ -104,6 +129,20 @@ class Ratings:
         self.region = region
         #: Rating ids whose call was answered (OriginateResponse Success), until their outcome is known.
         self._answered: set[int] = set()
+        #: SMS fallbacks in flight (kept referenced until done; cancelled by ``close``).
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def close(self) -> None:
+        """Cancel the SMS fallbacks still running: the app is stopping."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def settled(self) -> None:
+        """Wait until the SMS fallbacks started so far are done (for tests, which check what was sent)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # -- asking ----------------------------------------------------------------------------------
 
@@ -190,7 +229,7 @@ class Ratings:
             )
         except AmiError as exc:
             log.warning("rating.originate_failed", rating_id=rating.id, error=str(exc))
-            await self._set(rating.id, "failed", expect=_ANSWERED_STATUSES)
+            await self._ivr_unreached(rating.id, "failed", expect=_ANSWERED_STATUSES)
 
     async def _sms(self, rating: Rating, number: str) -> None:
         line = self._twilio()
@@ -207,6 +246,75 @@ class Ratings:
             return
         log.info("rating.sms_sent", rating_id=rating.id, sid=sid)
         await self._set(rating.id, "calling", expect=("requested",))
+
+    async def _ivr_unreached(self, rating_id: int, status: str, *, expect: tuple[str, ...]) -> bool:
+        """Settle an IVR rating without a score and, if this settled it, text the link instead."""
+        if not await self._set(rating_id, status, expect=expect):
+            return False
+        task = asyncio.create_task(self._guarded(self._sms_fallback(rating_id)), name=f"rating-sms-{rating_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    @staticmethod
+    async def _guarded(work: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await work
+        except Exception:  # the store gave up: the citizen is not texted, the IVR outcome stays
+            log.exception("rating.sms_fallback_failed")
+
+    async def _sms_fallback(self, ivr_id: int) -> Rating | None:
+        """Text the SMS link after IVR rating ``ivr_id`` ended unrated; the SMS rating, or None when
+        it is not sent (rated after all, no mobile number, Twilio cannot text, already texted)."""
+
+        async def read(session: AsyncSession) -> tuple[Rating, Incident] | None:
+            found = (
+                await session.execute(
+                    select(Rating, Incident)
+                    .join(Incident, Incident.id == Rating.incident_id)
+                    .where(Rating.id == ivr_id)
+                )
+            ).first()
+            return None if found is None else (found[0], found[1])
+
+        found = await self.store.transaction("rating_fallback_read", read)
+        if found is None:
+            return None
+        ivr, incident = found
+        number = normalize(incident.callback_number, self.region).e164
+        if ivr.via != "ivr" or ivr.status not in UNREACHED:
+            reason = f"rating is {ivr.via}/{ivr.status}"
+        elif number is None or not textable(number):
+            reason = "no mobile number"
+        elif self._twilio() is None or not self.public_url:
+            reason = "Twilio cannot text (credentials, sender number or public URL unset)"
+        else:
+            return await self._text_instead(ivr, number)
+        log.info("rating.sms_fallback_skipped", rating_id=ivr_id, incident_id=ivr.incident_id, reason=reason)
+        return None
+
+    async def _text_instead(self, ivr: Rating, number: str) -> Rating | None:
+        """Write the incident's SMS rating (unless it has one: at most one text per incident), then send it."""
+        token = secrets.token_urlsafe(24)
+
+        async def claim(session: AsyncSession) -> Rating | None:
+            texted = await session.scalar(
+                select(Rating.id).where(Rating.incident_id == ivr.incident_id, Rating.via == "sms").limit(1)
+            )
+            if texted is not None:
+                return None
+            r = Rating(incident_id=ivr.incident_id, via="sms", status="requested", requested_at=utcnow(), token=token)
+            session.add(r)
+            await session.flush()
+            return r
+
+        sms = await self.store.transaction("rating_fallback_claim", claim)
+        if sms is None:
+            log.info("rating.sms_fallback_skipped", rating_id=ivr.id, incident_id=ivr.incident_id, reason="texted")
+            return None
+        log.info("rating.sms_fallback", rating_id=ivr.id, sms_rating_id=sms.id, ivr_status=ivr.status)
+        await self._sms(sms, number)
+        return await self.get(sms.id)
 
     async def mark_unaskable(self, incident_id: int) -> None:
         """Record that the incident cannot be asked (``via = 'none'``, ``failed``), so the trigger
@@ -227,7 +335,7 @@ class Ratings:
     async def record_ivr(self, rating_id: int, score: int | None) -> bool:
         """The key the citizen pressed (None: no key → ``declined``); False if already settled."""
         if score is None:
-            return await self._set(rating_id, "declined", expect=("calling",))
+            return await self._ivr_unreached(rating_id, "declined", expect=("calling",))
         return await self._score(Rating.id == rating_id, score)
 
     async def by_token(self, token: str) -> TokenView | None:
@@ -317,12 +425,12 @@ class Ratings:
                 return
             reason = str(message.get("Reason", ""))
             status = "no_answer" if REASON_OUTCOME.get(reason) in ("no_answer", "busy") else "failed"
-            await self._set(rating_id, status, expect=("calling",))
+            await self._ivr_unreached(rating_id, status, expect=("calling",))
         elif name == "Hangup":
             rating_id = match_reference(message.get("Uniqueid"), "rating")
             if rating_id is not None and rating_id in self._answered:
                 self._answered.discard(rating_id)
-                await self._set(rating_id, "declined", expect=("calling",))
+                await self._ivr_unreached(rating_id, "declined", expect=("calling",))
 
     def _send(self, rating: Rating) -> None:
         try:
@@ -331,4 +439,14 @@ class Ratings:
             log.exception("rating.publish_failed")
 
 
-__all__ = ["CONTEXT", "RATE_PATH", "VIAS", "RatingRefused", "Ratings", "TokenView", "rating_json"]
+__all__ = [
+    "CONTEXT",
+    "RATE_PATH",
+    "UNREACHED",
+    "VIAS",
+    "RatingRefused",
+    "Ratings",
+    "TokenView",
+    "rating_json",
+    "textable",
+]

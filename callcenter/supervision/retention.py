@@ -3,9 +3,19 @@
 Two windows from ``[retention]``: recordings older than ``recordings_days`` are deleted from disk and
 unlinked from their call; personal fields of calls and incidents older than ``personal_days`` are
 blanked (caller number/raw, reporter name, callback number, address, landmark, notes, coordinates),
-together with the copies of those fields in the incident audit trail — an anonymised incident whose
-audit still says who called would anonymise nothing. Statistics survive: category, times, outcomes,
-classification and ratings stay.
+together with every copy of them — an anonymised row whose copies still say who called would
+anonymise nothing:
+
+* the incident audit trail (personal fields' old and new values);
+* the call's timeline (``call_events.data``, free JSON): values under personal keys, and the caller's
+  number wherever a string holds it (``PJSIP/0812…-0001``), in every form it may be written in; the
+  number is cut out in the same transaction that blanks the call, the last moment it is known;
+* prank/hoax/silent flags (``number_flags``) older than the window, of numbers that have not called
+  since: a flag is the number itself, and a number still calling keeps its history;
+* photos agency officers attached to the incident's dispatch updates (files under
+  ``[dispatch] upload_dir``, unlinked from their update).
+
+Statistics survive: category, times, outcomes, classification and ratings stay.
 
 A run is idempotent (already-blank rows are not counted again) and writes one ``access_log`` entry
 with its counts, so that "who removed this data, when" has an answer. ``dry_run`` only counts: it
@@ -15,18 +25,29 @@ deletes, changes and writes nothing at all.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import phonenumbers
 import structlog
-from sqlalchemy import or_, select
+from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.config import RetentionConfig
 from callcenter.store import Store, utcnow
-from callcenter.store.models import AccessLog, Call, Incident, IncidentAudit
+from callcenter.store.models import (
+    AccessLog,
+    Call,
+    CallEvent,
+    Dispatch,
+    DispatchUpdate,
+    Incident,
+    IncidentAudit,
+    NumberFlag,
+)
 
 log = structlog.get_logger("callcenter.supervision.retention")
 
@@ -34,7 +55,25 @@ log = structlog.get_logger("callcenter.supervision.retention")
 INCIDENT_TEXT = ("reporter_name", "callback_number", "address", "landmark", "notes")
 INCIDENT_NULL = ("latitude", "longitude")
 PERSONAL_AUDIT_FIELDS = frozenset(INCIDENT_TEXT + INCIDENT_NULL)
+#: Keys of timeline event data whose value is personal whatever it is: caller ids as AMI and the
+#: dialplan name them, and intake fields copied into an event (compared in lower case).
+PERSONAL_EVENT_KEYS = PERSONAL_AUDIT_FIELDS | {
+    "caller",
+    "caller_id",
+    "caller_name",
+    "caller_number",
+    "caller_raw",
+    "callerid",
+    "calleridname",
+    "calleridnum",
+    "connectedlinename",
+    "connectedlinenum",
+}
 ANONYMISED = "[dihapus]"
+#: Agency photos are stored under a bare random name of one of these kinds (``web/dispatch_api.py``).
+PHOTO_SUFFIXES = (".jpg", ".png")
+#: Digit runs shorter than this (112, a queue position) are never taken for a caller's number.
+MIN_NUMBER_DIGITS = 6
 #: Rows handled per transaction: a big first run must not hold one huge transaction.
 BATCH = 500
 
@@ -47,7 +86,13 @@ class RetentionReport:
     recordings_deleted: int = 0
     recordings_missing: int = 0
     calls_anonymised: int = 0
+    events_scrubbed: int = 0
     incidents_anonymised: int = 0
+    flags_deleted: int = 0
+    photos_deleted: int = 0
+    photos_missing: int = 0
+    #: Parts not run, and why (not errors: nothing was left half done).
+    skipped: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -59,11 +104,52 @@ def recording_path(recording: str, root: str) -> Path:
     return Path(root) / recording.lstrip("/") if root else Path(recording)
 
 
-def _remove(path: Path) -> bool:
-    """Delete a recording file; False when it was already gone. Only ``.wav`` files are touched: a
-    corrupted path in the database must not delete anything else."""
-    if path.suffix.lower() != ".wav":
-        raise ValueError(f"not a recording: {path}")
+def number_pattern(*numbers: str | None) -> re.Pattern[str] | None:
+    """Every way the caller's ``numbers`` (E.164, raw) may be written in free text: with or without
+    the plus and country code, or nationally with the trunk 0 (``+62812…``, ``62812…``, ``0812…``);
+    None when there is no number long enough to look for."""
+    forms: set[str] = set()
+    for number in numbers:
+        digits = re.sub(r"[^0-9]", "", number or "")
+        if len(digits) >= MIN_NUMBER_DIGITS:
+            forms.add(rf"\+?{digits}")
+        if number and number.startswith("+"):
+            try:
+                parsed = phonenumbers.parse(number)
+            except phonenumbers.NumberParseException:
+                continue
+            national = phonenumbers.national_significant_number(parsed)
+            if len(national) >= MIN_NUMBER_DIGITS:
+                forms.add(rf"(?:\+?{parsed.country_code}|0)?{national}")
+    if not forms:
+        return None
+    return re.compile("(?<![0-9])(?:" + "|".join(sorted(forms, key=len, reverse=True)) + ")(?![0-9])")
+
+
+def _blank(value: Any) -> Any:
+    """A personal value's replacement: text keeps a marker (the timeline shows something was there)."""
+    if value is None or value == "":
+        return value
+    return ANONYMISED if isinstance(value, str) else None
+
+
+def scrub(value: Any, number: re.Pattern[str] | None) -> Any:
+    """``value`` (JSON) with personal keys blanked and the ``number`` cut out of every string; equal to
+    ``value`` when there was nothing to remove, so a second run changes nothing."""
+    if isinstance(value, dict):
+        return {k: _blank(v) if str(k).lower() in PERSONAL_EVENT_KEYS else scrub(v, number) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v, number) for v in value]
+    if isinstance(value, str) and number is not None:
+        return number.sub(ANONYMISED, value)
+    return value
+
+
+def _remove(path: Path, suffixes: tuple[str, ...] = (".wav",)) -> bool:
+    """Delete a recording (or photo) file; False when it was already gone. Only files of the expected
+    kind are touched: a corrupted path in the database must not delete anything else."""
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"not a {'/'.join(suffixes)} file: {path}")
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -76,10 +162,14 @@ async def run_retention(
     config: RetentionConfig,
     *,
     recordings_root: str = "",
+    upload_dir: str | None = None,
     dry_run: bool = False,
     now: datetime | None = None,
     user_id: int | None = None,
 ) -> RetentionReport:
+    """Apply both windows once. ``upload_dir`` is ``[dispatch] upload_dir``, where the agency photos
+    are; without it photos are left alone (and the report says so) rather than unlinked from their
+    update while the files stay on disk."""
     now = now or utcnow()
     rec_cutoff = now - timedelta(days=config.recordings_days)
     pers_cutoff = now - timedelta(days=config.personal_days)
@@ -87,6 +177,12 @@ async def run_retention(
     await _recordings(store, report, rec_cutoff, recordings_root, dry_run)
     await _calls(store, report, pers_cutoff, dry_run)
     await _incidents(store, report, pers_cutoff, dry_run)
+    await _flags(store, report, pers_cutoff, dry_run)
+    if upload_dir is None:
+        report.skipped.append("photos: no upload directory given")
+        log.warning("retention.photos_skipped", reason="no upload directory given")
+    else:
+        await _photos(store, report, pers_cutoff, upload_dir, dry_run)
     if not dry_run:
 
         async def write(session: AsyncSession) -> None:
@@ -148,10 +244,11 @@ async def _recordings(store: Store, report: RetentionReport, cutoff: datetime, r
 
 
 async def _calls(store: Store, report: RetentionReport, cutoff: datetime, dry_run: bool) -> None:
+    """Blank the caller of old calls, and cut their number out of their timeline and channel name."""
     last = ""
     while True:
 
-        async def op(session: AsyncSession, after: str = last) -> list[str]:
+        async def op(session: AsyncSession, after: str = last) -> tuple[list[str], int]:
             rows = list(
                 await session.scalars(
                     select(Call)
@@ -164,14 +261,26 @@ async def _calls(store: Store, report: RetentionReport, cutoff: datetime, dry_ru
                     .limit(BATCH)
                 )
             )
+            numbers = {c.id: number_pattern(c.caller_number, c.caller_raw) for c in rows}
+            scrubbed = 0
+            if rows:
+                for event in await session.scalars(select(CallEvent).where(CallEvent.call_id.in_(list(numbers)))):
+                    clean = scrub(event.data, numbers[event.call_id])
+                    if clean != event.data:
+                        scrubbed += 1
+                        if not dry_run:
+                            event.data = clean
             if not dry_run:
                 for call in rows:
                     call.caller_number = None
                     call.caller_raw = None
-            return [c.id for c in rows]
+                    if call.channel:
+                        call.channel = scrub(call.channel, numbers[call.id])
+            return [c.id for c in rows], scrubbed
 
-        ids = await store.transaction("retention_calls", op)
+        ids, scrubbed = await store.transaction("retention_calls", op)
         report.calls_anonymised += len(ids)
+        report.events_scrubbed += scrubbed
         if len(ids) < BATCH:
             return
         last = ids[-1]
@@ -222,4 +331,68 @@ async def _incidents(store: Store, report: RetentionReport, cutoff: datetime, dr
         last = next_after
 
 
-__all__ = ["RetentionReport", "recording_path", "run_retention"]
+async def _flags(store: Store, report: RetentionReport, cutoff: datetime, dry_run: bool) -> None:
+    """Delete flags older than ``cutoff`` of numbers with no call since ``cutoff``."""
+    stale = and_(
+        NumberFlag.created_at < cutoff,
+        ~exists().where(Call.caller_number == NumberFlag.number, Call.arrived_at >= cutoff),
+    )
+
+    async def op(session: AsyncSession) -> int:
+        if dry_run:
+            return int(await session.scalar(select(func.count()).select_from(NumberFlag).where(stale)) or 0)
+        result = await session.execute(delete(NumberFlag).where(stale))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    report.flags_deleted += await store.transaction("retention_flags", op)
+
+
+async def _photos(store: Store, report: RetentionReport, cutoff: datetime, upload_dir: str, dry_run: bool) -> None:
+    """Delete the photos of dispatch updates on incidents older than ``cutoff`` (the whole case goes
+    at once, like its other personal fields) and unlink them from their update."""
+    directory = Path(upload_dir)
+    last = 0
+    while True:
+
+        async def op(session: AsyncSession, after: int = last) -> tuple[int, int, int, list[str]]:
+            updates = list(
+                await session.scalars(
+                    select(DispatchUpdate)
+                    .join(Dispatch, Dispatch.id == DispatchUpdate.dispatch_id)
+                    .join(Incident, Incident.id == Dispatch.incident_id)
+                    .where(DispatchUpdate.photo.is_not(None), Incident.created_at < cutoff, DispatchUpdate.id > after)
+                    .order_by(DispatchUpdate.id)
+                    .limit(BATCH)
+                )
+            )
+            deleted = missing = 0
+            errors: list[str] = []
+            for update in updates:
+                name = update.photo or ""
+                path = directory / name
+                try:
+                    # A bare name of a photo kind, or nothing is deleted: the name comes from the database.
+                    if Path(name).name != name or path.suffix.lower() not in PHOTO_SUFFIXES:
+                        raise ValueError(f"not a photo: {name!r}")
+                    present = path.exists() if dry_run else _remove(path, PHOTO_SUFFIXES)
+                except (OSError, ValueError) as exc:  # kept linked: the next run tries again
+                    errors.append(f"update {update.id}: {exc}")
+                    continue
+                if present:
+                    deleted += 1
+                else:
+                    missing += 1
+                if not dry_run:
+                    update.photo = None
+            return (updates[-1].id if len(updates) == BATCH else -1), deleted, missing, errors
+
+        next_after, deleted, missing, errors = await store.transaction("retention_photos", op)
+        report.photos_deleted += deleted
+        report.photos_missing += missing
+        report.errors.extend(errors)
+        if next_after < 0:
+            return
+        last = next_after
+
+
+__all__ = ["RetentionReport", "number_pattern", "recording_path", "run_retention", "scrub"]

@@ -2,13 +2,16 @@
 
 ``create_app(test_config(tmp_path))`` starts everything for real (store, AGI server, AMI client):
 the AGI server listens on a free port, and the AMI client points at a closed port and keeps
-retrying quietly, exactly as it would while Asterisk is down.
+retrying quietly, exactly as it would while Asterisk is down. ``login`` logs in an aiohttp test
+client; ``login_session`` does the same against an app at a URL (a child process in end-to-end tests
+and benchmarks), as a browser would.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -17,6 +20,7 @@ from callcenter.store import Store
 from callcenter.store.accounts import Accounts
 from callcenter.testing.sipp import free_port
 from callcenter.web.access import UserInfo
+from callcenter.web.auth import CSRF_HEADER, LOGIN_PATH
 
 DEFAULT_PASSWORD = "correct-horse-battery"
 #: A complete, valid fire intake in Jembrana, for tests that need an incident to dispatch.
@@ -82,3 +86,21 @@ async def login(
     assert resp.status == 200, f"login as {username!r} failed: {resp.status} {body}"
     csrf: str = (await resp.json())["csrf_token"]
     return csrf
+
+
+async def login_session(base_url: str, username: str, password: str = DEFAULT_PASSWORD) -> aiohttp.ClientSession:
+    """A new HTTP session logged in to the app at ``base_url``; the caller closes it (``async with``).
+
+    It keeps the session cookie (for an IP address too, as ``127.0.0.1`` is) and sends the session's
+    CSRF token with every request, so state changes work like the console's; a failed login raises
+    AssertionError with the app's answer.
+    """
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with (
+        aiohttp.ClientSession(cookie_jar=jar) as anonymous,
+        anonymous.post(f"{base_url}{LOGIN_PATH}", json={"username": username, "password": password}) as resp,
+    ):
+        body = await resp.text()
+        assert resp.status == 200, f"login as {username!r} failed: {resp.status} {body}"
+        csrf: str = (await resp.json())["csrf_token"]
+    return aiohttp.ClientSession(cookie_jar=jar, headers={CSRF_HEADER: csrf})

@@ -30,9 +30,9 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
-from callcenter.store import Store, StoreUnavailable
+from callcenter.store import Store
 from callcenter.store.accounts import AccountError, Accounts, normalise_username
-from callcenter.web.access import CSRF, LANGUAGES, ROLES, USER, error, require, user_of
+from callcenter.web.access import CSRF, LANGUAGES, ROLES, USER, Reply, error, invalid, require, user_of
 from callcenter.web.keys import CONFIG, STORE
 
 log = structlog.get_logger("callcenter.auth")
@@ -217,14 +217,12 @@ def _clear_cookie(request: web.Request, response: web.StreamResponse) -> None:
 
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Resolve the session cookie; an unknown or expired one is cleared from the browser."""
+    """Resolve the session cookie; an unknown or expired one is cleared from the browser. A database
+    outage while resolving it is answered 503 by the error middleware, which runs outside this one."""
     token = request.cookies.get(COOKIE)
     if not token or request.path.startswith(_NO_SESSION_PREFIXES):
         return await handler(request)
-    try:
-        resolved = await accounts_of(request.app).resolve_session(token)
-    except StoreUnavailable:
-        return error(503, "database unavailable, try again shortly")
+    resolved = await accounts_of(request.app).resolve_session(token)
     if resolved is not None:
         request[USER], request[CSRF] = resolved
     response = await handler(request)
@@ -265,19 +263,15 @@ def middlewares() -> list[Middleware]:
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
-    """The request body as a JSON object, or the 400 response to send instead."""
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object; anything else is answered 400 (raised as ``Reply``)."""
     try:
         body = await request.json()
     except ValueError:
-        return error(400, "malformed JSON")
+        raise Reply(error(400, "malformed JSON")) from None
     if not isinstance(body, dict):
-        return error(400, "expected a JSON object")
+        raise Reply(error(400, "expected a JSON object"))
     return body
-
-
-def _invalid(fields: dict[str, str]) -> web.Response:
-    return error(422, "invalid input", fields=fields)
 
 
 def _remote(request: web.Request) -> str:
@@ -303,13 +297,11 @@ def _set_session_cookie(request: web.Request, response: web.StreamResponse, toke
 async def login(request: web.Request) -> web.Response:
     """Public: check the password, then start a *new* session (never reuse the one the browser sent)."""
     body = await _json_object(request)
-    if isinstance(body, web.Response):
-        return body
     fields = {
         name: "required" for name in ("username", "password") if not isinstance(body.get(name), str) or not body[name]
     }
     if fields:
-        return _invalid(fields)
+        return invalid(fields)
     username = normalise_username(body["username"])[:64]
     password: str = body["password"]
     remote = _remote(request)
@@ -362,14 +354,12 @@ async def me(request: web.Request) -> web.Response:
 async def update_me(request: web.Request) -> web.Response:
     """Only the UI language is the user's own to change; anything else is refused, not ignored."""
     body = await _json_object(request)
-    if isinstance(body, web.Response):
-        return body
     fields = {name: "cannot be changed here" for name in body if name != "language"}
     language = body.get("language")
     if language not in LANGUAGES:
         fields["language"] = f"one of {', '.join(LANGUAGES)}"
     if fields:
-        return _invalid(fields)
+        return invalid(fields)
     try:
         user = await accounts_of(request.app).set_language(user_of(request).id, str(language))
     except LookupError:
@@ -388,8 +378,6 @@ async def list_users(request: web.Request) -> web.Response:
 @require("admin")
 async def create_user(request: web.Request) -> web.Response:
     body = await _json_object(request)
-    if isinstance(body, web.Response):
-        return body
     fields: dict[str, str] = {}
     for name in ("username", "display_name", "password", "role"):
         if not isinstance(body.get(name), str):
@@ -400,7 +388,7 @@ async def create_user(request: web.Request) -> web.Response:
     unknown = set(body) - {"username", "display_name", "password", "role", "language", "interface", "agency"}
     fields.update({name: "unknown field" for name in sorted(unknown)})
     if fields:
-        return _invalid(fields)
+        return invalid(fields)
     try:
         user = await accounts_of(request.app).create_user(
             body["username"],
@@ -414,6 +402,6 @@ async def create_user(request: web.Request) -> web.Response:
     except AccountError as exc:
         if exc.conflict:
             return error(409, "already in use", fields=exc.fields)
-        return _invalid(exc.fields)
+        return invalid(exc.fields)
     log.info("auth.user_created", user_id=user.id, username=user.username, role=user.role, by=user_of(request).username)
     return web.json_response({"user": user.as_json()}, status=201)

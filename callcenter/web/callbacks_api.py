@@ -5,6 +5,9 @@
 
 The services come from ``callcenter/supervision`` through their AppKeys at request time (they are
 built by ``supervision_ctx`` after AMI and dispatch); until they exist the endpoints answer 503.
+``from``/``to`` on the abandoned list are the centre's local days, read by the same helper as the
+supervisor's statistics (``web/access.py``), so "10 January" is the same day on both pages. A database
+outage is answered 503 by the app's error middleware, like everywhere else.
 
 ``/rate/{token}`` is the page behind the link we text to citizens: public, no session, no script.
 It is a server-rendered form whose buttons POST the score; the random token in the path is the only
@@ -17,17 +20,15 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
 
-from callcenter.store import StoreUnavailable
 from callcenter.supervision import CALLBACKS, RATINGS
-from callcenter.supervision.callbacks import CallbackRefused, callback_json, default_window
+from callcenter.supervision.callbacks import CallbackRefused, abandoned_window, callback_json
 from callcenter.supervision.ratings import VIAS, RatingRefused, rating_json
-from callcenter.web.access import error, require, user_of
+from callcenter.web.access import Reply, centre_offset, date_range, error, invalid, require, user_of
 
 log = structlog.get_logger("callcenter.web.callbacks")
 routes = web.RouteTableDef()
@@ -35,6 +36,7 @@ routes = web.RouteTableDef()
 _CALL_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _MAX_ID = 2**31 - 1
+T = TypeVar("T")
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -43,51 +45,31 @@ PAGE_HEADERS = {
 }
 
 
-def _parse_time(raw: str) -> datetime:
-    """ISO date or datetime; a naive value is taken as UTC."""
-    value = datetime.fromisoformat(raw)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+def _service(request: web.Request, key: web.AppKey[T], what: str) -> T:
+    """The supervision service behind ``key``, or a 503 while ``supervision_ctx`` has not built it."""
+    service = request.app.get(key)
+    if service is None:
+        raise Reply(error(503, f"{what} are not available yet"))
+    return service
 
 
 @routes.get("/api/abandoned")
 @require("calltaker", "supervisor")
 async def abandoned(request: web.Request) -> web.StreamResponse:
-    """Callers who hung up before an answer (last 24 h by default), each with its call-backs."""
-    callbacks = request.app.get(CALLBACKS)
-    if callbacks is None:
-        return error(503, "call-backs are not available yet")
-    start, end = default_window()
-    fields: dict[str, str] = {}
-    for name in ("from", "to"):
-        raw = request.query.get(name)
-        if raw:
-            try:
-                value = _parse_time(raw)
-            except ValueError:
-                fields[name] = "not an ISO date or datetime"
-                continue
-            if name == "from":
-                start = value
-            else:
-                end = value
-    if not fields and start >= end:
-        fields["to"] = "must be after from"
-    if fields:
-        return error(422, "invalid filter", fields=fields)
-    try:
-        rows = await callbacks.abandoned(start, end)
-    except StoreUnavailable:
-        return error(503, "database unavailable, try again shortly")
-    return web.json_response(rows)
+    """Callers who hung up before an answer, each with its call-backs (``abandoned_window`` fills in
+    a missing bound)."""
+    callbacks = _service(request, CALLBACKS, "call-backs")
+    start, end = abandoned_window(*date_range(request, centre_offset(request.app)))
+    if start >= end:
+        raise Reply(invalid({"to": "must be after from"}))
+    return web.json_response(await callbacks.abandoned(start, end))
 
 
 @routes.post("/api/calls/{call_id}/callback")
 @require("calltaker", "supervisor")
 async def call_back(request: web.Request) -> web.StreamResponse:
     """Ring the requester's softphone (a supervisor without one: the overflow line), then the citizen."""
-    callbacks = request.app.get(CALLBACKS)
-    if callbacks is None:
-        return error(503, "call-backs are not available yet")
+    callbacks = _service(request, CALLBACKS, "call-backs")
     call_id = request.match_info["call_id"]
     if not _CALL_ID.match(call_id):
         return error(404, "no such call")
@@ -100,8 +82,6 @@ async def call_back(request: web.Request) -> web.StreamResponse:
         return error(404, "no such call")
     except CallbackRefused as exc:
         return error(exc.status, str(exc))
-    except StoreUnavailable:
-        return error(503, "database unavailable, try again shortly")
     return web.json_response({"callback": callback_json(cb)}, status=202)
 
 
@@ -109,9 +89,7 @@ async def call_back(request: web.Request) -> web.StreamResponse:
 @require("supervisor")
 async def ask_rating(request: web.Request) -> web.StreamResponse:
     """Ask the citizen for a rating now, by ``ivr`` or ``sms`` (normally automatic)."""
-    ratings = request.app.get(RATINGS)
-    if ratings is None:
-        return error(503, "ratings are not available yet")
+    ratings = _service(request, RATINGS, "ratings")
     raw_id = request.match_info["incident_id"]
     if not raw_id.isascii() or not raw_id.isdigit() or int(raw_id) > _MAX_ID:
         return error(404, "no such incident")
@@ -121,15 +99,13 @@ async def ask_rating(request: web.Request) -> web.StreamResponse:
         return error(400, "body must be JSON")
     via = body.get("via") if isinstance(body, dict) else None
     if via not in VIAS:
-        return error(422, "invalid request", fields={"via": f"one of {', '.join(VIAS)}"})
+        return invalid({"via": f"one of {', '.join(VIAS)}"})
     try:
         rating = await ratings.request(int(raw_id), via)
     except LookupError:
         return error(404, "no such incident")
     except RatingRefused as exc:
         return error(exc.status, str(exc))
-    except StoreUnavailable:
-        return error(503, "database unavailable, try again shortly")
     return web.json_response({"rating": rating_json(rating)}, status=202)
 
 

@@ -18,7 +18,7 @@ import io
 import os
 import re
 import weakref
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -38,15 +38,12 @@ from callcenter.store.stats import (
     Stats,
     call_row,
 )
-from callcenter.web.access import error, require, user_of
+from callcenter.web.access import Reply, centre_offset, date_range, error, invalid, require, user_of
 from callcenter.web.console_api import incident_json
 from callcenter.web.keys import CONFIG, STORE, TRACKER
 
 log = structlog.get_logger("callcenter.web.supervisor")
 routes = web.RouteTableDef()
-
-#: The centre's UTC offset for "today", days and hours; set before startup to override the server's.
-TZ_OFFSET = web.AppKey("stats_tz_offset", timedelta)
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
@@ -56,7 +53,6 @@ MAX_STATS_DAYS = 731
 DEFAULT_STATS_DAYS = 30
 _CALL_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _CODE = re.compile(r"[a-z0-9_-]{1,32}")
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 CSV_TABLES = (
     "by_category",
     "by_agency",
@@ -72,69 +68,22 @@ CSV_TABLES = (
 _CACHE: weakref.WeakKeyDictionary[Store, tuple[Stats, Dispatches]] = weakref.WeakKeyDictionary()
 
 
-def server_offset() -> timedelta:
-    """The server's current UTC offset, floored to whole hours (what ``Stats`` can group on)."""
-    offset = datetime.now().astimezone().utcoffset() or timedelta(0)
-    whole = timedelta(hours=offset // timedelta(hours=1))
-    if whole != offset:
-        log.warning("stats.offset_rounded", offset=str(offset), used=str(whole))
-    return whole
-
-
 def _services(app: web.Application) -> tuple[Stats, Dispatches]:
     """Per store, like ``console_api``: the app is frozen once the store exists, so no app keys."""
     store = app[STORE]
     found = _CACHE.get(store)
     if found is None:
-        offset = app.get(TZ_OFFSET)
-        found = _CACHE[store] = (
-            Stats(store, offset=offset if offset is not None else server_offset()),
-            Dispatches(store),
-        )
+        found = _CACHE[store] = (Stats(store, offset=centre_offset(app)), Dispatches(store))
     return found
 
 
-class _Invalid(Exception):
-    def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__(str(fields))
-        self.fields = fields
-
-
-def _invalid(fields: dict[str, str]) -> web.Response:
-    return error(422, "invalid input", fields=fields)
-
-
-# -- query parsing ---------------------------------------------------------------------------------------
-
-
-def _instant(name: str, raw: str, offset: timedelta, *, end: bool) -> datetime:
-    """``YYYY-MM-DD`` is a local day (as the end of a range: the whole day is included); a datetime
-    with an offset is taken as is, a naive one as local time."""
-    try:
-        if _DATE.fullmatch(raw):
-            day = datetime.combine(datetime.strptime(raw, "%Y-%m-%d").date(), time(), tzinfo=UTC)
-            return day + (timedelta(days=1) if end else timedelta(0)) - offset
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise _Invalid({name: "not an ISO 8601 date (YYYY-MM-DD) or date-time"}) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC) - offset
-    return value.astimezone(UTC)
-
-
-def _range(request: web.Request, offset: timedelta) -> tuple[datetime | None, datetime | None]:
-    q = request.query
-    start = _instant("from", q["from"], offset, end=False) if q.get("from") else None
-    end = _instant("to", q["to"], offset, end=True) if q.get("to") else None
-    if start is not None and end is not None and end <= start:
-        raise _Invalid({"to": "must be after from"})
-    return start, end
+# -- query parsing (a bad parameter raises Reply: the error middleware answers the 422) ----------------------
 
 
 def _period(request: web.Request, stats: Stats) -> Period:
     """``from``/``to`` as given; without ``to``: up to the end of today; without ``from``: the 30 days
     before ``to`` (a month is what a supervisor opening the page wants, and it is cheap)."""
-    start, end = _range(request, stats.offset)
+    start, end = date_range(request, stats.offset)
     if end is None:
         end = stats.local_midnight(utcnow()) + timedelta(days=1)
         if start is not None and end <= start:
@@ -142,7 +91,7 @@ def _period(request: web.Request, stats: Stats) -> Period:
     if start is None:
         start = end - timedelta(days=DEFAULT_STATS_DAYS)
     if end - start > timedelta(days=MAX_STATS_DAYS):
-        raise _Invalid({"to": f"the period may span at most {MAX_STATS_DAYS} days"})
+        raise Reply(invalid({"to": f"the period may span at most {MAX_STATS_DAYS} days"}))
     return Period(start, end, stats.offset)
 
 
@@ -151,13 +100,13 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     if raw == "":
         return default
     if not re.fullmatch(r"[0-9]{1,9}", raw) or not lo <= int(raw) <= hi:
-        raise _Invalid({name: f"must be a whole number from {lo} to {hi}"})
+        raise Reply(invalid({name: f"must be a whole number from {lo} to {hi}"}))
     return int(raw)
 
 
 async def _call_filter(request: web.Request, stats: Stats) -> CallFilter:
     q = request.query
-    start, end = _range(request, stats.offset)
+    start, end = date_range(request, stats.offset)
     fields: dict[str, str] = {}
     number = None
     if q.get("number"):
@@ -180,7 +129,7 @@ async def _call_filter(request: web.Request, stats: Stats) -> CallFilter:
     if calltaker is not None and not re.fullmatch(r"[A-Za-z0-9_.@/-]{1,128}", calltaker):
         fields["calltaker"] = "not a user id, username or member name"
     if fields:
-        raise _Invalid(fields)
+        raise Reply(invalid(fields))
     answered_by = await stats.calltaker_names(calltaker) if calltaker is not None else None
     return CallFilter(start, end, number, answered_by, category, classification, agency, status)
 
@@ -247,12 +196,9 @@ async def wallboard(request: web.Request) -> web.Response:
 @require("supervisor")
 async def call_log(request: web.Request) -> web.Response:
     stats, _ = _services(request.app)
-    try:
-        limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
-        filters = await _call_filter(request, stats)
-    except _Invalid as bad:
-        return _invalid(bad.fields)
+    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+    filters = await _call_filter(request, stats)
     page = await stats.call_log(filters, limit=limit, offset=offset)
     return web.json_response({"calls": page.calls, "total": page.total, "limit": limit, "offset": offset})
 
@@ -391,11 +337,7 @@ async def recording(request: web.Request) -> web.StreamResponse:
 @require("supervisor")
 async def statistics(request: web.Request) -> web.Response:
     stats, _ = _services(request.app)
-    try:
-        period = _period(request, stats)
-    except _Invalid as bad:
-        return _invalid(bad.fields)
-    return web.json_response(await stats.statistics(period))
+    return web.json_response(await stats.statistics(_period(request, stats)))
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -490,15 +432,9 @@ async def stats_table_csv(request: web.Request) -> web.StreamResponse:
         "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": f'attachment; filename="{table}.csv"',
     }
-    try:
-        if table == "calls":
-            filters = await _call_filter(request, stats)
-        else:
-            period = _period(request, stats)
-    except _Invalid as bad:
-        return _invalid(bad.fields)
     if table != "calls":
-        return web.Response(text=stats_csv(table, await stats.statistics(period)), headers=headers)
+        return web.Response(text=stats_csv(table, await stats.statistics(_period(request, stats))), headers=headers)
+    filters = await _call_filter(request, stats)
     response = web.StreamResponse(headers=headers)
     await response.prepare(request)
     header = io.StringIO()

@@ -26,7 +26,7 @@ from callcenter.store.models import Call, Dispatch
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
 from callcenter.testing.wait import until
-from callcenter.testing.web import DEFAULT_PASSWORD, SAMPLE_INTAKE, make_user
+from callcenter.testing.web import SAMPLE_INTAKE, login_session, make_user
 
 pytestmark = pytest.mark.pbx
 
@@ -83,19 +83,15 @@ async def store(app: AppProcess, tmp_path: Path) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def taker(app: AppProcess, store: Store) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+async def taker(app: AppProcess, store: Store) -> AsyncIterator[aiohttp.ClientSession]:
+    """A call-taker logged in to the child app (the session sends its CSRF token)."""
     await make_user(store, "taker", "calltaker")
-    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-    async with http.post(f"{app.base_url}/api/login", json={"username": "taker", "password": DEFAULT_PASSWORD}) as r:
-        assert r.status == 200, await r.text()
-        csrf = (await r.json())["csrf_token"]
-    yield http, csrf
-    await http.close()
+    async with await login_session(app.base_url, "taker") as http:
+        yield http
 
 
-async def post(app: AppProcess, taker: tuple[aiohttp.ClientSession, str], path: str, body: Any = None) -> Any:
-    http, csrf = taker
-    async with http.post(f"{app.base_url}{path}", json=body, headers={"X-CSRF-Token": csrf}) as resp:
+async def post(app: AppProcess, taker: aiohttp.ClientSession, path: str, body: Any = None) -> Any:
+    async with taker.post(f"{app.base_url}{path}", json=body) as resp:
         return resp.status, await resp.json()
 
 
@@ -160,9 +156,11 @@ async def test_call_taker_conferences_caller_with_officer(
         # The briefing call is over before the conference call rings the same phone.
         await until(lambda: officer_calls(pbx) == 0, timeout=20, what="briefing call hung up")
 
-        # No CSRF token: refused like every state-changing request.
-        http, _ = taker
-        async with http.post(f"{app.base_url}/api/dispatches/{dispatch_id}/conference") as resp:
+        # The same login without its CSRF token: refused like every state-changing request.
+        async with (
+            aiohttp.ClientSession(cookie_jar=taker.cookie_jar) as no_token,
+            no_token.post(f"{app.base_url}/api/dispatches/{dispatch_id}/conference") as resp,
+        ):
             assert resp.status == 403
 
         status, body = await post(app, taker, f"/api/dispatches/{dispatch_id}/conference")

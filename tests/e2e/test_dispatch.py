@@ -24,7 +24,7 @@ from callcenter.store.models import Dispatch, DispatchAttempt, Incident
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
 from callcenter.testing.wait import until
-from callcenter.testing.web import DEFAULT_PASSWORD, SAMPLE_INTAKE, make_user
+from callcenter.testing.web import SAMPLE_INTAKE, login_session, make_user
 
 pytestmark = pytest.mark.pbx
 
@@ -92,24 +92,15 @@ async def store(app: AppProcess, db_url: str) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def taker(app: AppProcess, store: Store) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
-    """A call-taker logged in to the child app: the HTTP session and its CSRF token."""
+async def taker(app: AppProcess, store: Store) -> AsyncIterator[aiohttp.ClientSession]:
+    """A call-taker logged in to the child app (the session sends its CSRF token)."""
     await make_user(store, "taker", "calltaker")
-    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-    async with http.post(f"{app.base_url}/api/login", json={"username": "taker", "password": DEFAULT_PASSWORD}) as r:
-        assert r.status == 200, await r.text()
-        csrf = (await r.json())["csrf_token"]
-    yield http, csrf
-    await http.close()
+    async with await login_session(app.base_url, "taker") as http:
+        yield http
 
 
-async def dispatch(
-    app: AppProcess, taker: tuple[aiohttp.ClientSession, str], incident_id: int, codes: list[str]
-) -> Any:
-    http, csrf = taker
-    async with http.post(
-        f"{app.base_url}/api/incidents/{incident_id}/dispatch", json={"agencies": codes}, headers={"X-CSRF-Token": csrf}
-    ) as resp:
+async def dispatch(app: AppProcess, taker: aiohttp.ClientSession, incident_id: int, codes: list[str]) -> Any:
+    async with taker.post(f"{app.base_url}/api/incidents/{incident_id}/dispatch", json={"agencies": codes}) as resp:
         body = await resp.json()
         assert resp.status == 202, body
         return body

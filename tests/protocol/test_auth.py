@@ -20,11 +20,11 @@ from structlog.testing import capture_logs
 
 from callcenter.app import create_app
 from callcenter.config import Config, replace
-from callcenter.store import Store, utcnow
+from callcenter.store import Store, StoreUnavailable, utcnow
 from callcenter.store.accounts import AccountError, Accounts
 from callcenter.store.models import User, WebSession
 from callcenter.testing.web import login, make_user, test_config
-from callcenter.web.auth import COOKIE, LoginThrottle
+from callcenter.web.auth import COOKIE, LoginThrottle, accounts_of
 from callcenter.web.keys import STORE
 
 Client = TestClient[web.Request, web.Application]
@@ -503,6 +503,23 @@ async def test_patch_me_changes_only_the_language(client: Client) -> None:
     assert resp.status == 400
     me = await (await client.get("/api/me")).json()
     assert me["user"]["role"] == "calltaker" and me["user"]["language"] == "en"
+
+
+async def test_a_database_outage_while_resolving_the_session_is_a_json_503(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session middleware leaves the outage to the error middleware: same answer as any handler's."""
+    await make_user(store_of(client), "ayu", "calltaker")
+    await login(client, "ayu")
+
+    async def unreachable(_token: str) -> None:
+        raise StoreUnavailable("resolve_session: database unreachable")
+
+    monkeypatch.setattr(accounts_of(client.app), "resolve_session", unreachable)
+    for method, path in (("GET", "/api/me"), ("POST", "/api/logout")):
+        resp = await client.request(method, path)
+        assert resp.status == 503, path
+        assert await resp.json() == {"error": "database unavailable, try again shortly"}
 
 
 # -- accounts store ------------------------------------------------------------------------------------

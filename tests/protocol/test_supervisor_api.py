@@ -26,8 +26,9 @@ from callcenter.store import Store
 from callcenter.store.access import access_entries
 from callcenter.store.models import Call, Dispatch, Incident, Rating
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user, test_config
+from callcenter.web.access import TZ_OFFSET
 from callcenter.web.keys import STORE
-from callcenter.web.supervisor_api import TZ_OFFSET, csv_cell, recording_file
+from callcenter.web.supervisor_api import csv_cell, recording_file
 
 OFFSET = timedelta(hours=8)
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(64))
@@ -257,6 +258,25 @@ async def test_call_log_filters(env: Env) -> None:
     assert status == 422 and "to" in body["fields"]
     status, _ = await env.get("ayu", "/api/calls/log")
     assert status == 403
+
+
+async def test_abandoned_list_reads_dates_as_the_centres_days(env: Env) -> None:
+    """c6 gave up at 00:30 local time on 11 January: still 10 January in UTC."""
+
+    async def ids(query: str) -> list[str]:
+        status, body = await env.get("ayu", f"/api/abandoned?{query}")
+        assert status == 200, (query, body)
+        return [r["call_id"] for r in body]
+
+    assert await ids("from=2026-01-11&to=2026-01-11") == ["c6"]
+    assert await ids("from=2026-01-10&to=2026-01-10") == []
+    assert await ids("to=2026-01-11") == ["c6"]  # only "to": that day and nothing before it
+    assert await ids("to=2026-01-10") == []
+    assert await ids("from=2026-01-10T16:00:00Z&to=2026-01-10T17:00:00Z") == ["c6"]  # instants as given
+    assert await ids("from=2026-01-11T00:00:00&to=2026-01-11T01:00:00") == ["c6"]  # naive: local time
+    for bad, field in (("from=yesterday", "from"), ("from=2026-01-12&to=2026-01-11", "to")):
+        status, body = await env.get("ayu", f"/api/abandoned?{bad}")
+        assert (status, body["error"], set(body["fields"])) == (422, "invalid input", {field}), bad
 
 
 async def test_csv(env: Env) -> None:

@@ -59,3 +59,20 @@ def test_sample_config_loads() -> None:
     sample = Path(__file__).parents[2] / "config" / "callcenter.toml"
     cfg = load_config(sample, env={})
     assert cfg.numbers.default_region == "ID"
+
+
+@pytest.mark.parametrize(
+    ("raw", "hours"),
+    [("", None), ("+08:00", 8), ("7", 7), ("+0900", 9), ("-03:00", -3)],
+)
+def test_centre_utc_offset(raw: str, hours: int | None) -> None:
+    from datetime import timedelta
+
+    offset = load_config(env={"CALLCENTER_SUPERVISION_UTC_OFFSET": raw}).supervision.offset()
+    assert offset == (None if hours is None else timedelta(hours=hours))
+
+
+@pytest.mark.parametrize("raw", ["+05:30", "WITA", "+25:00", "8h"])
+def test_centre_utc_offset_must_be_whole_hours(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"\[supervision\]\.utc_offset"):
+        load_config(env={"CALLCENTER_SUPERVISION_UTC_OFFSET": raw})

@@ -1,6 +1,7 @@
 """Retention against a real store (SQLite; PostgreSQL too when the throwaway server is available):
-old recordings are deleted and unlinked, old personal fields blanked, newer rows untouched, a dry run
-changes nothing, and a real run leaves one ``access_log`` entry."""
+old recordings are deleted and unlinked, old personal fields blanked — also where they are copied:
+timeline event data, prank flags and agency photos — newer rows untouched, a dry run changes nothing,
+and a real run leaves one ``access_log`` entry."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -16,7 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.cli import main as cli_main
 from callcenter.config import RetentionConfig
 from callcenter.store import Store, utcnow
-from callcenter.store.models import AccessLog, Call, Incident, IncidentAudit
+from callcenter.store.models import (
+    AccessLog,
+    Call,
+    CallEvent,
+    Dispatch,
+    DispatchUpdate,
+    Incident,
+    IncidentAudit,
+    NumberFlag,
+)
 from callcenter.supervision.retention import ANONYMISED, run_retention
 
 CONFIG = RetentionConfig(recordings_days=90, personal_days=365)
@@ -186,3 +197,184 @@ async def test_cli_dry_run_changes_nothing(tmp_path: Path, monkeypatch: pytest.M
         assert len(await access_log(store)) == 1
     finally:
         await store.close()
+
+
+OLD_NUMBER, OLD_RAW = "+6281234560001", "081234560001"
+FRESH_NUMBER = "+6281234560002"
+BOTH_NUMBER = "+6281234560003"  # called long ago and again lately
+NEVER_CALLED = "+6281234560004"
+
+
+async def add_case(store: Store, uploads: Path, age_days: int, number: str, raw: str) -> tuple[str, list[str]]:
+    """A call from ``number`` with a timeline that repeats it, and its incident dispatched with photos;
+    returns the call id and the photo names (the first on disk, the second already gone)."""
+    call_id = uuid.uuid4().hex[:16]
+    at = NOW - timedelta(days=age_days)
+    photos = [f"1-{uuid.uuid4().hex}.jpg", f"1-{uuid.uuid4().hex}.png"]
+    uploads.mkdir(parents=True, exist_ok=True)
+    (uploads / photos[0]).write_bytes(b"\xff\xd8\xff photo")
+
+    async def op(session: AsyncSession) -> None:
+        channel = f"PJSIP/{raw}-00000001"
+        session.add(
+            Call(
+                id=call_id,
+                uniqueid=f"u-{call_id}",
+                channel=channel,
+                caller_raw=raw,
+                caller_number=number,
+                arrived_at=at,
+                status="completed",
+            )
+        )
+        await session.flush()
+        for kind, data in (
+            ("arrived", {"dialed": "112", "withheld": False}),
+            ("conference", {"room": "112-1", "caller_channel": channel, "officer_line": "+62365100200"}),
+            ("note", {"CallerIDNum": raw, "sms": [f"link sent to {number}", {"to": number[1:]}], "position": 1}),
+            ("hangup_reported", {"recording": "/var/spool/asterisk/monitor/1764089043.57.wav", "cause": 16}),
+        ):
+            session.add(CallEvent(call_id=call_id, kind=kind, at=at, source="ami", data=data))
+        incident = Incident(
+            reference=f"112-{call_id}",
+            call_id=call_id,
+            category="fire",
+            priority="high",
+            reporter_name="Made",
+            callback_number=number,
+            address="Jl. Udayana 12",
+            created_at=at,
+            updated_at=at,
+        )
+        session.add(incident)
+        await session.flush()
+        dispatch = Dispatch(incident_id=incident.id, agency="damkar", status="resolved", created_at=at, updated_at=at)
+        session.add(dispatch)
+        await session.flush()
+        for photo in photos:
+            session.add(DispatchUpdate(dispatch_id=dispatch.id, at=at, status="on_scene", note="", photo=photo))
+
+    await store.transaction("t", op)
+    return call_id, photos
+
+
+async def add_flag(store: Store, number: str, age_days: int, call_id: str | None = None) -> None:
+    async def op(session: AsyncSession) -> None:
+        session.add(
+            NumberFlag(
+                number=number, kind="prank", call_id=call_id, note="iseng", created_at=NOW - timedelta(days=age_days)
+            )
+        )
+
+    await store.transaction("t", op)
+
+
+async def add_call_from(store: Store, number: str, age_days: int) -> None:
+    async def op(session: AsyncSession) -> None:
+        call_id = uuid.uuid4().hex[:16]
+        session.add(
+            Call(id=call_id, uniqueid=f"u-{call_id}", caller_number=number, arrived_at=NOW - timedelta(days=age_days))
+        )
+
+    await store.transaction("t", op)
+
+
+Caller = tuple[str | None, str | None, str | None]
+
+
+async def case(store: Store, call_id: str) -> tuple[Caller, dict[str, dict[str, Any]], list[str | None]]:
+    """The call's (number, raw, channel), its timeline data by kind, and its incident's photo names."""
+
+    async def op(session: AsyncSession) -> tuple[Caller, dict[str, dict[str, Any]], list[str | None]]:
+        call = await session.get(Call, call_id)
+        assert call is not None
+        events = {e.kind: e.data for e in await session.scalars(select(CallEvent).where(CallEvent.call_id == call_id))}
+        photos = await session.scalars(
+            select(DispatchUpdate.photo)
+            .join(Dispatch, Dispatch.id == DispatchUpdate.dispatch_id)
+            .join(Incident, Incident.id == Dispatch.incident_id)
+            .where(Incident.call_id == call_id)
+            .order_by(DispatchUpdate.id)
+        )
+        return (call.caller_number, call.caller_raw, call.channel), events, list(photos)
+
+    return await store.transaction("t", op)
+
+
+async def flagged_numbers(store: Store) -> list[tuple[str, int]]:
+    async def op(session: AsyncSession) -> list[tuple[str, int]]:
+        rows = await session.execute(select(NumberFlag.number, NumberFlag.created_at).order_by(NumberFlag.id))
+        return [(n, (NOW - at).days) for n, at in rows]
+
+    return await store.transaction("t", op)
+
+
+async def test_retention_scrubs_the_timeline_flags_and_photos(store: Store, tmp_path: Path) -> None:
+    uploads = tmp_path / "uploads"
+    old, old_photos = await add_case(store, uploads, 400, OLD_NUMBER, OLD_RAW)
+    fresh, fresh_photos = await add_case(store, uploads, 10, FRESH_NUMBER, "081234560002")
+    await add_call_from(store, BOTH_NUMBER, 400)
+    await add_call_from(store, BOTH_NUMBER, 5)
+    await add_flag(store, OLD_NUMBER, 400, old)  # only old calls: goes
+    await add_flag(store, OLD_NUMBER, 10)  # a recent flag stays, whoever it is about
+    await add_flag(store, BOTH_NUMBER, 400)  # the number still calls: its history stays
+    await add_flag(store, NEVER_CALLED, 400)  # old, and no call since: goes
+    await add_flag(store, FRESH_NUMBER, 10, fresh)
+    before_flags = await flagged_numbers(store)
+    before_old, before_fresh = await case(store, old), await case(store, fresh)
+
+    dry = await run_retention(store, CONFIG, upload_dir=str(uploads), dry_run=True, now=NOW)
+    assert (dry.events_scrubbed, dry.flags_deleted, dry.photos_deleted, dry.photos_missing) == (2, 2, 1, 1)
+    assert await case(store, old) == before_old and await case(store, fresh) == before_fresh
+    assert await flagged_numbers(store) == before_flags
+    assert (uploads / old_photos[0]).exists()
+
+    report = await run_retention(store, CONFIG, upload_dir=str(uploads), now=NOW)
+    assert (report.events_scrubbed, report.flags_deleted, report.photos_deleted, report.photos_missing) == (2, 2, 1, 1)
+    assert report.errors == [] and report.skipped == []
+
+    call, events, photos = await case(store, old)
+    assert call == (None, None, f"PJSIP/{ANONYMISED}-00000001")
+    assert events["conference"] == {
+        "room": "112-1",
+        "caller_channel": f"PJSIP/{ANONYMISED}-00000001",
+        "officer_line": "+62365100200",  # the agency's line, not the citizen's
+    }
+    assert events["note"] == {
+        "CallerIDNum": ANONYMISED,
+        "sms": [f"link sent to {ANONYMISED}", {"to": ANONYMISED}],
+        "position": 1,
+    }
+    assert events["arrived"] == before_old[1]["arrived"]
+    assert events["hangup_reported"] == before_old[1]["hangup_reported"]  # a uniqueid is not a number
+    assert photos == [None, None] and not (uploads / old_photos[0]).exists()
+    assert await case(store, fresh) == before_fresh and (uploads / fresh_photos[0]).exists()
+    assert await flagged_numbers(store) == [(OLD_NUMBER, 10), (BOTH_NUMBER, 400), (FRESH_NUMBER, 10)]
+
+    again = await run_retention(store, CONFIG, upload_dir=str(uploads), now=NOW)
+    assert (again.events_scrubbed, again.flags_deleted, again.photos_deleted, again.photos_missing) == (0, 0, 0, 0)
+
+
+async def test_photos_are_kept_without_an_upload_directory_or_with_a_suspicious_name(
+    store: Store, tmp_path: Path
+) -> None:
+    uploads = tmp_path / "uploads"
+    old, photos = await add_case(store, uploads, 400, OLD_NUMBER, OLD_RAW)
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(b"not ours")
+
+    async def rename(session: AsyncSession) -> None:
+        update = await session.scalar(select(DispatchUpdate).where(DispatchUpdate.photo == photos[1]))
+        assert update is not None
+        update.photo = "../secret.jpg"
+
+    await store.transaction("t", rename)
+
+    skipped = await run_retention(store, CONFIG, now=NOW)
+    assert skipped.skipped == ["photos: no upload directory given"] and skipped.photos_deleted == 0
+    assert (await case(store, old))[2] == [*photos[:1], "../secret.jpg"] and (uploads / photos[0]).exists()
+
+    report = await run_retention(store, CONFIG, upload_dir=str(uploads), now=NOW)
+    assert (report.photos_deleted, report.photos_missing) == (1, 0)
+    assert len(report.errors) == 1 and "not a photo" in report.errors[0]
+    assert (await case(store, old))[2] == [None, "../secret.jpg"] and outside.exists()

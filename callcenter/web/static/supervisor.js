@@ -731,20 +731,9 @@ function renderStats() {
 
 // ---------------------------------------------------------------- abandoned calls
 
-/** `/api/abandoned` reads a bare date as midnight UTC, so send the local day's bounds as instants
- * (the whole "to" day included). */
-function dayBounds(params) {
-  const at = (day, plusDays) => {
-    const [y, m, d] = day.split("-").map(Number);
-    return new Date(y, m - 1, d + plusDays).toISOString();
-  };
-  if (params.get("from")) params.set("from", at(params.get("from"), 0));
-  if (params.get("to")) params.set("to", at(params.get("to"), 1));
-  return params;
-}
-
 async function loadAbandoned() {
-  const params = dayBounds(formParams($("ab-filters")));
+  // Bare dates: the server reads them as the centre's local days, the same days the statistics use.
+  const params = formParams($("ab-filters"));
   try {
     const data = await api("GET", `/api/abandoned?${params}`);
     state.abandoned = Array.isArray(data) ? data : data?.abandoned || data?.calls || [];
