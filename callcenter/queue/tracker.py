@@ -437,10 +437,15 @@ class QueueTracker:
 
     def _on_agent_complete(self, m: Message) -> None:
         if not m.get("Uniqueid"):
-            # Asterisk leaves out the caller's channel snapshot when that channel is already gone;
-            # the call-taker's interface still says which connected call this was.
+            # Asterisk leaves out the caller's channel snapshot when that channel is already gone. The
+            # call-taker's leg still says which call it was: its Linkedid is the caller's Uniqueid (the
+            # caller's channel started the call), its channel name is the one AgentConnect reported,
+            # and failing both, an interface that has exactly one connected call (ringinuse=no).
+            linked, dest = str(m.get("DestLinkedid", "")), str(m.get("DestChannel", ""))
             interface = str(m.get("Interface", ""))
-            found = [u for u, i in self.live.connected.items() if i == interface]
+            found = [linked] if linked in self.live.connected else []
+            found = found or [u for u, (_, taker) in self.live.channels.items() if dest and taker == dest]
+            found = found or [u for u, i in self.live.connected.items() if i == interface]
             if len(found) != 1:
                 raise ValueError("AgentComplete without Uniqueid for an interface with no single call")
             m = Message({**dict(m), "Uniqueid": found[0]})

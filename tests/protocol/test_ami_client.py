@@ -299,3 +299,58 @@ async def test_agent_complete_without_caller_snapshot(fake: FakeAmi, store: Stor
         assert "1700000003.1" not in tracker.live.connected
     finally:
         await client.stop()
+
+
+async def test_agent_complete_without_caller_snapshot_on_a_shared_interface(fake: FakeAmi, store: Store) -> None:
+    """With ``ringinuse=yes`` one interface holds several calls: the taker leg's Linkedid (or its
+    channel name) says which one ended, where the interface alone cannot."""
+    tracker = QueueTracker(store)
+    client = make_client(fake, tracker)
+    await client.start()
+    try:
+        await client.wait_ready(5)
+        for n, uniqueid in enumerate(("1700000004.1", "1700000004.2")):
+            await fake.send(join(uniqueid))
+            await fake.send(
+                {
+                    "Event": "AgentConnect",
+                    "Uniqueid": uniqueid,
+                    "Channel": f"PJSIP/citizen-{n}",
+                    "DestChannel": f"PJSIP/taker9-{n}",
+                    "Queue": "calltakers",
+                    "Interface": "PJSIP/taker9",
+                    "MemberName": "taker9",
+                    "HoldTime": "1",
+                }
+            )
+        ends = (
+            {"DestLinkedid": "1700000004.2", "DestChannel": "PJSIP/taker9-1", "TalkTime": "7"},
+            {"DestChannel": "PJSIP/taker9-0", "TalkTime": "9"},  # no Linkedid: the channel name
+        )
+        for end in ends:
+            await fake.send(
+                {
+                    "Event": "AgentComplete",
+                    "Queue": "calltakers",
+                    "Interface": "PJSIP/taker9",
+                    "MemberName": "taker9",
+                    "HoldTime": "1",
+                    "Reason": "caller",
+                    **end,
+                }
+            )
+
+        async def completed() -> bool:
+            first = await store.call_by_uniqueid("1700000004.1")
+            second = await store.call_by_uniqueid("1700000004.2")
+            return (
+                first is not None
+                and second is not None
+                and (first.status, first.talk_seconds, second.status, second.talk_seconds)
+                == ("completed", 9, "completed", 7)
+            )
+
+        await until(completed, what="both calls completed from the taker legs")
+        assert not tracker.live.connected
+    finally:
+        await client.stop()
