@@ -69,8 +69,12 @@ async def build_pop(store: Store, pending: PendingWrites, uniqueid: str, facts: 
 class LiveHub:
     """Fans tracker events out to the WebSockets of the call-takers they concern."""
 
-    def __init__(self, store: Store, pending: PendingWrites, tracker: QueueTracker) -> None:
+    def __init__(
+        self, store: Store, pending: PendingWrites, tracker: QueueTracker, *, ping_seconds: float = PING_SECONDS
+    ) -> None:
         self.store = store
+        #: Interval of the JSON ``ping`` every page gets (``keepalive``).
+        self.ping_seconds = ping_seconds
         self.pending = pending
         self.tracker = tracker
         self._sockets: dict[web.WebSocketResponse, UserInfo] = {}
@@ -147,6 +151,14 @@ class LiveHub:
             except (ConnectionError, RuntimeError) as exc:
                 log.info("console.send_failed", error=str(exc))
 
+    async def keepalive(self) -> None:
+        """Send every page a JSON ``ping`` each ``ping_seconds``: browsers hide the protocol-level pings
+        (``heartbeat``) from page code, and a quiet console must still tell a silent link from a dead one
+        (the pages reconnect after ~2.5 intervals without a message)."""
+        while True:
+            await asyncio.sleep(self.ping_seconds)
+            await self._send(list(self._sockets), {"type": "ping"})
+
     async def close(self) -> None:
         for ws in list(self._sockets):
             with contextlib.suppress(Exception):
@@ -160,10 +172,14 @@ HUB = web.AppKey("live_hub", LiveHub)
 
 async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     """Registered after the AMI context by the composition root: needs the tracker."""
-    hub = LiveHub(app[STORE], app[PENDING], app[TRACKER])
+    hub = LiveHub(app[STORE], app[PENDING], app[TRACKER], ping_seconds=PING_SECONDS)
     unsubscribe = app[TRACKER].subscribe(hub.on_event)
     app[HUB] = hub
+    pinger = asyncio.create_task(hub.keepalive(), name="live-keepalive")
     yield
+    pinger.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pinger
     unsubscribe()
     await hub.close()
 

@@ -19,6 +19,7 @@ from callcenter.store import Store, utcnow
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.wait import until
 from callcenter.testing.web import login, make_user, test_config
+from callcenter.web import live
 from callcenter.web.keys import AMI, STORE
 
 NUMBER = "+6281234567890"
@@ -174,3 +175,25 @@ async def test_live_routes_need_login_and_a_phone(env: Env) -> None:
     csrf = await login(env.client, "dewi")
     resp = await env.client.post("/api/presence", json={"action": "login"}, headers={"X-CSRF-Token": csrf})
     assert resp.status == 409
+
+
+async def test_quiet_console_gets_json_pings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Page code cannot see protocol pings: with nothing happening, the server still sends JSON pings."""
+    monkeypatch.setattr(live, "PING_SECONDS", 0.2)
+    fake = FakeAmi()
+    await fake.start()
+    cfg = test_config(tmp_path)
+    cfg = replace(cfg, ami={"port": fake.port, "username": fake.username, "secret": fake.secret})
+    client = TestClient(TestServer(create_app(cfg)))
+    await client.start_server()
+    try:
+        await make_user(client.app[STORE], "ayu", "calltaker", interface="PJSIP/taker1")
+        await login(client, "ayu")
+        ws = await client.ws_connect("/api/ws")
+        await receive(ws, "hello")
+        for _ in range(2):  # without sending anything
+            await receive(ws, "ping", timeout=3)
+        await ws.close()
+    finally:
+        await client.close()
+        await fake.stop()

@@ -1,6 +1,7 @@
 // The 112 call-taker console: login, queue presence, the call pop, the incident intake, call
-// classification, dispatch to agencies with service-level alarms, (for supervisors) the prank log,
-// and (for agency officers) their agency's assignments. Contracts: docs/console-api.md, docs/dispatch.md.
+// classification, dispatch to agencies with service-level alarms, the abandoned calls to call back
+// (abandoned.js), (for supervisors) the prank log, and (for agency officers) their agency's
+// assignments. Contracts: docs/console-api.md, docs/dispatch.md, docs/supervision.md.
 //
 // Principles, because this runs all shift long on a closed network:
 // - the server is the truth: presence and call state are shown as the server reports them;
@@ -8,6 +9,7 @@
 //   shortly after; a reload, a crash, a dropped network or an expired session all come back to it;
 // - the live link heals itself: the WebSocket reconnects with backoff and re-reads the current state.
 
+import { abandonedList } from "./abandoned.js";
 import { api, ApiError, setAuthLostHandler, setCsrf } from "./api.js";
 import { codeLabel, currentLang, fmtDate, setLang, t } from "./i18n.js";
 
@@ -41,6 +43,9 @@ const DRAFT_DEBOUNCE_MS = 800;
 const WS_MIN_BACKOFF_MS = 500;
 const WS_MAX_BACKOFF_MS = 10_000;
 const WS_SILENCE_MS = 50_000; // the server pings every 20 s; this much silence means a dead link
+// Call-takers get no message when a caller gives up in the queue: an open abandoned panel re-reads its
+// list this often (and at once on a call-back message, or for supervisors on a queue abandon).
+const ABANDONED_POLL_MS = 15_000;
 
 const state = {
   user: null,
@@ -166,6 +171,9 @@ async function startSession(user, csrf) {
   show("console");
   $("presence-panel").hidden = !isCalltaker();
   $("prank-panel").hidden = !isSupervisor();
+  // Folded or open as this user left it on this workstation (the "toggle" event then reads the list).
+  $("abandoned-panel").open = localStorage.getItem(abandonedKey()) === "1";
+  syncAbandoned();
   await loadSchema();
   // Bind the form before the WebSocket: restoreCurrent() then only needs to switch if a call is up.
   await bindForm(null, null);
@@ -182,6 +190,7 @@ function onAuthLost() {
   // Keep the form and the local draft: after logging in again the same user gets it back.
   saveLocalDraft();
   state.user = null;
+  syncAbandoned(); // no more polling without a session
   showLogin(t("login.expired"));
 }
 
@@ -209,6 +218,7 @@ async function onLogout() {
   state.form = { key: "none", callId: null, label: "" };
   resetDispatch();
   resetAgency();
+  resetAbandoned();
   state.breaches = []; // alarms belong to the session that saw them
   renderAll();
   showLogin();
@@ -846,6 +856,7 @@ function connectWs() {
     else {
       restoreCurrent();
       if (dispatchState.incident) loadDispatches();
+      refreshAbandonedSoon(); // a caller may have given up, or a call-back ended, while we were away
     }
   };
   ws.onmessage = (ev) => {
@@ -861,6 +872,8 @@ function connectWs() {
     else if (msg.type === "member") setMember(msg.member ?? null);
     else if (msg.type === "dispatch" && msg.dispatch) onDispatchMessage(msg.dispatch);
     else if (msg.type === "sla_breach") onSlaBreach(msg);
+    else if (msg.type === "callback") onCallbackMessage(msg);
+    else if (msg.type === "queue" && ABANDON_EVENTS.has(msg.event)) refreshAbandonedSoon();
     else if (msg.type === "hello" && msg.user) applyUser(msg.user);
   };
   ws.onclose = () => {
@@ -1501,6 +1514,61 @@ async function sendAgencyUpdate(id, form) {
   }
 }
 
+// ---------------------------------------------------------------- abandoned calls (abandoned.js)
+//
+// A folded panel under the classification: open, it lists the last 24 hours' callers who hung up
+// before an answer, each with a call-back button (the PBX rings this user's softphone, then the
+// citizen) and the call-back's outcome as the server reports it. It reads the list when opened, after
+// a call-back message (the tries and the outcome come with the list), and every ABANDONED_POLL_MS
+// while it is open and the page is in view; folded or hidden, it asks nothing.
+
+// Queue events (supervisors only) after which the list may have grown.
+const ABANDON_EVENTS = new Set(["abandoned", "hangup"]);
+const abandonedState = { poll: null, soon: null };
+const abandonedKey = () => `cc112.abandoned.open.${state.user?.username}`;
+const abandoned = abandonedList({ body: $("ab-body"), error: $("ab-error"), compact: true, onRender: renderAbandonedCount });
+
+const abandonedOpen = () =>
+  !!state.user && (isCalltaker() || isSupervisor()) && $("abandoned-panel").open && document.visibilityState === "visible";
+
+/** Start or stop reading the list to match the panel (opened, folded, page shown or hidden, session). */
+function syncAbandoned() {
+  clearInterval(abandonedState.poll);
+  clearTimeout(abandonedState.soon);
+  abandonedState.poll = null;
+  if (!abandonedOpen()) return;
+  abandoned.load();
+  abandonedState.poll = setInterval(() => abandoned.load(), ABANDONED_POLL_MS);
+}
+
+/** A burst of messages (one per call-back step) becomes one read. */
+function refreshAbandonedSoon() {
+  if (!abandonedOpen()) return;
+  clearTimeout(abandonedState.soon);
+  abandonedState.soon = setTimeout(() => abandoned.load(), 300);
+}
+
+function onCallbackMessage(msg) {
+  if (isAgency()) return;
+  abandoned.onCallbackMessage(msg); // the outcome at once, folded or not: it is kept for the next render
+  refreshAbandonedSoon();
+}
+
+/** The red count in the panel's header: calls in the list nobody has reached again yet. */
+function renderAbandonedCount(rows) {
+  const open = rows.filter((a) => !(a.callbacks || []).some((c) => c.outcome === "answered")).length;
+  const el = $("abandoned-count");
+  el.hidden = !open;
+  el.textContent = String(open);
+  el.title = t("ab.openCount", { n: open });
+}
+
+function resetAbandoned() {
+  abandoned.reset();
+  $("abandoned-count").hidden = true;
+  syncAbandoned();
+}
+
 // ---------------------------------------------------------------- supervisor: prank log
 
 async function loadPranks() {
@@ -1536,6 +1604,7 @@ function renderAll() {
   renderClassified();
   renderIntakeResult();
   renderPop();
+  abandoned.render(); // re-labels the list (and its count) in the new language
   renderFormHeader();
   if (state.ws) setConn("online");
   else if (state.wsStopped) setConn("offline");
@@ -1567,6 +1636,12 @@ function wire() {
   $("switch-fresh").addEventListener("click", freshFormForPending);
   $("copy-location").addEventListener("click", copyLocation);
   $("prank-refresh").addEventListener("click", loadPranks);
+  $("abandoned-panel").addEventListener("toggle", () => {
+    if (state.user) localStorage.setItem(abandonedKey(), $("abandoned-panel").open ? "1" : "");
+    syncAbandoned();
+  });
+  $("abandoned-refresh").addEventListener("click", () => abandoned.load());
+  document.addEventListener("visibilitychange", syncAbandoned);
   $("dispatch-submit").addEventListener("click", () => sendDispatch());
   $("dispatch-close").addEventListener("click", closeDispatch);
   $("dispatch-agencies").addEventListener("change", (ev) => {

@@ -312,7 +312,11 @@ const TABLE = {
     "st.showTable": "Tabel",
     "st.median": "Median",
     "st.ackHint": "Dari panggilan masuk sampai instansi pertama menerima (tekan 1 atau lewat web).",
+    // Abandoned calls (abandoned.js): the supervision page's tab and the console's panel
     "ab.hint": "Penelepon yang menutup telepon sebelum dijawab. Telepon balik berdering di softphone Anda (atau jalur cadangan bila Anda tidak memakai telepon).",
+    "ab.title": "Panggilan terputus",
+    "ab.hintConsole": "Penelepon yang menutup telepon sebelum dijawab, 24 jam terakhir. Telepon balik berdering dulu di softphone Anda (tanpa softphone: jalur cadangan), lalu menghubungi penelepon.",
+    "ab.openCount": "{n} belum tersambung kembali",
     "ab.arrived": "Masuk",
     "ab.number": "Nomor",
     "ab.wait": "Menunggu",
@@ -642,7 +646,11 @@ const TABLE = {
     "st.showTable": "Table",
     "st.median": "Median",
     "st.ackHint": "From the call arriving to the first agency accepting (key 1 or on the web).",
+    // Abandoned calls (abandoned.js): the supervision page's tab and the console's panel
     "ab.hint": "Callers who hung up before being answered. A call-back rings your softphone first (or the overflow line if you have no phone).",
+    "ab.title": "Abandoned calls",
+    "ab.hintConsole": "Callers who hung up before being answered, last 24 hours. A call-back rings your softphone first (without one: the overflow line), then dials the caller.",
+    "ab.openCount": "{n} not reached yet",
     "ab.arrived": "Arrived",
     "ab.number": "Number",
     "ab.wait": "Waited",

@@ -1,4 +1,5 @@
-// Supervision page (docs/supervision.md): wallboard, call log + detail, statistics, abandoned calls.
+// Supervision page (docs/supervision.md): wallboard, call log + detail, statistics, abandoned calls
+// (the list and its call-backs live in abandoned.js, shared with the call-taker console).
 //
 // Design choices:
 // - Everything is built with DOM APIs (textContent, createElementNS): no innerHTML, so a caller's number
@@ -9,6 +10,7 @@
 // - The server owns every number; the page only formats. Shapes are read tolerantly (`a ?? b`) where
 //   the contract leaves a field name open, so a small server-side rename degrades to "–", not a crash.
 
+import { abandonedList, fmtDur, formParams, h, markFields, showError } from "./abandoned.js";
 import { api, setAuthLostHandler, setCsrf } from "./api.js";
 import { applyI18n, codeLabel, currentLang, fmtDate, setLang, t } from "./i18n.js";
 
@@ -22,8 +24,6 @@ const CATEGORIES = ["medical", "fire", "disaster", "traffic_accident", "crime", 
   "wild_animal", "mental_abandoned", "missing_person", "public_order", "environment", "infectious_disease", "other"];
 const CLASSIFICATIONS = ["genuine", "non_emergency", "prank", "hoax", "silent", "misdial", "abandoned"];
 const CALL_STATUSES = ["arrived", "queued", "ringing", "answered", "overflow", "completed", "abandoned", "ended"];
-// Call-back outcomes that mean "still dialling": the button stays disabled meanwhile.
-const CB_PENDING = new Set(["requesting", "pending", "calling"]);
 
 const state = {
   user: null,
@@ -39,27 +39,12 @@ const state = {
   logData: null,
   detail: null,
   stats: null,
-  abandoned: null,
-  callbackStatus: new Map(), // call_id -> {outcome, text}: survives a list reload
+  abandoned: null, // the list of the "abandoned" tab (abandoned.js), made once the page is shown
 };
 
 // ---------------------------------------------------------------- small helpers
 
 const $ = (id) => document.getElementById(id);
-
-/** `h("td", {class: "x", dataset: {testid: "y"}}, child...)`; strings become text nodes. */
-function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v == null || v === false) continue;
-    if (k === "dataset") Object.assign(node.dataset, v);
-    else if (k === "class") node.className = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const c of children.flat()) if (c != null && c !== false) node.append(c instanceof Node ? c : String(c));
-  return node;
-}
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 function s(tag, attrs = {}, text) {
@@ -75,16 +60,6 @@ const fmtNum = (n, digits = 0) =>
     ? "–"
     : new Intl.NumberFormat(locale(), { maximumFractionDigits: digits, minimumFractionDigits: digits }).format(n);
 
-/** Seconds as m:ss (h:mm:ss past an hour): the format a wall screen reads at a glance. */
-function fmtDur(sec) {
-  if (sec == null || Number.isNaN(Number(sec))) return "–";
-  const total = Math.max(0, Math.round(Number(sec)));
-  const hh = Math.floor(total / 3600);
-  const mm = Math.floor((total % 3600) / 60);
-  const ss = String(total % 60).padStart(2, "0");
-  return hh ? `${hh}:${String(mm).padStart(2, "0")}:${ss}` : `${mm}:${ss}`;
-}
-
 // Shares arrive as percents with one decimal (26.9), null when there is nothing to divide by.
 const fmtPct = (p) => (p == null ? "–" : `${fmtNum(p, 1)}%`);
 
@@ -96,32 +71,6 @@ const isoDay = (d) => {
   return z.toISOString().slice(0, 10);
 };
 const daysAgo = (n) => isoDay(new Date(Date.now() - n * 86400000));
-
-function showError(el, err) {
-  el.hidden = !err;
-  if (!err) return;
-  el.textContent =
-    err.status === 0 ? t("error.network")
-      : err.status === 422 && err.body?.fields ? t("intake.invalid") // the inputs at fault are marked
-        : err.body?.message || t("error.generic", { s: err.status });
-}
-
-function formParams(form) {
-  const params = new URLSearchParams();
-  for (const [k, v] of new FormData(form)) if (String(v).trim()) params.set(k, String(v).trim());
-  return params;
-}
-
-/** 422 `fields` -> mark the inputs (aria-invalid + title) so the supervisor sees which filter is wrong. */
-function markFields(form, fields = {}) {
-  for (const input of form.elements) {
-    if (!input.name) continue;
-    const msg = fields[input.name];
-    input.toggleAttribute("aria-invalid", Boolean(msg));
-    if (msg) input.title = msg;
-    else input.removeAttribute("title");
-  }
-}
 
 function fillCodeSelects() {
   const lists = { cat: CATEGORIES, cls: [...CLASSIFICATIONS, "unclassified"], cstatus: CALL_STATUSES };
@@ -181,7 +130,7 @@ function changeLanguage(lang) {
   if (state.logData) renderLog();
   if (state.detail) renderDetail();
   if (state.stats) renderStats();
-  if (state.abandoned) renderAbandoned();
+  state.abandoned?.render();
 }
 
 // ---------------------------------------------------------------- tabs
@@ -201,7 +150,7 @@ function showView(view) {
     state.pollTimer = setInterval(refreshWallboard, POLL_MS);
   } else if (view === "log" && !state.logData) loadLog();
   else if (view === "stats" && !state.stats) loadStats();
-  else if (view === "abandoned") loadAbandoned();
+  else if (view === "abandoned") state.abandoned.load();
 }
 
 function initForms() {
@@ -213,6 +162,7 @@ function initForms() {
   setRange($("log-filters"), daysAgo(6), daysAgo(0));
   setRange($("stats-filters"), daysAgo(29), daysAgo(0));
   setRange($("ab-filters"), daysAgo(1), daysAgo(0));
+  state.abandoned = abandonedList({ body: $("ab-body"), error: $("ab-error"), form: $("ab-filters") });
   $("log-filters").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.logOffset = 0;
@@ -224,7 +174,7 @@ function initForms() {
   $("log-next").addEventListener("click", () => { state.logOffset += LOG_PAGE; loadLog(); });
   $("detail-close").addEventListener("click", closeDetail);
   $("stats-filters").addEventListener("submit", (ev) => { ev.preventDefault(); loadStats(); });
-  $("ab-filters").addEventListener("submit", (ev) => { ev.preventDefault(); loadAbandoned(); });
+  $("ab-filters").addEventListener("submit", (ev) => { ev.preventDefault(); state.abandoned.load(); });
   // Wait times keep counting between two polls, so the wall never shows a frozen number.
   setInterval(tickWaits, 1000);
 }
@@ -256,7 +206,7 @@ function connectWs() {
       return;
     }
     if (msg.type === "ping" || msg.type === "hello") return;
-    if (msg.type === "callback") onCallbackMessage(msg);
+    if (msg.type === "callback") state.abandoned?.onCallbackMessage(msg);
     queueRefresh();
   };
   ws.onclose = () => {
@@ -727,81 +677,6 @@ function renderStats() {
   $("stats-grid").replaceChildren(...cards);
   // Offer the agency codes seen here as suggestions in the log's agency filter.
   $("agency-codes").replaceChildren(...(st.by_agency || []).map((x) => h("option", { value: x.code }, agencyLabel(x))));
-}
-
-// ---------------------------------------------------------------- abandoned calls
-
-async function loadAbandoned() {
-  // Bare dates: the server reads them as the centre's local days, the same days the statistics use.
-  const params = formParams($("ab-filters"));
-  try {
-    const data = await api("GET", `/api/abandoned?${params}`);
-    state.abandoned = Array.isArray(data) ? data : data?.abandoned || data?.calls || [];
-    markFields($("ab-filters"));
-    showError($("ab-error"), null);
-    renderAbandoned();
-  } catch (err) {
-    markFields($("ab-filters"), err.body?.fields);
-    showError($("ab-error"), err);
-  }
-}
-
-function cbText(cb) {
-  if (!cb) return "";
-  const outcome = cb.outcome || "pending";
-  return `${codeLabel(outcome, "cb")}${cb.requested_at ? ` · ${fmtDate(cb.requested_at, false)}` : ""}`;
-}
-
-function renderAbandoned() {
-  const body = $("ab-body");
-  body.replaceChildren(...state.abandoned.map((a) => {
-    const last = (a.callbacks || []).at(-1);
-    const live = state.callbackStatus.get(String(a.call_id));
-    const status = h("span", { class: `cb-status cb-${live?.outcome || last?.outcome || "none"}`, role: "status", dataset: { testid: `callback-status-${a.call_id}` } },
-      live ? live.text : cbText(last) || "–");
-    const btn = h("button", { type: "button", class: "btn btn-primary btn-small", dataset: { testid: `abandoned-callback-${a.call_id}` } }, t("ab.callback"));
-    btn.addEventListener("click", () => requestCallback(a.call_id, btn));
-    if (CB_PENDING.has(live?.outcome || last?.outcome)) btn.disabled = true;
-    return h("tr", { dataset: { callId: a.call_id } },
-      h("td", {}, fmtDate(a.arrived_at)),
-      h("td", { class: "mono" }, a.number || t("pop.withheld")),
-      h("td", { class: "num" }, fmtDur(a.wait_seconds)),
-      h("td", {}, status, (a.callbacks || []).length > 1 ? h("span", { class: "muted" }, ` (${t("ab.tries", { n: a.callbacks.length })})`) : null),
-      h("td", {}, a.number ? btn : null));
-  }));
-  if (!state.abandoned.length) body.append(h("tr", {}, h("td", { colspan: 5, class: "muted" }, t("ab.empty"))));
-}
-
-function setCallbackStatus(callId, outcome, text) {
-  state.callbackStatus.set(String(callId), { outcome, text });
-  const el = document.querySelector(`[data-testid="callback-status-${CSS.escape(String(callId))}"]`);
-  if (el) {
-    el.textContent = text;
-    el.className = `cb-status cb-${outcome}`;
-  }
-  const btn = document.querySelector(`[data-testid="abandoned-callback-${CSS.escape(String(callId))}"]`);
-  if (btn) btn.disabled = CB_PENDING.has(outcome);
-}
-
-async function requestCallback(callId, btn) {
-  btn.disabled = true; // one click = one call to the citizen; a double click must not dial twice
-  setCallbackStatus(callId, "requesting", t("cb.requesting"));
-  try {
-    const res = await api("POST", `/api/calls/${encodeURIComponent(callId)}/callback`, {});
-    const outcome = res?.callback?.outcome || "calling";
-    setCallbackStatus(callId, outcome, codeLabel(outcome, "cb"));
-  } catch (err) {
-    setCallbackStatus(callId, "error", err.status === 0 ? t("error.network") : err.body?.message || err.body?.error || t("error.generic", { s: err.status }));
-  }
-}
-
-/** `{"type": "callback", ...}`: the outcome of an Originate, maybe for a call-back someone else asked for. */
-function onCallbackMessage(msg) {
-  const cb = msg.callback || msg;
-  const id = cb.call_id ?? msg.call_id;
-  if (id == null) return;
-  const outcome = cb.outcome || "pending";
-  setCallbackStatus(id, outcome, cbText({ ...cb, outcome }));
 }
 
 // ---------------------------------------------------------------- go
