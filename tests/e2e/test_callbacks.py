@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.pbx.harness import TestPbx
@@ -27,6 +26,7 @@ from callcenter.store.incidents import Incidents
 from callcenter.store.models import Call, Callback, Dispatch, Rating
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
+from callcenter.testing.browser import phone_port, rows
 from callcenter.testing.fake_twilio import FakeTwilio
 from callcenter.testing.wait import until
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user
@@ -49,10 +49,6 @@ INCIDENT = {
 }
 
 Session = tuple[aiohttp.ClientSession, str]
-
-
-def port(pbx: TestPbx, name: str) -> int:
-    return dict(pbx.spec.takers + pbx.spec.citizens)[name]
 
 
 @pytest.fixture
@@ -98,13 +94,6 @@ async def login(app: AppProcess, store: Store, username: str, role: str, interfa
         return http, (await r.json())["csrf_token"]
 
 
-async def rows(store: Store, model: Any, *where: Any) -> list[Any]:
-    async def op(session: AsyncSession) -> list[Any]:
-        return list(await session.scalars(select(model).where(*where)))
-
-    return await store.transaction("t", op)
-
-
 async def resolved_incident(store: Store) -> int:
     """An incident whose only dispatch the agency has just reported ``resolved``."""
     incident = await Incidents(store).create(INCIDENT, call_id=None, user_id=None)
@@ -129,7 +118,7 @@ async def resolved_incident(store: Store) -> int:
 async def test_abandoned_call_is_called_back(app: AppProcess, store: Store, pbx: TestPbx) -> None:
     # 1. A citizen gives up while taker1's phone rings unanswered.
     await app.wait_event("tracker.resynced")
-    ringing = await sipp.answerer(port(pbx, "taker1"), answer_after=60, max_calls=None, timeout=90)
+    ringing = await sipp.answerer(phone_port(pbx, "taker1"), answer_after=60, max_calls=None, timeout=90)
     try:
         hangup_after = wav_seconds(pbx.repo_root / "sounds" / "cc-greeting.wav") + 1.5
         caller = await sipp.early_hangup_caller(
@@ -156,8 +145,8 @@ async def test_abandoned_call_is_called_back(app: AppProcess, store: Store, pbx:
 
         # 3. One click: taker1's softphone rings and answers, then the citizen's phone rings and answers.
         ws = await http.ws_connect(f"{app.base_url}/api/ws")
-        taker = await sipp.answerer(port(pbx, "taker1"), answer_after=0.3, hangup_by="remote", timeout=60)
-        citizen = await sipp.answerer(port(pbx, "citizen"), answer_after=0.5, hangup_by="local", hold_seconds=2)
+        taker = await sipp.answerer(phone_port(pbx, "taker1"), answer_after=0.3, hangup_by="remote", timeout=60)
+        citizen = await sipp.answerer(phone_port(pbx, "citizen"), answer_after=0.5, hangup_by="local", hold_seconds=2)
         try:
             async with http.post(
                 f"{app.base_url}/api/calls/{call.id}/callback", headers={"X-CSRF-Token": csrf}
@@ -186,7 +175,7 @@ async def test_abandoned_call_is_called_back(app: AppProcess, store: Store, pbx:
 
 async def test_resolved_incident_is_rated_by_ivr(app: AppProcess, store: Store, pbx: TestPbx) -> None:
     # Key 4 while the question plays: the route takes a key during the prompt.
-    citizen = await sipp.answerer(port(pbx, "citizen"), answer_after=0.5, dtmf="4", dtmf_delay=2.5, timeout=90)
+    citizen = await sipp.answerer(phone_port(pbx, "citizen"), answer_after=0.5, dtmf="4", dtmf_delay=2.5, timeout=90)
     try:
         incident_id = await resolved_incident(store)
 

@@ -12,22 +12,19 @@ tells a call-taker about it), and the panel stays usable on a phone-sized screen
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, expect
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.pbx.harness import TestPbx
 from callcenter.pbx.prompts import wav_seconds
 from callcenter.store import Store
-from callcenter.store.models import Call, Callback
+from callcenter.store.models import Call
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
+from callcenter.testing.browser import call_back_from_page, phone_port, rows
 from callcenter.testing.wait import until
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user
 from callcenter.web.access import UserInfo
@@ -40,10 +37,6 @@ SECOND = "085712345678"
 SECOND_E164 = "+6285712345678"
 #: The console's poll of an open abandoned panel (ABANDONED_POLL_MS in console.js).
 POLL_MS = 15_000
-
-
-def port(pbx: TestPbx, name: str) -> int:
-    return dict(pbx.spec.takers + pbx.spec.citizens)[name]
 
 
 def mss(seconds: float) -> str:
@@ -73,16 +66,9 @@ async def console_app(
         await store.close()
 
 
-async def rows(store: Store, model: Any, *where: Any) -> list[Any]:
-    async def op(session: AsyncSession) -> list[Any]:
-        return list(await session.scalars(select(model).where(*where)))
-
-    return await store.transaction("t", op)
-
-
 async def give_up(pbx: TestPbx, store: Store, caller_id: str, e164: str) -> Call:
     """A citizen calls 112 and hangs up while taker1's phone rings unanswered; their stored call."""
-    ringing = await sipp.answerer(port(pbx, "taker1"), answer_after=60, max_calls=None, timeout=90)
+    ringing = await sipp.answerer(phone_port(pbx, "taker1"), answer_after=60, max_calls=None, timeout=90)
     try:
         hangup_after = wav_seconds(pbx.repo_root / "sounds" / "cc-greeting.wav") + 1.5
         caller = await sipp.early_hangup_caller(
@@ -145,24 +131,12 @@ async def test_call_taker_calls_back_an_abandoned_caller(
         await expect(count).to_have_text("1")
 
         # 3. One click: Ayu's softphone rings and answers, then the citizen's line rings and answers.
-        taker = await sipp.answerer(port(pbx, "taker1"), answer_after=0.3, hangup_by="remote", timeout=60)
+        taker = await sipp.answerer(phone_port(pbx, "taker1"), answer_after=0.3, hangup_by="remote", timeout=60)
         phones.append(taker)
-        citizen = await sipp.answerer(port(pbx, "citizen"), answer_after=0.5, hangup_by="local", hold_seconds=2)
-        phones.append(citizen)
-        button = page.get_by_test_id(f"abandoned-callback-{call.id}")
-        await button.click()
-        await expect(button).to_be_disabled()  # no second dial while this one rings
-        await expect(status).to_have_class(re.compile(r"\bcb-answered\b"), timeout=30_000)
-        await expect(status).to_contain_text("Tersambung")
-        citizen_res = await citizen.wait(timeout=30)
-        await pbx.await_idle()
-        taker_res = await taker.stop()
-        assert citizen_res.incoming == 1, citizen_res.errors
-        assert taker_res.incoming == 1, taker_res.errors
-        (cb,) = await rows(store, Callback, Callback.call_id == call.id)
+        cb = await call_back_from_page(page, pbx, store, call.id, taker, phones)
         assert (cb.outcome, cb.reason, cb.requested_by) == ("answered", "answer", ayu.id), app.log_tail()
         assert cb.ended_at is not None
-        await expect(button).to_be_enabled()
+        await expect(page.get_by_test_id(f"abandoned-callback-{call.id}")).to_be_enabled()
         # The call-back message made the panel re-read the list: the caller has been reached.
         await expect(count).to_be_hidden()
         await expect(status).to_contain_text("Tersambung")

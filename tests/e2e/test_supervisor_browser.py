@@ -15,16 +15,15 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, expect
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.pbx.harness import TestPbx
 from callcenter.pbx.prompts import wav_seconds
 from callcenter.store import Store
 from callcenter.store.incidents import Incidents
-from callcenter.store.models import AccessLog, Call, Callback
+from callcenter.store.models import AccessLog, Call
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
+from callcenter.testing.browser import call_back_from_page, phone_port, rows
 from callcenter.testing.wait import until
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user
 
@@ -38,10 +37,6 @@ TALKER_E164 = "+6285712345678"
 
 def target(pbx: TestPbx) -> str:
     return f"127.0.0.1:{pbx.spec.sip_port}"
-
-
-def port(pbx: TestPbx, name: str) -> int:
-    return dict(pbx.spec.takers + pbx.spec.citizens)[name]
 
 
 def greeting(pbx: TestPbx) -> float:
@@ -79,13 +74,6 @@ async def log_in(page: Page, base_url: str, username: str) -> None:
     assert (await login.value).status == 200
 
 
-async def rows(store: Store, model: Any, *where: Any) -> list[Any]:
-    async def op(session: AsyncSession) -> list[Any]:
-        return list(await session.scalars(select(model).where(*where)))
-
-    return await store.transaction("t", op)
-
-
 async def wallboard_json(page: Page) -> dict[str, Any]:
     resp = await page.request.get("/api/wallboard")
     assert resp.ok, await resp.text()
@@ -112,7 +100,7 @@ async def test_supervisor_shift(sup_app: tuple[AppProcess, Store], browser: Brow
         await expect(page.get_by_test_id("wb-member-PJSIP-taker1")).to_be_visible()
 
         # 1. A citizen waits while taker1's phone rings unanswered, then gives up.
-        ringing = await sipp.answerer(port(pbx, "taker1"), answer_after=60, max_calls=None, timeout=90)
+        ringing = await sipp.answerer(phone_port(pbx, "taker1"), answer_after=60, max_calls=None, timeout=90)
         phones.append(ringing)
         # In the queue for ~2.3 s: under the test PBX's 3 s queue timeout (after which it would overflow).
         abandoner = await sipp.early_hangup_caller(
@@ -144,7 +132,7 @@ async def test_supervisor_shift(sup_app: tuple[AppProcess, Store], browser: Brow
         assert abandoned.caller_number == ABANDONER_E164
 
         # 2. A second citizen is answered by taker1 and talks for a few seconds (recorded).
-        taker = await sipp.answerer(port(pbx, "taker1"), answer_after=0.3, hangup_by="remote", max_calls=None)
+        taker = await sipp.answerer(phone_port(pbx, "taker1"), answer_after=0.3, hangup_by="remote", max_calls=None)
         phones.append(taker)
         talker = await sipp.caller(
             target(pbx), "112", caller_id=TALKER, hold_seconds=greeting(pbx) + 2.0 + 4.0, timeout=60
@@ -270,21 +258,9 @@ async def test_supervisor_shift(sup_app: tuple[AppProcess, Store], browser: Brow
             pbx.spec.supervisor_port, answer_after=0.3, hangup_by="remote", timeout=60
         )
         phones.append(supervisor_phone)
-        citizen = await sipp.answerer(port(pbx, "citizen"), answer_after=0.5, hangup_by="local", hold_seconds=2)
-        phones.append(citizen)
-        button = page.get_by_test_id(f"abandoned-callback-{abandoned.id}")
-        await button.click()
-        await expect(button).to_be_disabled()  # no second dial while this one rings
-        await expect(status).to_have_class(re.compile(r"\bcb-answered\b"), timeout=30_000)
-        await expect(status).to_contain_text("Tersambung")
-        citizen_res = await citizen.wait(timeout=30)
-        await pbx.await_idle()
-        sup_res = await supervisor_phone.stop()
-        assert citizen_res.incoming == 1, citizen_res.errors
-        assert sup_res.incoming == 1, sup_res.errors
-        (cb,) = await rows(store, Callback, Callback.call_id == abandoned.id)
+        cb = await call_back_from_page(page, pbx, store, abandoned.id, supervisor_phone, phones)
         assert cb.outcome == "answered"
-        await expect(button).to_be_enabled()
+        await expect(page.get_by_test_id(f"abandoned-callback-{abandoned.id}")).to_be_enabled()
     finally:
         for phone in phones:
             phone.kill()

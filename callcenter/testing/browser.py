@@ -1,0 +1,55 @@
+"""Steps that several Chromium end-to-end tests take the same way (tests/e2e)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from playwright.async_api import Page, expect
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.pbx.harness import TestPbx
+from callcenter.store import Store
+from callcenter.store.models import Callback
+from callcenter.testing import sipp
+
+__all__ = ["call_back_from_page", "phone_port", "rows"]
+
+
+def phone_port(pbx: TestPbx, name: str) -> int:
+    """The SIP port of a call-taker's or citizen's test phone on ``pbx``."""
+    return dict(pbx.spec.takers + pbx.spec.citizens)[name]
+
+
+async def rows(store: Store, model: Any, *where: Any) -> list[Any]:
+    """Every ``model`` row matching ``where``, read in one transaction (what a test checks was stored)."""
+
+    async def op(session: AsyncSession) -> list[Any]:
+        return list(await session.scalars(select(model).where(*where)))
+
+    return await store.transaction("test_rows", op)
+
+
+async def call_back_from_page(
+    page: Page, pbx: TestPbx, store: Store, call_id: str, requester: sipp.SippProcess, phones: list[sipp.SippProcess]
+) -> Callback:
+    """Click the abandoned call's call-back button: the requester's phone (a running SIPp answerer that
+    the far end hangs up) rings first, then the citizen's line answers. Checks the button cannot dial
+    twice, the live outcome on the page, one call at each phone, and returns the stored call-back."""
+    citizen = await sipp.answerer(phone_port(pbx, "citizen"), answer_after=0.5, hangup_by="local", hold_seconds=2)
+    phones.append(citizen)
+    status = page.get_by_test_id(f"callback-status-{call_id}")
+    button = page.get_by_test_id(f"abandoned-callback-{call_id}")
+    await button.click()
+    await expect(button).to_be_disabled()  # no second dial while this one rings
+    await expect(status).to_have_class(re.compile(r"\bcb-answered\b"), timeout=30_000)
+    await expect(status).to_contain_text("Tersambung")
+    citizen_res = await citizen.wait(timeout=30)
+    await pbx.await_idle()
+    requester_res = await requester.stop()
+    assert citizen_res.incoming == 1, citizen_res.errors
+    assert requester_res.incoming == 1, requester_res.errors
+    (callback,) = await rows(store, Callback, Callback.call_id == call_id)
+    assert isinstance(callback, Callback)
+    return callback
