@@ -257,22 +257,11 @@ class Store:
         A call not seen before (our AGI server was down, or we restarted mid-call) is created from
         ``create`` so that fallback calls are tracked all the same.
         """
-        when = at or utcnow()
-
-        async def op(session: AsyncSession) -> str:
-            call = await session.scalar(self._call_by_uniqueid, {"uniqueid": uniqueid})
-            if call is None:
-                fields = {"routed_by": "fallback", "arrived_at": when, "status": "arrived", **(create or {})}
-                call = Call(id=new_call_id(), uniqueid=uniqueid, **fields)
-                session.add(call)
-                await session.flush()
-            row = {"call_id": call.id, "kind": kind, "at": when, "source": source, "data": dict(data or {})}
-            await (await session.connection()).execute(self._insert_events, [row])
-            if update is not None:
-                update(call)
-            return call.id
-
-        return await self._upsert(f"event {kind}", op)
+        fields = dict(create or {})
+        write = EventWrite(uniqueid, kind, at or utcnow(), source, data or {}, update, lambda: fields)
+        (call_id,) = await self._write_events(f"event {kind}", [write])
+        assert call_id is not None  # ``create`` is always given: an unknown call is created
+        return call_id
 
     async def record_events(self, writes: Sequence[EventWrite]) -> list[str | None]:
         """Append many timeline entries, in order, and apply their summary updates, in one transaction.
@@ -281,7 +270,9 @@ class Store:
         commit, so the AMI tracker's cost per event stays small when events come fast. Returns each
         entry's call id, None for an entry with ``create=None`` whose call is unknown (not recorded).
         """
+        return await self._write_events(f"{len(writes)} events", writes)
 
+    async def _write_events(self, what: str, writes: Sequence[EventWrite]) -> list[str | None]:
         async def op(session: AsyncSession) -> list[str | None]:
             uniqueids = sorted({w.uniqueid for w in writes})
             calls = {c.uniqueid: c for c in await session.scalars(self._calls_by_uniqueid, {"uniqueids": uniqueids})}
@@ -311,7 +302,7 @@ class Store:
                 await (await session.connection()).execute(self._insert_events, rows)
             return ids
 
-        return await self._upsert(f"{len(writes)} events", op)
+        return await self._upsert(what, op)
 
     async def get_call(self, call_id: str) -> Call | None:
         async def op(session: AsyncSession) -> Call | None:
