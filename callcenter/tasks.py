@@ -40,6 +40,18 @@ class Background:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    async def settle(self) -> None:
+        """Wait for every task, including those spawned meanwhile (a test checking what they did)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def cancel(self) -> None:
+        """Stop every task now and wait until they have stopped."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def drain(self, timeout: float = 10.0) -> None:
         """On shutdown: let pending writes finish, then cancel what is left."""
         if not self._tasks:

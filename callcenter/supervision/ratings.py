@@ -26,10 +26,9 @@ happens inside the AMI event consumer and the AGI session, which must not wait o
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -46,6 +45,7 @@ from callcenter.queue.ami import AmiClient, AmiError
 from callcenter.store import Store, utcnow
 from callcenter.store.models import Dispatch, Incident, Rating
 from callcenter.supervision.callbacks import match_reference, originate
+from callcenter.tasks import Background
 
 log = structlog.get_logger("callcenter.supervision.ratings")
 
@@ -129,20 +129,16 @@ class Ratings:
         self.region = region
         #: Rating ids whose call was answered (OriginateResponse Success), until their outcome is known.
         self._answered: set[int] = set()
-        #: SMS fallbacks in flight (kept referenced until done; cancelled by ``close``).
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: SMS fallbacks in flight (a failure is logged there; cancelled by ``close``).
+        self._fallbacks = Background()
 
     async def close(self) -> None:
         """Cancel the SMS fallbacks still running: the app is stopping."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._fallbacks.cancel()
 
     async def settled(self) -> None:
         """Wait until the SMS fallbacks started so far are done (for tests, which check what was sent)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._fallbacks.settle()
 
     # -- asking ----------------------------------------------------------------------------------
 
@@ -251,17 +247,8 @@ class Ratings:
         """Settle an IVR rating without a score and, if this settled it, text the link instead."""
         if not await self._set(rating_id, status, expect=expect):
             return False
-        task = asyncio.create_task(self._guarded(self._sms_fallback(rating_id)), name=f"rating-sms-{rating_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._fallbacks.spawn(self._sms_fallback(rating_id), name=f"rating-sms-{rating_id}")
         return True
-
-    @staticmethod
-    async def _guarded(work: Coroutine[Any, Any, Any]) -> None:
-        try:
-            await work
-        except Exception:  # the store gave up: the citizen is not texted, the IVR outcome stays
-            log.exception("rating.sms_fallback_failed")
 
     async def _sms_fallback(self, ivr_id: int) -> Rating | None:
         """Text the SMS link after IVR rating ``ivr_id`` ended unrated; the SMS rating, or None when
