@@ -9,6 +9,7 @@ that two officers clicking at once, or a phone acceptance racing a web one, cann
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store.calls import Store, utcnow
 from callcenter.store.models import Dispatch, DispatchAttempt, DispatchUpdate, Incident, User
+
+#: Stored photo names (``DispatchUpdate.photo``): ``<dispatch id>-<32 hex>.<jpg|png>``. Whatever reads
+#: or deletes a photo file checks the name against this first: nothing else is ever touched on disk.
+PHOTO_NAME = re.compile(r"[0-9]{1,10}-[0-9a-f]{32}\.(jpg|png)")
 
 log = structlog.get_logger("callcenter.dispatches")
 

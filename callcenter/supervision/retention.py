@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.config import RetentionConfig
 from callcenter.store import Store, utcnow
+from callcenter.store.dispatches import PHOTO_NAME
 from callcenter.store.models import (
     AccessLog,
     Call,
@@ -371,8 +372,8 @@ async def _photos(store: Store, report: RetentionReport, cutoff: datetime, uploa
                 name = update.photo or ""
                 path = directory / name
                 try:
-                    # A bare name of a photo kind, or nothing is deleted: the name comes from the database.
-                    if Path(name).name != name or path.suffix.lower() not in PHOTO_SUFFIXES:
+                    # A stored photo's name, or nothing is deleted: the name comes from the database.
+                    if PHOTO_NAME.fullmatch(name) is None:
                         raise ValueError(f"not a photo: {name!r}")
                     present = path.exists() if dry_run else _remove(path, PHOTO_SUFFIXES)
                 except (OSError, ValueError) as exc:  # kept linked: the next run tries again

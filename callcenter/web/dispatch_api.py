@@ -33,7 +33,14 @@ from callcenter.dispatch.conference import Conference, ConferenceError
 from callcenter.dispatch.sla import ensure_due, targets_of
 from callcenter.queue.ami import AmiError, AmiNotConnected
 from callcenter.store import Store
-from callcenter.store.dispatches import UPDATE_STATUSES, Dispatches, DispatchView, TransitionError, allowed_next
+from callcenter.store.dispatches import (
+    PHOTO_NAME,
+    UPDATE_STATUSES,
+    Dispatches,
+    DispatchView,
+    TransitionError,
+    allowed_next,
+)
 from callcenter.store.models import Call, Incident
 from callcenter.web.access import Reply, UserInfo, error, require, user_of
 from callcenter.web.keys import AMI, CONFIG, STORE, TRACKER
@@ -48,8 +55,6 @@ MAX_NOTE = 2000
 _MAX_TEXT_PART = 4 * MAX_NOTE + 64
 _MAX_AGENCIES = 50
 _CODE = re.compile(r"[a-z0-9_-]{1,32}")
-#: Stored photo names: ``<dispatch id>-<32 hex>.<jpg|png>``; nothing else is ever looked up on disk.
-_PHOTO_NAME = re.compile(r"[0-9]{1,10}-[0-9a-f]{32}\.(jpg|png)")
 _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"))
 _PHOTO_TYPES = {"jpg": "image/jpeg", "png": "image/png"}
 #: Roles of the centre, which see every dispatch; agency officers see their own agency's only.
@@ -522,7 +527,7 @@ async def photo(request: web.Request) -> web.StreamResponse:
     """A photo of one of the dispatch's updates, to the centre and to the dispatch's own agency."""
     dispatch_id = _id(request, "id", "dispatch")
     name = request.match_info["name"]
-    match = _PHOTO_NAME.fullmatch(name)
+    match = PHOTO_NAME.fullmatch(name)
     if match is None:
         return error(404, "no such photo")
     await _load(request, dispatch_id)
