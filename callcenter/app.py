@@ -30,12 +30,16 @@ from callcenter.agi.server import AgiServer
 from callcenter.config import Config
 from callcenter.dispatch.service import AMI_FANOUT, DISPATCHER, AmiFanout, dispatch_ctx
 from callcenter.dispatch.sla import sla_ctx
+from callcenter.forms.intake import load_districts
 from callcenter.queue.ami import AmiClient
 from callcenter.queue.presence import Presence
 from callcenter.queue.tracker import QueueTracker, resync_from_ami
 from callcenter.store import Store
+from callcenter.store.accounts import Accounts
+from callcenter.store.dispatches import Dispatches
+from callcenter.store.incidents import Incidents
 from callcenter.store.pending import PendingWrites
-from callcenter.store.stats import Rollup
+from callcenter.store.stats import Rollup, Stats
 from callcenter.supervision import RATINGS, supervision_ctx
 from callcenter.tasks import Background
 from callcenter.web import (
@@ -50,9 +54,24 @@ from callcenter.web import (
     supervisor_api,
     twilio_hooks,
 )
-from callcenter.web.access import TZ_OFFSET
+from callcenter.web.access import TZ_OFFSET, centre_offset
+from callcenter.web.auth import THROTTLE, LoginThrottle
 from callcenter.web.errors import errors_middleware
-from callcenter.web.keys import AGI, AMI, BACKGROUND, CONFIG, PENDING, PRESENCE, STORE, TRACKER
+from callcenter.web.keys import (
+    ACCOUNTS,
+    AGI,
+    AMI,
+    BACKGROUND,
+    CONFIG,
+    DISPATCHES,
+    DISTRICTS,
+    INCIDENTS,
+    PENDING,
+    PRESENCE,
+    STATS,
+    STORE,
+    TRACKER,
+)
 
 log = structlog.get_logger("callcenter.app")
 
@@ -109,6 +128,20 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The repositories the web API serves from, built once per app as soon as the store exists:
+    startup is the last moment keys may be set (aiohttp freezes the app after it), and a bad setting
+    (districts file, time zone) stops the start instead of failing the first request."""
+    cfg, store = app[CONFIG], app[STORE]
+    app[ACCOUNTS] = Accounts(store, session_lifetime=timedelta(hours=cfg.web.session_hours))
+    app[THROTTLE] = LoginThrottle(cfg.web.login_max_failures, cfg.web.login_lockout_seconds)
+    app[INCIDENTS] = Incidents(store, flags_window=timedelta(days=cfg.queue.prank_window_days))
+    app[DISTRICTS] = load_districts(cfg.intake.districts_file or None)
+    app[DISPATCHES] = Dispatches(store)
+    app[STATS] = Stats(store, offset=centre_offset(app))
+    yield
+
+
 async def _agi_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     server = AgiServer(cfg.agi)
@@ -157,7 +190,9 @@ def create_app(config: Config) -> web.Application:
     offset = config.supervision.offset()
     if offset is not None:
         app[TZ_OFFSET] = offset
-    app.cleanup_ctx.extend([_store_ctx, _agi_ctx, _ami_ctx, live.live_ctx, dispatch_ctx, supervision_ctx, sla_ctx])
+    # Order matters: each context finds what the ones before it set; cleanup runs in reverse.
+    contexts = [_store_ctx, _services_ctx, _agi_ctx, _ami_ctx, live.live_ctx, dispatch_ctx, supervision_ctx, sla_ctx]
+    app.cleanup_ctx.extend(contexts)
     for module in (
         api,
         auth,

@@ -19,10 +19,8 @@ from __future__ import annotations
 import hmac
 import math
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -30,10 +28,9 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
-from callcenter.store import Store
-from callcenter.store.accounts import AccountError, Accounts, normalise_username
+from callcenter.store.accounts import AccountError, normalise_username
 from callcenter.web.access import CSRF, LANGUAGES, ROLES, USER, Reply, error, invalid, require, user_of
-from callcenter.web.keys import CONFIG, STORE
+from callcenter.web.keys import ACCOUNTS, CONFIG
 
 log = structlog.get_logger("callcenter.auth")
 routes = web.RouteTableDef()
@@ -55,10 +52,6 @@ _NO_SESSION_PREFIXES = ("/static/", "/healthz")
 #: An address is locked after this many times ``login_max_failures``: a whole call-centre floor may
 #: share one address (NAT, a proxy), and one person mistyping must not lock everyone out of 112.
 ADDRESS_FACTOR = 4
-
-#: Set before startup by whoever wants to supply their own :class:`Accounts` (a test, a tool).
-ACCOUNTS = web.AppKey("accounts", Accounts)
-
 
 # -- throttling --------------------------------------------------------------------------------------
 
@@ -154,36 +147,8 @@ class LoginThrottle:
 
 # -- per-app state -----------------------------------------------------------------------------------
 
-
-@dataclass
-class _AuthState:
-    accounts: Accounts
-    throttle: LoginThrottle
-
-
-#: Keyed by the app's Store (one per app): after startup the app is frozen, and setting keys on a
-#: frozen app is deprecated, so the lazily built state lives here and dies with the store.
-_STATES: weakref.WeakKeyDictionary[Store, _AuthState] = weakref.WeakKeyDictionary()
-
-
-def _state(app: web.Application) -> _AuthState:
-    store = app[STORE]
-    state = _STATES.get(store)
-    if state is None:
-        web_cfg = app[CONFIG].web
-        accounts = app.get(ACCOUNTS) or Accounts(store, session_lifetime=timedelta(hours=web_cfg.session_hours))
-        state = _AuthState(accounts, LoginThrottle(web_cfg.login_max_failures, web_cfg.login_lockout_seconds))
-        _STATES[store] = state
-    return state
-
-
-def accounts_of(app: web.Application) -> Accounts:
-    """The app's :class:`Accounts` (built on first use from its store and config)."""
-    return _state(app).accounts
-
-
-def throttle_of(app: web.Application) -> LoginThrottle:
-    return _state(app).throttle
+#: Failed-login counters of this process (built by the composition root, like ``web.keys.ACCOUNTS``).
+THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 
 
 # -- middlewares -------------------------------------------------------------------------------------
@@ -222,7 +187,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     token = request.cookies.get(COOKIE)
     if not token or request.path.startswith(_NO_SESSION_PREFIXES):
         return await handler(request)
-    resolved = await accounts_of(request.app).resolve_session(token)
+    resolved = await request.app[ACCOUNTS].resolve_session(token)
     if resolved is not None:
         request[USER], request[CSRF] = resolved
     response = await handler(request)
@@ -305,8 +270,8 @@ async def login(request: web.Request) -> web.Response:
     username = normalise_username(body["username"])[:64]
     password: str = body["password"]
     remote = _remote(request)
-    state = _state(request.app)
-    locked = state.throttle.attempt(username, remote)
+    accounts, throttle = request.app[ACCOUNTS], request.app[THROTTLE]
+    locked = throttle.attempt(username, remote)
     if locked > 0:
         retry_after = math.ceil(locked)
         log.warning("auth.login_throttled", username=username, remote=remote, retry_after=retry_after)
@@ -315,16 +280,16 @@ async def login(request: web.Request) -> web.Response:
             status=429,
             headers={hdrs.RETRY_AFTER: str(retry_after)},
         )
-    user = await state.accounts.authenticate(username, password)
+    user = await accounts.authenticate(username, password)
     if user is None:
         log.warning("auth.login_failed", username=username, remote=remote)
         return error(401, "wrong username or password")
-    state.throttle.succeeded(username, remote)
+    throttle.succeeded(username, remote)
     old = request.cookies.get(COOKIE)
     if old:
-        await state.accounts.delete_session(old)
-    await state.accounts.purge_expired()
-    token, csrf = await state.accounts.create_session(user.id, remote)
+        await accounts.delete_session(old)
+    await accounts.purge_expired()
+    token, csrf = await accounts.create_session(user.id, remote)
     log.info("auth.login", user_id=user.id, username=user.username, role=user.role, remote=remote)
     response = web.json_response({"user": user.as_json(), "csrf_token": csrf})
     _set_session_cookie(request, response, token)
@@ -336,7 +301,7 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     token = request.cookies.get(COOKIE)
     if token:
-        await accounts_of(request.app).delete_session(token)
+        await request.app[ACCOUNTS].delete_session(token)
     log.info("auth.logout", user_id=user_of(request).id, username=user_of(request).username)
     response = web.Response(status=204)
     _clear_cookie(request, response)
@@ -361,7 +326,7 @@ async def update_me(request: web.Request) -> web.Response:
     if fields:
         return invalid(fields)
     try:
-        user = await accounts_of(request.app).set_language(user_of(request).id, str(language))
+        user = await request.app[ACCOUNTS].set_language(user_of(request).id, str(language))
     except LookupError:
         return error(401, "login required")
     return web.json_response({"user": user.as_json()})
@@ -370,7 +335,7 @@ async def update_me(request: web.Request) -> web.Response:
 @routes.get("/api/users")
 @require("admin")
 async def list_users(request: web.Request) -> web.Response:
-    users = await accounts_of(request.app).list_users()
+    users = await request.app[ACCOUNTS].list_users()
     return web.json_response({"users": [u.as_json() for u in users]})
 
 
@@ -390,7 +355,7 @@ async def create_user(request: web.Request) -> web.Response:
     if fields:
         return invalid(fields)
     try:
-        user = await accounts_of(request.app).create_user(
+        user = await request.app[ACCOUNTS].create_user(
             body["username"],
             body["display_name"],
             body["password"],

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import weakref
-from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -25,18 +23,14 @@ from callcenter.forms.categories import (
     VICTIM_CONDITIONS,
     labels,
 )
-from callcenter.forms.intake import LIMITS, MAX_VICTIMS, Districts, IntakeError, load_districts, validate_intake
+from callcenter.forms.intake import LIMITS, MAX_VICTIMS, IntakeError, validate_intake
 from callcenter.forms.phone import normalize
-from callcenter.store import Store
-from callcenter.store.incidents import EDITABLE, Incidents
+from callcenter.store.incidents import EDITABLE
 from callcenter.store.models import Incident
 from callcenter.web.access import Reply, error, require, user_of
-from callcenter.web.keys import CONFIG, STORE
+from callcenter.web.keys import CONFIG, DISTRICTS, INCIDENTS
 
 routes = web.RouteTableDef()
-
-INCIDENTS = web.AppKey("incidents", Incidents)
-DISTRICTS = web.AppKey("districts", Districts)
 
 #: A draft is whatever the form holds, but not a place to park files: 32 KiB of JSON at most.
 MAX_DRAFT_BYTES = 32 * 1024
@@ -45,31 +39,6 @@ MAX_NOTE = 500
 _CALL_KEY = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 #: Incident ids are positive 32-bit integers (PostgreSQL ``integer``); larger ones cannot exist.
 _MAX_ID = 2**31 - 1
-
-
-# -- app state -------------------------------------------------------------------------------------
-
-
-#: Keyed by the app's Store (one per app): the store exists only once the app has started, and by
-#: then the app is frozen — setting keys on it is deprecated — so what is built lazily lives here
-#: and dies with the store. (The same approach as ``web/auth.py``.)
-_CACHE: weakref.WeakKeyDictionary[Store, tuple[Incidents, Districts]] = weakref.WeakKeyDictionary()
-
-
-def _cached(app: web.Application) -> tuple[Incidents, Districts]:
-    """The app's Incidents and Districts: ``app[INCIDENTS]``/``app[DISTRICTS]`` when the composition
-    root set them at startup, else built on first use from ``app[STORE]`` and ``app[CONFIG]``."""
-    preset_incidents, preset_districts = app.get(INCIDENTS), app.get(DISTRICTS)
-    if preset_incidents is not None and preset_districts is not None:
-        return preset_incidents, preset_districts
-    store = app[STORE]
-    cached = _CACHE.get(store)
-    if cached is None:
-        cfg = app[CONFIG]
-        incidents = preset_incidents or Incidents(store, flags_window=timedelta(days=cfg.queue.prank_window_days))
-        districts = preset_districts or load_districts(cfg.intake.districts_file or None)
-        cached = _CACHE[store] = (incidents, districts)
-    return cached
 
 
 def _region(request: web.Request) -> str:
@@ -148,7 +117,7 @@ def incident_json(incident: Incident) -> dict[str, Any]:
 @require("calltaker", "supervisor")
 async def intake_schema(request: web.Request) -> web.Response:
     """Everything the form needs to draw itself, so the server alone decides which codes exist."""
-    _incidents, districts = _cached(request.app)
+    districts = request.app[DISTRICTS]
     return web.json_response(
         {
             "categories": labels(CATEGORIES),
@@ -175,7 +144,7 @@ def _call_key(request: web.Request) -> str:
 @routes.get("/api/drafts/{call_key}")
 @require("calltaker")
 async def get_draft(request: web.Request) -> web.Response:
-    incidents, _ = _cached(request.app)
+    incidents = request.app[INCIDENTS]
     draft = await incidents.get_draft(user_of(request).id, _call_key(request))
     if draft is None:
         return web.json_response({"data": None, "updated_at": None})
@@ -186,7 +155,7 @@ async def get_draft(request: web.Request) -> web.Response:
 @require("calltaker")
 async def put_draft(request: web.Request) -> web.Response:
     """Not validated (half-typed forms are the point of a draft), only bounded in size."""
-    incidents, _ = _cached(request.app)
+    incidents = request.app[INCIDENTS]
     key = _call_key(request)
     body = await _json_object(request)
     data = body.get("data")
@@ -204,7 +173,7 @@ async def put_draft(request: web.Request) -> web.Response:
 @routes.post("/api/incidents")
 @require("calltaker", "supervisor")
 async def create_incident(request: web.Request) -> web.Response:
-    incidents, districts = _cached(request.app)
+    incidents, districts = request.app[INCIDENTS], request.app[DISTRICTS]
     body = await _json_object(request)
     call_id = body.pop("call_id", None)
     if call_id is not None and (not isinstance(call_id, str) or not _CALL_KEY.fullmatch(call_id)):
@@ -223,7 +192,7 @@ async def create_incident(request: web.Request) -> web.Response:
 @routes.get("/api/incidents")
 @require("calltaker", "supervisor")
 async def list_incidents(request: web.Request) -> web.Response:
-    incidents, _ = _cached(request.app)
+    incidents = request.app[INCIDENTS]
     limit = _limit(request, 50, 500)
     call_id = request.query.get("call_id") or None
     if call_id is not None and not _CALL_KEY.fullmatch(call_id):
@@ -235,7 +204,7 @@ async def list_incidents(request: web.Request) -> web.Response:
 @routes.get("/api/incidents/{id}")
 @require("calltaker", "supervisor")
 async def get_incident(request: web.Request) -> web.Response:
-    incidents, _ = _cached(request.app)
+    incidents = request.app[INCIDENTS]
     incident_id = _incident_id(request)
     incident = await incidents.get(incident_id)
     if incident is None:
@@ -253,7 +222,7 @@ async def get_incident(request: web.Request) -> web.Response:
 @require("calltaker", "supervisor")
 async def patch_incident(request: web.Request) -> web.Response:
     """Partial update; cross-field rules are checked against the stored incident the patch applies to."""
-    incidents, districts = _cached(request.app)
+    incidents, districts = request.app[INCIDENTS], request.app[DISTRICTS]
     incident_id = _incident_id(request)
     body = await _json_object(request)
     current = await incidents.get(incident_id)
@@ -277,7 +246,7 @@ async def patch_incident(request: web.Request) -> web.Response:
 @routes.post("/api/calls/{call_id}/classification")
 @require("calltaker", "supervisor")
 async def classify_call(request: web.Request) -> web.Response:
-    incidents, _ = _cached(request.app)
+    incidents = request.app[INCIDENTS]
     call_id = request.match_info["call_id"]
     if not _CALL_KEY.fullmatch(call_id):
         return error(404, "no such call")
@@ -312,7 +281,7 @@ async def classify_call(request: web.Request) -> web.Response:
 @require("calltaker", "supervisor")
 async def number_history(request: web.Request) -> web.Response:
     """Any spelling of a number (``0812…``, ``+62812…``) finds the same history: it is keyed by E.164."""
-    incidents, _ = _cached(request.app)
+    incidents = request.app[INCIDENTS]
     raw = request.match_info["e164"]
     caller = normalize(raw[:64], _region(request))
     if caller.withheld:
@@ -346,7 +315,7 @@ async def number_history(request: web.Request) -> web.Response:
 @routes.get("/api/pranks")
 @require("supervisor")
 async def prank_log(request: web.Request) -> web.Response:
-    incidents, _ = _cached(request.app)
+    incidents = request.app[INCIDENTS]
     limit = _limit(request, 100, 1000)
     pranks = await incidents.prank_log(limit)
     return web.json_response(

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import secrets
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,18 +31,16 @@ from aiohttp import BodyPartReader, web
 from callcenter.dispatch.conference import Conference, ConferenceError
 from callcenter.dispatch.sla import ensure_due, targets_of
 from callcenter.queue.ami import AmiError, AmiNotConnected
-from callcenter.store import Store
 from callcenter.store.dispatches import (
     PHOTO_NAME,
     UPDATE_STATUSES,
-    Dispatches,
     DispatchView,
     TransitionError,
     allowed_next,
 )
 from callcenter.store.models import Call, Incident
 from callcenter.web.access import Reply, UserInfo, error, require, user_of
-from callcenter.web.keys import AMI, CONFIG, STORE, TRACKER
+from callcenter.web.keys import AMI, CONFIG, DISPATCHES, STORE, TRACKER
 from callcenter.web.live import HUB
 
 log = structlog.get_logger("callcenter.web.dispatch")
@@ -108,17 +105,6 @@ def agency_names(directory: object | None) -> dict[str, str]:
 
 
 # -- app state -------------------------------------------------------------------------------------------
-
-#: Per store, like ``console_api``: built on first use, gone with the store.
-_CACHE: weakref.WeakKeyDictionary[Store, Dispatches] = weakref.WeakKeyDictionary()
-
-
-def _dispatches(app: web.Application) -> Dispatches:
-    store = app[STORE]
-    found = _CACHE.get(store)
-    if found is None:
-        found = _CACHE[store] = Dispatches(store)
-    return found
 
 
 def _upload_dir(app: web.Application) -> Path:
@@ -195,7 +181,7 @@ async def _incident(request: web.Request, incident_id: int, *, set_due: bool = F
 
 async def _load(request: web.Request, dispatch_id: int) -> DispatchView:
     """The dispatch, if this user may act on it: 404 when unknown, 403 for another agency's."""
-    view = await _dispatches(request.app).get(dispatch_id)
+    view = await request.app[DISPATCHES].get(dispatch_id)
     if view is None:
         raise Reply(error(404, "no such dispatch"))
     if not _may_see(user_of(request), view.dispatch.agency):
@@ -264,7 +250,7 @@ async def dispatch(request: web.Request) -> web.Response:
     except ValueError as exc:
         return _invalid({"agencies": str(exc)}, {"agencies": str(exc)})
     ids = [int(getattr(d, "id", 0)) for d in created]
-    views = await _dispatches(request.app).get_many(i for i in ids if i)
+    views = await request.app[DISPATCHES].get_many(i for i in ids if i)
     for view in views:
         publish(request.app, view)
     log.info("dispatch.requested", incident_id=incident_id, agencies=codes, user=user_of(request).username)
@@ -283,7 +269,7 @@ async def incident_dispatches(request: web.Request) -> web.Response:
     when there is none, whether the incident exists or not: ids are not to be probed)."""
     incident_id = _id(request, "id", "incident")
     user = user_of(request)
-    store = _dispatches(request.app)
+    store = request.app[DISPATCHES]
     if user.role == "agency":
         views = await store.list_for_incident(incident_id, agency=_own_agency(user))
         if not views:
@@ -306,7 +292,7 @@ async def agency_dispatches(request: web.Request) -> web.Response:
     if raw and (not re.fullmatch(r"[0-9]{1,6}", raw) or int(raw) < 1):
         return _invalid({"limit": "Harus bilangan bulat positif."}, {"limit": "Must be a positive whole number."})
     limit = min(int(raw), 500) if raw else 50
-    views = await _dispatches(request.app).list_for_agency(agency, limit)
+    views = await request.app[DISPATCHES].list_for_agency(agency, limit)
     names = agency_names(_directory(request.app))
     return web.json_response(
         {
@@ -327,7 +313,7 @@ async def accept(request: web.Request) -> web.Response:
     current = await _load(request, dispatch_id)
     user = user_of(request)
     dispatcher = _dispatcher(request.app)
-    store = _dispatches(request.app)
+    store = request.app[DISPATCHES]
     try:
         if current.dispatch.status == "calling" and dispatcher is not None:
             # Through the dispatch core while its task still rings the duty lines: it stops them.
@@ -496,7 +482,7 @@ async def add_update(request: web.Request) -> web.Response:
         if problems:
             raise Reply(_invalid({k: v[0] for k, v in problems.items()}, {k: v[1] for k, v in problems.items()}))
         try:
-            updated = await _dispatches(request.app).add_update(dispatch_id, user_of(request).id, status, note, photo)
+            updated = await request.app[DISPATCHES].add_update(dispatch_id, user_of(request).id, status, note, photo)
         except TransitionError as exc:
             raise Reply(
                 error(
@@ -531,7 +517,7 @@ async def photo(request: web.Request) -> web.StreamResponse:
     if match is None:
         return error(404, "no such photo")
     await _load(request, dispatch_id)
-    if not await _dispatches(request.app).photo_belongs(dispatch_id, name):
+    if not await request.app[DISPATCHES].photo_belongs(dispatch_id, name):
         return error(404, "no such photo")
     directory = _upload_dir(request.app)
     path = (directory / name).resolve()

@@ -6,11 +6,16 @@ from aiohttp import web
 
 from callcenter.agi.server import AgiServer
 from callcenter.config import Config
+from callcenter.forms.intake import Districts
 from callcenter.queue.ami import AmiClient
 from callcenter.queue.presence import Presence
 from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Store
+from callcenter.store.accounts import Accounts
+from callcenter.store.dispatches import Dispatches
+from callcenter.store.incidents import Incidents
 from callcenter.store.pending import PendingWrites
+from callcenter.store.stats import Stats
 from callcenter.tasks import Background
 
 CONFIG = web.AppKey("config", Config)
@@ -21,3 +26,10 @@ AGI = web.AppKey("agi", AgiServer)
 AMI = web.AppKey("ami", AmiClient)
 TRACKER = web.AppKey("tracker", QueueTracker)
 PRESENCE = web.AppKey("presence", Presence)
+
+# The repositories the web API serves from: built by the composition root once the store exists.
+ACCOUNTS = web.AppKey("accounts", Accounts)
+INCIDENTS = web.AppKey("incidents", Incidents)
+DISTRICTS = web.AppKey("districts", Districts)
+DISPATCHES = web.AppKey("dispatches", Dispatches)
+STATS = web.AppKey("stats", Stats)

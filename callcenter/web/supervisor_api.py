@@ -17,7 +17,6 @@ import csv
 import io
 import os
 import re
-import weakref
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -27,9 +26,8 @@ from aiohttp import web
 
 from callcenter.forms.categories import CATEGORY_CODES, CLASSIFICATION_CODES
 from callcenter.forms.phone import normalize
-from callcenter.store import Store, utcnow
+from callcenter.store import utcnow
 from callcenter.store.access import log_access
-from callcenter.store.dispatches import Dispatches
 from callcenter.store.stats import (
     CALL_STATUSES,
     WOMEN_AND_CHILDREN,
@@ -38,9 +36,9 @@ from callcenter.store.stats import (
     Stats,
     call_row,
 )
-from callcenter.web.access import Reply, centre_offset, date_range, error, invalid, require, user_of
+from callcenter.web.access import Reply, date_range, error, invalid, require, user_of
 from callcenter.web.console_api import incident_json
-from callcenter.web.keys import CONFIG, STORE, TRACKER
+from callcenter.web.keys import CONFIG, DISPATCHES, STATS, STORE, TRACKER
 
 log = structlog.get_logger("callcenter.web.supervisor")
 routes = web.RouteTableDef()
@@ -64,18 +62,6 @@ CSV_TABLES = (
     "ratings_agency",
     "calls",
 )
-
-_CACHE: weakref.WeakKeyDictionary[Store, tuple[Stats, Dispatches]] = weakref.WeakKeyDictionary()
-
-
-def _services(app: web.Application) -> tuple[Stats, Dispatches]:
-    """Per store, like ``console_api``: the app is frozen once the store exists, so no app keys."""
-    store = app[STORE]
-    found = _CACHE.get(store)
-    if found is None:
-        found = _CACHE[store] = (Stats(store, offset=centre_offset(app)), Dispatches(store))
-    return found
-
 
 # -- query parsing (a bad parameter raises Reply: the error middleware answers the 422) ----------------------
 
@@ -148,7 +134,7 @@ def _call_id(request: web.Request) -> str:
 @require("supervisor")
 async def wallboard(request: web.Request) -> web.Response:
     """The live queue from the tracker (no database read) and today's figures from the store."""
-    stats, _ = _services(request.app)
+    stats = request.app[STATS]
     now = utcnow()
     tracker = request.app.get(TRACKER)
     waiting: list[dict[str, Any]] = []
@@ -195,7 +181,7 @@ async def wallboard(request: web.Request) -> web.Response:
 @routes.get("/api/calls/log")
 @require("supervisor")
 async def call_log(request: web.Request) -> web.Response:
-    stats, _ = _services(request.app)
+    stats = request.app[STATS]
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
     filters = await _call_filter(request, stats)
@@ -211,7 +197,7 @@ def _iso(value: datetime | None) -> str | None:
 @require("supervisor")
 async def call_detail(request: web.Request) -> web.Response:
     """Everything about one call; opening a women-and-children case is logged before it is shown."""
-    stats, dispatches = _services(request.app)
+    stats, dispatches = request.app[STATS], request.app[DISPATCHES]
     call_id = _call_id(request)
     detail = await stats.call_detail(call_id)
     if detail is None:
@@ -307,7 +293,7 @@ def recording_file(recording: str | None, record_dir: str, root: str) -> Path | 
 async def recording(request: web.Request) -> web.StreamResponse:
     """The call's WAV with Range support; each served request is logged first (the <audio> element
     asks in ranges, so one listening is usually several rows: each is an access to the audio)."""
-    stats, _ = _services(request.app)
+    stats = request.app[STATS]
     call_id = _call_id(request)
     detail = await stats.call_detail(call_id)
     if detail is None:
@@ -336,7 +322,7 @@ async def recording(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/stats")
 @require("supervisor")
 async def statistics(request: web.Request) -> web.Response:
-    stats, _ = _services(request.app)
+    stats = request.app[STATS]
     return web.json_response(await stats.statistics(_period(request, stats)))
 
 
@@ -427,7 +413,7 @@ async def stats_table_csv(request: web.Request) -> web.StreamResponse:
     table = request.match_info["table"]
     if table not in CSV_TABLES:
         return error(404, "no such table", tables=list(CSV_TABLES))
-    stats, _ = _services(request.app)
+    stats = request.app[STATS]
     headers = {
         "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": f'attachment; filename="{table}.csv"',

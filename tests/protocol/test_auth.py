@@ -24,8 +24,8 @@ from callcenter.store import Store, StoreUnavailable, utcnow
 from callcenter.store.accounts import AccountError, Accounts
 from callcenter.store.models import User, WebSession
 from callcenter.testing.web import login, make_user, test_config
-from callcenter.web.auth import COOKIE, LoginThrottle, accounts_of
-from callcenter.web.keys import STORE
+from callcenter.web.auth import COOKIE, LoginThrottle
+from callcenter.web.keys import ACCOUNTS, STORE
 
 Client = TestClient[web.Request, web.Application]
 PASSWORD = "correct-horse-battery"
@@ -515,7 +515,7 @@ async def test_a_database_outage_while_resolving_the_session_is_a_json_503(
     async def unreachable(_token: str) -> None:
         raise StoreUnavailable("resolve_session: database unreachable")
 
-    monkeypatch.setattr(accounts_of(client.app), "resolve_session", unreachable)
+    monkeypatch.setattr(client.app[ACCOUNTS], "resolve_session", unreachable)
     for method, path in (("GET", "/api/me"), ("POST", "/api/logout")):
         resp = await client.request(method, path)
         assert resp.status == 503, path
