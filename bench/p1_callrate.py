@@ -11,14 +11,19 @@ For each rate of the ladder the two paths run back to back with identical pacing
 caller behaviour (the caller hangs up ``--hold`` s after Asterisk's answer on both):
 
 * **bare**: dials ``bare<N>`` (Answer, Wait(N), Hangup with N > hold), nothing else;
-* **full**: dials 112: greeting, AGI(incoming) to the app, MixMonitor, Queue, call-taker answers.
+* **full**: dials 112: greeting, AGI(incoming) to the app, MixMonitor, Queue, call-taker answers;
+* **noapp** (``--paths``, on by default): the same 112 dialplan with the app stopped — AGI fails at
+  connect, the dialplan's fallback queues the caller — i.e. what Asterisk costs without us, so that
+  full / noapp is our app's own share of the capacity.
 
 A step passes when the SIPp caller reports every call successful and none failed and no channel
 is left up afterwards; a full step must also have every call recorded by the app with
 ``routed_by='agi'`` and an answer time, i.e. answered by a call-taker per the app's database (which
 is also where "reached taker" comes from: the taker answers rings that app_queue then cancels,
-which is normal for a queue, so its own counts are only reported). The highest passing rate of
-each path (below its first failure) gives ratio = full / bare.
+which is normal for a queue, so its own counts are only reported). A noapp step must have every
+call in the fallback (Asterisk's "AGI routing failed" warning) and answered per Asterisk's
+queue_log (CONNECT). The highest passing rate of each path (below its first failure) gives
+ratio = full / bare (the target) and full / noapp (the app's own cost).
 
     .venv/bin/python bench/p1_callrate.py                 # default ladder 4..25 calls/s, ~10 min
     .venv/bin/python bench/p1_callrate.py --rates 2,4 --duration 10   # quick check
@@ -59,6 +64,8 @@ REPO = Path(__file__).resolve().parents[1]
 UAC_TEMPLATE = REPO / "tests" / "sipp" / "uac_112.xml"
 TAKER_SCENARIO = Path(__file__).resolve().parent / "p1_taker.xml"
 TICKS = os.sysconf("SC_CLK_TCK")
+#: bare Answer/Wait/Hangup; the 112 path with the app; the 112 path with the app stopped (fallback).
+PATHS = ("bare", "full", "noapp")
 
 
 # -- small helpers ---------------------------------------------------------------------------------
@@ -148,6 +155,8 @@ class StepResult:
     app_agi: int = 0
     app_answered: int = 0
     fallback_warnings: int = 0
+    #: Callers answered by a queue member per Asterisk's own queue_log (CONNECT lines).
+    qlog_connects: int = 0
     wall: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
     ast_warnings: Counter[str] = field(default_factory=Counter)
@@ -186,6 +195,8 @@ class StepResult:
         ok = ok and self.caller_ok == self.calls and self.stuck_channels == 0
         if self.path == "full":
             ok = ok and self.app_agi == self.calls and self.app_answered == self.calls
+        elif self.path == "noapp":
+            ok = ok and self.fallback_warnings == self.calls and self.qlog_connects == self.calls
         return ok
 
     def taker_summary(self) -> str:
@@ -227,6 +238,9 @@ class Bench:
             # 4000 ports = 2000 channels; the derived 200-port window would cap us at ~100 channels.
             rtp_start=22000,
             rtp_end=25999,
+            # The test PBX's default cap (500 channels) ended the full path's ladder at 55/s last time:
+            # raised here so that what ends a ladder is the machine, not a safety limit.
+            maxcalls=args.maxcalls,
         )
         self.db_path = workdir / "callcenter.db"
         self.pbx: TestPbx | None = None
@@ -366,6 +380,39 @@ class Bench:
                 lags.append((at - queued).total_seconds())
         return sorted(lags)
 
+    @property
+    def queue_log(self) -> Path:
+        assert self.pbx is not None
+        return self.pbx.host_dir / "log" / "queue_log"
+
+    def qlog_size(self) -> int:
+        try:
+            return self.queue_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def qlog_connects_since(self, offset: int) -> int:
+        """CONNECT lines (``epoch|uniqueid|queue|member|CONNECT|holdtime|…``) app_queue wrote since ``offset``."""
+        try:
+            with self.queue_log.open("rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return sum(1 for line in text.splitlines() if line.split("|")[4:5] == ["CONNECT"])
+
+    async def stop_app(self) -> None:
+        assert self.app is not None
+        await self.app.stop()
+        self.cpu.pids.pop("app", None)
+
+    async def start_app(self) -> None:
+        assert self.app is not None
+        await self.app.start()
+        with contextlib.suppress(TimeoutError):
+            await self.app.wait_event("tracker.resynced", timeout=10)
+        self.cpu.track("app", self.app.proc.pid if self.app.proc else None)
+
     def ast_log_size(self) -> int:
         assert self.pbx is not None
         try:
@@ -412,19 +459,43 @@ class Bench:
         calls = max(1, round(rate * self.args.duration))
         res = StepResult(path, rate, calls)
         await self.pbx.await_idle(timeout=60)
-        service = "112" if path == "full" else f"bare{self.bare_wait}"
+        service = f"bare{self.bare_wait}" if path == "bare" else "112"
         budget = calls / rate + self.hold + 40
         db0 = self.db_counts()
         rowid0 = self.max_rowid()
         log0 = self.ast_log_size()
+        qlog0 = self.qlog_size()
         _, app_idx = self.app_warnings_since(0)
-        taker = await self.start_taker(budget + 30) if path == "full" else None
+        if path == "noapp":
+            await self.stop_app()
+        try:
+            return await self._step(res, path, service, rate, calls, budget, db0, rowid0, log0, qlog0, app_idx)
+        finally:
+            if path == "noapp":
+                await self.start_app()
+
+    async def _step(
+        self,
+        res: StepResult,
+        path: str,
+        service: str,
+        rate: float,
+        calls: int,
+        budget: float,
+        db0: tuple[int, int, int],
+        rowid0: int,
+        log0: int,
+        qlog0: int,
+        app_idx: int,
+    ) -> StepResult:
+        assert self.pbx is not None and self.app is not None
+        taker = await self.start_taker(budget + 30) if path != "bare" else None
         if taker is not None:
             await asyncio.sleep(0.3)  # let the UAS bind before the first INVITE
             self.cpu.track("sipp-taker", taker.pid)
         mach0 = machine_ticks()
         self.cpu.sample()
-        base = {k: v for k, v in self.cpu.last.items() if k in ("asterisk", "app")}
+        base = {k: v for k, v in self.cpu.last.items() if k in self.cpu.pids and k in ("asterisk", "app")}
         t0 = time.monotonic()
         caller = await self.start_caller(service, rate, calls, budget)
         self.cpu.track("sipp-caller", caller.pid)
@@ -464,7 +535,7 @@ class Bench:
             res.taker = await taker.stop()
             self.cpu.pids.pop("sipp-taker", None)
             # The app writes from AMI/AGI-hangup events: give it a moment to catch up.
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + (20 if path == "full" else 0)
             last, stable_since = None, time.monotonic()
             while time.monotonic() < deadline:
                 counts = self.db_counts()
@@ -483,7 +554,9 @@ class Bench:
             res.write_lags = self.write_lags(rowid0, app_idx)
         res.ast_warnings = self.ast_warnings_since(log0)
         res.fallback_warnings = sum(n for k, n in res.ast_warnings.items() if "AGI routing failed" in k)
-        res.app_warnings, _ = self.app_warnings_since(app_idx)
+        res.qlog_connects = self.qlog_connects_since(qlog0)
+        if path != "noapp":
+            res.app_warnings, _ = self.app_warnings_since(app_idx)
         for s in (caller, taker):
             if s is not None and s in self.sipps:
                 self.sipps.remove(s)
@@ -505,28 +578,38 @@ def fmt_cpu(r: StepResult | None) -> str:
     return " ".join(f"{short[k]} {v:.0f}" for k, v in r.cpu.items())
 
 
-def table(rows: list[tuple[float, StepResult | None, StepResult | None]]) -> str:
+Row = tuple[float, dict[str, StepResult]]
+
+
+def table(rows: list[Row]) -> str:
     out = [
         "| rate (calls/s) | calls | bare ok / failed | full ok / failed | full: reached taker (app DB) | "
         "full: taker INVITEs | full: app recorded (agi / answered) | "
         "full: app lag arrival→queued_at p50 / p95 / max (s) | full: DB behind queued_at p50 / p95 / max (s) | "
-        "bare | full | CPU % bare (of 200) | CPU % full (of 200) |",
-        "|---:|---:|---|---|---|---|---|---|---|---|---|---|---|",
+        "noapp ok / failed | noapp: fallbacks / reached taker (queue_log) | "
+        "bare | full | noapp | CPU % bare (of 200) | CPU % full (of 200) | CPU % noapp (of 200) |",
+        "|---:|---:|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for rate, bare, full in rows:
-        calls = (bare or full).calls if (bare or full) else 0
-        b = f"{bare.caller_ok} / {bare.caller_failed}" if bare else "—"
-        f = f"{full.caller_ok} / {full.caller_failed}" if full else "—"
+    for rate, got in rows:
+        bare, full, noapp = got.get("bare"), got.get("full"), got.get("noapp")
+        calls = next((r.calls for r in got.values()), 0)
+
+        def ok(r: StepResult | None) -> str:
+            return f"{r.caller_ok} / {r.caller_failed}" if r else "—"
+
+        def verdict(r: StepResult | None) -> str:
+            return ("pass" if r.passed else "**FAIL**") if r else "—"
+
         reached = f"{full.app_answered}" if full else "—"
         taker = full.taker_summary() if full else "—"
         app = f"{full.app_agi} / {full.app_answered}" if full else "—"
-        bp = ("pass" if bare.passed else "**FAIL**") if bare else "—"
-        fp = ("pass" if full.passed else "**FAIL**") if full else "—"
         delay = full.delay_summary() if full else "—"
         behind = full.write_lag_summary() if full else "—"
+        fallback = f"{noapp.fallback_warnings} / {noapp.qlog_connects}" if noapp else "—"
         out.append(
-            f"| {rate:g} | {calls} | {b} | {f} | {reached} | {taker} | {app} | {delay} | {behind} | {bp} | {fp} "
-            f"| {fmt_cpu(bare)} | {fmt_cpu(full)} |"
+            f"| {rate:g} | {calls} | {ok(bare)} | {ok(full)} | {reached} | {taker} | {app} | {delay} | {behind} "
+            f"| {ok(noapp)} | {fallback} | {verdict(bare)} | {verdict(full)} | {verdict(noapp)} "
+            f"| {fmt_cpu(bare)} | {fmt_cpu(full)} | {fmt_cpu(noapp)} |"
         )
     return "\n".join(out)
 
@@ -547,8 +630,14 @@ def details(r: StepResult) -> str:
         )
         if r.taker.errors.strip():
             lines.append("taker errors (tail): " + " | ".join(r.taker.errors.strip().splitlines()[-3:])[:400])
+    if r.path == "noapp":
+        lines.append(
+            f"app stopped: Asterisk 'AGI routing failed' fallbacks={r.fallback_warnings}; "
+            f"answered by a member per queue_log (CONNECT)={r.qlog_connects}"
+        )
     if r.path == "full":
         lines.append(
+            f"queue_log CONNECT={r.qlog_connects}; "
             f"app: calls={r.app_total} routed_by=agi={r.app_agi} answered (reached taker)={r.app_answered}; "
             f"Asterisk 'AGI routing failed' fallbacks={r.fallback_warnings}; "
             f"app-seen arrival→queued_at p50/p95/max {r.delay_summary()} s (incl. greeting); "
@@ -597,6 +686,10 @@ async def run(args: argparse.Namespace, workdir: Path, bench_holder: list[Bench]
     bench = Bench(args, workdir)
     bench_holder.append(bench)
     rates = [float(x) for x in args.rates.split(",")]
+    paths = [p for p in args.paths.split(",") if p]
+    if not paths or any(p not in PATHS for p in paths):
+        print(f"--paths: choose from {','.join(PATHS)}", file=sys.stderr)
+        return 2
     started = time.monotonic()
     print(f"# P1 call-rate benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
     print(f"machine: {machine_line()}")
@@ -615,30 +708,29 @@ async def run(args: argparse.Namespace, workdir: Path, bench_holder: list[Bench]
     try:
         await bench.start()
         # Warm-up: one call through each path, so a wiring error is reported as such, not as "rate 0".
-        warm_bare = await _single(bench, "bare")
-        warm_full = await _single(bench, "full")
-        if not (warm_bare.passed and warm_full.passed):
+        warm = [await _single(bench, path) for path in paths]
+        if not all(r.passed for r in warm):
             print("warm-up call failed; the setup is broken, not the rate:")
-            print(details(warm_bare))
-            print(details(warm_full))
+            for r in warm:
+                print(details(r))
             assert bench.pbx is not None and bench.app is not None
             print(bench.pbx.log_tail(20))
             print(bench.app.log_tail(20))
             return 2
         print("warm-up: one call through each path OK\n", flush=True)
 
-        rows: list[tuple[float, StepResult | None, StepResult | None]] = []
-        failed = {"bare": False, "full": False}
-        best = {"bare": 0.0, "full": 0.0}
+        rows: list[Row] = []
+        failed = dict.fromkeys(paths, False)
+        best = dict.fromkeys(paths, 0.0)
         for rate in rates:
             if all(failed.values()):
                 break
-            est = 2 * (rate * args.duration / rate + bench.hold + 8)
+            est = len(paths) * (rate * args.duration / rate + bench.hold + 8)
             if time.monotonic() - started + est > args.max_minutes * 60:
                 print(f"(stopping before {rate:g}/s: the run would exceed --max-minutes {args.max_minutes:g})")
                 break
-            got: dict[str, StepResult | None] = {"bare": None, "full": None}
-            for path in ("bare", "full"):
+            got: dict[str, StepResult] = {}
+            for path in paths:
                 if failed[path]:
                     continue
                 r = await bench.step(path, rate)
@@ -651,27 +743,33 @@ async def run(args: argparse.Namespace, workdir: Path, bench_holder: list[Bench]
                     if r.top:
                         print(f"top -b -n1 at 3/4 of the {path} step:\n```\n{r.top}\n```", flush=True)
                 await asyncio.sleep(args.settle)
-            rows.append((rate, got["bare"], got["full"]))
+            rows.append((rate, got))
 
         print("\n## Result\n")
         print(table(rows))
-        bare_max, full_max = best["bare"], best["full"]
-        ratio = (full_max / bare_max) if bare_max else float("nan")
         print()
         lower = " (never failed: a lower bound)"
         print(
-            f"max rate with zero failures: bare {bare_max:g}/s{'' if failed['bare'] else lower}, "
-            f"full {full_max:g}/s{'' if failed['full'] else lower}"
+            "max rate with zero failures: "
+            + ", ".join(f"{path} {best[path]:g}/s{'' if failed[path] else lower}" for path in paths)
         )
-        print(f"P1 ratio full/bare = {ratio:.2f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
+        summary: dict[str, object] = {f"{path}_max": best[path] for path in paths}
+        bare_max, full_max = best.get("bare", 0.0), best.get("full", 0.0)
+        ratio = (full_max / bare_max) if bare_max else float("nan")
+        summary["ratio"] = ratio
+        if "bare" in paths and "full" in paths:
+            print(f"P1 ratio full/bare = {ratio:.2f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
+        if "noapp" in paths and "full" in paths and best["noapp"]:
+            own = full_max / best["noapp"]
+            summary["ratio_full_noapp"] = own
+            print(f"app's own cost: full (app running) / noapp (same dialplan, app stopped) = {own:.2f}")
         print(f"machine: {machine_line()}")
         print(
             f"run time {(time.monotonic() - started) / 60:.1f} min; "
             f"other asterisk/sipp/pytest/bench processes at end: {other_load(workdir)}"
         )
-        (workdir / "summary.json").write_text(
-            json.dumps({"bare_max": bare_max, "full_max": full_max, "ratio": ratio, "rates": rates})
-        )
+        summary["rates"] = rates
+        (workdir / "summary.json").write_text(json.dumps(summary))
         return 0
     finally:
         await bench.close()
@@ -699,6 +797,10 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=450, help="SIPp -l: max simultaneous calls of the caller")
     ap.add_argument("--settle", type=float, default=2.0, help="pause between steps (s)")
     ap.add_argument("--max-minutes", type=float, default=12.0, help="do not start a rate that would end past this")
+    ap.add_argument(
+        "--paths", default=",".join(PATHS), help="paths run at each rate, in this order (default %(default)s)"
+    )
+    ap.add_argument("--maxcalls", type=int, default=3000, help="the PBX's maxcalls (channels; default %(default)s)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (DB, app log, SIPp logs)")
     args = ap.parse_args()
     if os.geteuid() != 0:

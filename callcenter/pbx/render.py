@@ -157,6 +157,9 @@ class PbxSpec:
     #: queues.conf ``ringinuse``: ``False`` (production) rings a call-taker for one call at a time;
     #: ``True`` lets one SIPp answerer take many concurrent calls (the P1 load benchmark).
     ringinuse: bool = False
+    #: asterisk.conf ``maxcalls`` (channels): small on purpose, so a runaway test fails instead of
+    #: exhausting the host; the P1 load benchmark raises it so that CPU, not this cap, ends its ladder.
+    maxcalls: int = 500
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.instance):
@@ -186,6 +189,8 @@ class PbxSpec:
         for port in (self.sip_port, self.ami_port, *ports):
             if not 0 < port < 65536:
                 raise ValueError(f"port {port} out of range")
+        if self.maxcalls < 1:
+            raise ValueError(f"maxcalls {self.maxcalls} must be at least 1")
         for value in (self.ami_username, self.ami_secret, self.overflow_dial, self.greeting):
             if any(c in value for c in "\n\r;[]"):
                 raise ValueError(f"{value!r} contains a character that would break the config")
@@ -253,8 +258,7 @@ def render_asterisk_conf(spec: PbxSpec) -> str:
                 "autosystemname = no",
                 f"systemname = cc-{spec.instance}",
                 "maxload = 0",
-                "; Small limit on purpose: a runaway test should fail, not exhaust the host.",
-                "maxcalls = 500",
+                f"maxcalls = {spec.maxcalls}",
             ],
         )
     )
