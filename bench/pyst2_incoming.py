@@ -7,13 +7,16 @@ Asterisk runs it as ``AGI(pyst2_incoming.py,${CC_ARRIVED},${CC_DIALED})``: fork/
 
 1. read the environment (pyst2),
 2. normalise the caller id (phonenumbers, via ``callcenter.forms.phone.normalize``),
-3. read the caller's history (count + last call, flags) in one transaction,
-4. create the call row, then the ``arrived`` and ``routed`` timeline events, each in its own
-   transaction exactly like ``Store.open_call`` / ``Store.record_event``,
+3. count the caller's abuse flags in the prank window (a process has no memory between calls, so it
+   reads them from the database; the FastAGI server keeps them indexed in memory),
+4. create the call row and its ``arrived`` and ``routed`` timeline events in one transaction, as
+   ``Store.open_call`` does (the FastAGI route does this in the background; a process AGI has no
+   background, so it writes before it answers),
 5. set CC_CALL_ID, CC_PRIO, CC_LANG and finally CC_ROUTED=1.
 
 The SQLite file comes from ``$CC_BENCH_DB`` (a process AGI inherits Asterisk's environment), with
-the same pragmas as ``callcenter.store.calls.make_engine``. Used only by ``bench/p2_agi.py``.
+the same pragmas as ``callcenter.store.calls.make_engine``. Used only by ``bench/p2_agi.py``, which
+checks that every session routed and wrote its call (a crashing script would look fast).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from callcenter.agi.incoming import ROUTED_MARKER, Routing, arrival_time, decide
 from callcenter.config import NumbersConfig, QueueConfig
 from callcenter.forms.phone import CallerNumber, normalize
-from callcenter.store.calls import CallerHistory, FlagRecord, new_call_id, utcnow
+from callcenter.store.calls import new_call_id, utcnow
+from callcenter.store.flags import ABUSE_KINDS
 from callcenter.store.models import Call, CallEvent, NumberFlag
 
 T = TypeVar("T")
@@ -65,24 +69,17 @@ def _retry(sessions: sessionmaker[Session], op: Callable[[Session], T]) -> T:
             delay = min(delay * 2, 2.0)
 
 
-def caller_history(sessions: sessionmaker[Session], number: str) -> CallerHistory:
-    since = utcnow() - timedelta(days=365)
-
-    def op(session: Session) -> CallerHistory:
-        count, last = session.execute(
-            select(func.count(Call.id), func.max(Call.arrived_at)).where(Call.caller_number == number)
-        ).one()
-        flags = session.scalars(
-            select(NumberFlag)
-            .where(NumberFlag.number == number, NumberFlag.created_at >= since)
-            .order_by(NumberFlag.created_at.desc())
-            .limit(50)
-        )
-        return CallerHistory(
-            number=number,
-            previous_calls=int(count),
-            last_call_at=last,
-            flags=tuple(FlagRecord(f.kind, f.created_at, f.note, f.call_id) for f in flags),
+def abuse_count(sessions: sessionmaker[Session], number: str, since: datetime) -> int:
+    def op(session: Session) -> int:
+        return int(
+            session.scalar(
+                select(func.count(NumberFlag.id)).where(
+                    NumberFlag.number == number,
+                    NumberFlag.created_at >= since,
+                    NumberFlag.kind.in_(sorted(ABUSE_KINDS)),
+                )
+            )
+            or 0
         )
 
     return _retry(sessions, op)
@@ -91,22 +88,31 @@ def caller_history(sessions: sessionmaker[Session], number: str) -> CallerHistor
 def record(
     sessions: sessionmaker[Session],
     env: dict[str, str],
+    call_id: str,
     caller: CallerNumber,
     arrived: datetime,
     dialed: str,
     routing: Routing,
-    history: CallerHistory | None,
 ) -> str:
     uniqueid = env.get("agi_uniqueid", "")
+    routed = {
+        "priority": routing.priority,
+        "language": routing.language,
+        "abuse_count": routing.abuse_count,
+        "reminder": routing.reminder,
+    }
+    events = [
+        ("arrived", arrived, {"dialed": dialed, "withheld": caller.withheld}),
+        ("routed", utcnow(), routed),
+    ]
 
     def open_call(session: Session) -> str:
         call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
         if call is None:
             call = Call(
-                id=new_call_id(),
+                id=call_id,
                 uniqueid=uniqueid,
                 status="arrived",
-                linkedid=env.get("agi_linkedid") or None,
                 channel=env.get("agi_channel") or None,
                 caller_raw=caller.raw or None,
                 caller_number=caller.e164,
@@ -117,37 +123,12 @@ def record(
                 arrived_at=arrived,
             )
             session.add(call)
+            session.flush()
+        for kind, at, data in events:
+            session.add(CallEvent(call_id=call.id, kind=kind, at=at, source="agi", data=data))
         return call.id
 
-    def event_op(kind: str, at: datetime, data: dict[str, Any]) -> Callable[[Session], str]:
-        def op(session: Session) -> str:
-            call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
-            if call is None:
-                call = Call(id=new_call_id(), uniqueid=uniqueid, routed_by="fallback", arrived_at=at, status="arrived")
-                session.add(call)
-                session.flush()
-            session.add(CallEvent(call_id=call.id, kind=kind, at=at, source="agi", data=data))
-            return call.id
-
-        return op
-
-    call_id = _retry(sessions, open_call)
-    _retry(sessions, event_op("arrived", arrived, {"dialed": dialed, "withheld": caller.withheld}))
-    _retry(
-        sessions,
-        event_op(
-            "routed",
-            utcnow(),
-            {
-                "priority": routing.priority,
-                "language": routing.language,
-                "abuse_count": routing.abuse_count,
-                "previous_calls": history.previous_calls if history else 0,
-                "reminder": routing.reminder,
-            },
-        ),
-    )
-    return call_id
+    return _retry(sessions, open_call)
 
 
 def main() -> None:
@@ -163,9 +144,10 @@ def main() -> None:
     engine = create_engine(f"sqlite:///{os.environ['CC_BENCH_DB']}")
     event.listen(engine, "connect", _sqlite_pragmas)
     sessions = sessionmaker(engine, expire_on_commit=False)
-    history = caller_history(sessions, caller.key) if caller.key is not None else None
-    routing = decide(history, queue, now)
-    call_id = record(sessions, env, caller, arrived, dialed, routing, history)
+    since = now - timedelta(days=queue.prank_window_days)
+    abuse = abuse_count(sessions, caller.key, since) if caller.key is not None else 0
+    routing = decide(abuse, queue)
+    call_id = record(sessions, env, new_call_id(), caller, arrived, dialed, routing)
     agi.set_variable("CC_CALL_ID", call_id)
     agi.set_variable("CC_PRIO", str(routing.priority))
     agi.set_variable("CC_LANG", routing.language)
