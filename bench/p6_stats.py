@@ -312,7 +312,8 @@ class Trickle:
         self.tag = uuid.uuid4().hex[:8]  # ids of their own, whatever else the database holds
 
     async def __call__(self) -> None:
-        from callcenter.store.models import Call, Dispatch, Incident, Rating
+        from callcenter.store.models import Call
+        from callcenter.testing.rows import dispatch_row, incident_row, rating_row
 
         self.n += 1
         n, rng = self.n, self.rng
@@ -343,34 +344,15 @@ class Trickle:
                 call = await session.get(Call, call_id)
                 call.status, call.classification = "completed", rng.choice(("genuine", "prank", "silent"))
             created = now + timedelta(minutes=2)
-            incident = Incident(
-                reference=f"112-T-{self.tag}-{n:06d}",
-                call_id=ids[0],
-                category="fire",
-                priority="high",
-                reporter_name="Made",
-                callback_number="+6281200000000",
-                address="Jl. Ngurah Rai",
-                created_at=created,
-                updated_at=created,
-            )
+            incident = incident_row(f"112-T-{self.tag}-{n:06d}", created, call_id=ids[0])
             session.add(incident)
             await session.flush()
             session.add(
-                Dispatch(
-                    incident_id=incident.id,
-                    agency="damkar",
-                    status="accepted",
-                    created_at=created,
-                    updated_at=created,
-                    accepted_at=created + timedelta(seconds=40),
+                dispatch_row(
+                    incident.id, "damkar", created, status="accepted", accepted_at=created + timedelta(seconds=40)
                 )
             )
-            session.add(
-                Rating(
-                    incident_id=incident.id, via="sms", status="rated", score=5, requested_at=created, rated_at=created
-                )
-            )
+            session.add(rating_row(incident.id, created, 5))
             old = f"{rng.randrange(900_000):032x}"  # a call from earlier in the year, reclassified
             old_call = await session.get(Call, old)
             if old_call is not None:

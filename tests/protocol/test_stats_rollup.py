@@ -29,6 +29,7 @@ from callcenter.store import Store
 from callcenter.store.migrate import downgrade_connection
 from callcenter.store.models import Call, Dispatch, Incident, Rating, StatsDirty, StatsRollup
 from callcenter.store.stats import ANSWER_BUCKETS, WITHIN, Period, Stats, hour_floor, pct
+from callcenter.testing.rows import dispatch_row, incident_row, rating_row
 
 OFFSET = timedelta(hours=8)
 #: Local midnight of 2026-03-02 (UTC+8) = 2026-03-01 16:00 UTC.
@@ -90,50 +91,16 @@ async def seed(store: Store, seed_value: int = 112) -> None:
         await session.flush()
         for n, call in enumerate(calls[::2]):
             created = call.arrived_at + timedelta(seconds=rng.randrange(20, 4000))
-            inc = incident(n, call.id, rng.choice(CATEGORIES), created)
+            inc = incident_row(f"112-T-{n:05d}", created, call_id=call.id, category=rng.choice(CATEGORIES))
             session.add(inc)
             await session.flush()
             for agency in rng.sample(AGENCIES, rng.choice((0, 1, 1, 2, 3))):
                 accepted = created + timedelta(seconds=rng.randrange(5, 900)) if rng.random() < 0.8 else None
-                session.add(
-                    Dispatch(
-                        incident_id=inc.id,
-                        agency=agency,
-                        status="resolved" if accepted else "calling",
-                        created_at=created + timedelta(seconds=1),
-                        updated_at=created,
-                        accepted_at=accepted,
-                    )
-                )
+                session.add(dispatch_row(inc.id, agency, created + timedelta(seconds=1), accepted_at=accepted))
             if rng.random() < 0.5:
-                session.add(rating(inc.id, rng.choice((1, 2, 3, 4, 5, None)), created))
+                session.add(rating_row(inc.id, created, rng.choice((1, 2, 3, 4, 5, None))))
 
     await store.transaction("seed", op)
-
-
-def incident(n: int, call_id: str | None, category: str, created: datetime) -> Incident:
-    return Incident(
-        reference=f"112-T-{n:05d}",
-        call_id=call_id,
-        category=category,
-        priority="high",
-        reporter_name="Made",
-        callback_number="+6281299999999",
-        address="Jl. Ngurah Rai 12",
-        created_at=created,
-        updated_at=created,
-    )
-
-
-def rating(incident_id: int, score: int | None, at: datetime) -> Rating:
-    return Rating(
-        incident_id=incident_id,
-        via="sms",
-        status="rated" if score else "requested",
-        score=score,
-        requested_at=at,
-        rated_at=at if score else None,
-    )
 
 
 # -- an independent recomputation ----------------------------------------------------------------------------
@@ -383,12 +350,11 @@ async def test_rollup_follows_orm_writes(stats: Stats) -> None:
         rows[2].created_at += timedelta(hours=5)
         await session.delete(rows[3])
         session.add(
-            Dispatch(
-                incident_id=dispatched.id,
-                agency="damkar",
+            dispatch_row(
+                dispatched.id,
+                "damkar",
+                dispatched.created_at,
                 status="accepted",
-                created_at=dispatched.created_at,
-                updated_at=dispatched.created_at,
                 accepted_at=dispatched.created_at + timedelta(seconds=1),
             )
         )
@@ -401,7 +367,7 @@ async def test_rollup_follows_orm_writes(stats: Stats) -> None:
         rows[0].score = 1 if rows[0].score != 1 else 5
         rows[1].score = None
         await session.delete(rows[2])
-        session.add(rating(dispatched.id, 4, dispatched.created_at))
+        session.add(rating_row(dispatched.id, dispatched.created_at, 4))
 
     await store.transaction("ratings", ratings)
     await check(stats, "ratings changed")

@@ -24,7 +24,8 @@ from callcenter.app import create_app
 from callcenter.config import replace
 from callcenter.store import Store
 from callcenter.store.access import access_entries
-from callcenter.store.models import Call, Dispatch, Incident, Rating
+from callcenter.store.models import Call
+from callcenter.testing.rows import dispatch_row, incident_row, rating_row
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user, test_config
 from callcenter.web.access import TZ_OFFSET
 from callcenter.web.keys import STORE
@@ -88,45 +89,15 @@ async def seed(store: Store) -> None:
         incidents = {"c1": (1, "medical"), "c4": (2, "fire"), "c5": (3, "violence_women_children")}
         for cid, (iid, category) in incidents.items():
             at = arrivals[cid] + timedelta(seconds=60)
-            session.add(
-                Incident(
-                    id=iid,
-                    reference=f"112-20260110-000{iid}",
-                    call_id=cid,
-                    category=category,
-                    priority="high",
-                    reporter_name="Made",
-                    callback_number="+6281299999999",
-                    address="Jl. Ngurah Rai 12",
-                    created_at=at,
-                    updated_at=at,
-                )
-            )
+            session.add(incident_row(f"112-20260110-000{iid}", at, call_id=cid, category=category, id=iid))
         await session.flush()
         for iid, agency, accepted_after in ((1, "dinkes", 40), (2, "damkar", 100), (2, "pdam", 20), (3, "dpppa", None)):
             cid = {1: "c1", 2: "c4", 3: "c5"}[iid]
             created = arrivals[cid] + timedelta(seconds=61)
-            session.add(
-                Dispatch(
-                    incident_id=iid,
-                    agency=agency,
-                    status="resolved" if accepted_after else "calling",
-                    created_at=created,
-                    updated_at=created,
-                    accepted_at=arrivals[cid] + timedelta(seconds=accepted_after) if accepted_after else None,
-                )
-            )
+            accepted = arrivals[cid] + timedelta(seconds=accepted_after) if accepted_after else None
+            session.add(dispatch_row(iid, agency, created, accepted_at=accepted))
         for iid, score in ((1, 5), (2, 3)):
-            session.add(
-                Rating(
-                    incident_id=iid,
-                    via="sms",
-                    status="rated",
-                    score=score,
-                    requested_at=local(10, 12),
-                    rated_at=local(10, 12),
-                )
-            )
+            session.add(rating_row(iid, local(10, 12), score))
 
     await store.transaction("seed", op)
 

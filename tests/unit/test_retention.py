@@ -29,6 +29,7 @@ from callcenter.store.models import (
     NumberFlag,
 )
 from callcenter.supervision.retention import ANONYMISED, run_retention
+from callcenter.testing.rows import dispatch_row, incident_row
 
 CONFIG = RetentionConfig(recordings_days=90, personal_days=365)
 NOW = utcnow()
@@ -235,20 +236,10 @@ async def add_case(store: Store, uploads: Path, age_days: int, number: str, raw:
             ("hangup_reported", {"recording": "/var/spool/asterisk/monitor/1764089043.57.wav", "cause": 16}),
         ):
             session.add(CallEvent(call_id=call_id, kind=kind, at=at, source="ami", data=data))
-        incident = Incident(
-            reference=f"112-{call_id}",
-            call_id=call_id,
-            category="fire",
-            priority="high",
-            reporter_name="Made",
-            callback_number=number,
-            address="Jl. Udayana 12",
-            created_at=at,
-            updated_at=at,
-        )
+        incident = incident_row(f"112-{call_id}", at, call_id=call_id, callback_number=number, address="Jl. Udayana 12")
         session.add(incident)
         await session.flush()
-        dispatch = Dispatch(incident_id=incident.id, agency="damkar", status="resolved", created_at=at, updated_at=at)
+        dispatch = dispatch_row(incident.id, "damkar", at, status="resolved")
         session.add(dispatch)
         await session.flush()
         for photo in photos:
