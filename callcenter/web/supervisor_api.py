@@ -26,6 +26,7 @@ from aiohttp import web
 
 from callcenter.forms.categories import CATEGORY_CODES, CLASSIFICATION_CODES
 from callcenter.forms.phone import normalize
+from callcenter.queue.tracker import member_json
 from callcenter.store import utcnow
 from callcenter.store.access import log_access
 from callcenter.store.stats import (
@@ -152,17 +153,8 @@ async def wallboard(request: web.Request) -> web.Response:
         live_members = list(tracker.live.members.values())
         names = await stats.member_names([m.name for m in live_members] + [m.interface for m in live_members])
         for member in sorted(tracker.live.members.values(), key=lambda m: (m.queue, m.interface)):
-            body: dict[str, Any] = {
-                "queue": member.queue,
-                "interface": member.interface,
-                "name": member.name,
-                "state": member.state,
-                "paused": member.paused,
-                "reason": member.reason,
-                "in_call": member.in_call,
-            }
-            body["display_name"] = names.get(member.interface) or names.get(member.name) or member.name
-            members.append(body)
+            display = names.get(member.interface) or names.get(member.name) or member.name
+            members.append({**member_json(member), "display_name": display})
     today = await stats.today(now)
     return web.json_response(
         {
