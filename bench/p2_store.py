@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""Where the FastAGI route's time goes: the ``IncomingRoute`` store calls timed alone, on one core.
+"""Where the FastAGI route's database time goes: the ``IncomingRoute`` write timed alone, on one core.
 
 Run:  .venv/bin/python bench/p2_store.py [--cpu 0] [--sessions 300] [--concurrency 1,50,200]
 
-For each concurrency it runs the route's database work (``caller_history``, ``open_call`` and two
-``record_event``) for many fake calls on the real ``Store`` (SQLAlchemy async + aiosqlite, fresh
-temp SQLite file), without any AGI, and prints per-operation p50/p99 and calls/s. The same work
-on a sync SQLAlchemy engine (what ``bench/pyst2_incoming.py`` does, minus the process start) and
-with plain ``sqlite3`` gives the floor the async stack is measured against.
+The route reads nothing from the database (abuse flags are indexed in memory) and writes one
+transaction per call in the background: ``Store.open_call`` with the call row and its ``arrived``
+and ``routed`` events. For each concurrency this runs that write for many fake calls on the real
+``Store`` (SQLAlchemy async + aiosqlite, fresh temp SQLite file), without any AGI, and prints p50/p99
+and calls/s. The same transaction on a sync SQLAlchemy engine (``bench/pyst2_incoming.py``'s
+``record``, minus the process start) and with plain ``sqlite3`` gives the floor the async stack is
+measured against. The DB must end with one call and two events per call written, or the run is refused.
 """
 
 from __future__ import annotations
@@ -18,16 +20,20 @@ import contextlib
 import json
 import os
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from callcenter.store import Store, utcnow
+from callcenter.store import Store, new_call_id, utcnow
+
+#: What the route stores with its ``routed`` event.
+ROUTED = {"priority": 10, "language": "id", "abuse_count": 0, "reminder": False}
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -50,15 +56,21 @@ async def run_async(db: Path, sessions: int, concurrency: int) -> tuple[dict[str
     async def one(n: int) -> None:
         uid = f"{uuid.uuid4().hex[:10]}.{n}"
         number = f"+62812{n % 500:08d}"
-        started = time.perf_counter()
-        await timed("caller_history", store.caller_history(number))
-        await timed(
-            "open_call",
-            store.open_call(uniqueid=uid, arrived_at=utcnow(), routed_by="agi", caller_number=number, dialed="112"),
+        now = utcnow()
+        events = [("arrived", now, {"dialed": "112", "withheld": False}), ("routed", now, ROUTED)]
+        write = store.open_call(
+            uniqueid=uid,
+            call_id=new_call_id(),
+            arrived_at=now,
+            routed_by="agi",
+            caller_raw=number,
+            caller_number=number,
+            dialed="112",
+            queue_priority=10,
+            language="id",
+            events=events,
         )
-        await timed("record_event arrived", store.record_event(uid, "arrived", source="agi", data={"dialed": "112"}))
-        await timed("record_event routed", store.record_event(uid, "routed", source="agi", data={"priority": 10}))
-        timings["whole call"].append(time.perf_counter() - started)
+        await timed("open_call (call + 2 events)", write)
 
     async def worker() -> None:
         nonlocal peak_threads
@@ -74,41 +86,31 @@ async def run_async(db: Path, sessions: int, concurrency: int) -> tuple[dict[str
 
 
 def run_sync_sqlalchemy(db: Path, sessions: int) -> float:
-    """The same four transactions with a sync engine (pyst2_incoming.py's code path), one after another."""
-    from sqlalchemy import create_engine, event, func, select
-    from sqlalchemy.orm import Session, sessionmaker
+    """The same transaction with a sync engine: the pyst2 script's own ``record``, one call after another."""
+    from pyst2_incoming import _sqlite_pragmas, record  # bench/ is on sys.path when run as a script
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.orm import sessionmaker
 
-    from callcenter.store.models import Call, CallEvent, NumberFlag
-
-    def pragmas(conn: sqlite3.Connection, _record: object) -> None:
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000", "foreign_keys=ON"):
-            conn.execute(f"PRAGMA {pragma}")
+    from callcenter.agi.incoming import decide
+    from callcenter.config import QueueConfig
+    from callcenter.forms.phone import normalize
 
     engine = create_engine(f"sqlite:///{db}")
-    event.listen(engine, "connect", pragmas)
-    factory: Callable[[], Session] = sessionmaker(engine, expire_on_commit=False)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    routing = decide(0, QueueConfig())
     started = time.perf_counter()
     for n in range(sessions):
-        uid, number, now = f"s{uuid.uuid4().hex[:10]}.{n}", f"+62812{n % 500:08d}", utcnow()
-        with factory() as s, s.begin():
-            s.execute(select(func.count(Call.id), func.max(Call.arrived_at)).where(Call.caller_number == number)).one()
-            list(s.scalars(select(NumberFlag).where(NumberFlag.number == number).limit(50)))
-        with factory() as s, s.begin():
-            if s.scalar(select(Call).where(Call.uniqueid == uid)) is None:
-                call_id = uuid.uuid4().hex
-                s.add(Call(id=call_id, uniqueid=uid, status="arrived", caller_number=number, arrived_at=now))
-        for kind in ("arrived", "routed"):
-            with factory() as s, s.begin():
-                call = s.scalar(select(Call).where(Call.uniqueid == uid))
-                assert call is not None
-                s.add(CallEvent(call_id=call.id, kind=kind, at=utcnow(), source="agi", data={"k": 1}))
+        caller = normalize(f"0812{n % 500:08d}", "ID")
+        env = {"agi_uniqueid": f"s{uuid.uuid4().hex[:10]}.{n}", "agi_channel": "PJSIP/citizen-1"}
+        record(factory, env, new_call_id(), caller, utcnow(), "112", routing)
     elapsed = time.perf_counter() - started
     engine.dispose()
     return sessions / elapsed
 
 
 def run_sqlite3(db: Path, sessions: int) -> float:
-    """The floor: the same statements through plain sqlite3, four commits per call."""
+    """The floor: the same statements through plain sqlite3, one commit per call."""
     conn = sqlite3.connect(db, isolation_level=None)
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000", "foreign_keys=ON"):
         conn.execute(f"PRAGMA {pragma}")
@@ -116,31 +118,23 @@ def run_sqlite3(db: Path, sessions: int) -> float:
     for n in range(sessions):
         uid, number, now = f"q{uuid.uuid4().hex[:10]}.{n}", f"+62812{n % 500:08d}", datetime.now(UTC).isoformat()
         conn.execute("BEGIN")
-        conn.execute("select count(id), max(arrived_at) from calls where caller_number = ?", (number,)).fetchone()
-        conn.execute("select * from number_flags where number = ? limit 50", (number,)).fetchall()
-        conn.execute("COMMIT")
-        conn.execute("BEGIN")
         conn.execute("select id from calls where uniqueid = ?", (uid,)).fetchone()
         call_id = uuid.uuid4().hex
         conn.execute(
             "insert into calls (id, uniqueid, status, routed_by, caller_number, arrived_at) values (?,?,?,?,?,?)",
             (call_id, uid, "arrived", "agi", number, now),
         )
+        conn.executemany(
+            "insert into call_events (call_id, kind, at, source, data) values (?,?,?,?,?)",
+            [(call_id, kind, now, "agi", json.dumps(ROUTED)) for kind in ("arrived", "routed")],
+        )
         conn.execute("COMMIT")
-        for kind in ("arrived", "routed"):
-            conn.execute("BEGIN")
-            conn.execute("select id from calls where uniqueid = ?", (uid,)).fetchone()
-            conn.execute(
-                "insert into call_events (call_id, kind, at, source, data) values (?,?,?,?,?)",
-                (call_id, kind, now, "agi", json.dumps({"k": 1})),
-            )
-            conn.execute("COMMIT")
     elapsed = time.perf_counter() - started
     conn.close()
     return sessions / elapsed
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--cpu", type=int, default=0, help="pin to this core (-1: no pin)")
     p.add_argument("--sessions", type=int, default=300)
@@ -151,24 +145,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cc-bench-store-") as tmp:
         db = Path(tmp) / "store.db"
         print(f"pinned to cpu {args.cpu}; {args.sessions} calls per level; fresh DB {db.name}\n")
-        print("| concurrency | operation | p50 | p99 | calls/s (4 transactions each) | peak threads |")
+        print("| concurrency | operation | p50 | p99 | calls/s (one transaction each) | peak threads |")
         print("|---:|---|---:|---:|---:|---:|")
-        for c in (int(x) for x in args.concurrency.split(",")):
+        levels = [int(x) for x in args.concurrency.split(",")]
+        for c in levels:
             timings, rate, threads = asyncio.run(run_async(db, args.sessions, c))
             for name, values in timings.items():
-                shown = f"{rate:.0f}" if name == "whole call" else ""
                 print(
                     f"| {c} | {name} | {pct(values, 50) * 1000:.2f} ms | {pct(values, 99) * 1000:.2f} ms"
-                    f" | {shown} | {threads if shown else ''} |"
+                    f" | {rate:.0f} | {threads} |"
                 )
-        print(
-            f"\nsync SQLAlchemy ORM, same 4 transactions, serial: {run_sync_sqlalchemy(db, args.sessions):.0f} calls/s"
-        )
-        print(f"plain sqlite3, same statements, serial:          {run_sqlite3(db, args.sessions):.0f} calls/s")
+        print(f"\nsync SQLAlchemy ORM, same transaction, serial: {run_sync_sqlalchemy(db, args.sessions):.0f} calls/s")
+        print(f"plain sqlite3, same statements, serial:        {run_sqlite3(db, args.sessions):.0f} calls/s")
         with contextlib.closing(sqlite3.connect(db)) as conn:
-            rows = conn.execute("select count(*) from calls").fetchone()[0]
-        print(f"({rows} calls in the DB at the end)")
+            calls = conn.execute("select count(*) from calls").fetchone()[0]
+            events = conn.execute("select count(*) from call_events").fetchone()[0]
+        expected = args.sessions * (len(levels) + 2)
+        print(f"({calls} calls / {events} events in the DB at the end)")
+        if (calls, events) != (expected, 2 * expected):
+            print(f"INVALID RUN: expected {expected} calls / {2 * expected} events")
+            return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
