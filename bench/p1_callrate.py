@@ -25,7 +25,7 @@ call in the fallback (Asterisk's "AGI routing failed" warning) and answered per 
 queue_log (CONNECT). The highest passing rate of each path (below its first failure) gives
 ratio = full / bare (the target) and full / noapp (the app's own cost).
 
-    .venv/bin/python bench/p1_callrate.py                 # default ladder 4..25 calls/s, ~10 min
+    .venv/bin/python bench/p1_callrate.py                 # default ladder 4..25 calls/s, three paths, ~15 min
     .venv/bin/python bench/p1_callrate.py --rates 2,4 --duration 10   # quick check
 """
 
@@ -71,7 +71,7 @@ PATHS = ("bare", "full", "noapp")
 # -- small helpers ---------------------------------------------------------------------------------
 def greeting_seconds() -> float:
     with wave.open(str(REPO / "sounds" / "cc-greeting.wav")) as w:
-        return w.getnframes() / w.getframerate()
+        return float(w.getnframes()) / float(w.getframerate())
 
 
 def free_udp_port(taken: set[int]) -> int:
@@ -826,7 +826,7 @@ def main() -> int:
     ap.add_argument("--members", type=int, default=40, help="queue members (endpoints on one SIPp answerer)")
     ap.add_argument("--limit", type=int, default=450, help="SIPp -l: max simultaneous calls of the caller")
     ap.add_argument("--settle", type=float, default=2.0, help="pause between steps (s)")
-    ap.add_argument("--max-minutes", type=float, default=12.0, help="do not start a rate that would end past this")
+    ap.add_argument("--max-minutes", type=float, default=20.0, help="do not start a rate that would end past this")
     ap.add_argument(
         "--paths", default=",".join(PATHS), help="paths run at each rate, in this order (default %(default)s)"
     )
@@ -840,7 +840,11 @@ def main() -> int:
     holder: list[Bench] = []
     import atexit
 
-    atexit.register(lambda: [b.kill_all() for b in holder])
+    def kill_all() -> None:
+        for b in holder:
+            b.kill_all()
+
+    atexit.register(kill_all)
     try:
         return asyncio.run(run(args, workdir, holder))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -285,7 +285,7 @@ async def load_postgres(url: str, n: int, end: datetime) -> None:
 
 
 async def vacuum(url: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     con = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:

@@ -98,7 +98,7 @@ async def has_kind(store: Store, call: Call, kind: str) -> bool:
 
 def wav_seconds(path: Path) -> float:
     with wave.open(str(path)) as w:
-        return w.getnframes() / w.getframerate()
+        return float(w.getnframes()) / float(w.getframerate())
 
 
 def greeting_seconds(pbx: TestPbx) -> float:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientWebSocketResponse
+from aiohttp import ClientWebSocketResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from callcenter.app import create_app
@@ -27,7 +27,8 @@ NUMBER = "+6281234567890"
 
 @dataclass
 class Env:
-    client: TestClient[Any, Any]
+    client: TestClient[web.Request, web.Application]
+    server: TestServer
     fake: FakeAmi
     store: Store
 
@@ -39,11 +40,12 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     cfg = test_config(tmp_path)
     cfg = replace(cfg, ami={"port": fake.port, "username": fake.username, "secret": fake.secret, "reconnect_min": 0.05})
     app = create_app(cfg)
-    client = TestClient(TestServer(app))
+    server = TestServer(app)
+    client = TestClient(server)
     await client.start_server()
     try:
         await app[AMI].wait_ready(5)
-        yield Env(client, fake, app[STORE])
+        yield Env(client, server, fake, app[STORE])
     finally:
         await client.close()
         await fake.stop()
@@ -84,7 +86,8 @@ async def test_pop_reaches_only_the_answering_call_taker(env: Env) -> None:
     await login(env.client, "ayu")
     ayu = await env.client.ws_connect("/api/ws")
     assert (await receive(ayu, "hello"))["user"]["username"] == "ayu"
-    other = TestClient(env.client.server)  # a second browser (own cookie jar) on the same server, for budi
+    # A second browser (own cookie jar) on the same server, for budi.
+    other = TestClient(env.server)
     try:
         await login(other, "budi")
         budi = await other.ws_connect("/api/ws")

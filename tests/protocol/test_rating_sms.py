@@ -55,6 +55,10 @@ class ScriptedAmi:
         return Message({"Response": "Success", "Message": "Originate successfully queued"})
 
 
+def publish_nowhere(message: dict[str, Any], *, roles: tuple[str, ...] = (), agency: str | None = None) -> None:
+    """No consoles in these tests: what the live hub would broadcast goes nowhere."""
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeTwilio]:
     async with FakeTwilio() as server:
@@ -92,7 +96,7 @@ async def build(store: Store, line: TwilioLine) -> AsyncIterator[Build]:
         ratings = Ratings(
             store,
             ami,  # type: ignore[arg-type]  # the AMI as the service uses it: action() only
-            lambda _message, roles: None,
+            publish_nowhere,
             lambda: line if can_text else None,
             public_url=PUBLIC_URL + "/",
         )

@@ -164,9 +164,9 @@ async def oracle(store: Store, period: Period) -> dict[str, Any]:
         if d.incident_id in period_incidents and d.accepted_at is not None:
             first[d.incident_id] = min(first.get(d.incident_id, d.accepted_at), d.accepted_at)
     ack = sorted(
-        math.floor((at - by_id[inc.call_id].arrived_at).total_seconds())
+        math.floor((at - by_id[call_id].arrived_at).total_seconds())
         for iid, at in first.items()
-        if (inc := period_incidents[iid]).call_id in by_id
+        if (call_id := period_incidents[iid].call_id or "") in by_id
     )
 
     def rank(p: int) -> int | None:
@@ -178,9 +178,9 @@ async def oracle(store: Store, period: Period) -> dict[str, Any]:
         inc = period_incidents.get(r.incident_id)
         if r.score is None or inc is None:
             continue
-        call = by_id.get(inc.call_id or "")
-        if call is not None and call.answered_by is not None:
-            takers[call.answered_by].append(r.score)
+        rated_call = by_id.get(inc.call_id or "")
+        if rated_call is not None and rated_call.answered_by is not None:
+            takers[rated_call.answered_by].append(r.score)
         for a in {d.agency for d in dispatches if d.incident_id == inc.id and d.accepted_at is not None}:
             per_agency[a].append(r.score)
     return {
