@@ -1,4 +1,4 @@
-"""Fixtures for the store tests: every test runs on the embedded SQLite file and on a real PostgreSQL."""
+"""Protocol-tier fixtures: stores on the embedded SQLite file and on a real PostgreSQL, and a scripted AMI."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from callcenter.store import Store
+from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.postgres import ThrowawayPostgres
 
 
@@ -43,3 +44,12 @@ async def store(db_url: str) -> AsyncIterator[Store]:
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def fake_ami() -> AsyncIterator[FakeAmi]:
+    """A scripted Asterisk Manager on a free loopback port."""
+    fake = FakeAmi()
+    await fake.start()
+    yield fake
+    await fake.stop()

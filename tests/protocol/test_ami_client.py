@@ -26,17 +26,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await s.close()
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAmi]:
-    f = FakeAmi()
-    await f.start()
-    yield f
-    await f.stop()
-
-
-def make_client(fake: FakeAmi, tracker: QueueTracker, **overrides: float | str) -> AmiClient:
+def make_client(fake_ami: FakeAmi, tracker: QueueTracker, **overrides: float | str) -> AmiClient:
     cfg = AmiConfig(
-        port=fake.port,
+        port=fake_ami.port,
         username="callcenter",
         secret=str(overrides.pop("secret", "s3cret")),
         reconnect_min=0.05,
@@ -65,14 +57,14 @@ def join(uniqueid: str, position: int = 1) -> dict[str, str]:
     }
 
 
-async def test_follows_a_call_from_join_to_complete(fake: FakeAmi, store: Store) -> None:
+async def test_follows_a_call_from_join_to_complete(fake_ami: FakeAmi, store: Store) -> None:
     tracker = QueueTracker(store)
-    client = make_client(fake, tracker)
+    client = make_client(fake_ami, tracker)
     await client.start()
     try:
         await client.wait_ready(5)
-        await fake.send(join("1700000000.1"))
-        await fake.send(
+        await fake_ami.send(join("1700000000.1"))
+        await fake_ami.send(
             {
                 "Event": "AgentCalled",
                 "Uniqueid": "1700000000.1",
@@ -81,7 +73,7 @@ async def test_follows_a_call_from_join_to_complete(fake: FakeAmi, store: Store)
                 "MemberName": "taker1",
             }
         )
-        await fake.send(
+        await fake_ami.send(
             {
                 "Event": "AgentConnect",
                 "Uniqueid": "1700000000.1",
@@ -92,7 +84,7 @@ async def test_follows_a_call_from_join_to_complete(fake: FakeAmi, store: Store)
                 "RingTime": "2",
             }
         )
-        await fake.send(
+        await fake_ami.send(
             {
                 "Event": "AgentComplete",
                 "Uniqueid": "1700000000.1",
@@ -104,7 +96,7 @@ async def test_follows_a_call_from_join_to_complete(fake: FakeAmi, store: Store)
                 "Reason": "caller",
             }
         )
-        await until(lambda: len(fake.actions) >= 3)
+        await until(lambda: len(fake_ami.actions) >= 3)
         call = None
 
         async def completed() -> bool:
@@ -126,56 +118,57 @@ async def test_follows_a_call_from_join_to_complete(fake: FakeAmi, store: Store)
         await client.stop()
 
 
-async def test_login_asks_only_for_the_event_classes_the_app_reads(fake: FakeAmi, store: Store) -> None:
+async def test_login_asks_only_for_the_event_classes_the_app_reads(fake_ami: FakeAmi, store: Store) -> None:
     """Queue/member events (agent), Hangup and OriginateResponse (call), the overflow UserEvent (user),
     FullyBooted (system); not the dialplan's VarSet/Newexten flood, three quarters of a queued call's events."""
-    client = make_client(fake, QueueTracker(store))
+    client = make_client(fake_ami, QueueTracker(store))
     await client.start()
     try:
         await client.wait_ready(5)
     finally:
         await client.stop()
-    login = next(a for a in fake.actions if a.get("Action") == "Login")
+    login = next(a for a in fake_ami.actions if a.get("Action") == "Login")
     assert set(login["Events"].split(",")) == {"agent", "call", "user", "system"}
 
 
-async def test_refused_login_is_retried_with_backoff(fake: FakeAmi, store: Store) -> None:
-    client = make_client(fake, QueueTracker(store), secret="wrong")
+async def test_refused_login_is_retried_with_backoff(fake_ami: FakeAmi, store: Store) -> None:
+    client = make_client(fake_ami, QueueTracker(store), secret="wrong")
     with capture_logs() as logs:
         await client.start()
         try:
-            await until(lambda: sum(1 for a in fake.actions if a.get("Action") == "Login") >= 2)
+            await until(lambda: sum(1 for a in fake_ami.actions if a.get("Action") == "Login") >= 2)
             assert not client.ready.is_set()
             with pytest.raises(AmiNotConnected):
                 await client.action({"Action": "QueueStatus"})
-            fake.secret = "wrong"  # the operator fixes the secret on the Asterisk side
+            fake_ami.secret = "wrong"  # the operator fixes the secret on the Asterisk side
             await client.wait_ready(5)
         finally:
             await client.stop()
     assert any(entry["event"] == "ami.login_failed" for entry in logs)
 
 
-async def test_garbage_on_the_link_is_skipped(fake: FakeAmi, store: Store) -> None:
+async def test_garbage_on_the_link_is_skipped(fake_ami: FakeAmi, store: Store) -> None:
     tracker = QueueTracker(store)
-    client = make_client(fake, tracker)
+    client = make_client(fake_ami, tracker)
     await client.start()
     try:
         await client.wait_ready(5)
-        await fake.send_raw(b"\x00\xff\xfenot ami at all\r\n\r\nEvent: QueueCallerJoin\r\nQueue: calltakers\r\n\r\n")
-        await fake.send_raw(b"Event: AgentConnect\r\nHoldTime: soon\r\n\r\n")  # no Uniqueid: malformed
-        await fake.send(join("1700000000.7"))
+        garbage = b"\x00\xff\xfenot ami at all\r\n\r\nEvent: QueueCallerJoin\r\nQueue: calltakers\r\n\r\n"
+        await fake_ami.send_raw(garbage)
+        await fake_ami.send_raw(b"Event: AgentConnect\r\nHoldTime: soon\r\n\r\n")  # no Uniqueid: malformed
+        await fake_ami.send(join("1700000000.7"))
         await until(lambda: "1700000000.7" in tracker.live.waiting)
-        assert fake.logins == 1  # the connection survived
+        assert fake_ami.logins == 1  # the connection survived
     finally:
         await client.stop()
 
 
-async def test_reconnect_resyncs_state(fake: FakeAmi, store: Store) -> None:
+async def test_reconnect_resyncs_state(fake_ami: FakeAmi, store: Store) -> None:
     tracker = QueueTracker(store)
     # A call our database thinks is still open, which Asterisk no longer has: it ended while we were away.
     await store.open_call(uniqueid="1699999999.5", arrived_at=utcnow() - timedelta(minutes=5), routed_by="agi")
     # A call Asterisk has waiting that we never heard of (we were down when it arrived).
-    fake.queue_entries = [
+    fake_ami.queue_entries = [
         {
             "Queue": "calltakers",
             "Position": "1",
@@ -185,8 +178,8 @@ async def test_reconnect_resyncs_state(fake: FakeAmi, store: Store) -> None:
             "Wait": "12",
         }
     ]
-    fake.channels = [{"Channel": "PJSIP/anonymous-00000009", "Uniqueid": "1700000001.9"}]
-    fake.queue_members = [
+    fake_ami.channels = [{"Channel": "PJSIP/anonymous-00000009", "Uniqueid": "1700000001.9"}]
+    fake_ami.queue_members = [
         {
             "Queue": "calltakers",
             "Name": "taker1",
@@ -198,7 +191,7 @@ async def test_reconnect_resyncs_state(fake: FakeAmi, store: Store) -> None:
             "InCall": "0",
         }
     ]
-    client = make_client(fake, tracker)
+    client = make_client(fake_ami, tracker)
     await client.start()
     try:
         await client.wait_ready(5)
@@ -216,32 +209,32 @@ async def test_reconnect_resyncs_state(fake: FakeAmi, store: Store) -> None:
         assert waiting is not None and waiting.status == "queued" and waiting.caller_number == "+62361123456"
 
         # Asterisk restarts: the caller is gone, a member logged out; the client must notice on its own.
-        fake.queue_entries, fake.channels, fake.queue_members = [], [], []
-        fake.drop_clients()
-        await until(lambda: fake.logins == 2)
+        fake_ami.queue_entries, fake_ami.channels, fake_ami.queue_members = [], [], []
+        fake_ami.drop_clients()
+        await until(lambda: fake_ami.logins == 2)
         await until(lambda: not tracker.live.waiting and not tracker.live.members)
         # One resync per (re)connect; a loaded machine may need an extra reconnect, never a missing resync.
         assert client.connects >= 2
-        await until(lambda: sum(1 for a in fake.actions if a.get("Action") == "QueueStatus") == client.connects)
-        await fake.send(join("1700000002.1"))
+        await until(lambda: sum(1 for a in fake_ami.actions if a.get("Action") == "QueueStatus") == client.connects)
+        await fake_ami.send(join("1700000002.1"))
         await until(lambda: "1700000002.1" in tracker.live.waiting)
     finally:
         await client.stop()
 
 
-async def test_unanswered_ping_forces_a_reconnect(fake: FakeAmi, store: Store) -> None:
-    client = make_client(fake, QueueTracker(store), ping_interval=0.1, ping_timeout=0.2)
+async def test_unanswered_ping_forces_a_reconnect(fake_ami: FakeAmi, store: Store) -> None:
+    client = make_client(fake_ami, QueueTracker(store), ping_interval=0.1, ping_timeout=0.2)
     await client.start()
     try:
         await client.wait_ready(5)
-        fake.answer_pings = False
-        await until(lambda: fake.logins >= 2)
+        fake_ami.answer_pings = False
+        await until(lambda: fake_ami.logins >= 2)
     finally:
         await client.stop()
 
 
-async def test_presence_actions_reach_asterisk(fake: FakeAmi, store: Store) -> None:
-    client = make_client(fake, QueueTracker(store))
+async def test_presence_actions_reach_asterisk(fake_ami: FakeAmi, store: Store) -> None:
+    client = make_client(fake_ami, QueueTracker(store))
     await client.start()
     try:
         await client.wait_ready(5)
@@ -252,7 +245,7 @@ async def test_presence_actions_reach_asterisk(fake: FakeAmi, store: Store) -> N
         await presence.log_out("PJSIP/taker1")
         with pytest.raises(ValueError, match="pause reason"):
             await presence.pause("PJSIP/taker1", "nap")
-        sent = [a for a in fake.actions if a["Action"].startswith("Queue") and a["Action"] != "QueueStatus"]
+        sent = [a for a in fake_ami.actions if a["Action"].startswith("Queue") and a["Action"] != "QueueStatus"]
         assert [a["Action"] for a in sent] == ["QueueAdd", "QueuePause", "QueuePause", "QueueRemove"]
         assert sent[0]["Interface"] == "PJSIP/taker1" and sent[0]["MemberName"] == "Ayu"
         assert sent[1]["Paused"] == "true" and sent[1]["Reason"] == "break"
@@ -261,15 +254,15 @@ async def test_presence_actions_reach_asterisk(fake: FakeAmi, store: Store) -> N
         await client.stop()
 
 
-async def test_agent_complete_without_caller_snapshot(fake: FakeAmi, store: Store) -> None:
+async def test_agent_complete_without_caller_snapshot(fake_ami: FakeAmi, store: Store) -> None:
     """Under load Asterisk sends AgentComplete without the (already gone) caller's Uniqueid."""
     tracker = QueueTracker(store)
-    client = make_client(fake, tracker)
+    client = make_client(fake_ami, tracker)
     await client.start()
     try:
         await client.wait_ready(5)
-        await fake.send(join("1700000003.1"))
-        await fake.send(
+        await fake_ami.send(join("1700000003.1"))
+        await fake_ami.send(
             {
                 "Event": "AgentConnect",
                 "Uniqueid": "1700000003.1",
@@ -279,7 +272,7 @@ async def test_agent_complete_without_caller_snapshot(fake: FakeAmi, store: Stor
                 "HoldTime": "1",
             }
         )
-        await fake.send(
+        await fake_ami.send(
             {
                 "Event": "AgentComplete",
                 "Queue": "calltakers",
@@ -301,17 +294,17 @@ async def test_agent_complete_without_caller_snapshot(fake: FakeAmi, store: Stor
         await client.stop()
 
 
-async def test_agent_complete_without_caller_snapshot_on_a_shared_interface(fake: FakeAmi, store: Store) -> None:
+async def test_agent_complete_without_caller_snapshot_on_a_shared_interface(fake_ami: FakeAmi, store: Store) -> None:
     """With ``ringinuse=yes`` one interface holds several calls: the taker leg's Linkedid (or its
     channel name) says which one ended, where the interface alone cannot."""
     tracker = QueueTracker(store)
-    client = make_client(fake, tracker)
+    client = make_client(fake_ami, tracker)
     await client.start()
     try:
         await client.wait_ready(5)
         for n, uniqueid in enumerate(("1700000004.1", "1700000004.2")):
-            await fake.send(join(uniqueid))
-            await fake.send(
+            await fake_ami.send(join(uniqueid))
+            await fake_ami.send(
                 {
                     "Event": "AgentConnect",
                     "Uniqueid": uniqueid,
@@ -328,7 +321,7 @@ async def test_agent_complete_without_caller_snapshot_on_a_shared_interface(fake
             {"DestChannel": "PJSIP/taker9-0", "TalkTime": "9"},  # no Linkedid: the channel name
         )
         for end in ends:
-            await fake.send(
+            await fake_ami.send(
                 {
                     "Event": "AgentComplete",
                     "Queue": "calltakers",

@@ -34,9 +34,8 @@ class Env:
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    fake = FakeAmi()
-    await fake.start()
+async def env(tmp_path: Path, fake_ami: FakeAmi) -> AsyncIterator[Env]:
+    fake = fake_ami
     cfg = test_config(tmp_path)
     cfg = replace(cfg, ami={"port": fake.port, "username": fake.username, "secret": fake.secret, "reconnect_min": 0.05})
     app = create_app(cfg)
@@ -48,7 +47,6 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         yield Env(client, server, fake, app[STORE])
     finally:
         await client.close()
-        await fake.stop()
 
 
 async def receive(ws: ClientWebSocketResponse, kind: str, timeout: float = 3.0) -> dict[str, Any]:
@@ -180,11 +178,12 @@ async def test_live_routes_need_login_and_a_phone(env: Env) -> None:
     assert resp.status == 409
 
 
-async def test_quiet_console_gets_json_pings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_quiet_console_gets_json_pings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_ami: FakeAmi
+) -> None:
     """Page code cannot see protocol pings: with nothing happening, the server still sends JSON pings."""
     monkeypatch.setattr(live, "PING_SECONDS", 0.2)
-    fake = FakeAmi()
-    await fake.start()
+    fake = fake_ami
     cfg = test_config(tmp_path)
     cfg = replace(cfg, ami={"port": fake.port, "username": fake.username, "secret": fake.secret})
     client = TestClient(TestServer(create_app(cfg)))
@@ -199,4 +198,3 @@ async def test_quiet_console_gets_json_pings(tmp_path: Path, monkeypatch: pytest
         await ws.close()
     finally:
         await client.close()
-        await fake.stop()

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from panoramisk.message import Message
 from sqlalchemy import event, func, select
 from structlog.testing import capture_logs
@@ -31,16 +30,8 @@ from callcenter.testing.wait import until
 CALLS = 60
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAmi]:
-    f = FakeAmi()
-    await f.start()
-    yield f
-    await f.stop()
-
-
-def make_client(fake: FakeAmi, tracker: QueueTracker) -> AmiClient:
-    cfg = AmiConfig(port=fake.port, username="callcenter", secret="s3cret", reconnect_min=0.05, reconnect_max=0.2)
+def make_client(fake_ami: FakeAmi, tracker: QueueTracker) -> AmiClient:
+    cfg = AmiConfig(port=fake_ami.port, username="callcenter", secret="s3cret", reconnect_min=0.05, reconnect_max=0.2)
 
     async def on_ready(client: AmiClient) -> None:
         await resync_from_ami(tracker, client)
@@ -90,7 +81,7 @@ async def _calls(store: Store) -> int:
         return int((await conn.execute(select(func.count()).select_from(Call))).scalar_one())
 
 
-async def test_burst_of_many_calls_lands_in_few_transactions(fake: FakeAmi, store: Store) -> None:
+async def test_burst_of_many_calls_lands_in_few_transactions(fake_ami: FakeAmi, store: Store) -> None:
     pending = PendingWrites()
     tracker = QueueTracker(store, pending=pending)
     published: list[tuple[str, str]] = []
@@ -98,14 +89,14 @@ async def test_burst_of_many_calls_lands_in_few_transactions(fake: FakeAmi, stor
     uniqueids = [f"1700000100.{n}" for n in range(CALLS)]
     # Half the calls were recorded by the AGI route first, half are known only from AMI (fallback).
     agi_ids = {u: await store.open_call(uniqueid=u, arrived_at=utcnow(), routed_by="agi") for u in uniqueids[::2]}
-    client = make_client(fake, tracker)
+    client = make_client(fake_ami, tracker)
     await client.start()
     try:
         await client.wait_ready(5)
         await until(lambda: ("resync", "") in published, what="resync done")
         commits = Commits(store)
         burst = [fields for n, u in enumerate(uniqueids) for fields in call_events(u, n)]
-        await fake.send_raw(b"".join(block(fields) for fields in burst))
+        await fake_ami.send_raw(b"".join(block(fields) for fields in burst))
         # The caller's hangup is published once its batch is written: the last thing of each call.
         await until(lambda: sum(kind == "hangup" for kind, _ in published) == CALLS, what="every hangup written")
         transactions = commits.count
