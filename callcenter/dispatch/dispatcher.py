@@ -33,6 +33,7 @@ from callcenter.dispatch.agencies import Agency, Directory, line_kind
 from callcenter.dispatch.prompts import GENERIC, INTRO, MENU, THANKS, PromptCache, PromptFile, briefing_text
 from callcenter.queue.ami import AmiClient, AmiError
 from callcenter.store import Store, utcnow
+from callcenter.store.dispatches import WEB_ACCEPTABLE
 from callcenter.store.models import Call, Dispatch, DispatchAttempt, Incident
 
 log = structlog.get_logger("callcenter.dispatch")
@@ -348,6 +349,32 @@ class Dispatcher:
             outcome = "error"
         return self._resolve(attempt_id, Result(outcome, reason=reason))
 
+    async def remote_result(self, attempt_id: int, outcome: str, reason: str | None = None) -> bool:
+        """The Twilio line's answer: ``on_remote_result``, and for a key 1 pressed after the attempt was
+        over (its ring/accept window ran out, the dispatcher already tries the next line, or every line
+        failed) the acceptance is still stored, as the officer's accepting on the web would be: the
+        calling stops and the incident's service level is met. False when nothing was recorded (another
+        officer accepted first, or the attempt is unknown): the officer then hears that, not "accepted"."""
+        if self.on_remote_result(attempt_id, outcome, reason):
+            return True
+        if outcome != "accepted":
+            return False
+
+        async def op(session: AsyncSession) -> DispatchAttempt | None:
+            return await session.get(DispatchAttempt, attempt_id)
+
+        row = await self.store.transaction("dispatch_attempt_get", op)
+        if row is None:
+            return False
+        accepted = await self._accept(row.dispatch_id, line=row.line, via=row.via, user_id=None, late=True)
+        if accepted is None:
+            return False
+        state = self._running.get(row.dispatch_id)
+        if state is not None and state.task is not None:
+            state.task.cancel()
+        log.info("dispatch.accepted_late", dispatch_id=row.dispatch_id, attempt_id=attempt_id)
+        return True
+
     def _resolve(self, attempt_id: int, result: Result) -> bool:
         attempt = self._attempts.get(attempt_id)
         if attempt is None or attempt.future.done():
@@ -533,14 +560,18 @@ class Dispatcher:
             log.exception("dispatch.attempt_write_failed", attempt_id=attempt.id, outcome=result.outcome)
         await self._publish(attempt.dispatch_id)
 
-    async def _accept(self, dispatch_id: int, *, line: str, via: str, user_id: int | None) -> Dispatch | None:
-        """First acceptance wins (conditional update on ``calling``); marks the incident's SLA met."""
+    async def _accept(
+        self, dispatch_id: int, *, line: str, via: str, user_id: int | None, late: bool = False
+    ) -> Dispatch | None:
+        """First acceptance wins (conditional update on ``calling``; ``late``: also ``failed``, like a
+        web acceptance after every line failed); marks the incident's SLA met."""
         now = utcnow()
+        acceptable = sorted(WEB_ACCEPTABLE) if late else ["calling"]
 
         async def op(session: AsyncSession) -> Dispatch | None:
             result = await session.execute(
                 update(Dispatch)
-                .where(Dispatch.id == dispatch_id, Dispatch.status == "calling")
+                .where(Dispatch.id == dispatch_id, Dispatch.status.in_(acceptable))
                 .values(status="accepted", accepted_at=now, accepted_line=line, accepted_via=via, updated_at=now)
             )
             if not getattr(result, "rowcount", 0):

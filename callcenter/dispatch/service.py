@@ -77,9 +77,9 @@ async def dispatch_ctx(app: web.Application) -> AsyncIterator[None]:
         raise
     holder: list[Dispatcher] = []
 
-    async def on_remote_result(attempt_id: int, outcome: str, reason: str) -> None:
-        if holder:
-            holder[0].on_remote_result(attempt_id, outcome, reason)
+    async def on_remote_result(attempt_id: int, outcome: str, reason: str) -> bool:
+        # The line tells the officer "accepted" only on True: the answer must say what was stored.
+        return bool(holder) and await holder[0].remote_result(attempt_id, outcome, reason)
 
     # Built here, not in the Twilio module, because its results must reach this dispatcher; missing
     # credentials are reported when an E.164 line is first tried (that attempt ends as ``error``).

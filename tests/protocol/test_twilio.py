@@ -517,3 +517,96 @@ def test_openapi_fragment_describes_the_webhooks() -> None:
         assert op["security"] == [], "the webhooks take no session"
         assert any(p["name"] == "X-Twilio-Signature" and p["in"] == "header" for p in op["parameters"])
         assert "403" in op["responses"]
+
+
+# -- a key pressed after the attempt was over, on the app's own line and dispatcher ------------------------
+
+
+@pytest.mark.parametrize("attempts_per_line", [2, 1])
+async def test_late_key_1_is_stored_before_the_officer_hears_accepted(
+    tmp_path: Path, fake: FakeTwilio, attempts_per_line: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BNN's only line is an E.164 number. The officer listens past the dispatcher's window for the
+    attempt (it gives up and rings the line again — 2 attempts a line — or, with 1 attempt a line, the
+    dispatch fails), then presses 1 on that first call. The officer is told "diterima" only because the
+    acceptance is stored: the dispatch is accepted by that line and the calling stops."""
+    from callcenter.dispatch import dispatcher as dispatcher_module
+    from callcenter.dispatch.service import DISPATCHER
+    from callcenter.store.incidents import Incidents
+    from callcenter.store.models import Dispatch, DispatchAttempt
+    from callcenter.testing.wait import until
+
+    packaged = Path(__file__).resolve().parents[2] / "config" / "agencies.toml"
+    agencies = tmp_path / "agencies.toml"
+    text = packaged.read_text(encoding="utf-8")
+    bnn_block = text.index("[agencies.bnn]")
+    agencies.write_text(text[:bnn_block] + text[bnn_block:].replace("answer_timeout = 25", "answer_timeout = 1", 1))
+    # The attempt's window: ring 1 s + accept 1 s, no slack (90 s in production).
+    monkeypatch.setattr(dispatcher_module, "ATTEMPT_SLACK", 0.0)
+    cfg = replace(
+        test_config(tmp_path),
+        twilio={**twilio_config(fake).__dict__},
+        dispatch={"attempts_per_line": attempts_per_line, "accept_timeout": 1, "agencies_file": str(agencies)},
+    )
+    app = create_app(cfg)  # the app builds its own Twilio line, wired to its dispatcher
+    async with TestClient(TestServer(app)) as client:
+        store = app[STORE]
+        incident = await Incidents(store).create(
+            {
+                "reporter_name": "Made",
+                "callback_number": "+6281234567890",
+                "address": "Jl. Udayana 5",
+                "category": "crime",
+                "priority": "high",
+                "victims_count": 0,
+                "victims_condition": "",
+                "access_route": "",
+            },
+            call_id=None,
+            user_id=None,
+        )
+        [dispatch] = await app[DISPATCHER].dispatch(incident.id, ["bnn"], user_id=None)
+        await until(lambda: len(fake.calls()) >= 1, timeout=5, what="first Twilio call")
+        first = fake.calls()[0]
+        bnn = "+6236541204"
+        assert first.param("To") == bnn
+        attempt = int(first.param("StatusCallback").rsplit("=", 1)[1])
+
+        async def row(model: type[Any], key: int) -> Any:
+            async def op(session: Any) -> Any:
+                return await session.get(model, key)
+
+            return await store.transaction("t", op)
+
+        async def attempt_over() -> bool:
+            return bool((await row(DispatchAttempt, attempt)).outcome)
+
+        await until(attempt_over, timeout=10, what="the dispatcher gave up on the first attempt")
+        if attempts_per_line == 1:
+
+            async def failed() -> bool:
+                return str((await row(Dispatch, dispatch.id)).status) == "failed"
+
+            await until(failed, timeout=5, what="dispatch failed")
+        else:
+            await until(lambda: len(fake.calls()) >= 2, timeout=5, what="the line rung again")
+
+        # The officer, still on the first call, presses 1.
+        path = f"{GATHER}?attempt={attempt}"
+        data = {
+            "AccountSid": fake.account_sid,
+            "CallSid": app[TWILIO]._calls[attempt].sid or "",
+            "CallStatus": "in-progress",
+            "Digits": "1",
+            "Direction": "outbound-api",
+            "From": FROM,
+            "To": bnn,
+        }
+        signature = sign(PUBLIC_URL + path, data, fake.auth_token)
+        resp = await client.post(path, data=data, headers={"X-Twilio-Signature": signature})
+        assert resp.status == 200
+        said = parse_twiml(await resp.text())[0].text or ""
+        assert "diterima" in said, said
+        accepted = await row(Dispatch, dispatch.id)
+        assert (accepted.status, accepted.accepted_line, accepted.accepted_via) == ("accepted", bnn, "twilio")
+        await until(lambda: app[DISPATCHER].active == 0, timeout=5, what="the calling stopped")
