@@ -39,8 +39,10 @@ from callcenter.store.accounts import Accounts
 from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
 from callcenter.store.pending import PendingWrites
+from callcenter.store.quality import QualityStore
 from callcenter.store.stats import Rollup, Stats
 from callcenter.supervision import RATINGS, supervision_ctx
+from callcenter.supervision.quality import Quality
 from callcenter.tasks import Background
 from callcenter.web import (
     api,
@@ -51,6 +53,7 @@ from callcenter.web import (
     live,
     openapi,
     pages,
+    quality_api,
     supervisor_api,
     twilio_hooks,
 )
@@ -68,6 +71,7 @@ from callcenter.web.keys import (
     INCIDENTS,
     PENDING,
     PRESENCE,
+    QUALITY,
     STATS,
     STORE,
     TRACKER,
@@ -139,7 +143,33 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[DISTRICTS] = load_districts(cfg.intake.districts_file or None)
     app[DISPATCHES] = Dispatches(store)
     app[STATS] = Stats(store, offset=centre_offset(app))
+    app[QUALITY] = Quality(QualityStore(store), offset=centre_offset(app))
     yield
+
+
+#: Seconds between draws of the quality-review sample (idempotent top-ups; ``supervision/quality.py``).
+QUALITY_DRAW_PERIOD = 3600.0
+
+
+async def _quality_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Every hour: the sample of the week that just ended (topped up until it meets the rules) and the
+    critical calls of the current week, so those are due five days after the call, not after the week."""
+    quality = app[QUALITY]
+
+    async def draw() -> None:
+        while True:
+            try:
+                await quality.draw(quality.previous_week())
+                await quality.draw(quality.current_week(), critical_only=True)
+            except Exception as exc:  # the next period tries again; nothing waits on this
+                log.warning("quality.draw_failed", error=str(exc))
+            await asyncio.sleep(QUALITY_DRAW_PERIOD)
+
+    task = asyncio.create_task(draw(), name="quality-draw")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _agi_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -192,6 +222,7 @@ def create_app(config: Config) -> web.Application:
         app[TZ_OFFSET] = offset
     # Order matters: each context finds what the ones before it set; cleanup runs in reverse.
     contexts = [_store_ctx, _services_ctx, _agi_ctx, _ami_ctx, live.live_ctx, dispatch_ctx, supervision_ctx, sla_ctx]
+    contexts.append(_quality_ctx)
     app.cleanup_ctx.extend(contexts)
     for module in (
         api,
@@ -203,6 +234,7 @@ def create_app(config: Config) -> web.Application:
         callbacks_api,
         openapi,
         pages,
+        quality_api,
         twilio_hooks,
     ):
         app.add_routes(module.routes)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -334,6 +335,54 @@ class AccessLog(Base):
     subject_type: Mapped[str] = mapped_column(String(16))
     subject_id: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class QualitySample(Base):
+    """A call drawn for quality review (``supervision/quality.py``): by the weekly sample rules or by hand.
+
+    ``calltaker`` is the call's ``answered_by`` as the queue reported it; ``calltaker_id`` the user it
+    was matched to when drawn (None when no account matches), which is whom the review is shown to.
+    """
+
+    __tablename__ = "quality_samples"
+    __table_args__ = (Index("ix_quality_samples_calltaker_drawn", "calltaker_id", "drawn_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), unique=True)
+    #: The centre's ISO week the call belongs to, ``2026-W49``.
+    week: Mapped[str] = mapped_column(String(8), index=True)
+    #: random, critical, monthly (a call-taker's monthly minimum) or manual.
+    reason: Mapped[str] = mapped_column(String(16))
+    calltaker: Mapped[str | None] = mapped_column(String(128))
+    calltaker_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    drawn_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    drawn_at: Mapped[datetime]
+    due_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class QualityReview(Base):
+    """One reviewer's scoring of one sampled call; a second reviewer on the same call calibrates.
+
+    The first submitted review of a call is the one the call-taker reads and acknowledges; later ones
+    are calibration reviews, compared with it section by section.
+    """
+
+    __tablename__ = "quality_reviews"
+    __table_args__ = (UniqueConstraint("sample_id", "reviewer_id", name="uq_quality_reviews_sample_reviewer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("quality_samples.id", ondelete="CASCADE"), index=True)
+    reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    #: Section code -> level 0-4 (``supervision.quality.SECTIONS``).
+    levels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: Section code -> deviation severity (minor, moderate, major, critical); absent = none.
+    deviations: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: Weighted score 0-100.
+    score: Mapped[float] = mapped_column(Float)
+    critical: Mapped[bool] = mapped_column(default=False)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    submitted_at: Mapped[datetime]
+    acknowledged_at: Mapped[datetime | None]
 
 
 class StatsRollup(Base):

@@ -13,8 +13,19 @@ from callcenter.pbx.harness import TestPbx
 from callcenter.store import Store
 from callcenter.store.models import Callback
 from callcenter.testing import sipp
+from callcenter.testing.web import DEFAULT_PASSWORD
 
-__all__ = ["call_back_from_page", "phone_port", "rows"]
+__all__ = ["call_back_from_page", "log_in", "phone_port", "rows"]
+
+
+async def log_in(page: Page, base_url: str, username: str) -> None:
+    """Log in on the console's login form as ``username`` (the test password) and check it succeeded."""
+    await page.goto(base_url + "/")
+    await page.get_by_test_id("login-username").fill(username)
+    await page.get_by_test_id("login-password").fill(DEFAULT_PASSWORD)
+    async with page.expect_response(lambda r: r.url.endswith("/api/login")) as login:
+        await page.get_by_test_id("login-submit").click()
+    assert (await login.value).status == 200
 
 
 def phone_port(pbx: TestPbx, name: str) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from callcenter.agi.server import AgiServer
@@ -18,6 +20,11 @@ from callcenter.store.pending import PendingWrites
 from callcenter.store.stats import Stats
 from callcenter.tasks import Background
 
+if TYPE_CHECKING:
+    # Typed for mypy only: importing the supervision package at run time from here would be a cycle
+    # (its package module wires contexts that read these keys).
+    from callcenter.supervision.quality import Quality
+
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 BACKGROUND = web.AppKey("background", Background)
@@ -33,3 +40,5 @@ INCIDENTS = web.AppKey("incidents", Incidents)
 DISTRICTS = web.AppKey("districts", Districts)
 DISPATCHES = web.AppKey("dispatches", Dispatches)
 STATS = web.AppKey("stats", Stats)
+#: Quality review of call handling (``supervision/quality.py``).
+QUALITY: web.AppKey[Quality] = web.AppKey("quality")

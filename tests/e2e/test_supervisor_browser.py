@@ -23,9 +23,9 @@ from callcenter.store.incidents import Incidents
 from callcenter.store.models import AccessLog, Call
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
-from callcenter.testing.browser import call_back_from_page, phone_port, rows
+from callcenter.testing.browser import call_back_from_page, log_in, phone_port, rows
 from callcenter.testing.wait import until
-from callcenter.testing.web import DEFAULT_PASSWORD, make_user
+from callcenter.testing.web import make_user
 
 pytestmark = pytest.mark.pbx
 
@@ -63,15 +63,6 @@ async def sup_app(pbx: TestPbx, pbx_ports: dict[str, int], tmp_path: Path) -> As
     finally:
         await app.stop()
         await store.close()
-
-
-async def log_in(page: Page, base_url: str, username: str) -> None:
-    await page.goto(base_url + "/")
-    await page.get_by_test_id("login-username").fill(username)
-    await page.get_by_test_id("login-password").fill(DEFAULT_PASSWORD)
-    async with page.expect_response(lambda r: r.url.endswith("/api/login")) as login:
-        await page.get_by_test_id("login-submit").click()
-    assert (await login.value).status == 200
 
 
 async def wallboard_json(page: Page) -> dict[str, Any]:

@@ -10,6 +10,7 @@
 // - the live link heals itself: the WebSocket reconnects with backoff and re-reads the current state.
 
 import { abandonedList } from "./abandoned.js";
+import { myReviews } from "./quality.js";
 import { api, ApiError, setAuthLostHandler, setCsrf } from "./api.js";
 import { codeLabel, currentLang, fmtDate, setLang, t } from "./i18n.js";
 
@@ -171,6 +172,9 @@ async function startSession(user, csrf) {
   show("console");
   $("presence-panel").hidden = !isCalltaker();
   $("prank-panel").hidden = !isSupervisor();
+  // A call-taker sees the unread count of reviews of their calls at login; the list reads on opening too.
+  $("quality-panel").hidden = !isCalltaker();
+  if (isCalltaker()) qualityReviews.load();
   // Folded or open as this user left it on this workstation (the "toggle" event then reads the list).
   $("abandoned-panel").open = localStorage.getItem(abandonedKey()) === "1";
   syncAbandoned();
@@ -1514,6 +1518,11 @@ async function sendAgencyUpdate(id, form) {
   }
 }
 
+// ---------------------------------------------------------------- quality reviews (quality.js)
+
+const qualityReviews = myReviews({ body: $("quality-body"), count: $("quality-count"), error: $("quality-error") });
+$("quality-panel").addEventListener("toggle", () => { if ($("quality-panel").open && isCalltaker()) qualityReviews.load(); });
+
 // ---------------------------------------------------------------- abandoned calls (abandoned.js)
 //
 // A folded panel under the classification: open, it lists the last 24 hours' callers who hung up
@@ -1596,6 +1605,7 @@ async function loadPranks() {
 // ---------------------------------------------------------------- wiring
 
 function renderAll() {
+  qualityReviews.render();
   renderDispatchChoices();
   renderDispatch();
   renderSlaBanner();

@@ -13,13 +13,14 @@
 import { abandonedList, fmtDur, formParams, h, markFields, showError } from "./abandoned.js";
 import { api, setAuthLostHandler, setCsrf } from "./api.js";
 import { applyI18n, codeLabel, currentLang, fmtDate, setLang, t } from "./i18n.js";
+import { qualitySection, sampleList, scoresCard } from "./quality.js";
 
 const POLL_MS = 5000;
 const WS_MIN_BACKOFF_MS = 500;
 const WS_MAX_BACKOFF_MS = 10000;
 const WS_SILENCE_MS = 45000; // the server pings every 20 s: two missed pings = a dead link
 const LOG_PAGE = 50;
-const VIEWS = ["wallboard", "log", "stats", "abandoned"];
+const VIEWS = ["wallboard", "log", "stats", "abandoned", "quality"];
 const CATEGORIES = ["medical", "fire", "disaster", "traffic_accident", "crime", "violence_women_children",
   "wild_animal", "mental_abandoned", "missing_person", "public_order", "environment", "infectious_disease", "other"];
 const CLASSIFICATIONS = ["genuine", "non_emergency", "prank", "hoax", "silent", "misdial", "abandoned"];
@@ -40,6 +41,7 @@ const state = {
   detail: null,
   stats: null,
   abandoned: null, // the list of the "abandoned" tab (abandoned.js), made once the page is shown
+  quality: null, // the sample list of the "quality" tab (quality.js)
 };
 
 // ---------------------------------------------------------------- small helpers
@@ -131,6 +133,7 @@ function changeLanguage(lang) {
   if (state.detail) renderDetail();
   if (state.stats) renderStats();
   state.abandoned?.render();
+  state.quality?.render();
 }
 
 // ---------------------------------------------------------------- tabs
@@ -151,6 +154,7 @@ function showView(view) {
   } else if (view === "log" && !state.logData) loadLog();
   else if (view === "stats" && !state.stats) loadStats();
   else if (view === "abandoned") state.abandoned.load();
+  else if (view === "quality") state.quality.load();
 }
 
 function initForms() {
@@ -163,6 +167,8 @@ function initForms() {
   setRange($("stats-filters"), daysAgo(29), daysAgo(0));
   setRange($("ab-filters"), daysAgo(1), daysAgo(0));
   state.abandoned = abandonedList({ body: $("ab-body"), error: $("ab-error"), form: $("ab-filters") });
+  // A sampled call opens in the call log's detail panel, where the review form sits under the recording.
+  state.quality = sampleList({ form: $("q-filters"), body: $("q-body"), error: $("q-error"), onOpen: (id) => { showView("log"); openDetail(id); } });
   $("log-filters").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.logOffset = 0;
@@ -473,6 +479,8 @@ function renderDetail() {
     audioWrap.append(audio, h("p", { class: "muted small" }, t("detail.audioLogged")));
   }
   parts.push(section(t("detail.recording"), audioWrap));
+  // The review form right under the player: the reviewer listens and scores side by side.
+  parts.push(qualitySection(c));
 
   const timeline = d.timeline || [];
   parts.push(section(t("detail.timeline"), timeline.length
@@ -675,6 +683,7 @@ function renderStats() {
     table("ratings-agency", [t("st.col.agency"), t("st.col.ratings"), t("st.col.average")], ratingRows(st.ratings?.by_agency, (r) => String(r.agency ?? "–").toUpperCase()))));
 
   $("stats-grid").replaceChildren(...cards);
+  scoresCard(state.statsQuery).then((el) => $("stats-grid").append(el), (err) => showError($("stats-error"), err));
   // Offer the agency codes seen here as suggestions in the log's agency filter.
   $("agency-codes").replaceChildren(...(st.by_agency || []).map((x) => h("option", { value: x.code }, agencyLabel(x))));
 }
