@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -31,6 +32,7 @@ from callcenter.config import Config
 from callcenter.dispatch.service import AMI_FANOUT, DISPATCHER, AmiFanout, dispatch_ctx
 from callcenter.dispatch.sla import sla_ctx
 from callcenter.forms.intake import load_districts
+from callcenter.notify import Notifier, keep_alive
 from callcenter.queue.ami import AmiClient
 from callcenter.queue.presence import Presence
 from callcenter.queue.tracker import QueueTracker, resync_from_ami
@@ -247,7 +249,14 @@ async def serve(
     stop: asyncio.Event | None = None,
     on_started: Callable[[web.Application], Awaitable[None]] | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM (or ``stop`` is set): what ``callcenter run`` does."""
+    """Run until SIGINT/SIGTERM (or ``stop`` is set): what ``callcenter run`` does.
+
+    Under a service manager (``$NOTIFY_SOCKET``: systemd's ``Type=notify``, or the demo's stand-in in
+    ``callcenter/watchdog.py``) it reports ``READY=1`` once the AGI server, AMI client and web listener
+    are up (AMI may still be connecting: Asterisk being down is no reason to restart us), pings the
+    watchdog from a task on this event loop, and reports ``STOPPING=1`` when it shuts down.
+    """
+    notifier = Notifier()
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -259,10 +268,18 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    pinger = asyncio.create_task(keep_alive(notifier), name="watchdog-pings")
     try:
+        notifier.send(READY="1", STATUS="serving", MAINPID=str(os.getpid()))
         if on_started is not None:
             await on_started(app)
         await stop.wait()
     finally:
         log.info("app.stopping")
+        notifier.send(STOPPING="1", STATUS="stopping")
+        pinger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pinger
+        # No pings while shutting down: the manager's stop timeout (TimeoutStopSec) bounds it instead.
         await runner.cleanup()
+        notifier.close()

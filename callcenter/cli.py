@@ -126,6 +126,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-c", "--config", help="TOML config file (default: $CALLCENTER_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the FastAGI server, AMI tracker and web console")
+    watchdog = sub.add_parser(
+        "supervise",
+        help="run `callcenter run` under a watchdog speaking systemd's notify protocol "
+        "(where PID 1 is not systemd; production uses deploy/systemd/callcenter.service)",
+    )
+    watchdog.add_argument("--watchdog-sec", type=float, default=3.0, help="longest silence between pings")
+    watchdog.add_argument("--start-timeout", type=float, default=60.0, help="seconds from start to READY=1")
+    watchdog.add_argument("--restart-sec", type=float, default=0.5, help="pause before a restart")
+    sub.add_parser(
+        "check-config", help="validate the configuration, agency and district files; print problems (exit 1 on error)"
+    )
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
     demo = sub.add_parser("demo", help="start the test PBX with demo call-takers and run the app against it")
@@ -166,10 +177,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log.level, config.log.json)
 
     if args.command == "run":
+        import faulthandler
+
         from callcenter.app import serve
 
+        # A watchdog's SIGABRT (systemd or ours) then prints every thread's stack before the process dies:
+        # where a blocked event loop was stuck.
+        faulthandler.enable()
         asyncio.run(serve(config))
         return 0
+    if args.command == "supervise":
+        from callcenter.watchdog import WatchdogSettings, supervise
+
+        settings = WatchdogSettings(
+            watchdog_sec=args.watchdog_sec, start_timeout=args.start_timeout, restart_sec=args.restart_sec
+        )
+        config_args = ["-c", args.config] if args.config else []
+        return asyncio.run(supervise([sys.executable, "-m", "callcenter.cli", *config_args, "run"], settings))
+    if args.command == "check-config":
+        from callcenter.checks import check_config, print_report
+
+        return print_report(check_config(config))
     if args.command == "db":
         asyncio.run(_db_upgrade(config))
         print("database is at the newest schema")
@@ -183,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from callcenter import demo as demo_mod
 
     if args.command == "demo":
-        return asyncio.run(demo_mod.run_demo(config, takers=not args.no_takers))
+        return asyncio.run(demo_mod.run_demo(config, takers=not args.no_takers, config_path=args.config))
     return asyncio.run(demo_mod.place_call(config, args.number, args.caller, args.hold))
 
 

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
+import sys
 import wave
 from pathlib import Path
 
 import structlog
-from aiohttp import web
 
-from callcenter.app import serve
 from callcenter.config import Config, replace
 from callcenter.dispatch.agencies import load_agencies
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
@@ -27,7 +27,7 @@ from callcenter.pbx.render import PbxSpec
 from callcenter.store import Store
 from callcenter.store.accounts import Accounts
 from callcenter.testing import sipp
-from callcenter.web.keys import AMI
+from callcenter.watchdog import Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_TAKERS = (("taker1", 5071), ("taker2", 5072))
@@ -94,7 +94,7 @@ async def ensure_demo_users(config: Config, password: str) -> list[str]:
     return made
 
 
-async def run_demo(config: Config, *, takers: bool = True) -> int:
+async def run_demo(config: Config, *, takers: bool = True, config_path: str | None = None) -> int:
     # Passwords are never in the repository: the demo makes one per run unless one is given.
     password = os.environ.get("CALLCENTER_DEMO_PASSWORD") or secrets.token_urlsafe(9)
     made = await ensure_demo_users(config, password)
@@ -141,8 +141,11 @@ async def run_demo(config: Config, *, takers: bool = True) -> int:
                     )
                 )
 
-        async def started(app: web.Application) -> None:
-            await app[AMI].wait_ready(30)
+        def started(pid: int, restarts: int) -> None:
+            if restarts:
+                # The stand-in for systemd replaced a frozen or crashed app: say so where the operator looks.
+                print(f"\n  app restarted by the watchdog (pid {pid}, restart {restarts})\n", flush=True)
+                return
             web_url = f"http://{config.web.host}:{config.web.port}"
             accounts = (
                 f"  log in as ayu (call-taker, softphone taker1), budi (taker2) or sari (supervisor)\n"
@@ -152,23 +155,43 @@ async def run_demo(config: Config, *, takers: bool = True) -> int:
                 "  set CALLCENTER_DEMO_PASSWORD on the first run to choose their password\n"
             )
             print(
-                f"\n  demo running: SIP 127.0.0.1:{spec.sip_port}, console {web_url}/\n"
+                f"\n  demo running: SIP 127.0.0.1:{spec.sip_port}, console {web_url}/ (app pid {pid})\n"
                 f"{accounts}"
                 "  in the console: 'Masuk antrean' puts you in the queue (SIPp answers for your softphone)\n"
                 "  place a call:  .venv/bin/callcenter call 112 --from 081234567890\n"
                 "  after submitting an intake, 'Teruskan ke instansi' calls the agencies' demo phones\n"
                 "  (Damkar's main desk does not answer: watch the escalation to its backup line)\n"
+                "  the app runs under a watchdog as in production: `kill -STOP <app pid>` and callers still\n"
+                "  queue at once; the frozen app is replaced within seconds\n"
                 "  Ctrl-C stops everything.\n",
                 flush=True,
             )
 
-        await serve(config, on_started=started)
+        # The app runs as its own process under the watchdog, the way production runs it under systemd
+        # (deploy/systemd/callcenter.service): the demo is where a frozen app can be tried out.
+        env = {
+            **os.environ,
+            "CALLCENTER_AMI_SECRET": secret,
+            "CALLCENTER_QUEUE_RECORD_DIR": config.queue.record_dir,
+            "CALLCENTER_SUPERVISION_RECORDINGS_ROOT": config.supervision.recordings_root,
+            "CALLCENTER_DISPATCH_PROMPT_DIR": config.dispatch.prompt_dir,
+            "CALLCENTER_DISPATCH_PROMPT_DIR_ASTERISK": config.dispatch.prompt_dir_asterisk,
+        }
+        if config_path:
+            env["CALLCENTER_CONFIG"] = config_path
+        supervisor = Supervisor([sys.executable, "-m", "callcenter.cli", "run"], env=env, on_ready=started)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        code = await supervisor.run(stop)
     finally:
         for phone in phones:
             with contextlib.suppress(Exception):
                 await phone.stop()
         await pbx.astop()
-    return 0
+    return code
 
 
 async def place_call(config: Config, number: str, caller_id: str, hold: float) -> int:
