@@ -39,6 +39,7 @@ import math
 import os
 import platform
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -227,6 +228,7 @@ class Bench:
             ami_port=self.ami_port,
             ami_secret=f"bench-{os.getpid()}",
             agi_url=f"agi://127.0.0.1:{self.agi_port}",
+            agi_secret=secrets.token_urlsafe(24),
             queue_timeout=30,
             overflow_dial="",
             # N queue members, all the same SIPp answerer: with ONE member app_queue rings one waiting
@@ -259,6 +261,7 @@ class Bench:
         await self.pbx.astart()
         env = {
             "CALLCENTER_AGI_PORT": str(self.agi_port),
+            "CALLCENTER_AGI_SECRET": self.spec.agi_secret,
             "CALLCENTER_AMI_PORT": str(self.ami_port),
             "CALLCENTER_AMI_SECRET": self.spec.ami_secret,
             "CALLCENTER_AMI_RECONNECT_MAX": "1",

@@ -15,6 +15,7 @@ import asyncio
 import os
 import platform
 import random
+import secrets
 import shlex
 import statistics
 import sys
@@ -101,6 +102,7 @@ async def run(args: argparse.Namespace) -> None:
         "CALLCENTER_AMI_USERNAME": fake.username,
         "CALLCENTER_AMI_SECRET": fake.secret,
         "CALLCENTER_AGI_PORT": str(free_port("tcp")),
+        "CALLCENTER_AGI_SECRET": secrets.token_urlsafe(24),
         "CALLCENTER_STORE_URL": url,
         "CALLCENTER_LOG_LEVEL": "INFO",
     }

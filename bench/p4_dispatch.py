@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import platform
+import secrets
 import shlex
 import shutil
 import statistics
@@ -97,6 +98,7 @@ async def run(args: argparse.Namespace) -> None:
         ami_port=ports["ami"],
         ami_secret="bench-secret",
         agi_url=f"agi://127.0.0.1:{ports['agi']}",
+        agi_secret=secrets.token_urlsafe(24),
         agencies=(("damkar", ports["damkar"]),),
     )
     pbx = TestPbx(spec, ensure_chroot(default_cache_dir(), progress=print), REPO)
@@ -114,6 +116,7 @@ async def run(args: argparse.Namespace) -> None:
     (tmp / "agencies.toml").write_text(AGENCIES)
     env = {
         "CALLCENTER_AGI_PORT": str(ports["agi"]),
+        "CALLCENTER_AGI_SECRET": spec.agi_secret,
         "CALLCENTER_AMI_PORT": str(ports["ami"]),
         "CALLCENTER_AMI_SECRET": spec.ami_secret,
         "CALLCENTER_STORE_URL": url,

@@ -179,7 +179,7 @@ async def _agi_ctx(app: web.Application) -> AsyncIterator[None]:
     server = AgiServer(cfg.agi)
     store, background, pending = app[STORE], app[BACKGROUND], app[PENDING]
     server.add_route(INCOMING_ROUTE, IncomingRoute(store, background, pending, cfg.numbers, cfg.queue))
-    server.add_route(HANGUP_ROUTE, HangupRoute(store, background, pending))
+    server.add_route(HANGUP_ROUTE, HangupRoute(store, background, pending, cfg.queue.record_dir))
     # The dispatcher is built later (dispatch_ctx needs AMI and the live hub): looked up per call;
     # until it exists the route declines and the dialplan plays its fallback prompt.
     # The briefing waits for the officer's key (accept_timeout) after prompts of up to a minute.

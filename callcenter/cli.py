@@ -92,6 +92,7 @@ async def _retention_command(config: Config, dry_run: bool) -> int:
             store,
             config.retention,
             recordings_root=config.supervision.recordings_root,
+            record_dir=config.queue.record_dir,
             upload_dir=config.dispatch.upload_dir,
             dry_run=dry_run,
         )
@@ -181,6 +182,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from callcenter.app import serve
 
+        if not config.agi.secret:
+            # Without it any local process could pose as Asterisk (accept dispatches, fake ratings).
+            print(
+                "callcenter: set CALLCENTER_AGI_SECRET (16+ letters, digits, '-', '_') and the same value in the "
+                "dialplan: CC_AGI_URL=agi://host:port/<secret>",
+                file=sys.stderr,
+            )
+            return 2
         # A watchdog's SIGABRT (systemd or ours) then prints every thread's stack before the process dies:
         # where a blocked event loop was stuck.
         faulthandler.enable()

@@ -7,6 +7,7 @@ Secrets (the AMI secret, Twilio credentials) are meant to arrive through the env
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "CALLCENTER_"
+_AGI_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
 _OFFSET = re.compile(r"(?P<sign>[+-])?(?P<hours>[0-9]{1,2})(?::?(?P<minutes>[0-9]{2}))?")
 
 
@@ -39,6 +41,26 @@ class AgiConfig:
     session_budget: float = 25.0
     #: Longest prompt an AGI route may stream (the anti-hoax reminder), on top of command_timeout.
     prompt_timeout: float = 15.0
+    #: Addresses or networks (``10.0.0.5``, ``10.0.0.0/24``, ``::1``) whose connections are served; any
+    #: other peer is closed before a byte is read. Only our Asterisk may talk FastAGI.
+    allowed_peers: tuple[str, ...] = ("127.0.0.1", "::1")
+    #: Shared secret the dialplan puts first in the AGI URL: ``CC_AGI_URL=agi://host:port/<secret>``, so
+    #: that Asterisk asks for ``<secret>/incoming``; a session without it gets no command. Only from the
+    #: environment (``CALLCENTER_AGI_SECRET``); ``callcenter run`` refuses to start without one. Letters,
+    #: digits, ``-`` and ``_`` only (it travels in a URL and a dialplan argument), at least 16.
+    secret: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        self.peer_networks()  # a malformed entry fails at load, not at the first connection
+        if self.secret and not _AGI_SECRET.fullmatch(self.secret):
+            raise ConfigError("[agi].secret: use at least 16 letters, digits, '-' or '_'")
+
+    def peer_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``allowed_peers`` parsed; a bare address is a one-host network."""
+        try:
+            return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in self.allowed_peers)
+        except ValueError as exc:
+            raise ConfigError(f"[agi].allowed_peers: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,9 @@ def demo_agency_lines() -> tuple[tuple[str, int], ...]:
     return tuple((name, DEMO_AGENCY_BASE_PORT + i) for i, name in enumerate(names))
 
 
-def demo_spec(sip_port: int = 5060, ami_port: int = 5038, ami_secret: str = "", agi_port: int = 4573) -> PbxSpec:
+def demo_spec(
+    sip_port: int = 5060, ami_port: int = 5038, ami_secret: str = "", agi_port: int = 4573, agi_secret: str = ""
+) -> PbxSpec:
     """The demo wiring: call-takers' softphones on 5071/5072, supervisor (overflow) on 5079, agencies 5100+."""
     return PbxSpec(
         instance="demo",
@@ -57,6 +59,7 @@ def demo_spec(sip_port: int = 5060, ami_port: int = 5038, ami_secret: str = "", 
         ami_username="callcenter",
         ami_secret=ami_secret,
         agi_url=f"agi://127.0.0.1:{agi_port}",
+        agi_secret=agi_secret,
         takers=DEMO_TAKERS,
         agencies=demo_agency_lines(),
         supervisor_port=5079,
@@ -101,13 +104,16 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
     chroot = await asyncio.to_thread(ensure_chroot, default_cache_dir())
     # A throwaway AMI secret unless one is configured: PBX and app are started together here.
     secret = config.ami.secret or secrets.token_urlsafe(16)
-    spec = demo_spec(config.pbx.sip_port, config.ami.port, secret, config.agi.port)
+    # Likewise the FastAGI secret the demo PBX puts into CC_AGI_URL.
+    agi_secret = config.agi.secret or secrets.token_urlsafe(24)
+    spec = demo_spec(config.pbx.sip_port, config.ami.port, secret, config.agi.port, agi_secret)
     pbx = TestPbx(spec, chroot, REPO_ROOT)
     # Asterisk lives in its chroot: what it writes (recordings) and reads (briefing prompts) sits under
     # other paths on this host.
     config = replace(
         config,
         ami={"secret": secret},
+        agi={"secret": agi_secret},
         queue={"record_dir": str(spec.record_path)},
         supervision={"recordings_root": str(chroot)},
         dispatch={

@@ -7,6 +7,7 @@ fixtures import the harness lazily so unit tests run on machines without the chr
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,8 @@ def pbx(pbx_chroot: Path, pbx_ports: dict[str, int], repo_root: Path) -> Iterato
         ami_username="callcenter",
         ami_secret="pytest-secret",
         agi_url=f"agi://127.0.0.1:{pbx_ports['agi']}",
+        # Rendered into CC_AGI_URL; pbx_env hands the same value to the app (CALLCENTER_AGI_SECRET).
+        agi_secret=secrets.token_urlsafe(24),
         queue_timeout=3,
         member_timeout=15,
         overflow_timeout=15,

@@ -16,6 +16,7 @@ from callcenter.store import Store, utcnow
 from callcenter.store.lifecycle import close_call
 from callcenter.store.models import Call
 from callcenter.store.pending import PendingWrites
+from callcenter.store.recordings import recording_in_dir
 from callcenter.tasks import Background
 
 log = structlog.get_logger("callcenter.agi.hangup")
@@ -33,14 +34,23 @@ def hangup_by(caller_channel: str, source: str) -> str:
 
 
 class HangupRoute:
-    def __init__(self, store: Store, background: Background, pending: PendingWrites) -> None:
+    """``record_dir``: ``[queue] record_dir``, the directory MixMonitor writes into as Asterisk sees it.
+    A recording path outside it (or not a ``.wav``) is not stored: retention would delete that file
+    later, and the supervisor's player would serve it."""
+
+    def __init__(self, store: Store, background: Background, pending: PendingWrites, record_dir: str) -> None:
         self.store = store
         self.background = background
         self.pending = pending
+        self.record_dir = record_dir
 
     async def __call__(self, session: AgiSession) -> None:
         args = [*session.args, "", "", "", "", ""]
-        queue_status, cause_text, source, recording, dial_status = args[:5]
+        queue_status, cause_text, source, reported, dial_status = args[:5]
+        inside = recording_in_dir(reported, self.record_dir)
+        recording = str(inside) if inside is not None else ""
+        if reported and inside is None:
+            log.warning("call.recording_refused", reason="outside the record directory or not a .wav")
         channel = session.env.get("agi_channel", "")
         by = hangup_by(channel, source)
         try:
@@ -63,6 +73,7 @@ class HangupRoute:
             "hangup_source": source,
             "by": by,
             "recording": recording,
+            "recording_refused": bool(reported) and inside is None,
             "dial_status": dial_status,
         }
         # Asterisk waits for this session before it finishes the hangup; the write need not hold it.

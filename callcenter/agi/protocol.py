@@ -18,6 +18,10 @@ from urllib.parse import urlsplit
 
 #: Asterisk's own header is ~1 KiB; the default leaves room for long caller names and many args.
 DEFAULT_HEADER_MAX_BYTES = 16384
+#: One response, every line of it (a ``520-`` usage block, skipped notifications): bytes and lines.
+#: Room for one maximal line of the server's stream (64 KiB) plus a usage block.
+DEFAULT_RESPONSE_MAX_BYTES = 131072
+DEFAULT_RESPONSE_MAX_LINES = 256
 
 _KEY_RE = re.compile(r"agi_[A-Za-z0-9_]+\Z")
 _ARG_RE = re.compile(r"agi_arg_([0-9]+)\Z")
@@ -246,13 +250,35 @@ class ResponseAssembler:
 
     ``feed`` returns the response once complete, else None. ``hangups`` counts the unsolicited
     ``HANGUP`` notifications seen, which must never be taken for a command's response.
+
+    Everything one response may take is capped: ``max_bytes`` (raw, line ends included) and
+    ``max_lines`` over all lines fed since the last complete response — a usage block, blank lines and
+    ``HANGUP`` notifications alike — so an endless ``520-`` block or a stream of notifications is an
+    ``AgiProtocolError`` after a bounded amount of memory, not a buffer that grows until the command's
+    timeout. Asterisk's longest usage text is ~3 KiB; a variable's value is one line.
     """
 
     hangups: int = 0
+    max_bytes: int = DEFAULT_RESPONSE_MAX_BYTES
+    max_lines: int = DEFAULT_RESPONSE_MAX_LINES
     _usage: list[str] | None = None
+    _bytes: int = 0
+    _lines: int = 0
 
     def feed(self, line: bytes | str) -> AgiResponse | None:
-        text = _strip_eol(_decode(line))
+        self._bytes += len(line) if isinstance(line, bytes) else len(line.encode("utf-8"))
+        self._lines += 1
+        if self._bytes > self.max_bytes or self._lines > self.max_lines:
+            self._usage = None
+            raise AgiProtocolError(
+                f"response exceeds {self.max_bytes} bytes or {self.max_lines} lines (after {self._lines} lines)"
+            )
+        response = self._feed(_strip_eol(_decode(line)))
+        if response is not None:
+            self._bytes = self._lines = 0
+        return response
+
+    def _feed(self, text: str) -> AgiResponse | None:
         if self._usage is not None:
             if text.startswith("520 "):
                 usage, self._usage = self._usage, None
@@ -330,6 +356,8 @@ def split_command(line: str) -> list[str]:
 
 __all__ = [
     "DEFAULT_HEADER_MAX_BYTES",
+    "DEFAULT_RESPONSE_MAX_BYTES",
+    "DEFAULT_RESPONSE_MAX_LINES",
     "HANGUP_NOTIFICATION",
     "AgiClosed",
     "AgiCommandError",

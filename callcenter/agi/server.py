@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import re
 import time
 from collections import deque
@@ -43,6 +45,8 @@ CLOSE_TIMEOUT = 1.0
 MIN_STREAM_LIMIT = 65536
 #: Listen backlog: a mass-casualty incident is exactly when many 112 calls arrive at once.
 BACKLOG = 1024
+#: What stands in for the shared secret in the request a route sees.
+REDACTED = "[secret]"
 _APP_RE = re.compile(r"[A-Za-z0-9_]+\Z")
 _DIGITS_RE = re.compile(r"[0-9*#]*\Z")
 
@@ -55,6 +59,10 @@ class AgiStats:
     sessions_completed: int = 0
     sessions_dropped: int = 0
     sessions_failed: int = 0
+    #: Connections closed unread because the peer is not in ``allowed_peers``.
+    peers_refused: int = 0
+    #: Sessions closed without a command because the AGI URL lacked the shared secret.
+    secrets_refused: int = 0
     commands_sent: int = 0
     command_latency_total: float = 0.0
     command_latency_max: float = 0.0
@@ -66,6 +74,32 @@ class AgiStats:
         self.command_latency_total += latency
         self.command_latency_max = max(self.command_latency_max, latency)
         self.recent_latencies.append(latency)
+
+
+class RefusalLog:
+    """Warns about refused peers without letting a flood of them flood the log: the first refusal of a
+    key (an address), then at most one line per key and ``period`` with the count since the last."""
+
+    MAX_KEYS = 1024
+
+    def __init__(self, logger: Any, period: float = 60.0) -> None:
+        self._log = logger
+        self._period = period
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def note(self, key: str, *, event: str = "agi.peer_refused") -> None:
+        now = time.monotonic()
+        last, count = self._seen.get(key, (-self._period, 0))
+        if now - last < self._period:
+            self._seen[key] = (last, count + 1)
+            return
+        if len(self._seen) >= self.MAX_KEYS:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if event == "agi.peer_refused":
+            self._log.warning(event, peer=key, refused_since_last=count)
+        else:
+            self._log.warning(event, refused_since_last=count)
 
 
 class AgiSession:
@@ -235,6 +269,8 @@ class AgiServer:
         self._sessions: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.stats = AgiStats()
+        self._networks = config.peer_networks()
+        self._refusals = RefusalLog(self._log)
 
     def add_route(self, name: str, handler: Route, *, budget: float | None = None) -> None:
         """Register ``handler`` for ``agi://host:port/<name>``; registering a name twice is a bug.
@@ -299,6 +335,14 @@ class AgiServer:
         self._log.info("agi_stopped", cancelled=len(pending))
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Called from connection_made, before the transport delivers a byte: a peer that is not our
+        # Asterisk is cut off here, with nothing read and nothing sent (abort: no lingering close).
+        peer = writer.get_extra_info("peername")
+        if not self._peer_allowed(peer):
+            self.stats.peers_refused += 1
+            self._refusals.note(str(peer[0]) if peer else "?")
+            writer.transport.abort()
+            return
         # A plain callback and our own task: tracked synchronously (stop() sees every session)
         # and no asyncio "Unhandled exception in client_connected_cb" noise on cancellation.
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
@@ -320,6 +364,11 @@ class AgiServer:
             if request is None:
                 self.stats.sessions_dropped += 1
                 return
+            request = self._authenticate(request)
+            if request is None:
+                self.stats.sessions_dropped += 1
+                self.stats.secrets_refused += 1
+                return
             structlog.contextvars.bind_contextvars(
                 agi_route=request.route,
                 uniqueid=request.env.get("agi_uniqueid", ""),
@@ -335,6 +384,37 @@ class AgiServer:
             )
         finally:
             await self._close(writer)
+
+    def _peer_allowed(self, peer: Any) -> bool:
+        """True when the connecting address is in ``allowed_peers`` (an IPv4-mapped IPv6 address, as a
+        dual-stack listener reports IPv4 peers, counts as its IPv4 address)."""
+        if not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._networks)
+
+    def _authenticate(self, request: AgiRequest) -> AgiRequest | None:
+        """The request without the shared secret, or None (logged) when it does not carry ours.
+
+        The dialplan asks for ``agi://host:port/<secret>/<route>``; Asterisk passes ``<secret>/<route>``
+        as the script. Compared in constant time; the secret never reaches a route or a log line."""
+        secret = self.config.secret
+        if not secret:
+            return request
+        given, _slash, route = request.route.partition("/")
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), secret.encode("utf-8")) or not route:
+            self._refusals.note("secret", event="agi.secret_refused")
+            return None
+        env = dict(request.env)
+        for key in ("agi_network_script", "agi_request"):
+            if key in env:
+                env[key] = env[key].replace(secret, REDACTED)
+        return AgiRequest(env=env, args=request.args, route=route)
 
     async def _read_request(self, reader: asyncio.StreamReader) -> AgiRequest | None:
         """Read the header line by line under one total deadline; None (logged) if it is not usable."""

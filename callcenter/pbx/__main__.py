@@ -32,7 +32,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     chroot = ensure_chroot(default_cache_dir())
     # Secrets arrive through the environment; without one we make a throwaway and show it.
     secret = os.environ.get("CALLCENTER_AMI_SECRET") or secrets.token_urlsafe(12)
-    pbx = TestPbx(demo_spec(args.sip_port, args.ami_port, secret, args.agi_port), chroot, REPO_ROOT)
+    agi_secret = os.environ.get("CALLCENTER_AGI_SECRET") or secrets.token_urlsafe(24)
+    spec = demo_spec(args.sip_port, args.ami_port, secret, args.agi_port, agi_secret)
+    pbx = TestPbx(spec, chroot, REPO_ROOT)
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -45,6 +47,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"demo PBX up: SIP 127.0.0.1:{args.sip_port}, AMI 127.0.0.1:{args.ami_port} (user callcenter)")
     if "CALLCENTER_AMI_SECRET" not in os.environ:
         print(f"AMI secret (generated; set CALLCENTER_AMI_SECRET to choose one): {secret}")
+    if "CALLCENTER_AGI_SECRET" not in os.environ:
+        print(f"AGI secret (generated; set CALLCENTER_AGI_SECRET to choose one): {agi_secret}")
     print(f"log: {pbx.log_file}   Ctrl-C to stop")
     try:
         while not stop and pbx.running:

@@ -120,6 +120,8 @@ class PbxSpec:
     ami_username: str = "callcenter"
     ami_secret: str = ""
     agi_url: str = "agi://127.0.0.1:4573"
+    #: The app's ``[agi] secret``: ``CC_AGI_URL`` becomes ``<agi_url>/<secret>`` (see ``cc_agi_url``).
+    agi_secret: str = field(default="", repr=False)
     queue: str = "calltakers"
     #: Absolute time (s) a caller waits in the queue before the overflow line is tried.
     queue_timeout: int = 60
@@ -185,6 +187,8 @@ class PbxSpec:
             raise ValueError(f"language {self.language!r} is not like 'id' or 'en_US'")
         if not self.agi_url.startswith(("agi://", "hagi://")) or "," in self.agi_url:
             raise ValueError(f"agi_url {self.agi_url!r} must be agi://host:port")
+        if self.agi_secret and not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", self.agi_secret):
+            raise ValueError("agi_secret must be 16+ letters, digits, '-' or '_'")
         ports = (*(p for _, p in self.takers), *(p for _, p in self.agencies), *(p for _, p in self.citizens))
         for port in (self.sip_port, self.ami_port, *ports):
             if not 0 < port < 65536:
@@ -194,6 +198,12 @@ class PbxSpec:
         for value in (self.ami_username, self.ami_secret, self.overflow_dial, self.greeting):
             if any(c in value for c in "\n\r;[]"):
                 raise ValueError(f"{value!r} contains a character that would break the config")
+
+    @property
+    def cc_agi_url(self) -> str:
+        """``CC_AGI_URL``: the dialplan appends ``/incoming``, ``/hangup``…, so Asterisk asks the app for
+        ``<secret>/<route>`` and the app serves only sessions that carry its secret."""
+        return f"{self.agi_url.rstrip('/')}/{self.agi_secret}" if self.agi_secret else self.agi_url
 
     @property
     def instance_dir(self) -> PurePosixPath:
@@ -423,7 +433,7 @@ def render_musiconhold_conf(spec: PbxSpec) -> str:
 
 def render_globals_conf(spec: PbxSpec) -> str:
     values: list[tuple[str, str]] = [
-        ("CC_AGI_URL", spec.agi_url),
+        ("CC_AGI_URL", spec.cc_agi_url),
         ("CC_QUEUE", spec.queue),
         ("CC_QUEUE_TIMEOUT", str(spec.queue_timeout)),
         ("CC_DEFAULT_PRIO", str(spec.default_priority)),

@@ -49,6 +49,7 @@ from callcenter.store.models import (
     IncidentAudit,
     NumberFlag,
 )
+from callcenter.store.recordings import recording_host_path
 
 log = structlog.get_logger("callcenter.supervision.retention")
 
@@ -100,9 +101,13 @@ class RetentionReport:
         return asdict(self)
 
 
-def recording_path(recording: str, root: str) -> Path:
-    """Where this host finds a recording Asterisk wrote (``root`` prefixes a chroot's path)."""
-    return Path(root) / recording.lstrip("/") if root else Path(recording)
+def recording_path(recording: str, root: str, record_dir: str) -> Path:
+    """Where this host finds a recording Asterisk wrote (``root`` prefixes a chroot's path); ValueError
+    unless it lies inside ``record_dir`` (checked again here, right before a delete: the path is data)."""
+    path = recording_host_path(recording, record_dir, root)
+    if path is None:
+        raise ValueError(f"not a recording inside {record_dir or 'the record directory (none given)'}: {recording!r}")
+    return path
 
 
 def number_pattern(*numbers: str | None) -> re.Pattern[str] | None:
@@ -163,6 +168,7 @@ async def run_retention(
     config: RetentionConfig,
     *,
     recordings_root: str = "",
+    record_dir: str = "",
     upload_dir: str | None = None,
     dry_run: bool = False,
     now: datetime | None = None,
@@ -170,12 +176,13 @@ async def run_retention(
 ) -> RetentionReport:
     """Apply both windows once. ``upload_dir`` is ``[dispatch] upload_dir``, where the agency photos
     are; without it photos are left alone (and the report says so) rather than unlinked from their
-    update while the files stay on disk."""
+    update while the files stay on disk. ``record_dir`` is ``[queue] record_dir``: only recordings inside
+    it are deleted; any other path stays on disk and in the row, reported as an error."""
     now = now or utcnow()
     rec_cutoff = now - timedelta(days=config.recordings_days)
     pers_cutoff = now - timedelta(days=config.personal_days)
     report = RetentionReport(dry_run, rec_cutoff.isoformat(), pers_cutoff.isoformat())
-    await _recordings(store, report, rec_cutoff, recordings_root, dry_run)
+    await _recordings(store, report, rec_cutoff, recordings_root, record_dir, dry_run)
     await _calls(store, report, pers_cutoff, dry_run)
     await _incidents(store, report, pers_cutoff, dry_run)
     await _flags(store, report, pers_cutoff, dry_run)
@@ -203,7 +210,9 @@ async def run_retention(
     return report
 
 
-async def _recordings(store: Store, report: RetentionReport, cutoff: datetime, root: str, dry_run: bool) -> None:
+async def _recordings(
+    store: Store, report: RetentionReport, cutoff: datetime, root: str, record_dir: str, dry_run: bool
+) -> None:
     last = ""
     while True:
 
@@ -219,9 +228,8 @@ async def _recordings(store: Store, report: RetentionReport, cutoff: datetime, r
                 return found
             for call in found:
                 assert call.recording is not None
-                path = recording_path(call.recording, root)
                 try:
-                    if _remove(path):
+                    if _remove(recording_path(call.recording, root, record_dir)):
                         report.recordings_deleted += 1
                     else:
                         report.recordings_missing += 1
@@ -235,7 +243,12 @@ async def _recordings(store: Store, report: RetentionReport, cutoff: datetime, r
         if dry_run:
             for call in batch:
                 assert call.recording is not None
-                if recording_path(call.recording, root).exists():
+                try:
+                    present = recording_path(call.recording, root, record_dir).exists()
+                except ValueError as exc:
+                    report.errors.append(f"{call.id}: {exc}")
+                    continue
+                if present:
                     report.recordings_deleted += 1
                 else:
                     report.recordings_missing += 1

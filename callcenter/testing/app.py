@@ -31,6 +31,7 @@ def pbx_env(pbx: TestPbx, agi_port: int, store_url: str) -> dict[str, str]:
     """
     return {
         "CALLCENTER_AGI_PORT": str(agi_port),
+        "CALLCENTER_AGI_SECRET": pbx.spec.agi_secret,
         "CALLCENTER_AMI_PORT": str(pbx.spec.ami_port),
         "CALLCENTER_AMI_SECRET": pbx.spec.ami_secret,
         "CALLCENTER_AMI_RECONNECT_MAX": "1",

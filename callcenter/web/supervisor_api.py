@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from datetime import datetime, timedelta
-from pathlib import Path, PurePosixPath
 from typing import Any
 
 import structlog
@@ -29,6 +27,7 @@ from callcenter.forms.phone import normalize
 from callcenter.queue.tracker import member_json
 from callcenter.store import utcnow
 from callcenter.store.access import log_access
+from callcenter.store.recordings import recording_file
 from callcenter.store.stats import (
     CALL_STATUSES,
     WOMEN_AND_CHILDREN,
@@ -256,28 +255,6 @@ async def call_detail(request: web.Request) -> web.Response:
             "recording_url": f"/api/calls/{call_id}/recording" if call.recording else None,
         }
     )
-
-
-def recording_file(recording: str | None, record_dir: str, root: str) -> Path | None:
-    """The file a stored recording path names, or None when it is absent or outside the record dir.
-
-    ``recording`` is Asterisk's path (inside its chroot when there is one); ``root`` is prefixed to
-    reach it from this host. Checked twice: lexically (no ``..`` escapes ``record_dir``) and after
-    resolving symlinks (the real file is inside the real record dir)."""
-    if not recording or "\x00" in recording or not record_dir:
-        return None
-    path = PurePosixPath(recording)
-    base = PurePosixPath(record_dir)
-    if not path.is_absolute() or ".." in path.parts or not path.is_relative_to(base) or path == base:
-        return None
-    normalized = PurePosixPath(os.path.normpath(str(path)))
-    if not normalized.is_relative_to(base):
-        return None
-    real_base = Path(root + str(base)).resolve()
-    real = Path(root + str(normalized)).resolve()
-    if not real.is_relative_to(real_base) or not real.is_file():
-        return None
-    return real
 
 
 @routes.get("/api/calls/{id}/recording")

@@ -91,7 +91,9 @@ async def test_agi_server_dying_mid_session_still_reaches_call_taker(pbx: TestPb
         server.close()
         await server.wait_closed()
     # The incoming session and the hangup handler's session both hit the dying server.
-    scripts = [h for h in sessions if b"agi_network_script: incoming" in h]
+    # The dialplan asks for <secret>/incoming (CC_AGI_URL carries the app's shared secret).
+    script = f"agi_network_script: {pbx.spec.agi_secret}/incoming\n".encode()
+    scripts = [h for h in sessions if script in h]
     assert len(scripts) == 1, sessions
     assert b"agi_arg_2: 112" in scripts[0] and b"agi_callerid: +6281234567" in scripts[0], scripts[0]
     assert taker_res.incoming == 1 and taker_res.successful == 1, (taker_res, taker_res.errors)

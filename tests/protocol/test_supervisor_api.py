@@ -25,11 +25,12 @@ from callcenter.config import replace
 from callcenter.store import Store
 from callcenter.store.access import access_entries
 from callcenter.store.models import Call
+from callcenter.store.recordings import recording_file
 from callcenter.testing.rows import dispatch_row, incident_row, rating_row
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user, test_config
 from callcenter.web.access import TZ_OFFSET
 from callcenter.web.keys import STORE
-from callcenter.web.supervisor_api import csv_cell, recording_file
+from callcenter.web.supervisor_api import csv_cell
 
 OFFSET = timedelta(hours=8)
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(64))

@@ -32,6 +32,7 @@ from callcenter.supervision.retention import ANONYMISED, run_retention
 from callcenter.testing.rows import dispatch_row, incident_row
 
 CONFIG = RetentionConfig(recordings_days=90, personal_days=365)
+RECORD_DIR = "/srv/cc-test/recordings"
 NOW = utcnow()
 
 
@@ -53,7 +54,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 async def add_call(store: Store, root: Path, age_days: int, *, with_file: bool = True) -> tuple[str, Path]:
     call_id = uuid.uuid4().hex[:16]
-    recording = f"/srv/cc-test/recordings/{call_id}.wav"
+    recording = f"{RECORD_DIR}/{call_id}.wav"
     host = root / recording.lstrip("/")
     if with_file:
         host.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +137,7 @@ async def test_retention_run_and_dry_run(store: Store, tmp_path: Path) -> None:
     old, old_file = await add_call(store, root, age_days=400)  # both windows passed
     gone, _ = await add_call(store, root, age_days=200, with_file=False)
 
-    dry = await run_retention(store, CONFIG, recordings_root=str(root), dry_run=True, now=NOW)
+    dry = await run_retention(store, CONFIG, recordings_root=str(root), record_dir=RECORD_DIR, dry_run=True, now=NOW)
     assert (dry.recordings_deleted, dry.recordings_missing) == (2, 1)
     assert (dry.calls_anonymised, dry.incidents_anonymised) == (1, 1)
     assert mid_file.exists() and old_file.exists() and fresh_file.exists()
@@ -145,7 +146,7 @@ async def test_retention_run_and_dry_run(store: Store, tmp_path: Path) -> None:
         assert call.recording is not None and personal_kept(call, incident)
     assert await access_log(store) == []
 
-    report = await run_retention(store, CONFIG, recordings_root=str(root), now=NOW)
+    report = await run_retention(store, CONFIG, recordings_root=str(root), record_dir=RECORD_DIR, now=NOW)
     assert (report.recordings_deleted, report.recordings_missing, report.errors) == (2, 1, [])
     assert (report.calls_anonymised, report.incidents_anonymised) == (1, 1)
     assert fresh_file.exists() and not mid_file.exists() and not old_file.exists()
@@ -168,7 +169,7 @@ async def test_retention_run_and_dry_run(store: Store, tmp_path: Path) -> None:
     assert entry.action == "retention_run" and entry.subject_type == "retention"
     assert entry.detail["recordings_deleted"] == 2 and entry.detail["dry_run"] is False
 
-    again = await run_retention(store, CONFIG, recordings_root=str(root), now=NOW)
+    again = await run_retention(store, CONFIG, recordings_root=str(root), record_dir=RECORD_DIR, now=NOW)
     assert (again.recordings_deleted, again.calls_anonymised, again.incidents_anonymised) == (0, 0, 0)
     assert len(await access_log(store)) == 2
 
@@ -182,6 +183,7 @@ async def test_cli_dry_run_changes_nothing(tmp_path: Path, monkeypatch: pytest.M
     await store.close()
     monkeypatch.setenv("CALLCENTER_STORE_URL", url)
     monkeypatch.setenv("CALLCENTER_SUPERVISION_RECORDINGS_ROOT", str(root))
+    monkeypatch.setenv("CALLCENTER_QUEUE_RECORD_DIR", RECORD_DIR)
     monkeypatch.setenv("CALLCENTER_LOG_JSON", "false")
     monkeypatch.delenv("CALLCENTER_CONFIG", raising=False)
     import asyncio
@@ -198,6 +200,52 @@ async def test_cli_dry_run_changes_nothing(tmp_path: Path, monkeypatch: pytest.M
         assert len(await access_log(store)) == 1
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "/etc/callcenter/secret.wav",  # another directory
+        RECORD_DIR + "/../../../etc/callcenter/secret.wav",  # traversal
+        RECORD_DIR + "x/secret.wav",  # a sibling sharing the prefix
+        RECORD_DIR + "/link/secret.wav",  # a symlink inside pointing out
+        "secret.wav",  # relative
+    ],
+)
+async def test_retention_deletes_nothing_outside_the_record_directory(
+    store: Store, tmp_path: Path, stored: str
+) -> None:
+    """A forged or corrupt ``calls.recording`` (today's ``hangup`` route refuses such paths, older rows
+    may hold one) is checked again right before the delete: the file outside stays, the run says why."""
+    root = tmp_path / "chroot"
+    call_id, _ = await add_call(store, root, age_days=400, with_file=False)
+    victim = root / "etc/callcenter/secret.wav"
+    victim.parent.mkdir(parents=True)
+    victim.write_bytes(b"RIFF....WAVE")
+    for name in ("srv/cc-test/recordingsx/secret.wav",):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"RIFF")
+    (root / RECORD_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    (root / RECORD_DIR.lstrip("/") / "link").symlink_to(victim.parent)
+    sibling = root / "srv/cc-test/recordingsx/secret.wav"
+
+    async def op(session: AsyncSession) -> None:
+        row = await session.get(Call, call_id)
+        assert row is not None
+        row.recording = stored
+
+    await store.transaction("t", op)
+    dry = await run_retention(store, CONFIG, recordings_root=str(root), record_dir=RECORD_DIR, dry_run=True, now=NOW)
+    report = await run_retention(store, CONFIG, recordings_root=str(root), record_dir=RECORD_DIR, now=NOW)
+    assert victim.exists() and sibling.exists()
+    assert report.recordings_deleted == dry.recordings_deleted == 0
+    assert len(report.errors) == len(dry.errors) == 1 and "not a recording inside" in report.errors[0]
+    call, _, _ = await snapshot(store, call_id)
+    assert call.recording == stored  # kept, and reported again on the next run
+    # Without a record directory nothing is deleted at all.
+    _fresh, fresh_file = await add_call(store, root, age_days=400)
+    skipped = await run_retention(store, CONFIG, recordings_root=str(root), now=NOW)
+    assert fresh_file.exists() and skipped.recordings_deleted == 0
 
 
 OLD_NUMBER, OLD_RAW = "+6281234560001", "081234560001"
