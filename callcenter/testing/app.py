@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -58,6 +59,9 @@ class AppProcess:
 
     async def start(self, *, wait_ami: bool = True, timeout: float = 30.0) -> None:
         env = {**os.environ, **self.env, "CALLCENTER_WEB_PORT": str(self.web_port), "CALLCENTER_LOG_JSON": "true"}
+        # ``callcenter run`` needs a FastAGI secret; an app wired to a PBX gets the PBX's (pbx_env), one
+        # without a PBX (browser tests on seeded data) a throwaway: no Asterisk will ever ask it anything.
+        env.setdefault("CALLCENTER_AGI_SECRET", secrets.token_urlsafe(24))
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(

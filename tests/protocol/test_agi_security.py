@@ -191,3 +191,14 @@ async def test_an_endless_usage_block_ends_the_session_after_a_bounded_read() ->
     # Closed long before 64 MiB or the 30 s command timeout; what got through is socket buffers.
     assert sent < 16 * 1024 * 1024, sent
     assert elapsed < 15, elapsed
+
+
+def test_run_refuses_to_start_without_a_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from callcenter.cli import main
+
+    monkeypatch.delenv("CALLCENTER_CONFIG", raising=False)
+    monkeypatch.delenv("CALLCENTER_AGI_SECRET", raising=False)
+    assert main(["run"]) == 2
+    assert "CALLCENTER_AGI_SECRET" in capsys.readouterr().err
