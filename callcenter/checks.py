@@ -56,6 +56,10 @@ def check_config(config: Config) -> Report:
         report.errors.append("[queue]: priorities must not be negative")
     if not q.name or any(c in q.name for c in ",|;\n"):
         report.errors.append(f"[queue].name: {q.name!r} is not a usable queue name")
+    if not config.agi.secret:
+        report.errors.append(
+            "[agi].secret is empty (set CALLCENTER_AGI_SECRET and the same value in CC_AGI_URL=agi://host:port/<secret>)"
+        )
     if not config.ami.secret:
         report.warnings.append("[ami].secret is empty (set CALLCENTER_AMI_SECRET): the AMI login will be refused")
     for section, host in (("agi", config.agi.host), ("web", config.web.host), ("ami", config.ami.host)):

@@ -175,6 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"callcenter: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "run" and not config.agi.secret:
+        # Without it any local process could pose as Asterisk (accept dispatches, fake ratings).
+        print(
+            "callcenter: set CALLCENTER_AGI_SECRET (16+ letters, digits, '-', '_') and the same value in the "
+            "dialplan: CC_AGI_URL=agi://host:port/<secret>",
+            file=sys.stderr,
+        )
+        return 2
     configure_logging(config.log.level, config.log.json)
 
     if args.command == "run":
@@ -182,14 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from callcenter.app import serve
 
-        if not config.agi.secret:
-            # Without it any local process could pose as Asterisk (accept dispatches, fake ratings).
-            print(
-                "callcenter: set CALLCENTER_AGI_SECRET (16+ letters, digits, '-', '_') and the same value in the "
-                "dialplan: CC_AGI_URL=agi://host:port/<secret>",
-                file=sys.stderr,
-            )
-            return 2
         # A watchdog's SIGABRT (systemd or ours) then prints every thread's stack before the process dies:
         # where a blocked event loop was stuck.
         faulthandler.enable()

@@ -178,6 +178,7 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
         env = {
             **os.environ,
             "CALLCENTER_AMI_SECRET": secret,
+            "CALLCENTER_AGI_SECRET": agi_secret,
             "CALLCENTER_QUEUE_RECORD_DIR": config.queue.record_dir,
             "CALLCENTER_SUPERVISION_RECORDINGS_ROOT": config.supervision.recordings_root,
             "CALLCENTER_DISPATCH_PROMPT_DIR": config.dispatch.prompt_dir,

@@ -10,9 +10,11 @@ from callcenter.checks import check_config, print_report
 from callcenter.cli import main
 from callcenter.config import Config, replace
 
+AGI_SECRET = "agi-secret-0123456789"
+
 
 def test_packaged_defaults_are_fine() -> None:
-    report = check_config(replace(Config(), ami={"secret": "s"}))
+    report = check_config(replace(Config(), ami={"secret": "s"}, agi={"secret": AGI_SECRET}))
     assert report.errors == [] and report.warnings == []
     assert print_report(report) == 0
 
@@ -20,7 +22,7 @@ def test_packaged_defaults_are_fine() -> None:
 def test_bad_agency_file_is_an_error_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "agencies.toml"
     bad.write_text('[[agency]]\ncode = "x"\n')
-    report = check_config(replace(Config(), dispatch={"agencies_file": str(bad)}))
+    report = check_config(replace(Config(), dispatch={"agencies_file": str(bad)}, agi={"secret": AGI_SECRET}))
     assert len(report.errors) == 1 and str(bad) in report.errors[0]
     assert print_report(report) == 1
     assert "1 configuration error" in capsys.readouterr().err
@@ -36,8 +38,13 @@ def test_prank_priority_above_default_is_an_error() -> None:
     assert any("prank_priority" in e for e in report.errors)
 
 
+def test_missing_agi_secret_is_an_error() -> None:
+    report = check_config(replace(Config(), ami={"secret": "s"}))
+    assert len(report.errors) == 1 and "CALLCENTER_AGI_SECRET" in report.errors[0]
+
+
 def test_public_listener_and_empty_secret_are_warnings() -> None:
-    report = check_config(replace(Config(), web={"host": "0.0.0.0"}))
+    report = check_config(replace(Config(), web={"host": "0.0.0.0"}, agi={"secret": AGI_SECRET}))
     assert report.errors == []
     assert any("[web].host" in w for w in report.warnings)
     assert any("[ami].secret" in w for w in report.warnings)
@@ -45,6 +52,7 @@ def test_public_listener_and_empty_secret_are_warnings() -> None:
 
 def test_command_exit_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALLCENTER_AMI_SECRET", "s")
+    monkeypatch.setenv("CALLCENTER_AGI_SECRET", AGI_SECRET)
     assert main(["check-config"]) == 0
     monkeypatch.setenv("CALLCENTER_DISPATCH_AGENCIES_FILE", str(tmp_path / "missing.toml"))
     assert main(["check-config"]) == 1
