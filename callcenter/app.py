@@ -14,9 +14,11 @@ import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from aiohttp import web
+from panoramisk.message import Message
 
 from callcenter.agi.briefing import ROUTE as BRIEFING_ROUTE
 from callcenter.agi.briefing import BriefingRoute
@@ -35,7 +37,7 @@ from callcenter.forms.intake import load_districts
 from callcenter.notify import Notifier, keep_alive
 from callcenter.queue.ami import AmiClient
 from callcenter.queue.presence import Presence
-from callcenter.queue.tracker import QueueTracker, resync_from_ami
+from callcenter.queue.tracker import QueueTracker, member_json, resync_from_ami
 from callcenter.store import Store
 from callcenter.store.accounts import Accounts
 from callcenter.store.dispatches import Dispatches
@@ -44,6 +46,7 @@ from callcenter.store.pending import PendingWrites
 from callcenter.store.quality import QualityStore
 from callcenter.store.stats import Rollup, Stats
 from callcenter.supervision import RATINGS, supervision_ctx
+from callcenter.supervision.presence_control import AutoPause, PresenceBoard
 from callcenter.supervision.quality import Quality
 from callcenter.tasks import Background
 from callcenter.web import (
@@ -55,6 +58,7 @@ from callcenter.web import (
     live,
     openapi,
     pages,
+    presence_api,
     quality_api,
     supervisor_api,
     twilio_hooks,
@@ -66,6 +70,7 @@ from callcenter.web.keys import (
     ACCOUNTS,
     AGI,
     AMI,
+    AUTO_PAUSE,
     BACKGROUND,
     CONFIG,
     DISPATCHES,
@@ -73,6 +78,7 @@ from callcenter.web.keys import (
     INCIDENTS,
     PENDING,
     PRESENCE,
+    PRESENCE_BOARD,
     QUALITY,
     STATS,
     STORE,
@@ -216,6 +222,32 @@ async def _ami_ctx(app: web.Application) -> AsyncIterator[None]:
     await tracker.close()
 
 
+async def _presence_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Time in state for the wallboard and auto-pause after missed offers (after live and dispatch
+    contexts: it needs the tracker, the AMI fan-out and the live hub to alert supervisors)."""
+    tracker, hub = app[TRACKER], app[live.HUB]
+    board = PresenceBoard()
+    for member in tracker.live.members.values():  # what the first resync already reported
+        board.on_member("member", member_json(member))
+
+    def alert(message: dict[str, Any]) -> None:
+        hub.broadcast({"type": "presence_alert", "alert": message}, roles=("supervisor",))
+
+    auto_pause = AutoPause(app[PRESENCE], app[CONFIG].queue.autopause_after, alert)
+
+    async def on_ami(message: Message) -> None:
+        board.on_ami(message)
+        await auto_pause.on_ami(message)
+
+    undo = [tracker.subscribe(board.on_member), app[AMI_FANOUT].subscribe(on_ami)]
+    app[PRESENCE_BOARD] = board
+    app[AUTO_PAUSE] = auto_pause
+    yield
+    for unsubscribe in undo:
+        unsubscribe()
+    await auto_pause.close()
+
+
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, *auth.middlewares()], client_max_size=2 * 1024 * 1024)
     app[CONFIG] = config
@@ -224,7 +256,7 @@ def create_app(config: Config) -> web.Application:
         app[TZ_OFFSET] = offset
     # Order matters: each context finds what the ones before it set; cleanup runs in reverse.
     contexts = [_store_ctx, _services_ctx, _agi_ctx, _ami_ctx, live.live_ctx, dispatch_ctx, supervision_ctx, sla_ctx]
-    contexts.append(_quality_ctx)
+    contexts += [_quality_ctx, _presence_ctx]
     app.cleanup_ctx.extend(contexts)
     for module in (
         api,
@@ -236,6 +268,7 @@ def create_app(config: Config) -> web.Application:
         callbacks_api,
         openapi,
         pages,
+        presence_api,
         quality_api,
         twilio_hooks,
     ):

@@ -131,6 +131,8 @@ class QueueConfig:
     overflow_dial: str = "PJSIP/supervisor"
     overflow_timeout: int = 30
     record_dir: str = "/var/spool/asterisk/monitor/callcenter"
+    #: Pause a call-taker (reason "tidak menjawab") after this many offered calls in a row rang out; 0: never.
+    autopause_after: int = 3
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ from typing import Any, Protocol
 
 #: Pause reasons a call-taker can pick; free text is refused so statistics stay comparable.
 PAUSE_REASONS = ("break", "wrap-up", "training", "meeting", "technical")
+#: The reason the app pauses a call-taker with after offered calls rang out (``supervision/presence_control.py``);
+#: not one a call-taker can pick.
+AUTO_PAUSE_REASON = "tidak menjawab"
 
 
 class ActionSender(Protocol):
@@ -37,7 +40,7 @@ class Presence:
         await self.ami.action({"Action": "QueueRemove", "Queue": self.queue, "Interface": interface})
 
     async def pause(self, interface: str, reason: str) -> None:
-        if reason not in PAUSE_REASONS:
+        if reason not in PAUSE_REASONS and reason != AUTO_PAUSE_REASON:
             raise ValueError(f"pause reason must be one of {', '.join(PAUSE_REASONS)}")
         await self.ami.action(
             {"Action": "QueuePause", "Queue": self.queue, "Interface": interface, "Paused": "true", "Reason": reason}

@@ -14,14 +14,17 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from callcenter.pbx.harness import TestPbx
+from callcenter.store import Store
+from callcenter.testing import sipp
 from callcenter.testing.wait import until
+from callcenter.testing.web import make_user
 
 
 def pbx_env(pbx: TestPbx, agi_port: int, store_url: str) -> dict[str, str]:
@@ -42,6 +45,9 @@ def pbx_env(pbx: TestPbx, agi_port: int, store_url: str) -> dict[str, str]:
         "CALLCENTER_SUPERVISION_RECORDINGS_ROOT": str(pbx.chroot),
         "CALLCENTER_DISPATCH_PROMPT_DIR": str(pbx.host_dir / "prompts"),
         "CALLCENTER_DISPATCH_PROMPT_DIR_ASTERISK": str(pbx.spec.instance_dir / "prompts"),
+        # Tests ring the test phones unanswered on purpose (abandon, overflow): no auto-pause unless a
+        # test turns it on (tests/e2e/test_wallboard_controls_browser.py does).
+        "CALLCENTER_QUEUE_AUTOPAUSE_AFTER": "0",
     }
 
 
@@ -144,3 +150,32 @@ class AppProcess:
                 return found[-1]
             await asyncio.sleep(0.02)
         raise TimeoutError(f"no log event {name!r} within {timeout}s:\n{self.log_tail()}")
+
+
+@contextlib.asynccontextmanager
+async def pbx_app(
+    pbx: TestPbx,
+    pbx_ports: dict[str, int],
+    tmp_path: Path,
+    users: Mapping[str, tuple[str, str | None]],
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[tuple[AppProcess, Store]]:
+    """The app as a child process on the test PBX (SQLite in ``tmp_path``) with ``users``
+    (username -> (role, interface)), started and resynchronised with Asterisk; and its store."""
+    await pbx.await_idle(timeout=30)
+    url = f"sqlite+aiosqlite:///{tmp_path}/callcenter.db"
+    store = Store.from_url(url, retry_for=5)
+    await store.upgrade()
+    for username, (role, interface) in users.items():
+        await make_user(store, username, role, interface=interface)
+    app = AppProcess(
+        {**pbx_env(pbx, pbx_ports["agi"], url), **(env or {})}, tmp_path / "app.log", sipp.free_port("tcp")
+    )
+    try:
+        await app.start()
+        await app.wait_event("supervision.ready")
+        await app.wait_event("tracker.resynced")
+        yield app, store
+    finally:
+        await app.stop()
+        await store.close()

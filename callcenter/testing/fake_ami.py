@@ -39,6 +39,10 @@ class FakeAmi:
         self._writers: set[asyncio.StreamWriter] = set()
         self.login_event = asyncio.Event()
 
+    def client_config(self) -> dict[str, object]:
+        """The ``[ami]`` settings that connect an app to this server (quick reconnects for tests)."""
+        return {"port": self.port, "username": self.username, "secret": self.secret, "reconnect_min": 0.05}
+
     async def start(self, port: int = 0) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", port or self.port)
         self.port = self._server.sockets[0].getsockname()[1]

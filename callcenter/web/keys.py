@@ -23,6 +23,7 @@ from callcenter.tasks import Background
 if TYPE_CHECKING:
     # Typed for mypy only: importing the supervision package at run time from here would be a cycle
     # (its package module wires contexts that read these keys).
+    from callcenter.supervision.presence_control import AutoPause, PresenceBoard
     from callcenter.supervision.quality import Quality
 
 CONFIG = web.AppKey("config", Config)
@@ -42,3 +43,6 @@ DISPATCHES = web.AppKey("dispatches", Dispatches)
 STATS = web.AppKey("stats", Stats)
 #: Quality review of call handling (``supervision/quality.py``).
 QUALITY: web.AppKey[Quality] = web.AppKey("quality")
+#: Time in state per queue member and the auto-pause after missed offers (``supervision/presence_control.py``).
+PRESENCE_BOARD: web.AppKey[PresenceBoard] = web.AppKey("presence_board")
+AUTO_PAUSE: web.AppKey[AutoPause] = web.AppKey("auto_pause")

@@ -38,7 +38,7 @@ from callcenter.store.stats import (
 )
 from callcenter.web.access import Reply, date_range, error, invalid, require, user_of
 from callcenter.web.console_api import incident_json
-from callcenter.web.keys import CONFIG, DISPATCHES, STATS, STORE, TRACKER
+from callcenter.web.keys import AUTO_PAUSE, CONFIG, DISPATCHES, PRESENCE_BOARD, STATS, STORE, TRACKER
 
 log = structlog.get_logger("callcenter.web.supervisor")
 routes = web.RouteTableDef()
@@ -151,9 +151,12 @@ async def wallboard(request: web.Request) -> web.Response:
             )
         live_members = list(tracker.live.members.values())
         names = await stats.member_names([m.name for m in live_members] + [m.interface for m in live_members])
+        board = request.app.get(PRESENCE_BOARD)
         for member in sorted(tracker.live.members.values(), key=lambda m: (m.queue, m.interface)):
             display = names.get(member.interface) or names.get(member.name) or member.name
-            members.append({**member_json(member), "display_name": display})
+            row = {**member_json(member), "display_name": display}
+            members.append(board.annotate(row, now) if board is not None else row)
+    auto_pause = request.app.get(AUTO_PAUSE)
     today = await stats.today(now)
     return web.json_response(
         {
@@ -161,6 +164,12 @@ async def wallboard(request: web.Request) -> web.Response:
             "waiting": waiting,
             "longest_wait": max((w["wait_seconds"] for w in waiting), default=0.0),
             "members": members,
+            # Auto-pauses of the last hour (newest first), for a wallboard opened after the alert.
+            "alerts": [
+                a
+                for a in (auto_pause.alerts if auto_pause is not None else [])
+                if datetime.fromisoformat(a["at"]) > now - timedelta(hours=1)
+            ],
             **today,
         }
     )

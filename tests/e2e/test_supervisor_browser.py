@@ -22,10 +22,9 @@ from callcenter.store import Store
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import AccessLog, Call
 from callcenter.testing import sipp
-from callcenter.testing.app import AppProcess, pbx_env
+from callcenter.testing.app import AppProcess, pbx_app
 from callcenter.testing.browser import call_back_from_page, log_in, phone_port, rows
 from callcenter.testing.wait import until
-from callcenter.testing.web import make_user
 
 pytestmark = pytest.mark.pbx
 
@@ -45,24 +44,9 @@ def greeting(pbx: TestPbx) -> float:
 
 @pytest.fixture
 async def sup_app(pbx: TestPbx, pbx_ports: dict[str, int], tmp_path: Path) -> AsyncIterator[tuple[AppProcess, Store]]:
-    await pbx.await_idle(timeout=30)
-    url = f"sqlite+aiosqlite:///{tmp_path}/callcenter.db"
-    store = Store.from_url(url, retry_for=5)
-    await store.upgrade()
-    await make_user(store, "sari", "supervisor")
-    await make_user(store, "ayu", "calltaker", interface="PJSIP/taker1")
-    env = {
-        **pbx_env(pbx, pbx_ports["agi"], url),
-    }
-    app = AppProcess(env, tmp_path / "app.log", sipp.free_port("tcp"))
-    try:
-        await app.start()
-        await app.wait_event("supervision.ready")
-        await app.wait_event("tracker.resynced")
-        yield app, store
-    finally:
-        await app.stop()
-        await store.close()
+    users = {"sari": ("supervisor", None), "ayu": ("calltaker", "PJSIP/taker1")}
+    async with pbx_app(pbx, pbx_ports, tmp_path, users) as started:
+        yield started
 
 
 async def wallboard_json(page: Page) -> dict[str, Any]:

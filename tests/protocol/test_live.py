@@ -37,7 +37,7 @@ class Env:
 async def env(tmp_path: Path, fake_ami: FakeAmi) -> AsyncIterator[Env]:
     fake = fake_ami
     cfg = test_config(tmp_path)
-    cfg = replace(cfg, ami={"port": fake.port, "username": fake.username, "secret": fake.secret, "reconnect_min": 0.05})
+    cfg = replace(cfg, ami=fake.client_config())
     app = create_app(cfg)
     server = TestServer(app)
     client = TestClient(server)

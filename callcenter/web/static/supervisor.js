@@ -36,6 +36,7 @@ const state = {
   refreshQueued: null,
   wallboard: null,
   wallboardAt: 0, // performance.now() of the last answer: wait times tick locally in between
+  wbReasons: new Map(), // interface -> the pause reason picked on the wallboard (kept across re-renders)
   logOffset: 0,
   logData: null,
   detail: null,
@@ -213,6 +214,7 @@ function connectWs() {
     }
     if (msg.type === "ping" || msg.type === "hello") return;
     if (msg.type === "callback") state.abandoned?.onCallbackMessage(msg);
+    if (msg.type === "presence_alert") renderAlerts([msg.alert, ...(state.wallboard?.alerts || [])]);
     queueRefresh();
   };
   ws.onclose = () => {
@@ -308,6 +310,7 @@ function renderWallboard() {
     el.classList.toggle("bad", pct != null && pct < targets[sec]);
   }
   renderMembers(wb.members || []);
+  renderAlerts(wb.alerts || []);
   renderCounts($("wb-open-category"), wb.open_incidents?.by_category, (c) => codeLabel(c, "cat"));
   renderCounts($("wb-open-agency"), wb.open_incidents?.by_agency, (c) => c.toUpperCase());
   $("wb-updated").textContent = t("wb.updated", { t: fmtDate(wb.now || new Date().toISOString(), false) });
@@ -320,6 +323,10 @@ function tickWaits() {
   const extra = (performance.now() - state.wallboardAt) / 1000;
   for (const li of $("wb-queue").children) li.lastChild.textContent = fmtDur(Number(li.dataset.wait) + extra);
   const waiting = state.wallboard.waiting || [];
+  for (const el of $("wb-members").querySelectorAll("[data-secs]")) {
+    if (el.dataset.secs === "") continue;
+    el.textContent = `${el.textContent.startsWith("≥") ? "≥ " : ""}${fmtDur(Number(el.dataset.secs) + extra)}`;
+  }
   const longestEl = $("wb-longest-wait");
   // longest_wait covers today's answered calls too when nobody waits; only a live wait keeps ticking.
   const longest = waiting.length ? Number(longestEl.dataset.wait) + extra : state.wallboard.longest_wait;
@@ -336,6 +343,41 @@ function memberStateKey(m) {
   return "offline";
 }
 
+const PAUSE_REASONS = ["break", "wrap-up", "training", "meeting", "technical"];
+
+/** Time in state: a member first seen after the app started shows "≥" (the state began before that). */
+function memberTime(m, extra = 0) {
+  if (m.seconds_in_state == null) return "";
+  return `${m.since_known ? "" : "≥ "}${fmtDur(m.seconds_in_state + extra)}`;
+}
+
+/** Pause (with a reason), unpause and log out a call-taker, through Asterisk like their own buttons. */
+async function controlMember(interfaceName, action, reason) {
+  try {
+    await api("POST", "/api/supervisor/presence", { interface: interfaceName, action, reason });
+    showError($("wb-error"), null);
+    queueRefresh(); // the state shown changes once Asterisk reports it
+  } catch (err) {
+    showError($("wb-error"), err);
+  }
+}
+
+function memberControls(m) {
+  const id = safeId(m.interface);
+  if (m.paused) {
+    return h("span", { class: "mctl" },
+      h("button", { type: "button", class: "btn btn-small", dataset: { testid: `wb-unpause-${id}` }, onclick: () => controlMember(m.interface, "unpause") }, t("wb.unpause")),
+      h("button", { type: "button", class: "btn btn-small btn-quiet", dataset: { testid: `wb-logout-${id}` }, onclick: () => controlMember(m.interface, "logout") }, t("wb.logout")));
+  }
+  const select = h("select", { dataset: { testid: `wb-reason-${id}` }, "aria-label": t("presence.reason"),
+    onchange: (ev) => state.wbReasons.set(m.interface, ev.target.value) },
+  ...PAUSE_REASONS.map((r) => h("option", { value: r }, codeLabel(r, "reason"))));
+  select.value = state.wbReasons.get(m.interface) || PAUSE_REASONS[0];
+  return h("span", { class: "mctl" }, select,
+    h("button", { type: "button", class: "btn btn-small", dataset: { testid: `wb-pause-${id}` }, onclick: () => controlMember(m.interface, "pause", select.value) }, t("wb.pause")),
+    h("button", { type: "button", class: "btn btn-small btn-quiet", dataset: { testid: `wb-logout-${id}` }, onclick: () => controlMember(m.interface, "logout") }, t("wb.logout")));
+}
+
 function renderMembers(members) {
   // One person may be in several queues: show them once (the first report wins; they share a device).
   const byIface = new Map();
@@ -350,13 +392,25 @@ function renderMembers(members) {
       const stateText = m.paused
         ? t("wb.pausedWhy", { r: m.reason ? codeLabel(m.reason, "reason") : "–" })
         : codeLabel(m.state || "unknown", "state");
-      return h("li", { class: `member m-${key}`, dataset: { testid: `wb-member-${safeId(m.interface)}`, state: key } },
+      return h("li", { class: `member m-${key}`, dataset: { testid: `wb-member-${safeId(m.interface)}`, state: key, reason: m.paused ? m.reason || "" : "" } },
         h("span", { class: "dot", "aria-hidden": "true" }),
         h("span", { class: "mname" }, m.display_name || m.name || m.interface),
-        h("span", { class: "mstate" }, stateText));
+        h("span", { class: "mstate" }, stateText),
+        h("span", { class: "mtime", dataset: { testid: "wb-member-time", secs: m.seconds_in_state ?? "" } }, memberTime(m)),
+        memberControls(m));
     }),
   );
   if (!list.length) $("wb-members").append(h("li", { class: "muted" }, t("wb.noMembers")));
+}
+
+/** Auto-pauses of the last hour: a call-taker let offered calls ring out and was paused "tidak menjawab". */
+function renderAlerts(alerts = []) {
+  const box = $("wb-alerts");
+  box.hidden = !alerts.length;
+  box.replaceChildren(...alerts.map((a) =>
+    h("p", { dataset: { testid: "wb-alert", interface: a.interface } },
+      t(a.paused ? "wb.autoPaused" : "wb.autoPauseFailed", { m: a.member || a.interface, n: a.missed }),
+      h("span", { class: "muted" }, ` · ${fmtDate(a.at, false)}`))));
 }
 
 function renderCounts(ul, counts = {}, label) {

@@ -1,0 +1,67 @@
+"""Supervisor control of call-takers' presence from the wallboard: pause (with a reason), unpause, log out.
+
+The same AMI actions as the call-taker's own buttons (``queue/presence.py``); the wallboard then shows
+what Asterisk reports back, never what was asked for. Every use is written to the access log (who
+paused whom, why), since it changes someone else's work and the centre must be able to account for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from callcenter.queue.ami import AmiError, AmiNotConnected
+from callcenter.queue.presence import PAUSE_REASONS
+from callcenter.store.access import log_access
+from callcenter.web.access import error, invalid, require, user_of
+from callcenter.web.keys import CONFIG, PRESENCE, STORE, TRACKER
+
+log = structlog.get_logger("callcenter.web.presence")
+routes = web.RouteTableDef()
+
+ACTIONS = ("pause", "unpause", "logout")
+
+
+@routes.post("/api/supervisor/presence")
+@require("supervisor")
+async def control(request: web.Request) -> web.Response:
+    """``{"interface": "PJSIP/taker1", "action": "pause"|"unpause"|"logout", "reason": …}`` for a queue member."""
+    try:
+        body: Any = await request.json()
+    except ValueError:
+        return error(400, "body must be JSON")
+    if not isinstance(body, dict):
+        return error(400, "body must be a JSON object")
+    action, reason, interface = body.get("action"), body.get("reason"), body.get("interface")
+    fields: dict[str, str] = {}
+    if action not in ACTIONS:
+        fields["action"] = f"one of {', '.join(ACTIONS)}"
+    if action == "pause" and reason not in PAUSE_REASONS:
+        fields["reason"] = f"one of {', '.join(PAUSE_REASONS)}"
+    queue = request.app[CONFIG].queue.name
+    members = request.app[TRACKER].live.members
+    if not isinstance(interface, str) or (queue, interface) not in members:
+        fields["interface"] = "not a member of the queue now"
+    if fields:
+        return invalid(fields)
+    assert isinstance(interface, str)
+    user = user_of(request)
+    detail = {"action": action, "reason": reason if action == "pause" else None, "username": user.username}
+    # The trace first: an action on someone else's presence is never taken untraced.
+    await log_access(request.app[STORE], user.id, f"presence_{action}", "member", interface, detail)
+    presence = request.app[PRESENCE]
+    try:
+        if action == "pause":
+            await presence.pause(interface, str(reason))
+        elif action == "unpause":
+            await presence.unpause(interface)
+        else:
+            await presence.log_out(interface)
+    except AmiNotConnected:
+        return error(503, "the telephone system is not reachable; try again")
+    except AmiError as exc:
+        return error(409, str(exc))
+    log.info("supervisor.presence", user=user.username, interface=interface, action=action, reason=reason)
+    return web.json_response({"requested": action, "interface": interface}, status=202)
