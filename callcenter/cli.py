@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    configure_logging(config.log.level, config.log.json)
+    configure_logging(config.log.level, config.log.json, config.log.pseudonym_key)
 
     if args.command == "run":
         import faulthandler

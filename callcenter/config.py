@@ -215,6 +215,9 @@ class PbxConfig:
 class LogConfig:
     level: str = "INFO"
     json: bool = True
+    #: Key of the references (``logs.ref``) that stand for callers' numbers in the log; from the
+    #: environment (``CALLCENTER_LOG_PSEUDONYM_KEY``). Empty: a new random key per process.
+    pseudonym_key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from callcenter.agi.protocol import AgiError
 from callcenter.agi.server import AgiSession
 from callcenter.config import NumbersConfig, QueueConfig
 from callcenter.forms.phone import CallerNumber, normalize
+from callcenter.logs import ref
 from callcenter.store import Store, new_call_id, utcnow
 from callcenter.store.pending import PendingWrites
 from callcenter.tasks import Background
@@ -81,7 +82,8 @@ class IncomingRoute:
         arrived = arrival_time(args[0] if args else None, now)
         dialed = "".join(ch for ch in (args[1] if len(args) > 1 else env.get("agi_extension", "")) if ch.isdigit())
         call_id = new_call_id()
-        structlog.contextvars.bind_contextvars(call_id=call_id, caller=caller.e164 or caller.raw or "withheld")
+        # A keyed reference, not the number: the log may correlate a caller's calls, never name them.
+        structlog.contextvars.bind_contextvars(call_id=call_id, caller_ref=ref(caller.e164 or caller.raw) or "withheld")
 
         # Routing reads nothing from the database: the abuse flags are indexed in memory.
         abuse = 0

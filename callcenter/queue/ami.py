@@ -29,6 +29,8 @@ log = structlog.get_logger("callcenter.ami")
 #: FullyBooted/Shutdown (system). Left out: dialplan (VarSet, Newexten), reporting (RTCP), cdr, dtmf,
 #: log, verbose — about three quarters of the events of a queued call, parsed for nothing otherwise.
 EVENT_CLASSES = "call,agent,user,system"
+#: Longest AMI message kept while it arrives (a QueueStatus entry or an event is well under 4 KiB).
+MAX_MESSAGE_BYTES = 1 << 20
 
 EventHandler = Callable[[Message], Awaitable[None]]
 ReadyHandler = Callable[["AmiClient"], Awaitable[None]]
@@ -43,15 +45,25 @@ class AmiNotConnected(AmiError):
 
 
 class _Protocol(AMIProtocol):  # type: ignore[misc]
-    """Keeps one malformed message from taking the connection (and every tracked call) down with it."""
+    """Keeps one malformed message from taking the connection (and every tracked call) down with it,
+    and one endless message from taking the memory: panoramisk keeps the unfinished message as a string
+    it re-joins with every chunk, without a bound."""
 
     def handle_message(self, message: Message) -> None:
         try:
             super().handle_message(message)
         except Exception:
-            log.exception("ami.message_skipped", message=dict(message))
+            # The event's name and keys only: a whole message carries callers' numbers and names.
+            log.exception("ami.message_skipped", ami_event=message.get("Event", ""), keys=sorted(message)[:20])
 
     def data_received(self, data: bytes) -> None:
+        pending = sum(len(part) for part in self.queue)
+        if pending + len(data) > MAX_MESSAGE_BYTES:
+            log.warning("ami.oversize_message_dropped", size=pending + len(data), limit=MAX_MESSAGE_BYTES)
+            self.queue.clear()
+            # The rest of the oversize message may follow in the next chunks: parsed, it is junk (no
+            # Event/Response line) and skipped; the next real message starts after a blank line.
+            data = data[-MAX_MESSAGE_BYTES:] if len(data) > MAX_MESSAGE_BYTES else data
         try:
             super().data_received(data)
         except Exception:

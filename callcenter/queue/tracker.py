@@ -191,7 +191,8 @@ class QueueTracker:
         except (KeyError, ValueError, TypeError) as exc:
             uniqueid = str(message.get("Uniqueid", ""))
             with structlog.contextvars.bound_contextvars(uniqueid=uniqueid or None, ami_event=name):
-                log.warning("tracker.malformed_event", error=str(exc), message=dict(message))
+                # The keys, not the message: its values carry callers' numbers and names.
+                log.warning("tracker.malformed_event", error=str(exc), keys=sorted(message)[:30])
 
     def _record(
         self,

@@ -28,6 +28,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
+from callcenter.logs import ref
 from callcenter.store.accounts import AccountError, normalise_username
 from callcenter.web.access import CSRF, LANGUAGES, ROLES, USER, Reply, error, invalid, require, user_of
 from callcenter.web.keys import ACCOUNTS, CONFIG
@@ -274,7 +275,8 @@ async def login(request: web.Request) -> web.Response:
     locked = throttle.attempt(username, remote)
     if locked > 0:
         retry_after = math.ceil(locked)
-        log.warning("auth.login_throttled", username=username, remote=remote, retry_after=retry_after)
+        # What was typed as a username may be a password typed into the wrong field: a reference only.
+        log.warning("auth.login_throttled", username_ref=ref(username), remote=remote, retry_after=retry_after)
         return web.json_response(
             {"error": "too many failed logins, try again later", "retry_after": retry_after},
             status=429,
@@ -282,7 +284,7 @@ async def login(request: web.Request) -> web.Response:
         )
     user = await accounts.authenticate(username, password)
     if user is None:
-        log.warning("auth.login_failed", username=username, remote=remote)
+        log.warning("auth.login_failed", username_ref=ref(username), remote=remote)
         return error(401, "wrong username or password")
     throttle.succeeded(username, remote)
     old = request.cookies.get(COOKIE)

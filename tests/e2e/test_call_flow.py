@@ -149,6 +149,10 @@ async def test_answered_call_timeline(app: AppProcess, store: Store, pbx: TestPb
     assert call.recording is not None and call.recording.endswith(f"/{call.uniqueid}.wav")
     recording = pbx.host_path(call.recording)
     await until(lambda: recording.exists() and recording.stat().st_size > 1000, what=f"recording {recording}")
+    # The app's log follows the call by its ids; the caller's number is in none of its lines (UU PDP).
+    logged = app.log_path.read_text(errors="replace")
+    assert call.id in logged
+    assert CALLER[1:] not in logged, [line for line in logged.splitlines() if CALLER[1:] in line][:3]
 
 
 async def test_caller_hangs_up_while_waiting(app: AppProcess, store: Store, pbx: TestPbx) -> None:
