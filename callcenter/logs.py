@@ -22,8 +22,8 @@ from typing import Any
 
 import structlog
 
-#: Keys whose values are a citizen's number, name or whereabouts (compared in lower case).
-PERSONAL_KEYS = frozenset(
+#: Caller ids as AMI and the dialplan name them (lower case); retention blanks them in call timelines.
+CALLER_KEYS = frozenset(
     {
         "caller",
         "caller_id",
@@ -35,6 +35,11 @@ PERSONAL_KEYS = frozenset(
         "calleridnum",
         "connectedlinename",
         "connectedlinenum",
+    }
+)
+#: Keys whose values are a citizen's number, name or whereabouts (compared in lower case).
+PERSONAL_KEYS = CALLER_KEYS | frozenset(
+    {
         "callback_number",
         "reporter_name",
         "address",

@@ -37,6 +37,7 @@ from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.config import RetentionConfig
+from callcenter.logs import CALLER_KEYS
 from callcenter.store import Store, utcnow
 from callcenter.store.dispatches import PHOTO_NAME
 from callcenter.store.models import (
@@ -59,18 +60,7 @@ INCIDENT_NULL = ("latitude", "longitude")
 PERSONAL_AUDIT_FIELDS = frozenset(INCIDENT_TEXT + INCIDENT_NULL)
 #: Keys of timeline event data whose value is personal whatever it is: caller ids as AMI and the
 #: dialplan name them, and intake fields copied into an event (compared in lower case).
-PERSONAL_EVENT_KEYS = PERSONAL_AUDIT_FIELDS | {
-    "caller",
-    "caller_id",
-    "caller_name",
-    "caller_number",
-    "caller_raw",
-    "callerid",
-    "calleridname",
-    "calleridnum",
-    "connectedlinename",
-    "connectedlinenum",
-}
+PERSONAL_EVENT_KEYS = PERSONAL_AUDIT_FIELDS | CALLER_KEYS
 ANONYMISED = "[dihapus]"
 #: Agency photos are stored under a bare random name of one of these kinds (``web/dispatch_api.py``).
 PHOTO_SUFFIXES = (".jpg", ".png")
