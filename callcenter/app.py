@@ -43,6 +43,7 @@ from callcenter.store.accounts import Accounts
 from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
 from callcenter.store.pending import PendingWrites
+from callcenter.store.presence import QueueLogins
 from callcenter.store.quality import QualityStore
 from callcenter.store.stats import Rollup, Stats
 from callcenter.supervision import RATINGS, supervision_ctx
@@ -56,6 +57,7 @@ from callcenter.web import (
     console_api,
     dispatch_api,
     live,
+    metrics,
     openapi,
     pages,
     presence_api,
@@ -76,6 +78,7 @@ from callcenter.web.keys import (
     DISPATCHES,
     DISTRICTS,
     INCIDENTS,
+    METRICS,
     PENDING,
     PRESENCE,
     PRESENCE_BOARD,
@@ -94,6 +97,7 @@ STATS_REFRESH = 60.0
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     store = Store.from_url(cfg.store.url, retry_for=cfg.store.retry_for)
+    store.on_latency = metrics.db_latency(app[METRICS]).observe
     await store.upgrade()
     window = timedelta(days=cfg.queue.prank_window_days)
     flags = await store.load_flags(window)
@@ -204,20 +208,26 @@ async def _agi_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _ami_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     tracker = QueueTracker(app[STORE], region=cfg.numbers.default_region, pending=app[PENDING])
+    presence: Presence | None = None
 
     async def on_ready(client: AmiClient) -> None:
-        await resync_from_ami(tracker, client)
+        # The call-takers first (a restarted Asterisk forgot them; the next caller must find them), then
+        # the live picture.
+        await resync_from_ami(tracker, client, restore=presence.restore if presence else None)
 
     # Tracker first, then subscribers (dispatch's OriginateResponse/Hangup matching), in event order.
     fanout = AmiFanout(tracker.handle)
-    client = AmiClient(cfg.ami, on_event=fanout, on_ready=on_ready)
+    client = AmiClient(cfg.ami, on_event=fanout, on_ready=on_ready, on_down=tracker.link_down)
+    presence = Presence(client, cfg.queue.name, QueueLogins(app[STORE]), app[BACKGROUND])
+    unfollow = tracker.subscribe(presence.follow)
     app[AMI_FANOUT] = fanout
     app[TRACKER] = tracker
     app[AMI] = client
-    app[PRESENCE] = Presence(client, cfg.queue.name)
+    app[PRESENCE] = presence
     await client.start()
     yield
     await client.stop()
+    unfollow()
     # Before the store closes (cleanup runs in reverse): what the tracker still buffers is written.
     await tracker.close()
 
@@ -251,6 +261,7 @@ async def _presence_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, *auth.middlewares()], client_max_size=2 * 1024 * 1024)
     app[CONFIG] = config
+    app[METRICS] = metrics.new_registry(app)
     offset = config.supervision.offset()
     if offset is not None:
         app[TZ_OFFSET] = offset
@@ -266,6 +277,7 @@ def create_app(config: Config) -> web.Application:
         dispatch_api,
         supervisor_api,
         callbacks_api,
+        metrics,
         openapi,
         pages,
         presence_api,

@@ -75,6 +75,9 @@ class AmiConfig:
     ping_interval: float = 5.0
     ping_timeout: float = 5.0
     action_timeout: float = 5.0
+    #: After a login, how long to wait for Asterisk's FullyBooted before resynchronising anyway (an AMI
+    #: user without ``read = system`` never gets it).
+    boot_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,9 @@ class WebConfig:
     #: Failed logins per username and per address before a lockout, and its length.
     login_max_failures: int = 5
     login_lockout_seconds: float = 300.0
+    #: Bearer token for ``/metrics`` from anywhere but loopback (env ``CALLCENTER_WEB_METRICS_TOKEN``);
+    #: empty: loopback only.
+    metrics_token: str = ""
 
 
 @dataclass(frozen=True)

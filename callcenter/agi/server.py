@@ -15,7 +15,7 @@ import hmac
 import ipaddress
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +68,9 @@ class AgiStats:
     command_latency_max: float = 0.0
     #: Most recent command latencies in seconds, for percentiles.
     recent_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10000))
+    #: Sessions by (route, outcome) for /metrics: a registered route's name, or ``unknown`` (a name a peer
+    #: made up must not become a label) and ``none`` (no usable request); outcome as ``agi_session_end`` logs it.
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def record_command(self, latency: float) -> None:
         self.commands_sent += 1
@@ -359,10 +362,12 @@ class AgiServer:
         try:
             if self._stopping:
                 self.stats.sessions_dropped += 1
+                self.stats.outcomes[("none", "stopping")] += 1
                 return
             request = await self._read_request(reader)
             if request is None:
                 self.stats.sessions_dropped += 1
+                self.stats.outcomes[("none", "bad_request")] += 1
                 return
             request = self._authenticate(request)
             if request is None:
@@ -377,6 +382,7 @@ class AgiServer:
             handler = self._routes.get(request.route)
             if handler is None:
                 self.stats.sessions_dropped += 1
+                self.stats.outcomes[("unknown", "unknown_route")] += 1
                 self._log.warning("agi_unknown_route", routes=sorted(self._routes))
                 return
             await self._run_route(
@@ -476,6 +482,7 @@ class AgiServer:
                 self.stats.sessions_completed += 1
             else:
                 self.stats.sessions_failed += 1
+            self.stats.outcomes[(session.request.route, outcome)] += 1
             self._log.info(
                 "agi_session_end",
                 outcome=outcome,

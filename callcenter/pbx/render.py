@@ -30,6 +30,8 @@ TEST_IN_CONTEXT = "callcenter-test-in"
 INTERNAL_CONTEXT = "callcenter-internal"
 AGENCY_CONTEXT = "callcenter-agency"
 
+#: Default RTP port range of every instance (see ``PbxSpec.rtp_range``).
+RTP_RANGE = (10000, 31999)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 _DIGITS_RE = re.compile(r"^[0-9]{1,15}$")
 
@@ -152,16 +154,21 @@ class PbxSpec:
     #: Played to waiting callers every ``periodic_announce_frequency`` seconds.
     periodic_announce: str = "callcenter/cc-greeting"
     periodic_announce_frequency: int = 30
-    #: Explicit RTP range; ``None`` derives one from ``sip_port`` (see ``rtp_range``).
+    #: Explicit RTP range; ``None`` uses ``RTP_RANGE`` (see ``rtp_range``).
     rtp_start: int | None = None
     rtp_end: int | None = None
     extra_globals: tuple[tuple[str, str], ...] = field(default=())
     #: queues.conf ``ringinuse``: ``False`` (production) rings a call-taker for one call at a time;
     #: ``True`` lets one SIPp answerer take many concurrent calls (the P1 load benchmark).
     ringinuse: bool = False
-    #: asterisk.conf ``maxcalls`` (channels): small on purpose, so a runaway test fails instead of
-    #: exhausting the host; the P1 load benchmark raises it so that CPU, not this cap, ends its ladder.
-    maxcalls: int = 500
+    #: asterisk.conf ``maxcalls`` (channels). A 112 surge of 1,000 waiting callers is 1,000 channels plus
+    #: the call-takers' legs (bench/p5_surge.py); still a cap, so a runaway test fails instead of
+    #: exhausting the host. The P1 load benchmark raises it so that CPU, not this cap, ends its ladder.
+    maxcalls: int = 2500
+    #: asterisk.conf ``maxfiles``: Asterisk raises its own open-file limit to this at start (it runs as
+    #: root). A waiting caller holds ~6 descriptors (SIP, RTP + RTCP, timer, alert pipe, the MixMonitor
+    #: file), so the usual 1024 ends a surge near 150 callers.
+    maxfiles: int = 65536
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.instance):
@@ -195,6 +202,11 @@ class PbxSpec:
                 raise ValueError(f"port {port} out of range")
         if self.maxcalls < 1:
             raise ValueError(f"maxcalls {self.maxcalls} must be at least 1")
+        if self.maxfiles < 1024:
+            raise ValueError(f"maxfiles {self.maxfiles} must be at least 1024")
+        start, end = self.rtp_range
+        if not 1024 <= start < end < 65536:
+            raise ValueError(f"RTP range {start}-{end} is invalid")
         for value in (self.ami_username, self.ami_secret, self.overflow_dial, self.greeting):
             if any(c in value for c in "\n\r;[]"):
                 raise ValueError(f"{value!r} contains a character that would break the config")
@@ -220,15 +232,17 @@ class PbxSpec:
 
     @property
     def rtp_range(self) -> tuple[int, int]:
-        """A 200-port window in 10000-32199, below Linux's ephemeral range (32768+).
+        """The RTP ports (two per call: RTP and RTCP); ``RTP_RANGE`` unless set explicitly.
 
-        Keeping Asterisk's RTP ports out of the ephemeral range means the ports tests pick for
-        SIPp (asked from the kernel) never collide with ports Asterisk may bind later.
+        Every instance may share the one wide range: res_rtp_asterisk starts at a random even port and
+        moves on to the next one when a bind fails, so instances side by side (parallel test sessions, a
+        benchmark next to the demo) only skip each other's ports. The range stays below Linux's ephemeral
+        range (32768+), where the ports tests pick for SIPp come from. 22,000 ports hold 11,000 calls: a
+        surge is never turned away for RTP ports (a 200-port window turned away all but ~98 callers).
         """
         if self.rtp_start is not None and self.rtp_end is not None:
             return self.rtp_start, self.rtp_end
-        start = 10000 + (self.sip_port % 110) * 200
-        return start, start + 199
+        return RTP_RANGE
 
 
 def _section(name: str, body: list[str], template: str = "") -> str:
@@ -269,6 +283,7 @@ def render_asterisk_conf(spec: PbxSpec) -> str:
                 f"systemname = cc-{spec.instance}",
                 "maxload = 0",
                 f"maxcalls = {spec.maxcalls}",
+                f"maxfiles = {spec.maxfiles}",
             ],
         )
     )
@@ -410,6 +425,9 @@ def render_manager_conf(spec: PbxSpec) -> str:
             f"port = {spec.ami_port}",
             "bindaddr = 127.0.0.1",
             "displayconnects = no",
+            "; The dialplan's mark of a call queued without the app's routing, on every channel event:",
+            "; the app counts them (dialplan fallbacks in /metrics).",
+            "channelvars = CC_FALLBACK",
         ],
     ) + _section(
         spec.ami_username,

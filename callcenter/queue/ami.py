@@ -32,8 +32,14 @@ EVENT_CLASSES = "call,agent,user,system"
 #: Longest AMI message kept while it arrives (a QueueStatus entry or an event is well under 4 KiB).
 MAX_MESSAGE_BYTES = 1 << 20
 
+#: Cap of the retry delay while connects are refused (Asterisk restarting): a refused connect costs
+#: nothing, and the app must be back on the link within about a second of Asterisk's manager, so it
+#: can put the call-takers back in the queue before the first caller after the restart reaches it.
+REFUSED_RETRY_MAX = 1.0
+
 EventHandler = Callable[[Message], Awaitable[None]]
 ReadyHandler = Callable[["AmiClient"], Awaitable[None]]
+DownHandler = Callable[[], None]
 
 
 class AmiError(RuntimeError):
@@ -97,16 +103,29 @@ class _Manager(Manager):  # type: ignore[misc]
 
 
 class AmiClient:
-    def __init__(self, config: AmiConfig, *, on_event: EventHandler, on_ready: ReadyHandler) -> None:
+    def __init__(
+        self,
+        config: AmiConfig,
+        *,
+        on_event: EventHandler,
+        on_ready: ReadyHandler,
+        on_down: DownHandler | None = None,
+    ) -> None:
         self.config = config
         self._on_event = on_event
         self._on_ready = on_ready
+        self._on_down = on_down
+        #: Set by this session's FullyBooted: Asterisk's manager takes logins while the modules are still
+        #: loading, and app_queue's actions answer "Invalid/unknown command" until it has.
+        self._booted = asyncio.Event()
         self._manager: _Manager | None = None
         self._events: asyncio.Queue[Message] = asyncio.Queue()
         self._lost: asyncio.Event = asyncio.Event()
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.connects = 0
+        #: Whether the last session ended before its login (a refused connect): retried quickly.
+        self.connects_failed_before_login = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -139,21 +158,34 @@ class AmiClient:
     async def _supervise(self) -> None:
         delay = self.config.reconnect_min
         while True:
+            refused = False
             try:
                 await self._session()
                 delay = self.config.reconnect_min
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                refused = isinstance(exc, AmiNotConnected) and self.connects_failed_before_login
+                if refused:
+                    delay = min(delay, REFUSED_RETRY_MAX)
                 log.warning("ami.session_failed", error=str(exc) or type(exc).__name__, retry_in=round(delay, 2))
-            self._close()
+            finally:
+                was_up = self.ready.is_set()
+                self._close()
+                if was_up and self._on_down is not None:
+                    try:
+                        self._on_down()
+                    except Exception:
+                        log.exception("ami.on_down_failed")
             # Jitter keeps several app instances from hammering a restarting Asterisk in lockstep.
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
-            delay = min(delay * 2, self.config.reconnect_max)
+            delay = min(delay * 2, REFUSED_RETRY_MAX if refused else self.config.reconnect_max)
 
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
         self._lost = asyncio.Event()
+        self._booted = asyncio.Event()
+        self.connects_failed_before_login = True
         lost = self._lost
 
         def on_lost(exc: Any) -> None:
@@ -194,8 +226,24 @@ class AmiClient:
             # A wrong secret does not fix itself: log loudly, the backoff keeps retrying slowly.
             log.error("ami.login_failed", user=self.config.username, message=response.get("Message", ""))
             raise AmiError("login refused")
+        self.connects_failed_before_login = False
         self.connects += 1
         log.info("ami.connected", host=self.config.host, port=self.config.port, connects=self.connects)
+        # Asterisk sends FullyBooted at once to a login after its boot, and to every session when a boot
+        # in progress ends: asking for the queue before it would only collect "unknown command" errors.
+        booted = asyncio.create_task(self._booted.wait())
+        gone = asyncio.create_task(lost.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {booted, gone}, timeout=self.config.boot_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            booted.cancel()
+            gone.cancel()
+        if lost.is_set():
+            raise AmiNotConnected("link lost while Asterisk was booting")
+        if not done:
+            log.warning("ami.boot_unconfirmed", waited=self.config.boot_timeout)
         self.ready.set()
         await self._on_ready(self)
         while not lost.is_set():
@@ -207,6 +255,8 @@ class AmiClient:
         log.warning("ami.disconnected")
 
     def _enqueue(self, _manager: Any, message: Message) -> None:
+        if message.get("Event") == "FullyBooted":
+            self._booted.set()
         self._events.put_nowait(message)
 
     async def _consume(self) -> None:

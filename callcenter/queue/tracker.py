@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -110,7 +110,7 @@ def _seconds(value: Any) -> float | None:
         return None
 
 
-def _is_true(value: Any) -> bool:
+def is_true(value: Any) -> bool:
     return str(value).strip().lower() in {"1", "true", "yes"}
 
 
@@ -138,6 +138,11 @@ class QueueTracker:
         self.outage_pause = outage_pause
         #: Batches written so far (one transaction each, unless a bad event forced one per event).
         self.batches_written = 0
+        #: Callers queued by the dialplan's fallback, without our routing (``dialplan_fallback``).
+        self.fallbacks = 0
+        #: Whether the live picture follows Asterisk now: False from a lost link (or Asterisk's Shutdown)
+        #: until the resync after the next connect. The consoles show "not known" meanwhile.
+        self.link_up = False
         #: Monotonic time each live entry was last reported; a resync only drops entries older than its query.
         self._touched: dict[tuple[str, object], float] = {}
         self._listeners: list[Listener] = []
@@ -164,7 +169,13 @@ class QueueTracker:
             "blindtransfer": self._on_transfer,
             "attendedtransfer": self._on_transfer,
             "userevent": self._on_user_event,
+            "shutdown": lambda _m: self.link_down(),
         }
+
+    @property
+    def backlog(self) -> int:
+        """Events handled (in the live picture) but not yet written to the timeline."""
+        return self._queued + (len(self._writing.writes) if self._writing is not None else 0)
 
     # -- fan-out to consoles ---------------------------------------------------------------------
 
@@ -354,7 +365,12 @@ class QueueTracker:
             call.queued_at = call.queued_at or now
             call.linkedid = call.linkedid or linkedid
 
-        self._record(m, "queued", {"queue": queue, "position": position, "count": _int(m.get("Count"))}, update)
+        data: dict[str, Any] = {"queue": queue, "position": position, "count": _int(m.get("Count"))}
+        if dialplan_fallback(m):
+            # Queued by the dialplan's fallback (the app did not route this call): counted for /metrics.
+            self.fallbacks += 1
+            data["fallback"] = True
+        self._record(m, "queued", data, update)
 
     def _on_leave(self, m: Message) -> None:
         uniqueid = str(m["Uniqueid"])
@@ -540,9 +556,9 @@ class QueueTracker:
             old,
             name=str(m.get("MemberName") or m.get("Name") or old.name),
             state=DEVICE_STATES.get(str(m.get("Status", "")), old.state),
-            paused=_is_true(m["Paused"]) if "Paused" in m else old.paused,
+            paused=is_true(m["Paused"]) if "Paused" in m else old.paused,
             reason=str(m.get("PausedReason") or m.get("Reason") or "") if "Paused" in m else old.reason,
-            in_call=_is_true(m["InCall"]) if "InCall" in m else old.in_call,
+            in_call=is_true(m["InCall"]) if "InCall" in m else old.in_call,
         )
         self.live.members[key] = member
         self._touch("member", key)
@@ -555,6 +571,15 @@ class QueueTracker:
             self._publish("member_removed", member_json(member))
 
     # -- resynchronisation -----------------------------------------------------------------------
+
+    def link_down(self) -> None:
+        """The AMI link is gone (or Asterisk announced its shutdown): what the picture shows is not known
+        to be true any more. Consoles are told at once; the next resync makes the picture true again."""
+        if not self.link_up:
+            return
+        self.link_up = False
+        log.warning("tracker.link_down", waiting=len(self.live.waiting), members=len(self.live.members))
+        self._publish("link", {"up": False})
 
     def _touch(self, kind: str, key: object) -> None:
         self._touched[(kind, key)] = asyncio.get_running_loop().time()
@@ -658,6 +683,7 @@ class QueueTracker:
             members=len(self.live.members),
             channels=len(alive),
         )
+        self.link_up = True
         self._publish("resync", {"waiting": len(self.live.waiting), "members": len(self.live.members)})
 
 
@@ -681,6 +707,15 @@ def _ended_unobserved(call: Call, now: datetime) -> None:
         call.status = "ended"
 
 
+def dialplan_fallback(m: Message) -> bool:
+    """Whether the channel carries ``CC_FALLBACK=1``, the dialplan's mark of a call it queued without our
+    routing. Asterisk adds ``ChanVariable: CC_FALLBACK=…`` to the channel's AMI events when manager.conf
+    lists it in ``channelvars`` (the test PBX does; README says so for a centre's own Asterisk)."""
+    found = m.get("ChanVariable")
+    values = found if isinstance(found, list) else [found]
+    return any(str(v).strip() == "CC_FALLBACK=1" for v in values if v is not None)
+
+
 def member_json(member: Member) -> dict[str, Any]:
     return {
         "queue": member.queue,
@@ -693,15 +728,24 @@ def member_json(member: Member) -> dict[str, Any]:
     }
 
 
-async def resync_from_ami(tracker: QueueTracker, ami: Any) -> None:
-    """After every (re)connect: ask Asterisk for queue entries, members and live channels."""
+async def resync_from_ami(
+    tracker: QueueTracker, ami: Any, *, restore: Callable[[list[Message]], Awaitable[Any]] | None = None
+) -> None:
+    """After every (re)connect: ask Asterisk for queue entries, members and live channels.
+
+    ``restore`` gets the members Asterisk reports before anything else happens (the presence puts the
+    call-takers back that a restarted Asterisk forgot); the member events its actions cause reach the
+    live picture after the snapshot, so the snapshot does not undo them.
+    """
     asked_at = utcnow()
     asked_mono = asyncio.get_running_loop().time()
     status = await ami.action({"Action": "QueueStatus"}, as_list=True, timeout=10)
-    channels = await ami.action({"Action": "CoreShowChannels"}, as_list=True, timeout=10)
     status_list = status if isinstance(status, list) else [status]
-    channel_list = channels if isinstance(channels, list) else [channels]
     entries = [m for m in status_list if str(m.get("Event", "")).lower() == "queueentry"]
     members = [m for m in status_list if str(m.get("Event", "")).lower() == "queuemember"]
+    if restore is not None:
+        await restore(members)
+    channels = await ami.action({"Action": "CoreShowChannels"}, as_list=True, timeout=10)
+    channel_list = channels if isinstance(channels, list) else [channels]
     live = [m for m in channel_list if str(m.get("Event", "")).lower() == "coreshowchannel"]
     await tracker.resync(entries, members, live, asked_at, asked_mono)

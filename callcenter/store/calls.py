@@ -145,6 +145,8 @@ class Store:
         self._call_by_uniqueid = select(Call).where(Call.uniqueid == bindparam("uniqueid"))
         self._calls_by_uniqueid = select(Call).where(Call.uniqueid.in_(bindparam("uniqueids", expanding=True)))
         self._insert_events = insert(cast(Table, CallEvent.__table__))
+        #: Called with each transaction's duration in seconds (the app's /metrics histogram); None: nobody asks.
+        self.on_latency: Callable[[float], None] | None = None
 
     @classmethod
     def from_url(cls, url: str, *, retry_for: float = 30.0) -> Store:
@@ -166,7 +168,15 @@ class Store:
         table) is raised at once rather than held for the whole window and reported as an outage.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_for
+        started = loop.time()
+        try:
+            return await self._transaction(what, op, started + self.retry_for)
+        finally:
+            if self.on_latency is not None:
+                self.on_latency(loop.time() - started)
+
+    async def _transaction(self, what: str, op: Callable[[AsyncSession], Awaitable[T]], deadline: float) -> T:
+        loop = asyncio.get_running_loop()
         delay = 0.05
         while True:
             try:

@@ -144,6 +144,27 @@ class User(Base):
     created_at: Mapped[datetime]
 
 
+class QueueLogin(Base):
+    """A call-taker the app has put in the queue from their console: the app's record of who is logged in.
+
+    Asterisk forgets dynamic queue members when it restarts (``persistentmembers = no``: its own copy in
+    astdb would bring back takers who logged out while it was down). This row is what the app puts back,
+    with the pause state, after every (re)connect; it changes only by the call-taker's own console actions
+    and by pause changes Asterisk reports (``queue/presence.py``).
+    """
+
+    __tablename__ = "queue_logins"
+
+    queue: Mapped[str] = mapped_column(String(64), primary_key=True)
+    interface: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    member_name: Mapped[str] = mapped_column(String(128))
+    paused: Mapped[bool] = mapped_column(default=False)
+    reason: Mapped[str] = mapped_column(String(32), default="")
+    logged_in_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
 class WebSession(Base):
     """Server-side login session; the cookie holds a random token, the table only its SHA-256."""
 

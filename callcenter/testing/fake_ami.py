@@ -30,6 +30,9 @@ class FakeAmi:
     channels: list[dict[str, str]] = field(default_factory=list)
     #: When False, Ping gets no answer (a stalled Asterisk).
     answer_pings: bool = True
+    #: When False, Asterisk is still loading its modules: logins work, FullyBooted is not sent and the
+    #: queue actions answer "Invalid/unknown command" until ``finish_boot``.
+    booted: bool = True
     actions: list[dict[str, str]] = field(default_factory=list)
     logins: int = 0
     port: int = 0
@@ -60,6 +63,11 @@ class FakeAmi:
             writer.close()
         self._writers.clear()
 
+    async def finish_boot(self) -> None:
+        """The modules are loaded: FullyBooted to every client, and the queue actions work from now on."""
+        self.booted = True
+        await self.send({"Event": "FullyBooted", "Privilege": "system,all", "Status": "Fully Booted"})
+
     async def send(self, fields: Mapping[str, str]) -> None:
         await self.send_raw(block(fields))
 
@@ -89,12 +97,16 @@ class FakeAmi:
                         self._writers.add(writer)
                         self.logins += 1
                         writer.write(block({"Response": "Success", **aid, "Message": "Authentication accepted"}))
-                        writer.write(block({"Event": "FullyBooted", "Privilege": "system,all", "Status": "ok"}))
+                        if self.booted:
+                            writer.write(block({"Event": "FullyBooted", "Privilege": "system,all", "Status": "ok"}))
                         self.login_event.set()
                     else:
                         writer.write(block({"Response": "Error", **aid, "Message": "Authentication failed"}))
                 elif not authed:
                     writer.write(block({"Response": "Error", **aid, "Message": "Permission denied"}))
+                elif not self.booted and name.startswith("queue"):
+                    message = f"Invalid/unknown command: {action.get('Action')}. Use Action: ListCommands"
+                    writer.write(block({"Response": "Error", **aid, "Message": message}))
                 elif name == "ping":
                     if self.answer_pings:
                         writer.write(block({"Response": "Success", **aid, "Ping": "Pong"}))

@@ -269,14 +269,18 @@ async def caller(
     timeout: float = 60.0,
     local_port: int | None = None,
     scenario: Path | None = None,
+    calls: int = 1,
+    every: float = 1.0,
 ) -> SippProcess:
     """A citizen: calls ``number`` at ``target_host_port``, talks ``hold_seconds`` after the
-    answer, then hangs up. A BYE from Asterisk first (call-taker hung up) is a normal end."""
+    answer, then hangs up. A BYE from Asterisk first (call-taker hung up) is a normal end.
+    With ``calls`` > 1, as many citizens call, one every ``every`` seconds."""
+    pace = ["-r", "1", "-rp", _ms(every)] if calls > 1 else []
     return await _launch(
         "caller",
         scenario or SCENARIO_DIR / "uac_112.xml",
         [
-            *(target_host_port, "-m", "1", "-s", number),
+            *(target_host_port, "-m", str(calls), *pace, "-s", number),
             *("-key", "caller_id", caller_id, "-set", "hold_ms", _ms(hold_seconds)),
         ],
         timeout,

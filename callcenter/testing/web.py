@@ -9,7 +9,9 @@ and benchmarks), as a browser would.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -104,3 +106,12 @@ async def login_session(base_url: str, username: str, password: str = DEFAULT_PA
         assert resp.status == 200, f"login as {username!r} failed: {resp.status} {body}"
         csrf: str = (await resp.json())["csrf_token"]
     return aiohttp.ClientSession(cookie_jar=jar, headers={CSRF_HEADER: csrf})
+
+
+async def ws_message(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float = 3.0) -> dict[str, Any]:
+    """The next JSON message of ``type`` ``kind`` on a console WebSocket (others are skipped)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message: dict[str, Any] = await ws.receive_json()
+            if message.get("type") == kind:
+                return message

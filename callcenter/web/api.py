@@ -66,5 +66,7 @@ async def queue_state(request: web.Request) -> web.Response:
             "waiting": [asdict(w) | {"joined_at": w.joined_at.isoformat()} for w in live.waiting.values()],
             "members": [asdict(m) for m in live.members.values()],
             "connected": live.connected,
+            # False while the AMI link is down: the lists are the last state seen, not known to be true now.
+            "pbx": request.app[TRACKER].link_up,
         }
     )

@@ -48,8 +48,9 @@ PUBLIC_POST_PATHS = frozenset({LOGIN_PATH, "/api/twilio/status", "/api/twilio/ga
 #: Path prefixes of the same kind: the citizen's rating page, where the random token in the path is
 #: the only credential and only the first answer counts (``web/callbacks_api.py``).
 PUBLIC_POST_PREFIXES = ("/rate/",)
-#: Paths whose requests never need a session lookup (assets, the monitor's liveness probe).
-_NO_SESSION_PREFIXES = ("/static/", "/healthz")
+#: Paths whose requests never need a session lookup (assets, the monitor's liveness probe, the metrics
+#: scrape, which checks its own loopback-or-token rule: ``web/metrics.py``).
+_NO_SESSION_PREFIXES = ("/static/", "/healthz", "/metrics")
 #: An address is locked after this many times ``login_max_failures``: a whole call-centre floor may
 #: share one address (NAT, a proxy), and one person mistyping must not lock everyone out of 112.
 ADDRESS_FACTOR = 4

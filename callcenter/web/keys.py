@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from callcenter.agi.server import AgiServer
 from callcenter.config import Config
@@ -34,6 +35,8 @@ AGI = web.AppKey("agi", AgiServer)
 AMI = web.AppKey("ami", AmiClient)
 TRACKER = web.AppKey("tracker", QueueTracker)
 PRESENCE = web.AppKey("presence", Presence)
+#: The app's own Prometheus registry (``web/metrics.py``): never prometheus-client's global one.
+METRICS = web.AppKey("metrics", CollectorRegistry)
 
 # The repositories the web API serves from: built by the composition root once the store exists.
 ACCOUNTS = web.AppKey("accounts", Accounts)

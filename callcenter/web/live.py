@@ -70,9 +70,17 @@ class LiveHub:
     """Fans tracker events out to the WebSockets of the call-takers they concern."""
 
     def __init__(
-        self, store: Store, pending: PendingWrites, tracker: QueueTracker, *, ping_seconds: float = PING_SECONDS
+        self,
+        store: Store,
+        pending: PendingWrites,
+        tracker: QueueTracker,
+        *,
+        ping_seconds: float = PING_SECONDS,
+        queue: str = "calltakers",
     ) -> None:
         self.store = store
+        #: The call-takers' queue: whose member entry each console shows.
+        self.queue = queue
         #: Interval of the JSON ``ping`` every page gets (``keepalive``).
         self.ping_seconds = ping_seconds
         self.pending = pending
@@ -88,6 +96,13 @@ class LiveHub:
 
     def remove(self, ws: web.WebSocketResponse) -> None:
         self._sockets.pop(ws, None)
+
+    def clients_by_role(self) -> dict[str, int]:
+        """Open consoles per role (``/metrics``)."""
+        counts: dict[str, int] = {}
+        for user in self._sockets.values():
+            counts[user.role] = counts.get(user.role, 0) + 1
+        return counts
 
     def _targets(self, interface: str) -> list[web.WebSocketResponse]:
         return [ws for ws, user in self._sockets.items() if user.interface and user.interface == interface]
@@ -110,6 +125,22 @@ class LiveHub:
             targets = self._targets(str(payload.get("interface", "")))
             if targets:
                 self._spawn(self._send(targets, {"type": "member", "member": dict(payload)}))
+        elif kind == "link":
+            # The PBX is out of sight: no console may go on showing a queue state nobody can vouch for.
+            self.broadcast({"type": "pbx", "up": False}, roles=("calltaker", "supervisor"))
+        elif kind == "resync":
+            self._spawn(self._after_resync())
+
+    async def _after_resync(self) -> None:
+        """The picture is Asterisk's again: every call-taker's console gets its member entry as it now is
+        (also "not in the queue", which no member event would say)."""
+        for ws, user in list(self._sockets.items()):
+            if user.role not in ("calltaker", "supervisor"):
+                continue
+            await self._send([ws], {"type": "pbx", "up": True})
+            if user.role == "calltaker" and user.interface:
+                member = self.tracker.live.members.get((self.queue, user.interface))
+                await self._send([ws], {"type": "member", "member": member_json(member) if member else None})
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -172,7 +203,7 @@ HUB = web.AppKey("live_hub", LiveHub)
 
 async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     """Registered after the AMI context by the composition root: needs the tracker."""
-    hub = LiveHub(app[STORE], app[PENDING], app[TRACKER], ping_seconds=PING_SECONDS)
+    hub = LiveHub(app[STORE], app[PENDING], app[TRACKER], ping_seconds=PING_SECONDS, queue=app[CONFIG].queue.name)
     unsubscribe = app[TRACKER].subscribe(hub.on_event)
     app[HUB] = hub
     pinger = asyncio.create_task(hub.keepalive(), name="live-keepalive")
@@ -236,14 +267,15 @@ async def current(request: web.Request) -> web.Response:
         if user.interface and interface == user.interface:
             pop = await build_pop(request.app[STORE], request.app[PENDING], uniqueid, {})
             break
-    return web.json_response({"call": pop, "member": member_json(member) if member else None})
+    return web.json_response({"call": pop, "member": member_json(member) if member else None, "pbx": tracker.link_up})
 
 
 @routes.get("/api/presence")
 @require("calltaker")
 async def presence_state(request: web.Request) -> web.Response:
     member = _member_of(request, user_of(request))
-    return web.json_response({"member": member_json(member) if member else None})
+    # ``pbx`` false: the link to Asterisk is down and ``member`` is the last state seen, not known now.
+    return web.json_response({"member": member_json(member) if member else None, "pbx": request.app[TRACKER].link_up})
 
 
 @routes.post("/api/presence")
@@ -262,7 +294,7 @@ async def presence_change(request: web.Request) -> web.Response:
     presence = request.app[PRESENCE]
     try:
         if action == "login":
-            await presence.log_in(user.interface, user.display_name)
+            await presence.log_in(user.interface, user.display_name, user_id=user.id)
         elif action == "logout":
             await presence.log_out(user.interface)
         elif action == "pause":

@@ -216,18 +216,6 @@ async def test_app_killed_mid_session_call_still_reaches_call_taker(
     assert call.queue_priority == 1  # the prankster priority was decided before the kill
 
 
-async def test_asterisk_restart_is_followed(app: AppProcess, store: Store, pbx: TestPbx) -> None:
-    await app.wait_event("tracker.resynced")
-    connects = len(app.events("ami.connected"))
-    await asyncio.to_thread(pbx.restart)
-    await until(lambda: len(app.events("ami.connected")) > connects, timeout=30, what="AMI reconnect")
-    await until(app.healthy, timeout=10, what="healthy after reconnect")
-    taker = await answered_call(pbx)
-    assert taker.successful == 1, taker.errors
-    call = await the_call(store, status=["completed"])
-    assert in_order(await kinds(store, call), ["routed", "queued", "answered", "completed"])
-
-
 async def _junk(port: int, stop: asyncio.Event) -> int:
     """Port-scanner and garbage traffic at the FastAGI port: early closes, half headers, binary junk."""
     sent = 0

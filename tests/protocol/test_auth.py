@@ -36,6 +36,7 @@ CSRF_ERROR = {"error": "csrf token missing or wrong"}
 PUBLIC = {
     "/api/login",
     "/healthz",
+    "/metrics",  # loopback or a bearer token (tests/protocol/test_metrics.py)
     "/api/openapi.json",
     "/",
     "/supervisor",  # the page itself; every API it calls is protected

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import ClientWebSocketResponse, web
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from callcenter.app import create_app
@@ -19,6 +17,7 @@ from callcenter.store import Store, utcnow
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.wait import until
 from callcenter.testing.web import login, make_user, test_config
+from callcenter.testing.web import ws_message as receive
 from callcenter.web import live
 from callcenter.web.keys import AMI, STORE
 
@@ -47,14 +46,6 @@ async def env(tmp_path: Path, fake_ami: FakeAmi) -> AsyncIterator[Env]:
         yield Env(client, server, fake, app[STORE])
     finally:
         await client.close()
-
-
-async def receive(ws: ClientWebSocketResponse, kind: str, timeout: float = 3.0) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            message: dict[str, Any] = await ws.receive_json()
-            if message.get("type") == kind:
-                return message
 
 
 def agent_connect(uniqueid: str, interface: str, hold: int = 6) -> dict[str, str]:

@@ -826,7 +826,8 @@ async function requestPresence(action) {
     setTimeout(async () => {
       if (!$("presence-msg").textContent) return;
       try {
-        setMember((await api("GET", "/api/presence")).member ?? null);
+        const now = await api("GET", "/api/presence");
+        setMember(now.pbx === false ? undefined : (now.member ?? null));
       } catch {
         /* keep waiting for the WebSocket */
       }
@@ -874,6 +875,7 @@ function connectWs() {
     if (msg.type === "pop" && msg.call) onPop(msg.call);
     else if (msg.type === "call_ended") onCallEnded(msg.call_id);
     else if (msg.type === "member") setMember(msg.member ?? null);
+    else if (msg.type === "pbx" && !msg.up) setMember(undefined); // the queue state is not known now
     else if (msg.type === "dispatch" && msg.dispatch) onDispatchMessage(msg.dispatch);
     else if (msg.type === "sla_breach") onSlaBreach(msg);
     else if (msg.type === "callback") onCallbackMessage(msg);
@@ -925,7 +927,7 @@ async function restoreCurrent() {
     const cur = await api("GET", "/api/console/current");
     if (cur.call) await onPop(cur.call);
     else if (state.call && !state.callEnded) onCallEnded(state.call.call_id); // it ended while we were away
-    if (isCalltaker()) setMember(cur.member ?? null);
+    if (isCalltaker()) setMember(cur.pbx === false ? undefined : (cur.member ?? null));
   } catch {
     /* the next reconnect tries again */
   }
