@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import time
 import wave
@@ -45,6 +46,7 @@ def restart_pbx(pbx_chroot: Path, repo_root: Path) -> Iterator[TestPbx]:
         ami_port=sipp.free_port("tcp"),
         ami_secret="pytest-restart",
         agi_url=f"agi://127.0.0.1:{sipp.free_port('tcp')}",
+        agi_secret=secrets.token_urlsafe(24),
         queue_timeout=30,
         member_timeout=15,
         overflow_timeout=10,
