@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from callcenter.config import Config, ConfigError, load_config
 from callcenter.logs import configure_logging
-from callcenter.web.access import LANGUAGES, ROLES
+from callcenter.store.roles import LANGUAGES, ROLES
 
 
 async def _db_upgrade(config: Config) -> None:

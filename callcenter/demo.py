@@ -20,50 +20,21 @@ from pathlib import Path
 import structlog
 
 from callcenter.config import Config, replace
-from callcenter.dispatch.agencies import load_agencies
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
+from callcenter.pbx.demo import DEMO_TAKERS, demo_spec
 from callcenter.pbx.harness import TestPbx
-from callcenter.pbx.render import PbxSpec
 from callcenter.store import Store
 from callcenter.store.accounts import Accounts
 from callcenter.testing import sipp
 from callcenter.watchdog import Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_TAKERS = (("taker1", 5071), ("taker2", 5072))
 log = structlog.get_logger("callcenter.demo")
 
 
 #: Duty desks whose (SIPp) phone answers in the demo and presses 1 after the briefing. Damkar's main
 #: desk is left unanswered on purpose: a fire dispatch shows the escalation to its backup line.
 DEMO_ANSWERING_DESKS = ("damkar-backup", "ambulans", "polres", "pdam", "bpbd")
-DEMO_AGENCY_BASE_PORT = 5100
-
-
-def demo_agency_lines() -> tuple[tuple[str, int], ...]:
-    """Every PJSIP duty line of the packaged agency directory, each on its own loopback port."""
-    names = sorted(
-        {line.split("/", 1)[1] for agency in load_agencies().agencies.values() for line in agency.lines if "/" in line}
-    )
-    return tuple((name, DEMO_AGENCY_BASE_PORT + i) for i, name in enumerate(names))
-
-
-def demo_spec(
-    sip_port: int = 5060, ami_port: int = 5038, ami_secret: str = "", agi_port: int = 4573, agi_secret: str = ""
-) -> PbxSpec:
-    """The demo wiring: call-takers' softphones on 5071/5072, supervisor (overflow) on 5079, agencies 5100+."""
-    return PbxSpec(
-        instance="demo",
-        sip_port=sip_port,
-        ami_port=ami_port,
-        ami_username="callcenter",
-        ami_secret=ami_secret,
-        agi_url=f"agi://127.0.0.1:{agi_port}",
-        agi_secret=agi_secret,
-        takers=DEMO_TAKERS,
-        agencies=demo_agency_lines(),
-        supervisor_port=5079,
-    )
 
 
 def greeting_seconds() -> float:

@@ -7,4 +7,5 @@ bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 echo "== ruff"; .venv/bin/ruff check callcenter tests bench
 echo "== mypy"; .venv/bin/mypy
+echo "== import layers"; .venv/bin/lint-imports
 echo "== pytest"; exec .venv/bin/python -m pytest -p no:cacheprovider -q "$@"

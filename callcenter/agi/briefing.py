@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 
 from callcenter.agi.protocol import AgiError, format_command
 from callcenter.agi.server import AgiSession
 from callcenter.config import AgiConfig
-from callcenter.dispatch.dispatcher import Dispatcher
 
 log = structlog.get_logger("callcenter.agi.briefing")
 
@@ -36,15 +36,38 @@ BUDGET_RESERVE = 4.0
 MIN_KEY_WAIT = 3.0
 
 
-def _digit(result: int | None) -> str:
-    """STREAM FILE / WAIT FOR DIGIT return the key's ASCII code, 0 for none, -1 on failure."""
-    return chr(result) if result is not None and result > 0 else ""
+class Prompt(Protocol):
+    @property
+    def asterisk_name(self) -> str:
+        """The prompt as ``STREAM FILE`` names it (no extension)."""
+        ...
+
+
+class Briefing(Protocol):
+    """What to play for one attempt, and how long to wait for the officer's key."""
+
+    @property
+    def message(self) -> Prompt: ...
+    @property
+    def menu(self) -> Prompt: ...
+    @property
+    def thanks(self) -> Prompt: ...
+    @property
+    def accept_timeout(self) -> int: ...
+
+
+class Briefer(Protocol):
+    """The dispatcher (``dispatch/dispatcher.py``), as this route sees it."""
+
+    async def briefing(self, attempt_id: int, dispatch_id: int) -> Briefing | None: ...
+
+    def on_briefing_result(self, attempt_id: int, outcome: str) -> bool: ...
 
 
 class BriefingRoute:
     """Looks the dispatcher up on each call: the AGI server starts before the dispatcher exists."""
 
-    def __init__(self, dispatcher: Callable[[], Dispatcher | None], agi: AgiConfig, budget: float) -> None:
+    def __init__(self, dispatcher: Callable[[], Briefer | None], agi: AgiConfig, budget: float) -> None:
         """``budget``: the session limit this route is registered with (``AgiServer.add_route``)."""
         self._dispatcher = dispatcher
         self.agi = agi
@@ -75,10 +98,7 @@ class BriefingRoute:
                     wait = max(deadline - time.monotonic(), MIN_KEY_WAIT)
                     wait = min(wait, budget_end - time.monotonic())
                     if wait > 0:
-                        response = await session.command(
-                            f"WAIT FOR DIGIT {int(wait * 1000)}", timeout=self.agi.command_timeout + wait
-                        )
-                        key = _digit(response.result_int)
+                        key = await session.wait_for_digit(wait)
                 log.info("briefing.key", key=key or None, round=round_no + 1)
                 if key == "1":
                     outcome = "accepted"
@@ -105,7 +125,7 @@ class BriefingRoute:
         response = await session.command(format_command("STREAM FILE", name, "12"), timeout=limit)
         if response.result_int == -1:
             raise AgiError(f"STREAM FILE {name} failed")
-        return _digit(response.result_int)
+        return response.digit
 
 
 def _int(value: str | None) -> int | None:

@@ -98,6 +98,13 @@ class AgiResponse:
         except ValueError:
             return None
 
+    @property
+    def digit(self) -> str:
+        """The key of a ``STREAM FILE`` / ``WAIT FOR DIGIT`` result (its ASCII code; 0 = none, -1 = failure),
+        or "" when no key was pressed."""
+        result = self.result_int
+        return chr(result) if result is not None and result > 0 else ""
+
 
 def _decode(raw: bytes | str) -> str:
     # Caller names can arrive in any charset from a SIP trunk; never fail a 112 call on decoding.

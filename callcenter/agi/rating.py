@@ -11,13 +11,13 @@ without it the dialplan only thanks and hangs up (nothing is stored: the app is 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 
 from callcenter.agi.protocol import AgiError, format_command
 from callcenter.agi.server import AgiSession
 from callcenter.config import AgiConfig
-from callcenter.supervision.ratings import Ratings
 
 log = structlog.get_logger("callcenter.agi.rating")
 
@@ -33,15 +33,18 @@ KEY_WAIT = 6.0
 BUDGET = 60.0
 
 
-def _digit(result: int | None) -> str:
-    """STREAM FILE / WAIT FOR DIGIT return the key's ASCII code, 0 for none, -1 on failure."""
-    return chr(result) if result is not None and result > 0 else ""
+class IvrRatings(Protocol):
+    """The ratings service (``supervision/ratings.py``), as this route sees it."""
+
+    async def ivr_open(self, rating_id: int) -> bool: ...
+
+    async def record_ivr(self, rating_id: int, score: int | None) -> bool: ...
 
 
 class RatingRoute:
     """Looks the ratings service up per call: the AGI server starts before it exists."""
 
-    def __init__(self, ratings: Callable[[], Ratings | None], agi: AgiConfig) -> None:
+    def __init__(self, ratings: Callable[[], IvrRatings | None], agi: AgiConfig) -> None:
         self._ratings = ratings
         self.agi = agi
 
@@ -59,12 +62,7 @@ class RatingRoute:
                 response = await session.stream_file(PROMPT, KEYS)
                 if response.result_int == -1:
                     raise AgiError(f"STREAM FILE {PROMPT} failed")
-                key = _digit(response.result_int)
-                if not key:
-                    wait = await session.command(
-                        f"WAIT FOR DIGIT {int(KEY_WAIT * 1000)}", timeout=self.agi.command_timeout + KEY_WAIT
-                    )
-                    key = _digit(wait.result_int)
+                key = response.digit or await session.wait_for_digit(KEY_WAIT)
                 log.info("rating.key", key=key or None)
                 if key and key in KEYS:
                     score = int(key)

@@ -246,6 +246,14 @@ class AgiSession:
         limit = self._config.command_timeout + self._config.prompt_timeout if timeout is None else timeout
         return await self.command(format_command("STREAM FILE", name, escape_digits), timeout=limit)
 
+    async def wait_for_digit(self, seconds: float) -> str:
+        """Wait up to ``seconds`` for a key (``WAIT FOR DIGIT``): the key, or "" when none came (or the wait
+        failed: the caller treats both as "no answer"). Bounded by ``command_timeout`` beyond the wait."""
+        response = await self.command(
+            f"WAIT FOR DIGIT {int(seconds * 1000)}", timeout=self._config.command_timeout + seconds
+        )
+        return response.digit
+
     async def verbose(self, message: str, level: int = 1) -> None:
         """Write to the Asterisk console/log, handy to correlate a call in both logs."""
         await self.command(format_command("VERBOSE", message, str(level)))

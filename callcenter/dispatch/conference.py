@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import structlog
 
 from callcenter.dispatch.agencies import line_kind
+from callcenter.queue.ami import AmiClient
 from callcenter.store.models import Call, Dispatch
 
 log = structlog.get_logger("callcenter.dispatch.conference")
@@ -46,10 +47,6 @@ class NotAccepted(ConferenceError):
 
 class NeedsSipLine(ConferenceError):
     """The officer accepted on a line this PBX cannot call (E.164/Twilio, or the web)."""
-
-
-class Ami(Protocol):
-    async def action(self, action: dict[str, str], *, as_list: bool = False, timeout: float | None = None) -> Any: ...
 
 
 class Recorder(Protocol):
@@ -78,7 +75,7 @@ class Conference:
 
     def __init__(
         self,
-        ami: Ami,
+        ami: AmiClient,
         store: Recorder,
         channels: dict[str, tuple[str, str]],
         *,
@@ -141,20 +138,13 @@ class Conference:
             "by": user,
         }
         try:
-            await self.ami.action(
-                {
-                    "Action": "Originate",
-                    "ActionID": channel_id,
-                    "ChannelId": channel_id,
-                    "Channel": line,
-                    "Context": self.context,
-                    "Exten": exten,
-                    "Priority": "1",
-                    "Timeout": str(self.ring_seconds * 1000),
-                    "CallerID": '"Pusat 112" <112>',
-                    "Variable": f"CC_DISPATCH_ID={int(dispatch.id)}",
-                    "Async": "true",
-                }
+            await self.ami.originate(
+                channel_id,
+                line,
+                self.context,
+                exten=exten,
+                ring_seconds=self.ring_seconds,
+                variables={"CC_DISPATCH_ID": str(int(dispatch.id))},
             )
         except Exception as exc:
             await self._record(call.uniqueid, {**data, "officer": "not called", "error": str(exc)[:200]})

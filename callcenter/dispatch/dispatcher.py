@@ -31,38 +31,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.config import DispatchConfig
 from callcenter.dispatch.agencies import Agency, Directory, line_kind
 from callcenter.dispatch.prompts import GENERIC, INTRO, MENU, THANKS, PromptCache, PromptFile, briefing_text
-from callcenter.queue.ami import AmiClient, AmiError
+from callcenter.queue.ami import AmiClient, AmiError, match_reference, originate_outcome
 from callcenter.store import Store, utcnow
-from callcenter.store.dispatches import WEB_ACCEPTABLE
+from callcenter.store.dispatches import ACTIVE, WEB_ACCEPTABLE
 from callcenter.store.models import Call, Dispatch, DispatchAttempt, Incident
+from callcenter.store.roles import CENTRE_ROLES, Publish
 
 log = structlog.get_logger("callcenter.dispatch")
 
 #: Attempt outcomes (``dispatch_attempts.outcome``).
 OUTCOMES = ("accepted", "no_answer", "busy", "failed", "no_key", "declined", "error")
-#: Dispatch statuses in which the agency is already being called or has accepted: dispatching the
-#: same agency again for the incident returns the existing row instead of calling twice.
-ACTIVE = ("calling", "accepted", "dispatched", "en_route", "on_scene")
-#: OriginateResponse ``Reason`` (the last control frame) → outcome. 1 hangup, 3 ringing (timed out
-#: while ringing), 5 busy, 8 congestion; 0 means the channel could not even be created.
-REASON_OUTCOME = {"0": "failed", "1": "failed", "3": "no_answer", "5": "busy", "8": "failed"}
 #: Q.850 causes of a channel that ended before it was answered.
 CAUSE_OUTCOME = {17: "busy", 18: "no_answer", 19: "no_answer", 21: "declined"}
 #: Pause between attempts: a line that just failed (congestion, a phone rebooting) gets a breath.
 RETRY_PAUSE = 1.0
 #: Beyond ring time and the accept window: the briefing itself, plus slack for a slow AMI.
 ATTEMPT_SLACK = 90.0
-ROLES = ("calltaker", "supervisor")
 
 
 class UnknownAgency(ValueError):
     """A dispatch named an agency that is not in the directory (the API answers 422)."""
-
-
-class Publish(Protocol):
-    """``LiveHub.broadcast``: a message to consoles of ``roles`` and to the officers of ``agency``."""
-
-    def __call__(self, message: dict[str, Any], *, roles: tuple[str, ...] = ..., agency: str | None = ...) -> None: ...
 
 
 @runtime_checkable
@@ -395,7 +383,7 @@ class Dispatcher:
                 log.info("dispatch.answered", attempt_id=attempt.id, line=attempt.line)
                 return
             reason = str(message.get("Reason", ""))
-            outcome = REASON_OUTCOME.get(reason, "failed")
+            outcome = originate_outcome(reason)
             self._resolve(
                 attempt.id, Result(outcome, reason=f"originate reason {reason}", hangup_cause=attempt.hangup_cause)
             )
@@ -411,10 +399,7 @@ class Dispatcher:
             # Before answer the OriginateResponse follows with the authoritative reason.
 
     def _match(self, reference: Any) -> _Attempt | None:
-        ref = str(reference or "")
-        if not ref.startswith("dispatch-"):
-            return None
-        attempt_id = _int(ref.removeprefix("dispatch-"))
+        attempt_id = match_reference(reference, "dispatch")
         return self._attempts.get(attempt_id) if attempt_id is not None else None
 
     # -- the per-agency task ---------------------------------------------------------------------
@@ -487,21 +472,12 @@ class Dispatcher:
         return result
 
     async def _originate(self, attempt: _Attempt, agency: Agency) -> None:
-        ref = f"dispatch-{attempt.id}"
-        await self.ami.action(
-            {
-                "Action": "Originate",
-                "ActionID": ref,
-                "ChannelId": ref,
-                "Channel": attempt.line,
-                "Context": self.config.originate_context,
-                "Exten": "s",
-                "Priority": "1",
-                "Timeout": str(agency.answer_timeout * 1000),
-                "CallerID": '"Pusat 112" <112>',
-                "Variable": f"CC_DISPATCH_ID={attempt.dispatch_id},CC_ATTEMPT_ID={attempt.id}",
-                "Async": "true",
-            }
+        await self.ami.originate(
+            f"dispatch-{attempt.id}",
+            attempt.line,
+            self.config.originate_context,
+            ring_seconds=agency.answer_timeout,
+            variables={"CC_DISPATCH_ID": str(attempt.dispatch_id), "CC_ATTEMPT_ID": str(attempt.id)},
         )
 
     async def _remote(self, attempt: _Attempt, agency: Agency) -> None:
@@ -619,7 +595,8 @@ class Dispatcher:
 
     def _send(self, payload: Mapping[str, Any]) -> None:
         try:
-            self.publish({"type": "dispatch", "dispatch": dict(payload)}, roles=ROLES, agency=str(payload["agency"]))
+            message = {"type": "dispatch", "dispatch": dict(payload)}
+            self.publish(message, roles=CENTRE_ROLES, agency=str(payload["agency"]))
         except Exception:
             log.exception("dispatch.publish_failed")
 
@@ -642,7 +619,6 @@ __all__ = [
     "OUTCOMES",
     "Briefing",
     "Dispatcher",
-    "Publish",
     "RemoteLine",
     "Result",
     "UnknownAgency",

@@ -16,8 +16,8 @@ from pathlib import Path, PurePosixPath
 
 import structlog
 
+from callcenter.dispatch.speech import Prompt, build_prompt
 from callcenter.forms.categories import CATEGORIES, PRIORITIES
-from callcenter.pbx.prompts import Prompt, build_prompt
 from callcenter.store.models import Incident
 
 log = structlog.get_logger("callcenter.dispatch.prompts")

@@ -1,8 +1,8 @@
 """Service levels: every incident must have an agency acknowledge a dispatch within its category's time.
 
 ``sla_due_at`` is the call's arrival (or the incident's creation when there is no call) plus the
-category's target from the agencies directory's ``[sla]`` table. A timer in the app (``sla_ctx``)
-then, every few seconds:
+category's target from the agencies directory's ``[sla]`` table. A timer in the app (``sla_ctx`` in
+``callcenter/wiring.py``) then, every few seconds:
 
 1. fills in ``sla_due_at`` for recent incidents that have none (the intake endpoint does not know
    about service levels, so the timer makes sure every new incident gets one within a tick);
@@ -17,23 +17,18 @@ hits the row announces the breach, so each incident is announced once even with 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import importlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from aiohttp import web
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callcenter.dispatch.agencies import Directory
 from callcenter.store import Store, utcnow
 from callcenter.store.models import Call, Dispatch, Incident
-from callcenter.web.keys import STORE
-from callcenter.web.live import HUB
 
 log = structlog.get_logger("callcenter.sla")
 
@@ -41,12 +36,9 @@ log = structlog.get_logger("callcenter.sla")
 DEFAULT_TARGETS: Mapping[str, int] = {"medical": 300, "fire": 300, "default": 900}
 #: Seconds between two passes of the timer; tests may set ``app[SLA_INTERVAL]`` before startup.
 INTERVAL = 5.0
-SLA_INTERVAL = web.AppKey("sla_interval", float)
 #: Incidents older than this without a due time are history (from before service levels existed):
 #: they get none, or the first start would announce a breach for every old incident.
 BACKFILL_WINDOW = timedelta(hours=24)
-#: Roles told about a breach (docs/dispatch.md, "WebSocket messages").
-BREACH_ROLES = ("calltaker", "supervisor")
 
 
 def target_seconds(targets: Mapping[str, Any], category: str) -> int:
@@ -71,18 +63,9 @@ def set_due(incident: Incident, targets: Mapping[str, Any], *, arrived_at: datet
     return due
 
 
-def targets_of(app: web.Application) -> Mapping[str, Any]:
-    """The ``[sla]`` table of the dispatch core's directory when it is running, else the defaults.
-
-    Looked up by name so this module works before (and without) the dispatch core.
-    """
-    try:
-        service = importlib.import_module("callcenter.dispatch.service")
-    except ImportError:
-        return DEFAULT_TARGETS
-    key = getattr(service, "DIRECTORY", None)
-    directory = app.get(key) if isinstance(key, web.AppKey) else None
-    table = getattr(directory, "sla", None) if directory is not None else None
+def targets(directory: Directory | None) -> Mapping[str, Any]:
+    """The directory's ``[sla]`` table, else the defaults (before, or without, the dispatch core)."""
+    table = directory.sla if directory is not None else None
     if isinstance(table, Mapping) and table:
         return table
     return DEFAULT_TARGETS
@@ -180,28 +163,3 @@ async def sweep(store: Store, targets: Mapping[str, Any], *, now: datetime | Non
         return breaches
 
     return await store.transaction("sla_sweep", mark)
-
-
-async def sla_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Registered after the live context (it announces through the hub)."""
-    interval = app.get(SLA_INTERVAL, INTERVAL)
-
-    async def run() -> None:
-        while True:
-            try:
-                for breach in await sweep(app[STORE], targets_of(app)):
-                    log.warning("sla.breached", incident_id=breach.incident_id, category=breach.category)
-                    hub = app.get(HUB)
-                    if hub is not None:
-                        hub.broadcast(breach.message(), roles=BREACH_ROLES)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a database outage must not end the timer; next pass retries
-                log.warning("sla.sweep_failed", error=str(exc))
-            await asyncio.sleep(interval)
-
-    task = asyncio.create_task(run(), name="sla-timer")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

@@ -1,14 +1,13 @@
-"""``python -m callcenter.pbx up|down|status|call NUMBER``: the demo PBX.
+"""``python -m callcenter.pbx build|up|down|status``: the demo PBX.
 
 ``up`` builds the chroot if needed, starts Asterisk with two call-takers (``taker1`` and
 ``taker2``) plus a ``supervisor`` overflow line, and stays in the foreground until Ctrl-C (or
-``down`` from another shell). ``call 112`` places a SIPp test call into it.
+``down`` from another shell). ``callcenter call 112`` places a SIPp test call into it.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import secrets
 import signal
@@ -16,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from callcenter.demo import demo_spec
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
+from callcenter.pbx.demo import demo_spec
 from callcenter.pbx.harness import PbxError, TestPbx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -79,24 +78,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _call(args: argparse.Namespace) -> int:
-    from callcenter.testing import sipp
-
-    proc = await sipp.caller(
-        f"127.0.0.1:{args.sip_port}",
-        args.number,
-        caller_id=args.caller_id,
-        hold_seconds=args.hold,
-        timeout=args.hold + 120,
-    )
-    print(f"calling {args.number} from {args.caller_id} (SIPp pid {proc.pid}, output in {proc.workdir})")
-    res = await proc.wait()
-    print(f"SIPp exit {res.returncode}: {res.successful} successful, {res.failed} failed")
-    if res.errors:
-        print(res.errors, file=sys.stderr)
-    return 0 if res.ok else 1
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m callcenter.pbx", description=__doc__.split("\n")[0])
     parser.add_argument("--sip-port", type=int, default=5060)
@@ -107,10 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="start the demo PBX in the foreground")
     sub.add_parser("down", help="stop the demo PBX")
     sub.add_parser("status", help="channels and queue of the demo PBX")
-    call = sub.add_parser("call", help="place a SIPp test call")
-    call.add_argument("number")
-    call.add_argument("--caller-id", default="081234567890")
-    call.add_argument("--hold", type=float, default=30.0, help="seconds to stay on the line after answer")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
@@ -121,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_up(args)
         if args.command == "down":
             return cmd_down(args)
-        if args.command == "status":
-            return cmd_status(args)
-        return asyncio.run(_call(args))
+        return cmd_status(args)
     except PbxError as exc:
         print(exc, file=sys.stderr)
         return 1

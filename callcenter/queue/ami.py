@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -36,6 +36,12 @@ MAX_MESSAGE_BYTES = 1 << 20
 #: nothing, and the app must be back on the link within about a second of Asterisk's manager, so it
 #: can put the call-takers back in the queue before the first caller after the restart reaches it.
 REFUSED_RETRY_MAX = 1.0
+#: The centre's caller id on the calls it places (agencies' duty lines, rating calls, conferences).
+CENTRE_CALLER_ID = '"Pusat 112" <112>'
+#: OriginateResponse ``Reason`` (the last control frame) → how the call we placed ended. 1 hangup,
+#: 3 ringing (timed out while ringing), 5 busy, 8 congestion; 0 means the channel could not even be
+#: created. Read through :func:`originate_outcome` by everything that originates.
+REASON_OUTCOME = {"0": "failed", "1": "failed", "3": "no_answer", "5": "busy", "8": "failed"}
 
 EventHandler = Callable[[Message], Awaitable[None]]
 ReadyHandler = Callable[["AmiClient"], Awaitable[None]]
@@ -48,6 +54,20 @@ class AmiError(RuntimeError):
 
 class AmiNotConnected(AmiError):
     """No logged-in AMI link right now; the caller decides whether to retry."""
+
+
+def originate_outcome(reason: object) -> str:
+    """The outcome of an unanswered Originate from its OriginateResponse ``Reason`` (unknown: ``failed``)."""
+    return REASON_OUTCOME.get(str(reason or ""), "failed")
+
+
+def match_reference(reference: Any, prefix: str) -> int | None:
+    """The id in ``<prefix>-<id>`` (the ActionID or ChannelId :meth:`AmiClient.originate` was given), else None."""
+    ref = str(reference or "")
+    if not ref.startswith(prefix + "-"):
+        return None
+    tail = ref.removeprefix(prefix + "-")
+    return int(tail) if tail.isascii() and tail.isdigit() and len(tail) < 12 else None
 
 
 class _Protocol(AMIProtocol):  # type: ignore[misc]
@@ -299,3 +319,37 @@ class AmiClient:
         if isinstance(first, Message) and not first.success:
             raise AmiError(f"{action.get('Action')}: {first.get('Message', 'failed')}")
         return result
+
+    async def originate(
+        self,
+        reference: str,
+        channel: str,
+        context: str,
+        *,
+        ring_seconds: int,
+        variables: Mapping[str, str],
+        exten: str = "s",
+        caller_id: str = CENTRE_CALLER_ID,
+    ) -> None:
+        """Place a call: an asynchronous Originate of ``channel`` into ``context,exten,1``.
+
+        ``reference`` (``<prefix>-<id>``, read back with :func:`match_reference`) is both the ActionID,
+        which the later ``OriginateResponse`` carries, and the ChannelId, which becomes the new channel's
+        Uniqueid and so matches its ``Hangup``/``DialEnd``. Asterisk answers "successfully queued" at
+        once; whether anyone picked up arrives later (:func:`originate_outcome`).
+        """
+        await self.action(
+            {
+                "Action": "Originate",
+                "ActionID": reference,
+                "ChannelId": reference,
+                "Channel": channel,
+                "Context": context,
+                "Exten": exten,
+                "Priority": "1",
+                "Timeout": str(ring_seconds * 1000),
+                "CallerID": caller_id,
+                "Variable": ",".join(f"{k}={v}" for k, v in variables.items()),
+                "Async": "true",
+            }
+        )

@@ -16,6 +16,7 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from argon2 import PasswordHasher
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store.calls import Store, utcnow
 from callcenter.store.models import User, WebSession
-from callcenter.web.access import LANGUAGES, ROLES, UserInfo
+from callcenter.store.roles import LANGUAGES, ROLES
 
 USERNAME_RE = re.compile(r"[a-z0-9._-]{2,64}")
 #: A queue member interface as Asterisk names it (``PJSIP/taker1``, ``Local/2001@agents/n``). It ends
@@ -40,6 +41,28 @@ MAX_PASSWORD = 1024
 SLIDE_EVERY = timedelta(minutes=1)
 #: ``secrets.token_urlsafe(32)`` gives 43 characters; anything far off that is not ours.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,128}")
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    id: int
+    username: str
+    display_name: str
+    role: str
+    language: str
+    interface: str | None
+    agency: str | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "display_name": self.display_name,
+            "role": self.role,
+            "language": self.language,
+            "interface": self.interface,
+            "agency": self.agency,
+        }
 
 
 class AccountError(ValueError):

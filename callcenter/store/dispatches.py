@@ -28,6 +28,11 @@ PHOTO_NAME = re.compile(r"[0-9]{1,10}-[0-9a-f]{32}\.(jpg|png)")
 
 log = structlog.get_logger("callcenter.dispatches")
 
+#: Every status a dispatch can have (``dispatches.status``).
+STATUSES = ("calling", "accepted", "dispatched", "en_route", "on_scene", "resolved", "cancelled", "failed")
+#: Statuses in which the agency is being called or is working on it: dispatching the same agency again
+#: returns the existing row instead of calling twice, and an incident with one is not rated yet.
+ACTIVE = ("calling", "accepted", "dispatched", "en_route", "on_scene")
 #: The agency's progress after acceptance, in order; each step may only go to the next one.
 PROGRESS = ("accepted", "dispatched", "en_route", "on_scene", "resolved")
 #: Statuses after which nothing changes any more.

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store.calls import Store, utcnow
 from callcenter.store.models import Call, Incident, QualityReview, QualitySample, User
+from callcenter.store.roles import CALLTAKER
 
 __all__ = ["Candidate", "NewSample", "QualityStore", "ReviewRow", "SampleRow", "ScoreRow", "calltaker_keys"]
 
@@ -103,7 +104,7 @@ class QualityStore:
 
     async def _keys(self, session: AsyncSession) -> dict[str, int]:
         rows = await session.execute(
-            select(User.id, User.username, User.display_name, User.interface).where(User.role == "calltaker")
+            select(User.id, User.username, User.display_name, User.interface).where(User.role == CALLTAKER)
         )
         # Interfaces and usernames first (unique), display names last (they may repeat).
         ordered = sorted(rows, key=lambda r: r[0])

@@ -58,6 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.forms.categories import CLASSIFICATIONS
 from callcenter.store.calls import Store
+from callcenter.store.dispatches import ACTIVE
 from callcenter.store.models import (
     Call,
     CallEvent,
@@ -71,7 +72,6 @@ from callcenter.store.models import (
 )
 
 __all__ = [
-    "ACTIVE_DISPATCH",
     "ANSWER_BUCKETS",
     "CALL_STATUSES",
     "WITHIN",
@@ -89,8 +89,6 @@ __all__ = [
 ANSWER_BUCKETS: tuple[int, ...] = (5, 10, 15, 20, 30, 60, 120)
 #: The service-level thresholds reported: NFPA 1225 (10 s), NENA-STA-020.1 (15 s and 20 s).
 WITHIN: tuple[int, ...] = (10, 15, 20)
-#: Dispatch states in which an agency is still working on (or being called about) an incident.
-ACTIVE_DISPATCH: tuple[str, ...] = ("calling", "accepted", "dispatched", "en_route", "on_scene")
 #: Incident states that close it whatever its dispatches say.
 CLOSED_INCIDENT: tuple[str, ...] = ("closed", "resolved", "cancelled")
 #: Every ``calls.status`` the tracker writes (``queue/tracker.py``, ``store/lifecycle.py``).
@@ -549,7 +547,7 @@ class Stats:
                 select(Dispatch.incident_id, Dispatch.agency)
                 .join(Incident, Incident.id == Dispatch.incident_id)
                 .where(
-                    Dispatch.status.in_([_const(s) for s in ACTIVE_DISPATCH]),
+                    Dispatch.status.in_([_const(s) for s in ACTIVE]),
                     Incident.status.not_in([_const(s) for s in CLOSED_INCIDENT]),
                 )
                 .subquery()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,16 +28,14 @@ from panoramisk.message import Message
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.dispatch.dispatcher import REASON_OUTCOME, Publish
-from callcenter.queue.ami import AmiClient, AmiError
+from callcenter.queue.ami import AmiClient, AmiError, match_reference, originate_outcome
 from callcenter.store import Store, utcnow
 from callcenter.store.models import Call, Callback
+from callcenter.store.roles import CENTRE_ROLES, Publish
 
 log = structlog.get_logger("callcenter.supervision.callbacks")
 
 CONTEXT = "callcenter-callback"
-#: Who hears about callbacks on the WebSocket.
-ROLES = ("calltaker", "supervisor")
 #: DialEnd ``DialStatus`` → callback outcome.
 DIAL_OUTCOME = {"ANSWER": "answered", "BUSY": "busy", "NOANSWER": "no_answer"}
 #: Ring time for the call-taker's own phone, and for the citizen (passed to the dialplan).
@@ -51,11 +48,8 @@ _DIALABLE = re.compile(r"^\+?[0-9]{3,20}$")
 
 
 class CallbackRefused(Exception):
-    """The callback cannot be placed (no number, no phone, AMI down); ``status`` is the HTTP answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+    """The callback cannot be placed (no number to call, no phone to call from): a conflict with the
+    call's state, not bad input."""
 
 
 def callback_json(c: Callback) -> dict[str, Any]:
@@ -68,44 +62,6 @@ def callback_json(c: Callback) -> dict[str, Any]:
         "ended_at": c.ended_at.isoformat() if c.ended_at else None,
         "reason": c.reason,
     }
-
-
-def match_reference(reference: Any, prefix: str) -> int | None:
-    """The id in ``<prefix>-<id>`` (an ActionID or a ChannelId we chose), else None."""
-    ref = str(reference or "")
-    if not ref.startswith(prefix + "-"):
-        return None
-    tail = ref.removeprefix(prefix + "-")
-    return int(tail) if tail.isascii() and tail.isdigit() and len(tail) < 12 else None
-
-
-async def originate(
-    ami: AmiClient,
-    reference: str,
-    channel: str,
-    context: str,
-    *,
-    ring_seconds: int,
-    variables: Mapping[str, str],
-    caller_id: str = '"Pusat 112" <112>',
-) -> None:
-    """Asynchronous Originate of ``channel`` into ``context,s,1`` with ``reference`` as ActionID and
-    ChannelId — the dispatcher's pattern, shared by callbacks and rating calls."""
-    await ami.action(
-        {
-            "Action": "Originate",
-            "ActionID": reference,
-            "ChannelId": reference,
-            "Channel": channel,
-            "Context": context,
-            "Exten": "s",
-            "Priority": "1",
-            "Timeout": str(ring_seconds * 1000),
-            "CallerID": caller_id,
-            "Variable": ",".join(f"{k}={v}" for k, v in variables.items()),
-            "Async": "true",
-        }
-    )
 
 
 @dataclass
@@ -190,7 +146,7 @@ class Callbacks:
         """
         phone = interface or self.overflow_dial
         if not phone:
-            raise CallbackRefused(409, "no phone to call from: no interface and no overflow line")
+            raise CallbackRefused("no phone to call from: no interface and no overflow line")
 
         async def op(session: AsyncSession) -> tuple[Callback, str]:
             call = await session.get(Call, call_id)
@@ -198,7 +154,7 @@ class Callbacks:
                 raise LookupError(call_id)
             number = call.caller_number or ""
             if not _DIALABLE.match(number):
-                raise CallbackRefused(409, "the caller's number is withheld or not dialable")
+                raise CallbackRefused("the caller's number is withheld or not dialable")
             cb = Callback(call_id=call_id, requested_by=user_id, requested_at=utcnow(), outcome="calling")
             session.add(cb)
             await session.flush()
@@ -212,8 +168,7 @@ class Callbacks:
         self._send(cb)
         log.info("callback.started", callback_id=cb.id, call_id=call_id, phone=phone, user_id=user_id)
         try:
-            await originate(
-                self.ami,
+            await self.ami.originate(
                 f"callback-{cb.id}",
                 phone,
                 CONTEXT,
@@ -266,7 +221,7 @@ class Callbacks:
                 live.answered = True
                 return
             reason = str(message.get("Reason", ""))
-            verdict = REASON_OUTCOME.get(reason, "failed")
+            verdict = originate_outcome(reason)
             await self.finish(callback_id, "failed", f"call-taker phone {verdict} (reason {reason})")
         elif name == "DialEnd":
             callback_id = match_reference(message.get("Uniqueid"), "callback")
@@ -290,7 +245,7 @@ class Callbacks:
 
     def _send(self, cb: Callback) -> None:
         try:
-            self.publish({"type": "callback", "callback": callback_json(cb)}, roles=ROLES)
+            self.publish({"type": "callback", "callback": callback_json(cb)}, roles=CENTRE_ROLES)
         except Exception:
             log.exception("callback.publish_failed")
 
@@ -312,6 +267,4 @@ __all__ = [
     "Callbacks",
     "abandoned_window",
     "callback_json",
-    "match_reference",
-    "originate",
 ]

@@ -31,7 +31,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import phonenumbers
 import structlog
@@ -39,12 +39,12 @@ from panoramisk.message import Message
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.dispatch.dispatcher import ACTIVE, REASON_OUTCOME, Publish, RemoteLine
 from callcenter.forms.phone import normalize
-from callcenter.queue.ami import AmiClient, AmiError
+from callcenter.queue.ami import AmiClient, AmiError, match_reference, originate_outcome
 from callcenter.store import Store, utcnow
+from callcenter.store.dispatches import ACTIVE
 from callcenter.store.models import Dispatch, Incident, Rating
-from callcenter.supervision.callbacks import match_reference, originate
+from callcenter.store.roles import SUPERVISOR_ROLES, Publish
 from callcenter.tasks import Background
 
 log = structlog.get_logger("callcenter.supervision.ratings")
@@ -60,7 +60,8 @@ TOKEN_DAYS = 7
 #: not ring every citizen of the past year).
 SWEEP_HORIZON = timedelta(days=1)
 SMS_TEXT = "Terima kasih telah menghubungi 112. Mohon nilai layanan kami (1 sampai 5): {link}"
-ROLES = ("supervisor",)
+#: Seconds between looks for incidents to rate (docs/supervision.md, "How ratings are triggered").
+RATING_POLL = 3.0
 _TRUNK = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 _ANSWERED_STATUSES = ("requested", "calling")
 #: How an IVR rating ends without a score; each is followed by the SMS link (``_sms_fallback``).
@@ -71,11 +72,8 @@ _TEXTABLE = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.F
 
 
 class RatingRefused(Exception):
-    """The rating cannot be asked (no number, no channel to ask through); ``status`` is the HTTP answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+    """The rating cannot be asked (no number, no channel to ask through): a conflict with the incident's
+    state, not bad input."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +106,13 @@ def rating_json(r: Rating) -> dict[str, Any]:
     }
 
 
+class SmsLine(Protocol):
+    """What ratings need of the Twilio line (``dispatch/twilio_line.py``): text ``body`` to ``to`` and return
+    the message id. The wiring hands it over only while the line can text (``sms_line``)."""
+
+    async def sms(self, to: str, body: str) -> str: ...
+
+
 class Ratings:
     """Asks for, and records, citizen ratings; one instance per app (it matches AMI events)."""
 
@@ -116,7 +121,7 @@ class Ratings:
         store: Store,
         ami: AmiClient,
         publish: Publish,
-        twilio: Callable[[], RemoteLine | None],
+        twilio: Callable[[], SmsLine | None],
         *,
         public_url: str,
         region: str = "ID",
@@ -144,7 +149,7 @@ class Ratings:
 
     async def due(self) -> list[int]:
         """Incidents to ask now: no rating yet, no dispatch still active, at least one ``resolved``
-        recently. Polled by ``supervision_ctx`` (see there for why polling)."""
+        recently. Polled by ``supervision_ctx`` (docs/supervision.md says why polling)."""
         since = utcnow() - SWEEP_HORIZON
 
         async def op(session: AsyncSession) -> list[int]:
@@ -179,12 +184,12 @@ class Ratings:
             raise LookupError(incident_id)
         number = normalize(incident.callback_number, self.region).e164
         if not number:
-            raise RatingRefused(409, "the incident has no usable callback number")
+            raise RatingRefused("the incident has no usable callback number")
         trunk = await self._trunk() if via != "sms" else None
         if via is None:
             via = "ivr" if trunk else "sms"
         if via == "ivr" and not trunk:
-            raise RatingRefused(409, f"citizens are not reachable through the PBX ({TRUNK_VARIABLE} is empty)")
+            raise RatingRefused(f"citizens are not reachable through the PBX ({TRUNK_VARIABLE} is empty)")
         token = secrets.token_urlsafe(24) if via == "sms" else None
 
         async def create(session: AsyncSession) -> Rating:
@@ -215,8 +220,7 @@ class Ratings:
     async def _call(self, rating: Rating, number: str, trunk: str) -> None:
         await self._set(rating.id, "calling", expect=("requested",))
         try:
-            await originate(
-                self.ami,
+            await self.ami.originate(
                 f"rating-{rating.id}",
                 f"PJSIP/{number}@{trunk}",
                 CONTEXT,
@@ -411,7 +415,7 @@ class Ratings:
                 self._answered.add(rating_id)
                 return
             reason = str(message.get("Reason", ""))
-            status = "no_answer" if REASON_OUTCOME.get(reason) in ("no_answer", "busy") else "failed"
+            status = "no_answer" if originate_outcome(reason) in ("no_answer", "busy") else "failed"
             await self._ivr_unreached(rating_id, status, expect=("calling",))
         elif name == "Hangup":
             rating_id = match_reference(message.get("Uniqueid"), "rating")
@@ -421,19 +425,35 @@ class Ratings:
 
     def _send(self, rating: Rating) -> None:
         try:
-            self.publish({"type": "rating", "rating": rating_json(rating)}, roles=ROLES)
+            self.publish({"type": "rating", "rating": rating_json(rating)}, roles=SUPERVISOR_ROLES)
         except Exception:
             log.exception("rating.publish_failed")
+
+
+async def rate_resolved(ratings: Ratings) -> list[int]:
+    """Ask for a rating on every incident that became due; returns the incident ids asked."""
+    asked: list[int] = []
+    for incident_id in await ratings.due():
+        try:
+            await ratings.request(incident_id)
+        except (RatingRefused, LookupError) as exc:
+            # No number: write nothing, but do not look at it again — a failed rating row says "tried".
+            log.info("rating.not_asked", incident_id=incident_id, reason=str(exc))
+            await ratings.mark_unaskable(incident_id)
+        asked.append(incident_id)
+    return asked
 
 
 __all__ = [
     "CONTEXT",
     "RATE_PATH",
+    "RATING_POLL",
     "UNREACHED",
     "VIAS",
     "RatingRefused",
     "Ratings",
     "TokenView",
+    "rate_resolved",
     "rating_json",
     "textable",
 ]

@@ -19,9 +19,8 @@ from aiohttp.test_utils import TestClient
 
 from callcenter.config import Config, replace
 from callcenter.store import Store
-from callcenter.store.accounts import Accounts
+from callcenter.store.accounts import Accounts, UserInfo
 from callcenter.testing.sipp import free_port
-from callcenter.web.access import UserInfo
 from callcenter.web.auth import CSRF_HEADER, LOGIN_PATH
 
 DEFAULT_PASSWORD = "correct-horse-battery"

@@ -14,39 +14,16 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 import structlog
 from aiohttp import web
 
+from callcenter.store.accounts import UserInfo
+from callcenter.store.roles import ROLES
+from callcenter.web.keys import TZ_OFFSET
+
 log = structlog.get_logger("callcenter.web.access")
-
-ROLES = ("calltaker", "supervisor", "agency", "admin")
-LANGUAGES = ("id", "en")
-
-
-@dataclass(frozen=True)
-class UserInfo:
-    id: int
-    username: str
-    display_name: str
-    role: str
-    language: str
-    interface: str | None
-    agency: str | None
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "username": self.username,
-            "display_name": self.display_name,
-            "role": self.role,
-            "language": self.language,
-            "interface": self.interface,
-            "agency": self.agency,
-        }
-
 
 #: Set by the session middleware on requests that carry a valid session.
 USER = web.RequestKey("user", UserInfo)
@@ -106,8 +83,6 @@ def user_of(request: web.Request) -> UserInfo:
 
 # -- dates in query filters --------------------------------------------------------------------------
 
-#: The centre's UTC offset for "today", days and hours; set before startup to override the server's.
-TZ_OFFSET = web.AppKey("stats_tz_offset", timedelta)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 

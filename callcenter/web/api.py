@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from callcenter.store.models import Call, CallEvent
+from callcenter.store.roles import CENTRE_ROLES
 from callcenter.web.access import require
 from callcenter.web.keys import AGI, AMI, STORE, TRACKER
 
@@ -36,7 +37,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/calls")
-@require("calltaker", "supervisor")
+@require(*CENTRE_ROLES)
 async def list_calls(request: web.Request) -> web.Response:
     try:
         limit = min(max(int(request.query.get("limit", "50")), 1), 500)
@@ -47,7 +48,7 @@ async def list_calls(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/calls/{call_id}")
-@require("calltaker", "supervisor")
+@require(*CENTRE_ROLES)
 async def get_call(request: web.Request) -> web.Response:
     store = request.app[STORE]
     call = await store.get_call(request.match_info["call_id"])
@@ -58,7 +59,7 @@ async def get_call(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/queue")
-@require("calltaker", "supervisor")
+@require(*CENTRE_ROLES)
 async def queue_state(request: web.Request) -> web.Response:
     live = request.app[TRACKER].live
     return web.json_response(

@@ -10,17 +10,13 @@ Two middlewares run before every handler:
   same-site-but-other-origin pages. A state-changing request with no session at all gets 401 here,
   so no route can be driven anonymously by accident.
 
-Failed logins are throttled in memory per username and per client address (one process serves a
-centre, and a restart forgetting the counters is acceptable).
+Failed logins are throttled (``web/throttle.py``) before a password is even checked.
 """
 
 from __future__ import annotations
 
 import hmac
 import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -30,8 +26,9 @@ from yarl import URL
 
 from callcenter.logs import ref
 from callcenter.store.accounts import AccountError, normalise_username
-from callcenter.web.access import CSRF, LANGUAGES, ROLES, USER, Reply, error, invalid, require, user_of
-from callcenter.web.keys import ACCOUNTS, CONFIG
+from callcenter.store.roles import ADMIN, LANGUAGES, ROLES
+from callcenter.web.access import CSRF, USER, Reply, error, invalid, require, user_of
+from callcenter.web.keys import ACCOUNTS, CONFIG, THROTTLE
 
 log = structlog.get_logger("callcenter.auth")
 routes = web.RouteTableDef()
@@ -51,108 +48,6 @@ PUBLIC_POST_PREFIXES = ("/rate/",)
 #: Paths whose requests never need a session lookup (assets, the monitor's liveness probe, the metrics
 #: scrape, which checks its own loopback-or-token rule: ``web/metrics.py``).
 _NO_SESSION_PREFIXES = ("/static/", "/healthz", "/metrics")
-#: An address is locked after this many times ``login_max_failures``: a whole call-centre floor may
-#: share one address (NAT, a proxy), and one person mistyping must not lock everyone out of 112.
-ADDRESS_FACTOR = 4
-
-# -- throttling --------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Strikes:
-    count: int = 0
-    last: float = 0.0
-    locked_until: float = 0.0
-
-
-class LoginThrottle:
-    """Counts login attempts per username and per address; too many failures lock for a while.
-
-    Every attempt is counted as a failure *before* the password is checked (and taken back when it
-    succeeds): the check-and-count happens with no ``await`` in between, so a burst of concurrent
-    guesses cannot all slip past the limit while their hashes are still being verified.
-    Strikes older than the lockout period are forgotten, so occasional typos never add up.
-    """
-
-    def __init__(
-        self,
-        max_failures: int,
-        lockout_seconds: float,
-        *,
-        address_factor: int = ADDRESS_FACTOR,
-        clock: Callable[[], float] = time.monotonic,
-        max_entries: int = 10_000,
-    ) -> None:
-        self.max_failures = max_failures
-        self.lockout_seconds = lockout_seconds
-        self.address_factor = address_factor
-        self.clock = clock
-        self.max_entries = max_entries
-        self._entries: dict[tuple[str, str], _Strikes] = {}
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_failures > 0
-
-    def _keys(self, username: str, remote: str) -> list[tuple[tuple[str, str], int]]:
-        return [(("user", username), self.max_failures), (("addr", remote), self.max_failures * self.address_factor)]
-
-    def locked_for(self, username: str, remote: str) -> float:
-        """Seconds until this username and address may try again (0: now)."""
-        now = self.clock()
-        remaining = 0.0
-        for key, _limit in self._keys(username, remote):
-            entry = self._entries.get(key)
-            if entry is not None:
-                remaining = max(remaining, entry.locked_until - now)
-        return remaining
-
-    def attempt(self, username: str, remote: str) -> float:
-        """Start a login attempt: 0 if it may go ahead (and it is counted), else seconds locked."""
-        if not self.enabled:
-            return 0.0
-        locked = self.locked_for(username, remote)
-        if locked > 0:
-            return locked
-        now = self.clock()
-        for key, limit in self._keys(username, remote):
-            entry = self._entries.setdefault(key, _Strikes())
-            if now - entry.last > self.lockout_seconds:
-                entry.count = 0
-            entry.count += 1
-            entry.last = now
-            if entry.count >= limit:
-                entry.locked_until = now + self.lockout_seconds
-                entry.count = 0
-        self._prune(now)
-        return 0.0
-
-    def succeeded(self, username: str, remote: str) -> None:
-        """The attempt was right: clear the username, take back the address's strike."""
-        self._entries.pop(("user", username), None)
-        entry = self._entries.get(("addr", remote))
-        if entry is not None and entry.count > 0:
-            entry.count -= 1
-
-    def _prune(self, now: float) -> None:
-        """Bound memory against someone trying a million usernames: forget stale entries first."""
-        if len(self._entries) <= self.max_entries:
-            return
-        stale = [k for k, e in self._entries.items() if now - e.last > self.lockout_seconds and e.locked_until <= now]
-        for k in stale:
-            del self._entries[k]
-        if len(self._entries) > self.max_entries:
-            oldest = sorted(self._entries, key=lambda k: self._entries[k].last)
-            for k in oldest[: len(self._entries) - self.max_entries]:
-                del self._entries[k]
-
-
-# -- per-app state -----------------------------------------------------------------------------------
-
-#: Failed-login counters of this process (built by the composition root, like ``web.keys.ACCOUNTS``).
-THROTTLE = web.AppKey("login_throttle", LoginThrottle)
-
-
 # -- middlewares -------------------------------------------------------------------------------------
 
 
@@ -336,14 +231,14 @@ async def update_me(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/users")
-@require("admin")
+@require(ADMIN)
 async def list_users(request: web.Request) -> web.Response:
     users = await request.app[ACCOUNTS].list_users()
     return web.json_response({"users": [u.as_json() for u in users]})
 
 
 @routes.post("/api/users")
-@require("admin")
+@require(ADMIN)
 async def create_user(request: web.Request) -> web.Response:
     body = await _json_object(request)
     fields: dict[str, str] = {}

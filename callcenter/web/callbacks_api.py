@@ -25,10 +25,11 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
-from callcenter.supervision import CALLBACKS, RATINGS
+from callcenter.store.roles import CENTRE_ROLES, SUPERVISOR
 from callcenter.supervision.callbacks import CallbackRefused, abandoned_window, callback_json
 from callcenter.supervision.ratings import VIAS, RatingRefused, rating_json
 from callcenter.web.access import Reply, centre_offset, date_range, error, invalid, require, user_of
+from callcenter.web.keys import CALLBACKS, RATINGS
 
 log = structlog.get_logger("callcenter.web.callbacks")
 routes = web.RouteTableDef()
@@ -54,7 +55,7 @@ def _service(request: web.Request, key: web.AppKey[T], what: str) -> T:
 
 
 @routes.get("/api/abandoned")
-@require("calltaker", "supervisor")
+@require(*CENTRE_ROLES)
 async def abandoned(request: web.Request) -> web.StreamResponse:
     """Callers who hung up before an answer, each with its call-backs (``abandoned_window`` fills in
     a missing bound)."""
@@ -66,7 +67,7 @@ async def abandoned(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/api/calls/{call_id}/callback")
-@require("calltaker", "supervisor")
+@require(*CENTRE_ROLES)
 async def call_back(request: web.Request) -> web.StreamResponse:
     """Ring the requester's softphone (a supervisor without one: the overflow line), then the citizen."""
     callbacks = _service(request, CALLBACKS, "call-backs")
@@ -81,12 +82,12 @@ async def call_back(request: web.Request) -> web.StreamResponse:
     except LookupError:
         return error(404, "no such call")
     except CallbackRefused as exc:
-        return error(exc.status, str(exc))
+        return error(409, str(exc))
     return web.json_response({"callback": callback_json(cb)}, status=202)
 
 
 @routes.post("/api/incidents/{incident_id}/rating")
-@require("supervisor")
+@require(SUPERVISOR)
 async def ask_rating(request: web.Request) -> web.StreamResponse:
     """Ask the citizen for a rating now, by ``ivr`` or ``sms`` (normally automatic)."""
     ratings = _service(request, RATINGS, "ratings")
@@ -105,7 +106,7 @@ async def ask_rating(request: web.Request) -> web.StreamResponse:
     except LookupError:
         return error(404, "no such incident")
     except RatingRefused as exc:
-        return error(exc.status, str(exc))
+        return error(409, str(exc))
     return web.json_response({"rating": rating_json(rating)}, status=202)
 
 

@@ -27,6 +27,7 @@ from callcenter.forms.intake import LIMITS, MAX_VICTIMS, IntakeError, validate_i
 from callcenter.forms.phone import normalize
 from callcenter.store.incidents import EDITABLE
 from callcenter.store.models import Incident
+from callcenter.store.roles import CALLTAKER, CENTRE_ROLES, SUPERVISOR
 from callcenter.web.access import Reply, error, require, user_of
 from callcenter.web.keys import CONFIG, DISTRICTS, INCIDENTS
 
@@ -114,7 +115,7 @@ def incident_json(incident: Incident) -> dict[str, Any]:
 
 
 @routes.get("/api/intake/schema")
-@require("calltaker", "supervisor")
+@require(*CENTRE_ROLES)
 async def intake_schema(request: web.Request) -> web.Response:
     """Everything the form needs to draw itself, so the server alone decides which codes exist."""
     districts = request.app[DISTRICTS]
@@ -142,7 +143,7 @@ def _call_key(request: web.Request) -> str:
 
 
 @routes.get("/api/drafts/{call_key}")
-@require("calltaker")
+@require(CALLTAKER)
 async def get_draft(request: web.Request) -> web.Response:
     incidents = request.app[INCIDENTS]
     draft = await incidents.get_draft(user_of(request).id, _call_key(request))
@@ -152,7 +153,7 @@ async def get_draft(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/drafts/{call_key}")
-@require("calltaker")
+@require(CALLTAKER)
 async def put_draft(request: web.Request) -> web.Response:
     """Not validated (half-typed forms are the point of a draft), only bounded in size."""
     incidents = request.app[INCIDENTS]
@@ -171,7 +172,7 @@ async def put_draft(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/incidents")
-@require("calltaker", "supervisor")
+@require(*CENTRE_ROLES)
 async def create_incident(request: web.Request) -> web.Response:
     incidents, districts = request.app[INCIDENTS], request.app[DISTRICTS]
     body = await _json_object(request)
@@ -190,7 +191,7 @@ async def create_incident(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/incidents")
-@require("calltaker", "supervisor")
+@require(*CENTRE_ROLES)
 async def list_incidents(request: web.Request) -> web.Response:
     incidents = request.app[INCIDENTS]
     limit = _limit(request, 50, 500)
@@ -202,7 +203,7 @@ async def list_incidents(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/incidents/{id}")
-@require("calltaker", "supervisor")
+@require(*CENTRE_ROLES)
 async def get_incident(request: web.Request) -> web.Response:
     incidents = request.app[INCIDENTS]
     incident_id = _incident_id(request)
@@ -219,7 +220,7 @@ async def get_incident(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/incidents/{id}")
-@require("calltaker", "supervisor")
+@require(*CENTRE_ROLES)
 async def patch_incident(request: web.Request) -> web.Response:
     """Partial update; cross-field rules are checked against the stored incident the patch applies to."""
     incidents, districts = request.app[INCIDENTS], request.app[DISTRICTS]
@@ -244,7 +245,7 @@ async def patch_incident(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/calls/{call_id}/classification")
-@require("calltaker", "supervisor")
+@require(*CENTRE_ROLES)
 async def classify_call(request: web.Request) -> web.Response:
     incidents = request.app[INCIDENTS]
     call_id = request.match_info["call_id"]
@@ -278,7 +279,7 @@ async def classify_call(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/numbers/{e164}/history")
-@require("calltaker", "supervisor")
+@require(*CENTRE_ROLES)
 async def number_history(request: web.Request) -> web.Response:
     """Any spelling of a number (``0812…``, ``+62812…``) finds the same history: it is keyed by E.164."""
     incidents = request.app[INCIDENTS]
@@ -313,7 +314,7 @@ async def number_history(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/pranks")
-@require("supervisor")
+@require(SUPERVISOR)
 async def prank_log(request: web.Request) -> web.Response:
     incidents = request.app[INCIDENTS]
     limit = _limit(request, 100, 1000)

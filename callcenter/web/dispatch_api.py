@@ -9,28 +9,29 @@ own agency's dispatches and photos. Photos are checked by their first bytes (not
 type the browser claims), stored under a random name, and served only when a stored update of that
 dispatch names them — a path in the URL never reaches the file system unchecked.
 
-The dispatch core (``callcenter/dispatch/service.py``) is looked up at request time by its AppKeys,
-so this module runs before that core exists: the proposal and dispatch endpoints then answer 503.
+The dispatch core (the directory and the dispatcher, built by ``dispatch_ctx`` in ``callcenter/wiring.py``)
+is read at request time with ``app.get``: without it (a test that leaves it out) the proposal and
+dispatch endpoints answer 503.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from aiohttp import BodyPartReader, web
 
+from callcenter.dispatch.agencies import Directory
 from callcenter.dispatch.conference import Conference, ConferenceError
-from callcenter.dispatch.sla import ensure_due, targets_of
+from callcenter.dispatch.sla import ensure_due, targets
 from callcenter.queue.ami import AmiError, AmiNotConnected
+from callcenter.store.accounts import UserInfo
 from callcenter.store.dispatches import (
     PHOTO_NAME,
     UPDATE_STATUSES,
@@ -39,9 +40,9 @@ from callcenter.store.dispatches import (
     allowed_next,
 )
 from callcenter.store.models import Call, Incident
-from callcenter.web.access import Reply, UserInfo, error, require, user_of
-from callcenter.web.keys import AMI, CONFIG, DISPATCHES, STORE, TRACKER
-from callcenter.web.live import HUB
+from callcenter.store.roles import AGENCY, CENTRE_ROLES, CONSOLE_ROLES
+from callcenter.web.access import Reply, error, require, user_of
+from callcenter.web.keys import AMI, CONFIG, DIRECTORY, DISPATCHER, DISPATCHES, HUB, STORE, TRACKER
 
 log = structlog.get_logger("callcenter.web.dispatch")
 routes = web.RouteTableDef()
@@ -54,54 +55,13 @@ _MAX_AGENCIES = 50
 _CODE = re.compile(r"[a-z0-9_-]{1,32}")
 _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"))
 _PHOTO_TYPES = {"jpg": "image/jpeg", "png": "image/png"}
-#: Roles of the centre, which see every dispatch; agency officers see their own agency's only.
-CENTRE = ("calltaker", "supervisor")
 
 
-# -- the dispatch core, by name ------------------------------------------------------------------------
-
-
-class DirectoryLike(Protocol):
-    def propose(self, category: str, district: str | None, flags: Iterable[str]) -> list[str]: ...
-
-
-class DispatcherLike(Protocol):
-    async def dispatch(self, incident_id: int, agencies: Sequence[str], *, user_id: int | None) -> Sequence[Any]: ...
-
-    async def accept_from_web(self, dispatch_id: int, *, user_id: int | None) -> Any: ...
-
-
-def _service_key(name: str) -> web.AppKey[Any] | None:
-    try:
-        service = importlib.import_module("callcenter.dispatch.service")
-    except ImportError:
-        return None
-    key = getattr(service, name, None)
-    return key if isinstance(key, web.AppKey) else None
-
-
-def _directory(app: web.Application) -> DirectoryLike | None:
-    key = _service_key("DIRECTORY")
-    found = app.get(key) if key is not None else None
-    return found if found is not None and hasattr(found, "propose") else None
-
-
-def _dispatcher(app: web.Application) -> DispatcherLike | None:
-    key = _service_key("DISPATCHER")
-    found = app.get(key) if key is not None else None
-    return found if found is not None and hasattr(found, "dispatch") else None
-
-
-def agency_names(directory: object | None) -> dict[str, str]:
-    """Code → display name of every agency in the directory (``agencies`` mapping of objects or dicts)."""
-    table = getattr(directory, "agencies", None)
-    if not isinstance(table, Mapping):
+def agency_names(directory: Directory | None) -> dict[str, str]:
+    """Code → display name of every agency in the directory (none without the dispatch core)."""
+    if directory is None:
         return {}
-    names: dict[str, str] = {}
-    for code, agency in table.items():
-        name = agency.get("name") if isinstance(agency, Mapping) else getattr(agency, "name", None)
-        names[str(code)] = str(name) if name else str(code)
-    return names
+    return {code: agency.name or code for code, agency in directory.agencies.items()}
 
 
 # -- app state -------------------------------------------------------------------------------------------
@@ -132,12 +92,12 @@ def _own_agency(user: UserInfo) -> str:
 
 
 def _may_see(user: UserInfo, agency: str) -> bool:
-    return user.role in CENTRE or (user.role == "agency" and bool(user.agency) and user.agency == agency)
+    return user.role in CENTRE_ROLES or (user.role == AGENCY and bool(user.agency) and user.agency == agency)
 
 
 def _dispatch_json(app: web.Application, view: DispatchView) -> dict[str, Any]:
     body = view.as_json()
-    body["agency_name"] = agency_names(_directory(app)).get(view.dispatch.agency, view.dispatch.agency)
+    body["agency_name"] = agency_names(app.get(DIRECTORY)).get(view.dispatch.agency, view.dispatch.agency)
     body["next"] = sorted(allowed_next(view.dispatch.status))
     return body
 
@@ -148,7 +108,7 @@ def publish(app: web.Application, view: DispatchView) -> None:
     if hub is None:
         return
     hub.broadcast(
-        {"type": "dispatch", "dispatch": _dispatch_json(app, view)}, roles=CENTRE, agency=view.dispatch.agency
+        {"type": "dispatch", "dispatch": _dispatch_json(app, view)}, roles=CENTRE_ROLES, agency=view.dispatch.agency
     )
 
 
@@ -167,7 +127,7 @@ async def _incident(request: web.Request, incident_id: int, *, set_due: bool = F
     none yet, so the console's countdown starts with the dispatch panel, not a timer tick later."""
     store = request.app[STORE]
     if set_due:
-        await ensure_due(store, targets_of(request.app), incident_id=incident_id)
+        await ensure_due(store, targets(request.app.get(DIRECTORY)), incident_id=incident_id)
 
     async def op(session: Any) -> Incident | None:
         found: Incident | None = await session.get(Incident, incident_id)
@@ -193,12 +153,12 @@ async def _load(request: web.Request, dispatch_id: int) -> DispatchView:
 
 
 @routes.get("/api/incidents/{id}/proposal")
-@require(*CENTRE)
+@require(*CENTRE_ROLES)
 async def proposal(request: web.Request) -> web.Response:
     """The agencies the rules propose for the incident (by category, district and its intake flags)
     first, then every other one to add by hand."""
     incident_id = _id(request, "id", "incident")
-    directory = _directory(request.app)
+    directory = request.app.get(DIRECTORY)
     if directory is None:
         return error(503, "dispatch not configured")
     incident = await _incident(request, incident_id, set_due=True)
@@ -215,11 +175,11 @@ async def proposal(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/incidents/{id}/dispatch")
-@require(*CENTRE)
+@require(*CENTRE_ROLES)
 async def dispatch(request: web.Request) -> web.Response:
     """Hand the incident to the dispatch core, which calls every chosen agency in parallel."""
     incident_id = _id(request, "id", "incident")
-    directory, dispatcher = _directory(request.app), _dispatcher(request.app)
+    directory, dispatcher = request.app.get(DIRECTORY), request.app.get(DISPATCHER)
     if directory is None or dispatcher is None:
         return error(503, "dispatch not configured")
     try:
@@ -263,14 +223,14 @@ async def dispatch(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/incidents/{id}/dispatches")
-@require("calltaker", "supervisor", "agency")
+@require(*CONSOLE_ROLES)
 async def incident_dispatches(request: web.Request) -> web.Response:
     """All of the incident's dispatches for the centre; an officer gets only their agency's (and a 403
     when there is none, whether the incident exists or not: ids are not to be probed)."""
     incident_id = _id(request, "id", "incident")
     user = user_of(request)
     store = request.app[DISPATCHES]
-    if user.role == "agency":
+    if user.role == AGENCY:
         views = await store.list_for_incident(incident_id, agency=_own_agency(user))
         if not views:
             return error(403, "not dispatched to your agency")
@@ -284,7 +244,7 @@ async def incident_dispatches(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/agency/dispatches")
-@require("agency")
+@require(AGENCY)
 async def agency_dispatches(request: web.Request) -> web.Response:
     """The officer's agency's dispatches, newest first, each with what the agency needs to respond."""
     agency = _own_agency(user_of(request))
@@ -293,7 +253,7 @@ async def agency_dispatches(request: web.Request) -> web.Response:
         return _invalid({"limit": "Harus bilangan bulat positif."}, {"limit": "Must be a positive whole number."})
     limit = min(int(raw), 500) if raw else 50
     views = await request.app[DISPATCHES].list_for_agency(agency, limit)
-    names = agency_names(_directory(request.app))
+    names = agency_names(request.app.get(DIRECTORY))
     return web.json_response(
         {
             "agency": {"code": agency, "name": names.get(agency, agency)},
@@ -306,13 +266,13 @@ async def agency_dispatches(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/dispatches/{id}/accept")
-@require("agency")
+@require(AGENCY)
 async def accept(request: web.Request) -> web.Response:
     """Accept in the browser; a dispatch already accepted (by phone or by a colleague) answers 409."""
     dispatch_id = _id(request, "id", "dispatch")
     current = await _load(request, dispatch_id)
     user = user_of(request)
-    dispatcher = _dispatcher(request.app)
+    dispatcher = request.app.get(DISPATCHER)
     store = request.app[DISPATCHES]
     try:
         if current.dispatch.status == "calling" and dispatcher is not None:
@@ -335,7 +295,7 @@ async def accept(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/dispatches/{id}/conference")
-@require(*CENTRE)
+@require(*CENTRE_ROLES)
 async def conference(request: web.Request) -> web.Response:
     """Bring the accepted agency officer into the incident's call: caller, call-taker and officer in one
     ConfBridge room (``callcenter/dispatch/conference.py``)."""
@@ -437,7 +397,7 @@ async def _save_photo(part: BodyPartReader, directory: Path, dispatch_id: int, l
 
 
 @routes.post("/api/dispatches/{id}/updates")
-@require("agency")
+@require(AGENCY)
 async def add_update(request: web.Request) -> web.Response:
     """multipart/form-data: ``status``, ``note``, optional ``photo`` (JPEG/PNG ≤ ``upload_max_bytes``)."""
     dispatch_id = _id(request, "id", "dispatch")
@@ -508,7 +468,7 @@ async def add_update(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/dispatches/{id}/photos/{name}")
-@require("calltaker", "supervisor", "agency")
+@require(*CONSOLE_ROLES)
 async def photo(request: web.Request) -> web.StreamResponse:
     """A photo of one of the dispatch's updates, to the centre and to the dispatch's own agency."""
     dispatch_id = _id(request, "id", "dispatch")

@@ -1,16 +1,26 @@
-"""Typed keys for what the composition root puts on the aiohttp application."""
+"""Every typed key the composition root puts on the aiohttp application, declared together.
+
+The contexts that fill them live in ``callcenter/wiring.py``; handlers read them. Keys of services
+built after the AGI server (the dispatcher, ratings, call-backs, the Twilio line, the SLA timer's
+interval) may be absent for a moment at startup, or for good when a test leaves that part out: read
+those with ``app.get(KEY)``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import timedelta
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from callcenter.agi.server import AgiServer
 from callcenter.config import Config
+from callcenter.dispatch.agencies import Directory
+from callcenter.dispatch.dispatcher import Dispatcher
+from callcenter.dispatch.twilio_line import TwilioLine
 from callcenter.forms.intake import Districts
 from callcenter.queue.ami import AmiClient
+from callcenter.queue.fanout import AmiFanout
 from callcenter.queue.presence import Presence
 from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Store
@@ -19,33 +29,51 @@ from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
 from callcenter.store.pending import PendingWrites
 from callcenter.store.stats import Stats
+from callcenter.supervision.callbacks import Callbacks
+from callcenter.supervision.presence_control import AutoPause, PresenceBoard
+from callcenter.supervision.quality import Quality
+from callcenter.supervision.ratings import Ratings
 from callcenter.tasks import Background
+from callcenter.web.hub import LiveHub
+from callcenter.web.throttle import LoginThrottle
 
-if TYPE_CHECKING:
-    # Typed for mypy only: importing the supervision package at run time from here would be a cycle
-    # (its package module wires contexts that read these keys).
-    from callcenter.supervision.presence_control import AutoPause, PresenceBoard
-    from callcenter.supervision.quality import Quality
-
+# Set before startup (by create_app, or by a test).
 CONFIG = web.AppKey("config", Config)
+#: The centre's UTC offset for "today", days and hours; set before startup to override the server's.
+TZ_OFFSET = web.AppKey("stats_tz_offset", timedelta)
+#: Seconds between two passes of the service-level timer (tests shorten it before startup).
+SLA_INTERVAL = web.AppKey("sla_interval", float)
+
+# The long-lived connections and the call path.
 STORE = web.AppKey("store", Store)
 BACKGROUND = web.AppKey("background", Background)
 PENDING = web.AppKey("pending", PendingWrites)
 AGI = web.AppKey("agi", AgiServer)
 AMI = web.AppKey("ami", AmiClient)
+AMI_FANOUT = web.AppKey("ami_fanout", AmiFanout)
 TRACKER = web.AppKey("tracker", QueueTracker)
 PRESENCE = web.AppKey("presence", Presence)
 #: The app's own Prometheus registry (``web/metrics.py``): never prometheus-client's global one.
 METRICS = web.AppKey("metrics", CollectorRegistry)
+HUB = web.AppKey("live_hub", LiveHub)
 
-# The repositories the web API serves from: built by the composition root once the store exists.
+# The repositories the web API serves from: built once the store exists.
 ACCOUNTS = web.AppKey("accounts", Accounts)
+THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 INCIDENTS = web.AppKey("incidents", Incidents)
 DISTRICTS = web.AppKey("districts", Districts)
 DISPATCHES = web.AppKey("dispatches", Dispatches)
 STATS = web.AppKey("stats", Stats)
 #: Quality review of call handling (``supervision/quality.py``).
-QUALITY: web.AppKey[Quality] = web.AppKey("quality")
+QUALITY = web.AppKey("quality", Quality)
 #: Time in state per queue member and the auto-pause after missed offers (``supervision/presence_control.py``).
-PRESENCE_BOARD: web.AppKey[PresenceBoard] = web.AppKey("presence_board")
-AUTO_PAUSE: web.AppKey[AutoPause] = web.AppKey("auto_pause")
+PRESENCE_BOARD = web.AppKey("presence_board", PresenceBoard)
+AUTO_PAUSE = web.AppKey("auto_pause", AutoPause)
+
+# Dispatch and supervision services, built after AMI and the live hub.
+#: The Twilio line; may be set before startup (tests put a line aimed at the fake Twilio here).
+TWILIO = web.AppKey("twilio_line", TwilioLine)
+DIRECTORY = web.AppKey("agency_directory", Directory)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+CALLBACKS = web.AppKey("callbacks", Callbacks)
+RATINGS = web.AppKey("ratings", Ratings)

@@ -24,9 +24,9 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from callcenter.store.roles import CONSOLE_ROLES
 from callcenter.web.access import error
-from callcenter.web.keys import AGI, AMI, CONFIG, METRICS, TRACKER
-from callcenter.web.live import HUB
+from callcenter.web.keys import AGI, AMI, CONFIG, HUB, METRICS, TRACKER
 
 routes = web.RouteTableDef()
 
@@ -119,7 +119,7 @@ class AppCollector(Collector):
         clients = GaugeMetricFamily("callcenter_websocket_clients", "Open console WebSockets.", labels=["role"])
         hub = app.get(HUB)
         by_role = hub.clients_by_role() if hub is not None else {}
-        for role in ("calltaker", "supervisor", "agency"):
+        for role in CONSOLE_ROLES:
             clients.add_metric([role], by_role.get(role, 0))
         yield clients
 

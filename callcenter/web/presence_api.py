@@ -15,6 +15,7 @@ from aiohttp import web
 from callcenter.queue.ami import AmiError, AmiNotConnected
 from callcenter.queue.presence import PAUSE_REASONS
 from callcenter.store.access import log_access
+from callcenter.store.roles import SUPERVISOR
 from callcenter.web.access import error, invalid, require, user_of
 from callcenter.web.keys import CONFIG, PRESENCE, STORE, TRACKER
 
@@ -25,7 +26,7 @@ ACTIONS = ("pause", "unpause", "logout")
 
 
 @routes.post("/api/supervisor/presence")
-@require("supervisor")
+@require(SUPERVISOR)
 async def control(request: web.Request) -> web.Response:
     """``{"interface": "PJSIP/taker1", "action": "pause"|"unpause"|"logout", "reason": …}`` for a queue member."""
     try:

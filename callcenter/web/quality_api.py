@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from callcenter.store import utcnow
+from callcenter.store.roles import CALLTAKER, CENTRE_ROLES, SUPERVISOR
 from callcenter.supervision.quality import QualityError, form_json, review_json, sample_json, week_bounds
 from callcenter.web.access import Reply, date_range, error, invalid, require, user_of
 from callcenter.web.keys import QUALITY
@@ -63,13 +64,13 @@ def _week(request: web.Request, raw: Any) -> str:
 
 
 @routes.get("/api/quality/form")
-@require("supervisor", "calltaker")
+@require(*CENTRE_ROLES)
 async def form(request: web.Request) -> web.Response:
     return web.json_response(form_json())
 
 
 @routes.get("/api/quality/samples")
-@require("supervisor")
+@require(SUPERVISOR)
 async def samples(request: web.Request) -> web.Response:
     """The sample of one week (default: the current one), soonest due first, with each call's status."""
     quality = request.app[QUALITY]
@@ -87,7 +88,7 @@ async def samples(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/quality/samples")
-@require("supervisor")
+@require(SUPERVISOR)
 async def draw(request: web.Request) -> web.Response:
     """Draw (top up) the sample of a week now: ``{"week": "2026-W49"}``, default the current week."""
     body = await _json(request)
@@ -101,7 +102,7 @@ async def draw(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/quality/calls/{id}")
-@require("supervisor")
+@require(SUPERVISOR)
 async def call_quality(request: web.Request) -> web.Response:
     """The call's sample entry with every review and the calibration differences (``sample`` null if not drawn)."""
     call_id = _call_id(request)
@@ -116,7 +117,7 @@ async def call_quality(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/quality/calls/{id}")
-@require("supervisor")
+@require(SUPERVISOR)
 async def add_call(request: web.Request) -> web.Response:
     """Put an answered call into the review sample by hand."""
     try:
@@ -127,7 +128,7 @@ async def add_call(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/quality/calls/{id}/reviews")
-@require("supervisor")
+@require(SUPERVISOR)
 async def submit(request: web.Request) -> web.Response:
     """Submit this supervisor's review; a second supervisor's review of the same call calibrates."""
     call_id = _call_id(request)
@@ -142,7 +143,7 @@ async def submit(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/quality/mine")
-@require("calltaker")
+@require(CALLTAKER)
 async def mine(request: web.Request) -> web.Response:
     """The reviews of this call-taker's calls: the primary review of each, never the calibration ones."""
     user = user_of(request)
@@ -161,7 +162,7 @@ async def mine(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/quality/reviews/{review_id}/acknowledge")
-@require("calltaker")
+@require(CALLTAKER)
 async def acknowledge(request: web.Request) -> web.Response:
     raw = request.match_info["review_id"]
     if not raw.isdigit() or len(raw) > 12:
@@ -198,14 +199,14 @@ async def _scores(request: web.Request) -> list[dict[str, Any]]:
 
 
 @routes.get("/api/quality/scores")
-@require("supervisor")
+@require(SUPERVISOR)
 async def scores(request: web.Request) -> web.Response:
     """Primary review scores per call-taker and ISO week of the call (default: the last 13 weeks)."""
     return web.json_response({"scores": await _scores(request)})
 
 
 @routes.get("/api/quality/scores.csv")
-@require("supervisor")
+@require(SUPERVISOR)
 async def scores_csv(request: web.Request) -> web.Response:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")

@@ -28,6 +28,7 @@ from callcenter.queue.tracker import member_json
 from callcenter.store import utcnow
 from callcenter.store.access import log_access
 from callcenter.store.recordings import recording_file
+from callcenter.store.roles import SUPERVISOR
 from callcenter.store.stats import (
     CALL_STATUSES,
     WOMEN_AND_CHILDREN,
@@ -131,7 +132,7 @@ def _call_id(request: web.Request) -> str:
 
 
 @routes.get("/api/wallboard")
-@require("supervisor")
+@require(SUPERVISOR)
 async def wallboard(request: web.Request) -> web.Response:
     """The live queue from the tracker (no database read) and today's figures from the store."""
     stats = request.app[STATS]
@@ -179,7 +180,7 @@ async def wallboard(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/calls/log")
-@require("supervisor")
+@require(SUPERVISOR)
 async def call_log(request: web.Request) -> web.Response:
     stats = request.app[STATS]
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
@@ -194,7 +195,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 @routes.get("/api/calls/{id}/detail")
-@require("supervisor")
+@require(SUPERVISOR)
 async def call_detail(request: web.Request) -> web.Response:
     """Everything about one call; opening a women-and-children case is logged before it is shown."""
     stats, dispatches = request.app[STATS], request.app[DISPATCHES]
@@ -267,7 +268,7 @@ async def call_detail(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/calls/{id}/recording")
-@require("supervisor")
+@require(SUPERVISOR)
 async def recording(request: web.Request) -> web.StreamResponse:
     """The call's WAV with Range support; each served request is logged first (the <audio> element
     asks in ranges, so one listening is usually several rows: each is an access to the audio)."""
@@ -298,7 +299,7 @@ async def recording(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/api/stats")
-@require("supervisor")
+@require(SUPERVISOR)
 async def statistics(request: web.Request) -> web.Response:
     stats = request.app[STATS]
     return web.json_response(await stats.statistics(_period(request, stats)))
@@ -386,7 +387,7 @@ CALL_COLUMNS = (
 
 
 @routes.get("/api/stats/{table}.csv")
-@require("supervisor")
+@require(SUPERVISOR)
 async def stats_table_csv(request: web.Request) -> web.StreamResponse:
     table = request.match_info["table"]
     if table not in CSV_TABLES:

@@ -7,7 +7,7 @@ URL is rebuilt from the configured ``public_url`` and the request's raw path and
 the Host header, which differs behind the TLS proxy and which a forger controls. A missing or wrong
 signature gets 403 (logged as ``twilio.signature_rejected``) before anything else is looked at.
 
-The :class:`~callcenter.dispatch.twilio_line.TwilioLine` comes from the app under :data:`TWILIO`, put
+The :class:`~callcenter.dispatch.twilio_line.TwilioLine` comes from the app under ``web.keys.TWILIO``, put
 there by the composition root; without one (Twilio not in use) both webhooks answer 503.
 """
 
@@ -21,12 +21,11 @@ from twilio.request_validator import RequestValidator
 from callcenter.dispatch.twilio_line import GATHER_PATH, STATUS_PATH, TwilioLine
 from callcenter.web.access import error
 from callcenter.web.auth import PUBLIC_POST_PATHS
+from callcenter.web.keys import TWILIO
 
 log = structlog.get_logger("callcenter.twilio")
 routes = web.RouteTableDef()
 
-#: Set before startup by whoever wires dispatch; absent → the webhooks answer 503.
-TWILIO = web.AppKey("twilio_line", TwilioLine)
 SIGNATURE_HEADER = "X-Twilio-Signature"
 TWIML = "text/xml"
 

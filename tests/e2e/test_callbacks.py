@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callcenter.dispatch.speech import wav_seconds
 from callcenter.pbx.harness import TestPbx
-from callcenter.pbx.prompts import wav_seconds
 from callcenter.store import Store, utcnow
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import Call, Callback, Dispatch, Rating

@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from callcenter.dispatch.speech import wav_seconds
 from callcenter.pbx.harness import TestPbx
-from callcenter.pbx.prompts import wav_seconds
 from callcenter.store import Store
+from callcenter.store.accounts import UserInfo
 from callcenter.store.models import Call
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
 from callcenter.testing.browser import call_back_from_page, phone_port, rows
 from callcenter.testing.wait import until
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user
-from callcenter.web.access import UserInfo
 
 pytestmark = pytest.mark.pbx
 

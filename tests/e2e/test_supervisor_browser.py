@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from callcenter.dispatch.speech import wav_seconds
 from callcenter.pbx.harness import TestPbx
-from callcenter.pbx.prompts import wav_seconds
 from callcenter.store import Store
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import AccessLog, Call

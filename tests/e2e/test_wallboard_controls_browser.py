@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from callcenter.dispatch.speech import wav_seconds
 from callcenter.pbx.harness import TestPbx
-from callcenter.pbx.prompts import wav_seconds
 from callcenter.store import Store
 from callcenter.store.models import AccessLog, CallEvent
 from callcenter.testing import sipp

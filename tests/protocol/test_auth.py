@@ -25,8 +25,9 @@ from callcenter.store import Store, StoreUnavailable, utcnow
 from callcenter.store.accounts import AccountError, Accounts
 from callcenter.store.models import User, WebSession
 from callcenter.testing.web import login, make_user, test_config
-from callcenter.web.auth import COOKIE, LoginThrottle
+from callcenter.web.auth import COOKIE
 from callcenter.web.keys import ACCOUNTS, STORE
+from callcenter.web.throttle import LoginThrottle
 
 Client = TestClient[web.Request, web.Application]
 PASSWORD = "correct-horse-battery"

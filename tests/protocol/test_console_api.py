@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.app import create_app
 from callcenter.store import Store, utcnow
+from callcenter.store.accounts import UserInfo
 from callcenter.store.models import Call, Draft, Incident, IncidentAudit, NumberFlag
 from callcenter.testing.web import login, make_user, test_config
-from callcenter.web.access import UserInfo
 from callcenter.web.keys import STORE
 
 NUMBER = "+6281234567890"

@@ -24,14 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.app import create_app
 from callcenter.config import replace
-from callcenter.dispatch.sla import SLA_INTERVAL, sweep
+from callcenter.dispatch.sla import sweep
 from callcenter.store import Store, utcnow
+from callcenter.store.accounts import UserInfo
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import Dispatch, DispatchUpdate, Incident
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user, test_config
-from callcenter.web.access import UserInfo
-from callcenter.web.dispatch_api import _directory, _dispatcher
-from callcenter.web.keys import STORE
+from callcenter.web.keys import DIRECTORY, DISPATCHER, SLA_INTERVAL, STORE
 
 UPLOAD_LIMIT = 50_000
 
@@ -504,8 +503,7 @@ async def test_late_acceptance_is_still_a_breach(env: Env) -> None:
 
 
 async def test_proposal_dispatch_and_web_acceptance_through_the_dispatch_core(env: Env) -> None:
-    if _directory(env.app) is None or _dispatcher(env.app) is None:
-        pytest.skip("the dispatch core is not wired into the app")
+    assert env.app.get(DIRECTORY) is not None and env.app.get(DISPATCHER) is not None
     incident = await env.incident("fire")
     taker = await env.as_user(env.taker)
     status, proposal = await taker.get(f"/api/incidents/{incident.id}/proposal")
@@ -546,8 +544,7 @@ async def proposed_codes(session: Session, incident_id: int) -> list[str]:
 
 async def test_intake_flags_add_agencies_to_the_proposal(env: Env) -> None:
     """Fire proposes Damkar; the intake's needs_water adds PDAM (``[[rules]]`` of the directory)."""
-    if _directory(env.app) is None:
-        pytest.skip("the dispatch core is not wired into the app")
+    assert env.app.get(DIRECTORY) is not None
     taker = await env.as_user(env.taker)
     intake = {
         "reporter_name": "Made",
@@ -582,7 +579,7 @@ async def test_intake_flags_add_agencies_to_the_proposal(env: Env) -> None:
 
 
 async def test_proposal_and_dispatch_answer_503_without_the_dispatch_core(tmp_path: Path) -> None:
-    from callcenter.dispatch.service import dispatch_ctx
+    from callcenter.wiring import dispatch_ctx
 
     app = create_app(test_config(tmp_path))
     app.cleanup_ctx[:] = [ctx for ctx in app.cleanup_ctx if ctx is not dispatch_ctx]

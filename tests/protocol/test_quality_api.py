@@ -26,8 +26,7 @@ from callcenter.store import Store
 from callcenter.store.models import Call, QualitySample
 from callcenter.testing.rows import incident_row
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user, test_config
-from callcenter.web.access import TZ_OFFSET
-from callcenter.web.keys import STORE
+from callcenter.web.keys import STORE, TZ_OFFSET
 
 OFFSET = timedelta(hours=8)
 MONDAY = datetime(2026, 3, 2, tzinfo=UTC) - OFFSET

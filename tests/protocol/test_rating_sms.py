@@ -22,27 +22,39 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.testing import capture_logs
 
 from callcenter.app import create_app
-from callcenter.config import TwilioConfig, replace
+from callcenter.config import AmiConfig, TwilioConfig, replace
 from callcenter.dispatch.twilio_line import TwilioLine
-from callcenter.queue.ami import AmiError
+from callcenter.queue.ami import AmiClient, AmiError
 from callcenter.store import Store
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import Rating
-from callcenter.supervision import sms_line
 from callcenter.supervision.ratings import Ratings
 from callcenter.testing.fake_twilio import FakeTwilio
 from callcenter.testing.web import SAMPLE_INTAKE, test_config
-from callcenter.web.twilio_hooks import TWILIO
+from callcenter.web.keys import TWILIO
+from callcenter.wiring import sms_line
 
 PUBLIC_URL = "https://cc112.jembrana.example.id"
 MOBILE = "+6281234567890"
 LANDLINE = "+6236541113"  # a Negara fixed line: it cannot receive an SMS
 
 
-class ScriptedAmi:
-    """Answers the ratings service's AMI actions as Asterisk would: the citizen trunk, then the Originate."""
+async def _no_events(_message: Message) -> None:
+    raise AssertionError("never started: no events")
+
+
+async def _no_ready(_client: AmiClient) -> None:
+    raise AssertionError("never started: never ready")
+
+
+class ScriptedAmi(AmiClient):
+    """Answers the ratings service's AMI actions as Asterisk would: the citizen trunk, then the Originate.
+
+    The real client's ``originate`` builds the actions; only sending them is scripted (never started).
+    """
 
     def __init__(self, *, refuse_originate: bool = False) -> None:
+        super().__init__(AmiConfig(), on_event=_no_events, on_ready=_no_ready)
         self.refuse_originate = refuse_originate
         self.actions: list[dict[str, str]] = []
 
@@ -95,7 +107,7 @@ async def build(store: Store, line: TwilioLine) -> AsyncIterator[Build]:
         ami = ScriptedAmi(refuse_originate=refuse_originate)
         ratings = Ratings(
             store,
-            ami,  # type: ignore[arg-type]  # the AMI as the service uses it: action() only
+            ami,
             publish_nowhere,
             lambda: line if can_text else None,
             public_url=PUBLIC_URL + "/",

@@ -28,8 +28,7 @@ from callcenter.store.models import Call
 from callcenter.store.recordings import recording_file
 from callcenter.testing.rows import dispatch_row, incident_row, rating_row
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user, test_config
-from callcenter.web.access import TZ_OFFSET
-from callcenter.web.keys import STORE
+from callcenter.web.keys import STORE, TZ_OFFSET
 from callcenter.web.supervisor_api import csv_cell
 
 OFFSET = timedelta(hours=8)

@@ -26,8 +26,7 @@ from callcenter.dispatch.twilio_line import TwilioLine, TwilioLineError, TwilioN
 from callcenter.testing.fake_twilio import FakeTwilio, sign
 from callcenter.testing.web import login, make_user, test_config
 from callcenter.web.auth import PUBLIC_POST_PATHS
-from callcenter.web.keys import STORE
-from callcenter.web.twilio_hooks import TWILIO
+from callcenter.web.keys import STORE, TWILIO
 
 Client = TestClient[web.Request, web.Application]
 PUBLIC_URL = "https://cc112.jembrana.example.id"
@@ -531,10 +530,10 @@ async def test_late_key_1_is_stored_before_the_officer_hears_accepted(
     dispatch fails), then presses 1 on that first call. The officer is told "diterima" only because the
     acceptance is stored: the dispatch is accepted by that line and the calling stops."""
     from callcenter.dispatch import dispatcher as dispatcher_module
-    from callcenter.dispatch.service import DISPATCHER
     from callcenter.store.incidents import Incidents
     from callcenter.store.models import Dispatch, DispatchAttempt
     from callcenter.testing.wait import until
+    from callcenter.web.keys import DISPATCHER
 
     packaged = Path(__file__).resolve().parents[2] / "config" / "agencies.toml"
     agencies = tmp_path / "agencies.toml"

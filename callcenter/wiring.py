@@ -1,0 +1,415 @@
+"""The startup contexts of the composition root: each long-lived service built, put on the app, stopped.
+
+``callcenter/app.py`` registers :data:`CONTEXTS` in this order, and aiohttp runs them in it at startup
+and in reverse at shutdown. Order matters both ways: the store comes first because the AGI routes and
+the tracker write to it; the AGI server starts before the AMI client so that calls are routed even
+while AMI is still connecting; the live hub needs the tracker; dispatch needs AMI and the hub;
+supervision needs dispatch's Twilio line; the service-level timer announces through the hub. On
+shutdown the AMI client stops first and the store closes last, after the pending background writes
+have drained.
+
+A new service's wiring goes here: a context that builds the plain class from what the earlier contexts
+put on the app, sets its key (declared in ``web/keys.py``), and undoes it after ``yield``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from aiohttp import web
+from panoramisk.message import Message
+
+from callcenter.agi.briefing import ROUTE as BRIEFING_ROUTE
+from callcenter.agi.briefing import BriefingRoute
+from callcenter.agi.hangup import ROUTE as HANGUP_ROUTE
+from callcenter.agi.hangup import HangupRoute
+from callcenter.agi.incoming import ROUTE as INCOMING_ROUTE
+from callcenter.agi.incoming import IncomingRoute
+from callcenter.agi.rating import BUDGET as RATING_BUDGET
+from callcenter.agi.rating import ROUTE as RATING_ROUTE
+from callcenter.agi.rating import RatingRoute
+from callcenter.agi.server import AgiServer
+from callcenter.dispatch import sla
+from callcenter.dispatch.agencies import AgencyConfigError, Directory, load_agencies
+from callcenter.dispatch.dispatcher import Dispatcher
+from callcenter.dispatch.twilio_line import TwilioLine
+from callcenter.forms.intake import load_districts
+from callcenter.queue.ami import AmiClient
+from callcenter.queue.fanout import AmiFanout
+from callcenter.queue.presence import Presence
+from callcenter.queue.tracker import QueueTracker, member_json, resync_from_ami
+from callcenter.store import Store
+from callcenter.store.accounts import Accounts
+from callcenter.store.dispatches import Dispatches
+from callcenter.store.incidents import Incidents
+from callcenter.store.pending import PendingWrites
+from callcenter.store.presence import QueueLogins
+from callcenter.store.quality import QualityStore
+from callcenter.store.roles import CENTRE_ROLES, SUPERVISOR_ROLES
+from callcenter.store.stats import Rollup, Stats
+from callcenter.supervision.callbacks import Callbacks
+from callcenter.supervision.presence_control import AutoPause, PresenceBoard
+from callcenter.supervision.quality import Quality
+from callcenter.supervision.ratings import RATING_POLL, Ratings, rate_resolved
+from callcenter.tasks import Background
+from callcenter.web import live, metrics
+from callcenter.web.access import centre_offset
+from callcenter.web.hub import LiveHub
+from callcenter.web.keys import (
+    ACCOUNTS,
+    AGI,
+    AMI,
+    AMI_FANOUT,
+    AUTO_PAUSE,
+    BACKGROUND,
+    CALLBACKS,
+    CONFIG,
+    DIRECTORY,
+    DISPATCHER,
+    DISPATCHES,
+    DISTRICTS,
+    HUB,
+    INCIDENTS,
+    METRICS,
+    PENDING,
+    PRESENCE,
+    PRESENCE_BOARD,
+    QUALITY,
+    RATINGS,
+    SLA_INTERVAL,
+    STATS,
+    STORE,
+    THROTTLE,
+    TRACKER,
+    TWILIO,
+)
+from callcenter.web.throttle import LoginThrottle
+
+log = structlog.get_logger("callcenter.app")
+
+#: Seconds between background refreshes of the statistics roll-up (``store/stats.py``).
+STATS_REFRESH = 60.0
+
+
+async def _cancel(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    store = Store.from_url(cfg.store.url, retry_for=cfg.store.retry_for)
+    store.on_latency = metrics.db_latency(app[METRICS]).observe
+    await store.upgrade()
+    window = timedelta(days=cfg.queue.prank_window_days)
+    flags = await store.load_flags(window)
+    log.info("store.ready", flags_indexed=flags)
+    app[STORE] = store
+    background = Background()
+    app[BACKGROUND] = background
+    app[PENDING] = PendingWrites()
+
+    async def refresh_flags() -> None:
+        """Flags written by another process (a second instance, a script) reach routing within a period."""
+        while True:
+            await asyncio.sleep(cfg.queue.flags_refresh)
+            try:
+                before = len(store.flags)
+                after = await store.load_flags(window)
+                if after != before:
+                    log.info("store.flags_refreshed", flags_indexed=after, before=before)
+            except Exception as exc:  # the old index keeps serving; routing never waits on this
+                log.warning("store.flags_refresh_failed", error=str(exc))
+
+    async def refresh_stats() -> None:
+        """Statistics reads refresh the roll-up themselves; this keeps the dirty marks few when nobody
+        looks for a while, and builds the roll-up in short steps after an upgrade, before anyone asks."""
+        rollup = Rollup(store)
+        while True:
+            await asyncio.sleep(STATS_REFRESH)
+            try:
+                await rollup.refresh()
+            except Exception as exc:  # the next read or period tries again; nothing waits on this
+                log.warning("store.stats_refresh_failed", error=str(exc))
+
+    tasks = (
+        asyncio.create_task(refresh_flags(), name="flags-refresh"),
+        asyncio.create_task(refresh_stats(), name="stats-refresh"),
+    )
+    yield
+    await _cancel(*tasks)
+    await background.drain()
+    await store.close()
+
+
+async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The repositories the web API serves from, built once per app as soon as the store exists:
+    startup is the last moment keys may be set (aiohttp freezes the app after it), and a bad setting
+    (districts file, time zone) stops the start instead of failing the first request."""
+    cfg, store = app[CONFIG], app[STORE]
+    app[ACCOUNTS] = Accounts(store, session_lifetime=timedelta(hours=cfg.web.session_hours))
+    app[THROTTLE] = LoginThrottle(cfg.web.login_max_failures, cfg.web.login_lockout_seconds)
+    app[INCIDENTS] = Incidents(store, flags_window=timedelta(days=cfg.queue.prank_window_days))
+    app[DISTRICTS] = load_districts(cfg.intake.districts_file or None)
+    app[DISPATCHES] = Dispatches(store)
+    app[STATS] = Stats(store, offset=centre_offset(app))
+    app[QUALITY] = Quality(QualityStore(store), offset=centre_offset(app))
+    yield
+
+
+#: Seconds between draws of the quality-review sample (idempotent top-ups; ``supervision/quality.py``).
+QUALITY_DRAW_PERIOD = 3600.0
+
+
+async def quality_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Every hour: the sample of the week that just ended (topped up until it meets the rules) and the
+    critical calls of the current week, so those are due five days after the call, not after the week."""
+    quality = app[QUALITY]
+
+    async def draw() -> None:
+        while True:
+            try:
+                await quality.draw(quality.previous_week())
+                await quality.draw(quality.current_week(), critical_only=True)
+            except Exception as exc:  # the next period tries again; nothing waits on this
+                log.warning("quality.draw_failed", error=str(exc))
+            await asyncio.sleep(QUALITY_DRAW_PERIOD)
+
+    task = asyncio.create_task(draw(), name="quality-draw")
+    yield
+    await _cancel(task)
+
+
+async def agi_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    server = AgiServer(cfg.agi)
+    store, background, pending = app[STORE], app[BACKGROUND], app[PENDING]
+    server.add_route(INCOMING_ROUTE, IncomingRoute(store, background, pending, cfg.numbers, cfg.queue))
+    server.add_route(HANGUP_ROUTE, HangupRoute(store, background, pending, cfg.queue.record_dir))
+    # The dispatcher is built later (dispatch_ctx needs AMI and the live hub): looked up per call;
+    # until it exists the route declines and the dialplan plays its fallback prompt.
+    # The briefing waits for the officer's key (accept_timeout) after prompts of up to a minute.
+    briefing_budget = cfg.dispatch.accept_timeout + 90.0
+    briefing = BriefingRoute(lambda: app.get(DISPATCHER), cfg.agi, briefing_budget)
+    server.add_route(BRIEFING_ROUTE, briefing, budget=briefing_budget)
+    # Ratings are built by supervision_ctx (after AMI): looked up per call like the dispatcher.
+    server.add_route(RATING_ROUTE, RatingRoute(lambda: app.get(RATINGS), cfg.agi), budget=RATING_BUDGET)
+    await server.start()
+    app[AGI] = server
+    log.info("agi.listening", host=cfg.agi.host, port=server.port)
+    yield
+    await server.stop()
+
+
+async def ami_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    tracker = QueueTracker(app[STORE], region=cfg.numbers.default_region, pending=app[PENDING])
+    presence: Presence | None = None
+
+    async def on_ready(client: AmiClient) -> None:
+        # The call-takers first (a restarted Asterisk forgot them; the next caller must find them), then
+        # the live picture.
+        await resync_from_ami(tracker, client, restore=presence.restore if presence else None)
+
+    # Tracker first, then subscribers (dispatch's OriginateResponse/Hangup matching), in event order.
+    fanout = AmiFanout(tracker.handle)
+    client = AmiClient(cfg.ami, on_event=fanout, on_ready=on_ready, on_down=tracker.link_down)
+    presence = Presence(client, cfg.queue.name, QueueLogins(app[STORE]), app[BACKGROUND])
+    unfollow = tracker.subscribe(presence.follow)
+    app[AMI_FANOUT] = fanout
+    app[TRACKER] = tracker
+    app[AMI] = client
+    app[PRESENCE] = presence
+    await client.start()
+    yield
+    await client.stop()
+    unfollow()
+    # Before the store closes (cleanup runs in reverse): what the tracker still buffers is written.
+    await tracker.close()
+
+
+async def live_ctx(app: web.Application) -> AsyncIterator[None]:
+    """After the AMI context: the hub listens to the tracker."""
+    hub = LiveHub(
+        app[STORE], app[PENDING], app[TRACKER], ping_seconds=live.PING_SECONDS, queue=app[CONFIG].queue.name
+    )
+    unsubscribe = app[TRACKER].subscribe(hub.on_event)
+    app[HUB] = hub
+    pinger = asyncio.create_task(hub.keepalive(), name="live-keepalive")
+    yield
+    await _cancel(pinger)
+    unsubscribe()
+    await hub.close()
+
+
+def load_directory(app: web.Application) -> Directory:
+    cfg = app[CONFIG]
+    districts = load_districts(cfg.intake.districts_file or None)
+    return load_agencies(cfg.dispatch.agencies_file or None, [d.name for d in districts.districts])
+
+
+async def dispatch_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The agency directory and the dispatcher; AMI events to it.
+
+    The directory is loaded first and a bad file stops the start with its AgencyConfigError message:
+    a centre must never run believing it can dispatch while its duty lines are misconfigured.
+    """
+    cfg = app[CONFIG]
+    try:
+        directory = load_directory(app)
+    except AgencyConfigError as exc:
+        log.error("dispatch.config_error", error=str(exc))
+        raise
+    holder: list[Dispatcher] = []
+
+    async def on_remote_result(attempt_id: int, outcome: str, reason: str) -> bool:
+        # The line tells the officer "accepted" only on True: the answer must say what was stored.
+        return bool(holder) and await holder[0].remote_result(attempt_id, outcome, reason)
+
+    # Built here, not in the Twilio module, because its results must reach this dispatcher; missing
+    # credentials are reported when an E.164 line is first tried (that attempt ends as ``error``).
+    twilio = app.get(TWILIO)
+    created_twilio = twilio is None
+    if twilio is None:
+        twilio = TwilioLine(cfg.twilio, on_remote_result)
+        app[TWILIO] = twilio
+    dispatcher = Dispatcher(app[STORE], app[AMI], directory, cfg.dispatch, app[HUB].broadcast, twilio=twilio)
+    holder.append(dispatcher)
+    await dispatcher.start()
+    unsubscribe = app[AMI_FANOUT].subscribe(dispatcher.on_ami_event)
+    app[DIRECTORY] = directory
+    app[DISPATCHER] = dispatcher
+    log.info("dispatch.ready", agencies=len(directory.agencies), rules=len(directory.rules))
+    yield
+    unsubscribe()
+    await dispatcher.close()
+    if created_twilio:
+        await twilio.close()
+
+
+def sms_line(app: web.Application) -> TwilioLine | None:
+    """The app's Twilio line when it can send an SMS (account, token and sender number set), else None.
+
+    Ratings see the Twilio line only while it can text: without credentials or a sender number every
+    SMS would fail at Twilio, so a rating is not offered by SMS at all (docs/supervision.md).
+    """
+    cfg = app[CONFIG].twilio
+    if not (cfg.account_sid.strip() and cfg.auth_token.strip() and cfg.from_number.strip()):
+        return None
+    return app.get(TWILIO)
+
+
+async def supervision_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Call-backs of abandoned calls and citizen ratings, subscribed to AMI; the rating trigger.
+
+    After ``dispatch_ctx``: it needs the AMI fan-out, the live hub and the Twilio line. Why the trigger
+    polls the store: docs/supervision.md, "Ratings".
+    """
+    cfg = app[CONFIG]
+    hub = app[HUB]
+    callbacks = Callbacks(app[STORE], app[AMI], hub.broadcast, overflow_dial=cfg.queue.overflow_dial)
+    ratings = Ratings(
+        app[STORE],
+        app[AMI],
+        hub.broadcast,
+        lambda: sms_line(app),
+        public_url=cfg.twilio.public_url,
+        region=cfg.numbers.default_region,
+    )
+    await callbacks.start()
+    unsubscribe = [app[AMI_FANOUT].subscribe(callbacks.on_ami_event), app[AMI_FANOUT].subscribe(ratings.on_ami_event)]
+    app[CALLBACKS] = callbacks
+    app[RATINGS] = ratings
+
+    async def trigger() -> None:
+        while True:
+            await asyncio.sleep(RATING_POLL)
+            try:
+                await rate_resolved(ratings)
+            except Exception:  # the store hiccuped: the next poll finds the same incidents
+                log.exception("rating.trigger_failed")
+
+    task = asyncio.create_task(trigger(), name="rating-trigger") if cfg.supervision.ratings else None
+    log.info("supervision.ready", ratings=cfg.supervision.ratings)
+    yield
+    if task is not None:
+        await _cancel(task)
+    for undo in unsubscribe:
+        undo()
+    await ratings.close()
+    await callbacks.close()
+
+
+async def sla_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The service-level timer (``dispatch/sla.py``); after the live context (it announces through the hub)."""
+    interval = app.get(SLA_INTERVAL, sla.INTERVAL)
+    store = app[STORE]
+
+    async def run() -> None:
+        while True:
+            try:
+                for breach in await sla.sweep(store, sla.targets(app.get(DIRECTORY))):
+                    log.warning("sla.breached", incident_id=breach.incident_id, category=breach.category)
+                    hub = app.get(HUB)
+                    if hub is not None:
+                        hub.broadcast(breach.message(), roles=CENTRE_ROLES)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a database outage must not end the timer; next pass retries
+                log.warning("sla.sweep_failed", error=str(exc))
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(run(), name="sla-timer")
+    yield
+    await _cancel(task)
+
+
+async def presence_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Time in state for the wallboard and auto-pause after missed offers (after live and dispatch
+    contexts: it needs the tracker, the AMI fan-out and the live hub to alert supervisors)."""
+    tracker, hub = app[TRACKER], app[HUB]
+    board = PresenceBoard()
+    for member in tracker.live.members.values():  # what the first resync already reported
+        board.on_member("member", member_json(member))
+
+    def alert(message: dict[str, Any]) -> None:
+        hub.broadcast({"type": "presence_alert", "alert": message}, roles=SUPERVISOR_ROLES)
+
+    auto_pause = AutoPause(app[PRESENCE], app[CONFIG].queue.autopause_after, alert)
+
+    async def on_ami(message: Message) -> None:
+        board.on_ami(message)
+        await auto_pause.on_ami(message)
+
+    undo = [tracker.subscribe(board.on_member), app[AMI_FANOUT].subscribe(on_ami)]
+    app[PRESENCE_BOARD] = board
+    app[AUTO_PAUSE] = auto_pause
+    yield
+    for unsubscribe in undo:
+        unsubscribe()
+    await auto_pause.close()
+
+
+#: In startup order; cleanup runs in reverse.
+CONTEXTS: tuple[Callable[[web.Application], AsyncIterator[None]], ...] = (
+    store_ctx,
+    services_ctx,
+    agi_ctx,
+    ami_ctx,
+    live_ctx,
+    dispatch_ctx,
+    supervision_ctx,
+    sla_ctx,
+    quality_ctx,
+    presence_ctx,
+)
+
+__all__ = ["CONTEXTS", "STATS_REFRESH", "dispatch_ctx", "load_directory", "sms_line"]
