@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import structlog
+from asyncpg.exceptions import TargetServerAttributeNotMatched  # type: ignore[import-untyped]
 from sqlalchemy import Table, bindparam, event, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -99,6 +100,16 @@ _TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 _TRANSIENT_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PROTOCOL")
 
 
+def _no_primary_yet(orig: BaseException | None) -> bool:
+    """asyncpg reached the hosts of a several-host URL but none is read-write: a failover in progress
+    (the old primary demoted or gone, the new one not promoted yet), which ends by itself."""
+    while orig is not None:
+        if isinstance(orig, TargetServerAttributeNotMatched):
+            return True
+        orig = orig.__cause__
+    return False
+
+
 def _transient(exc: BaseException) -> bool:
     """Whether a failed write may succeed if tried again: the database was unreachable or busy."""
     if isinstance(exc, OSError):  # connection refused/reset, timeouts
@@ -108,7 +119,7 @@ def _transient(exc: BaseException) -> bool:
     if exc.connection_invalidated:
         return True
     orig = exc.orig
-    if isinstance(orig, OSError):
+    if isinstance(orig, OSError) or _no_primary_yet(orig):
         return True
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if isinstance(sqlstate, str) and sqlstate:

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -150,9 +150,13 @@ class ThrowawayPostgres:
         bin_dir: Path | str | None = None,
         start_timeout: float = 30.0,
         stop_timeout: float = 10.0,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         _check_name(dbname)
         self.dbname = dbname
+        #: Server settings: :data:`SERVER_SETTINGS` with ``settings`` over them (command-line ``-c``
+        #: options, so ``ALTER SYSTEM`` cannot override these).
+        self.settings = {**SERVER_SETTINGS, **(settings or {})}
         self.bin_dir = Path(bin_dir) if bin_dir is not None else find_bin_dir()
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -214,21 +218,30 @@ class ThrowawayPostgres:
                         # Someone took the free port between our probe and the server's bind: try another.
                         if attempt == 2 or ("could not bind" not in str(exc) and "in use" not in str(exc)):
                             raise
-                self.create_database(self.dbname)
+                self._after_start()
             except BaseException:
                 self.stop()
                 raise
             return self
 
-    def halt(self) -> None:
-        """Stop the server (fast shutdown, then kill) but keep the cluster, so ``resume()`` can restart it."""
+    def _after_start(self) -> None:
+        """First start only: create ``dbname`` (a standby overrides this: it has the primary's)."""
+        self.create_database(self.dbname)
+
+    def halt(self, *, immediate: bool = False) -> None:
+        """Stop the server (fast shutdown, then kill) but keep the cluster, so ``resume()`` can restart it.
+
+        ``immediate``: SIGQUIT, what ``pg_ctl stop -m immediate`` sends: no checkpoint, no goodbye to
+        clients, crash recovery on the next start; the nearest we get to a host losing power.
+        """
         with self._lock:
             proc = self._proc
             if proc is None:
                 return
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGINT)  # "fast" shutdown: roll back sessions, checkpoint, exit
+                    # SIGINT: "fast" shutdown (roll back sessions, checkpoint, exit); SIGQUIT: immediate
+                    os.kill(proc.pid, signal.SIGQUIT if immediate else signal.SIGINT)
                 try:
                     proc.wait(self.stop_timeout)
                 except subprocess.TimeoutExpired:
@@ -298,15 +311,20 @@ class ThrowawayPostgres:
         _check_name(name)
         self._client("dropdb", "--if-exists", "--force", name)
 
+    def sql(self, statement: str, dbname: str = "postgres") -> str:
+        """Run one statement with ``psql`` and return its unaligned output (setup and checks in tests)."""
+        return self._client("psql", "-d", dbname, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", statement)
+
     # -- internals -------------------------------------------------------------------------------
 
-    def _client(self, tool: str, *args: str) -> None:
+    def _client(self, tool: str, *args: str) -> str:
         if not self.running:
             raise PostgresError(f"{tool}: the throwaway PostgreSQL server is not running")
         cmd = [str(self.bin_dir / tool), "-h", self.host, "-p", str(self.port), "-U", PG_USER, "-w", *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
         if proc.returncode != 0:
             raise PostgresError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc.stdout.strip()
 
     def _owner(self) -> tuple[int | None, int | None, list[int] | None]:
         """(user, group, extra_groups) for Popen: run server binaries as the cluster's owner."""
@@ -348,6 +366,10 @@ class ThrowawayPostgres:
             os.chown(self.tmp, self._user.pw_uid, self._user.pw_gid)
         os.chmod(self.tmp, 0o700)
         self._start_watchdog()
+        self._create_data_dir()
+
+    def _create_data_dir(self) -> None:
+        """A fresh cluster (a standby overrides this with a base backup of its primary)."""
         self._run(
             [
                 str(self.bin_dir / "initdb"),
@@ -385,7 +407,7 @@ class ThrowawayPostgres:
             "-p", str(self.port),
             "-F",
         ]  # fmt: skip
-        for key, value in SERVER_SETTINGS.items():
+        for key, value in self.settings.items():
             cmd += ["-c", f"{key}={value}"]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the server's lifetime
         # A session of its own: a ^C at the terminal reaches us (and our cleanup), not the server directly,
