@@ -171,6 +171,8 @@ class TwilioConfig:
     public_url: str = ""
     #: Override of Twilio's API host, for tests against a local recorder; empty in production.
     api_base: str = ""
+    #: The centre's WhatsApp sender (E.164, approved for WhatsApp at Twilio); empty: alerts go by SMS only.
+    whatsapp_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,10 @@ class SupervisionConfig:
     #: day and an hour of day mean in statistics and lists. Empty: the server's own offset. Whole hours
     #: only (statistics group on UTC hours; Indonesia has no daylight saving).
     utc_offset: str = ""
+    #: Agency leaders and the regional head to alert (TOML, ``config/leaders.toml``); empty: no alerts.
+    leaders_file: str = ""
+    #: Local hour (0-23) from which the regional head's summary of the day before is sent.
+    daily_summary_hour: int = 7
 
     def __post_init__(self) -> None:
         self.offset()  # a malformed value fails at load, not at the first statistics request

@@ -47,12 +47,14 @@ from callcenter.store import Store
 from callcenter.store.accounts import Accounts
 from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
+from callcenter.store.leader_alerts import LeaderAlertStore
 from callcenter.store.pending import PendingWrites
 from callcenter.store.presence import QueueLogins
 from callcenter.store.quality import QualityStore
 from callcenter.store.roles import CENTRE_ROLES, SUPERVISOR_ROLES
 from callcenter.store.stats import Rollup, Stats
 from callcenter.supervision.callbacks import Callbacks
+from callcenter.supervision.leaders import LeaderAlerts, LeadersConfigError, load_leaders
 from callcenter.supervision.presence_control import AutoPause, PresenceBoard
 from callcenter.supervision.quality import Quality
 from callcenter.supervision.ratings import RATING_POLL, Ratings, rate_resolved
@@ -75,6 +77,7 @@ from callcenter.web.keys import (
     DISTRICTS,
     HUB,
     INCIDENTS,
+    LEADER_ALERTS,
     METRICS,
     PENDING,
     PRESENCE,
@@ -398,6 +401,57 @@ async def presence_ctx(app: web.Application) -> AsyncIterator[None]:
     await auto_pause.close()
 
 
+#: Seconds between looks for alerts to send to agency leaders.
+LEADER_POLL = 5.0
+
+
+async def leaders_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Alerts to agency leaders (after dispatch: it needs the agency directory and the Twilio line).
+    A bad leaders file stops the start with the entry's name; without one nothing runs."""
+    cfg = app[CONFIG]
+    directory = app[DIRECTORY]
+    try:
+        leaders = load_leaders(cfg.supervision.leaders_file, list(directory.agencies))
+    except LeadersConfigError as exc:
+        log.error("leaders.config_error", error=str(exc))
+        raise
+    if not leaders:
+        yield
+        return
+    twilio = cfg.twilio
+
+    def sender() -> TwilioLine | None:
+        return app.get(TWILIO) if twilio.account_sid.strip() and twilio.auth_token.strip() else None
+
+    def agency_name(code: str) -> str:
+        return directory.agencies[code].name if code in directory.agencies else code.upper()
+
+    alerts = LeaderAlerts(
+        LeaderAlertStore(app[STORE]),
+        leaders,
+        sender,
+        whatsapp=bool(twilio.whatsapp_from.strip()),
+        public_url=twilio.public_url,
+        offset=centre_offset(app),
+        agency_name=agency_name,
+        daily_hour=cfg.supervision.daily_summary_hour,
+    )
+    app[LEADER_ALERTS] = alerts
+
+    async def poll() -> None:
+        while True:
+            await asyncio.sleep(LEADER_POLL)
+            try:
+                await alerts.tick()
+            except Exception:  # the store or Twilio hiccuped: the next poll finds the same alerts
+                log.exception("leaders.poll_failed")
+
+    task = asyncio.create_task(poll(), name="leader-alerts")
+    log.info("leaders.ready", leaders=len(leaders), whatsapp=bool(twilio.whatsapp_from.strip()))
+    yield
+    await _cancel(task)
+
+
 #: In startup order; cleanup runs in reverse.
 CONTEXTS: tuple[Callable[[web.Application], AsyncIterator[None]], ...] = (
     store_ctx,
@@ -410,6 +464,7 @@ CONTEXTS: tuple[Callable[[web.Application], AsyncIterator[None]], ...] = (
     sla_ctx,
     quality_ctx,
     presence_ctx,
+    leaders_ctx,
 )
 
 __all__ = ["CONTEXTS", "STATS_REFRESH", "dispatch_ctx", "load_directory", "sms_line"]

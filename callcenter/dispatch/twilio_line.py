@@ -239,6 +239,30 @@ class TwilioLine:
         log.info("twilio.sms_created", sid=sid, to=ref(to), status=message.status)
         return sid
 
+    async def message(self, to: str, body: str, *, whatsapp: bool, status_callback: str | None = None) -> str:
+        """Send ``body`` to ``to`` (E.164) by WhatsApp (``whatsapp:`` addresses on both sides, from
+        ``whatsapp_from``) or by SMS (from ``from_number``), asking Twilio to report its progress to
+        ``status_callback``; the message SID. Raises TwilioLineError when Twilio refuses it."""
+        if not _E164.match(to):
+            raise ValueError(f"not an E.164 number: {to!r}")
+        sender = "whatsapp_from" if whatsapp else "from_number"
+        client = self._client_or_fail(sender)
+        prefix = "whatsapp:" if whatsapp else ""
+        if len(body) > SMS_MAX:
+            body = body[: SMS_MAX - 1] + "…"
+        extra = {"status_callback": status_callback} if status_callback else {}
+        message = await self._api(
+            "messages.create",
+            client.messages.create,
+            to=prefix + to,
+            from_=prefix + getattr(self.config, sender).strip(),
+            body=body,
+            **extra,
+        )
+        sid = str(message.sid)
+        log.info("twilio.message_created", sid=sid, channel="whatsapp" if whatsapp else "sms", status=message.status)
+        return sid
+
     async def _api(self, what: str, method: Callable[..., Any], **kwargs: Any) -> Any:
         try:
             return await asyncio.to_thread(method, **kwargs)

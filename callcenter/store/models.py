@@ -406,6 +406,34 @@ class QualityReview(Base):
     acknowledged_at: Mapped[datetime | None]
 
 
+class LeaderAlert(Base):
+    """One message to an agency leader (or the regional head's daily summary), and how it went.
+
+    ``key`` makes each alert happen once, whoever polls: ``event:incident:agency:recipient`` or
+    ``daily:YYYY-MM-DD:recipient``. The row is written before the message is sent; ``channel`` is
+    whatsapp or sms; a WhatsApp message that fails is followed by an SMS row (``fallback_of``).
+    """
+
+    __tablename__ = "leader_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    #: dispatched, sla_breached, resolved or daily.
+    event: Mapped[str] = mapped_column(String(16))
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    agency: Mapped[str | None] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text)
+    #: pending → queued/sent/delivered/read (Twilio's words) | failed | undelivered.
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    error: Mapped[str | None] = mapped_column(String(255))
+    fallback_of: Mapped[int | None] = mapped_column(ForeignKey("leader_alerts.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
 class StatsRollup(Base):
     """Statistics grouped per UTC hour (``span`` 1) and per UTC day (``span`` 24, the sum of its hours),
     recomputed from the raw rows whenever triggers mark an hour dirty (migration 0007, ``store/stats.py``).

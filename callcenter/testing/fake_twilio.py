@@ -6,6 +6,11 @@ Every request is recorded as sent (method, path, form parameters with repeats ke
 credentials); the Calls and Messages resources answer 201 in Twilio's documented JSON shape, wrong
 credentials get Twilio's 401 (error 20003), and :meth:`FakeTwilio.fail_next` scripts an API error.
 
+WhatsApp goes through the same Messages resource with ``whatsapp:``-prefixed addresses; the recorder
+checks the documented shape: both ``To`` and ``From`` must be ``whatsapp:+E.164`` (a mixed pair is
+Twilio's error 21910), and a ``StatusCallback`` must be an absolute http(s) URL. :meth:`FakeTwilio.report`
+then plays Twilio's status callback for a message: the documented form fields, signed like Twilio signs.
+
 :func:`sign` computes the ``X-Twilio-Signature`` Twilio would send with a webhook, so tests can play
 Twilio calling our endpoints.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,11 +29,14 @@ from email.utils import format_datetime
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 API_VERSION = "2010-04-01"
+WHATSAPP = "whatsapp:"
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
 def sign(url: str, params: Mapping[str, str] | Sequence[tuple[str, str]], auth_token: str) -> str:
@@ -76,6 +85,7 @@ class FakeTwilio:
         self._runner: web.AppRunner | None = None
         self._failures: list[_Failure] = []
         self._counter = itertools.count(1)
+        self._sids: list[tuple[Recorded, str]] = []
 
     @property
     def base_url(self) -> str:
@@ -118,6 +128,37 @@ class FakeTwilio:
 
     def messages(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith("/Messages.json")]
+
+    def created(self) -> list[tuple[Recorded, str]]:
+        """Messages the API accepted, each with the SID it answered."""
+        return [(r, sid) for r, sid in self._sids]
+
+    async def report(self, sid: str, status: str, *, error_code: str = "", auth_token: str | None = None) -> int:
+        """Play Twilio's status callback for message ``sid``: POST the documented fields to the
+        ``StatusCallback`` it was created with, signed (with ``auth_token`` to forge one); the HTTP status."""
+        request = next(r for r, s in self._sids if s == sid)
+        url = request.param("StatusCallback")
+        to, from_ = request.param("To"), request.param("From")
+        fields = [
+            ("AccountSid", self.account_sid),
+            ("ApiVersion", API_VERSION),
+            ("From", from_),
+            ("MessageSid", sid),
+            ("MessageStatus", status),
+            ("SmsSid", sid),
+            ("SmsStatus", status),
+            ("To", to),
+        ]
+        if to.startswith(WHATSAPP):
+            fields.append(("ChannelPrefix", "whatsapp"))
+        if error_code:
+            fields.append(("ErrorCode", error_code))
+        signature = sign(url, fields, auth_token or self.auth_token)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url, data=fields, headers={"X-Twilio-Signature": signature}) as resp,
+        ):
+            return resp.status
 
     # -- the API ---------------------------------------------------------------------------------------
 
@@ -170,7 +211,25 @@ class FakeTwilio:
         for name in ("To", "Body"):
             if not params.get(name):
                 return self._error(400, 21604 if name == "To" else 21602, f"A '{name}' is required.")
-        return web.json_response(self._message(params), status=201)
+        refused = self._check_message(params)
+        if refused is not None:
+            return refused
+        body = self._message(params)
+        self._sids.append((self.requests[-1], body["sid"]))
+        return web.json_response(body, status=201)
+
+    def _check_message(self, params: Mapping[str, str]) -> web.Response | None:
+        """The documented shape of a WhatsApp or SMS message request (addresses, callback URL)."""
+        to, from_ = params["To"], params.get("From", "")
+        if to.startswith(WHATSAPP) != from_.startswith(WHATSAPP):
+            return self._error(400, 21910, "Invalid From and To pair. From and To should be of the same channel")
+        for name, value in (("To", to), ("From", from_)):
+            if not _E164.match(value.removeprefix(WHATSAPP)):
+                return self._error(400, 21211 if name == "To" else 21212, f"Invalid '{name}' Phone Number: {value}")
+        callback = params.get("StatusCallback")
+        if callback is not None and not re.match(r"^https?://[^/\s]+/", callback):
+            return self._error(400, 21609, "Invalid StatusCallback url")
+        return None
 
     def _sid(self, prefix: str) -> str:
         return f"{prefix}{next(self._counter):04x}{secrets.token_hex(14)}"
@@ -226,7 +285,7 @@ class FakeTwilio:
             "from": params.get("From"),
             "body": body,
             "status": "queued",
-            "num_segments": str(max(1, -(-len(body) // 153))),
+            "num_segments": "1" if params["To"].startswith(WHATSAPP) else str(max(1, -(-len(body) // 153))),
             "num_media": "0",
             "direction": "outbound-api",
             "api_version": API_VERSION,

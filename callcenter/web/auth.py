@@ -41,7 +41,7 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: login itself, and Twilio's webhooks (called by Twilio, not a browser; ``web/twilio_hooks.py``
 #: authenticates each request by its ``X-Twilio-Signature`` instead). Adding a path here makes it
 #: anonymous: its handler must authenticate the request itself.
-PUBLIC_POST_PATHS = frozenset({LOGIN_PATH, "/api/twilio/status", "/api/twilio/gather"})
+PUBLIC_POST_PATHS = frozenset({LOGIN_PATH, "/api/twilio/status", "/api/twilio/gather", "/api/twilio/message-status"})
 #: Path prefixes of the same kind: the citizen's rating page, where the random token in the path is
 #: the only credential and only the first answer counts (``web/callbacks_api.py``).
 PUBLIC_POST_PREFIXES = ("/rate/",)

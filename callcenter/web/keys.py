@@ -30,6 +30,7 @@ from callcenter.store.incidents import Incidents
 from callcenter.store.pending import PendingWrites
 from callcenter.store.stats import Stats
 from callcenter.supervision.callbacks import Callbacks
+from callcenter.supervision.leaders import LeaderAlerts
 from callcenter.supervision.presence_control import AutoPause, PresenceBoard
 from callcenter.supervision.quality import Quality
 from callcenter.supervision.ratings import Ratings
@@ -69,6 +70,8 @@ QUALITY = web.AppKey("quality", Quality)
 #: Time in state per queue member and the auto-pause after missed offers (``supervision/presence_control.py``).
 PRESENCE_BOARD = web.AppKey("presence_board", PresenceBoard)
 AUTO_PAUSE = web.AppKey("auto_pause", AutoPause)
+#: Alerts to agency leaders and the daily summary (``supervision/leaders.py``); absent without leaders.
+LEADER_ALERTS = web.AppKey("leader_alerts", LeaderAlerts)
 
 # Dispatch and supervision services, built after AMI and the live hub.
 #: The Twilio line; may be set before startup (tests put a line aimed at the fake Twilio here).

@@ -19,9 +19,10 @@ from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 from callcenter.dispatch.twilio_line import GATHER_PATH, STATUS_PATH, TwilioLine
+from callcenter.supervision.leaders import MESSAGE_STATUS_PATH
 from callcenter.web.access import error
 from callcenter.web.auth import PUBLIC_POST_PATHS
-from callcenter.web.keys import TWILIO
+from callcenter.web.keys import LEADER_ALERTS, TWILIO
 
 log = structlog.get_logger("callcenter.twilio")
 routes = web.RouteTableDef()
@@ -30,11 +31,15 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 TWIML = "text/xml"
 
 # The CSRF middleware must let Twilio through, and only on these paths.
-assert {STATUS_PATH, GATHER_PATH} <= PUBLIC_POST_PATHS, "twilio webhooks missing from auth.PUBLIC_POST_PATHS"
+_HOOKS = {STATUS_PATH, GATHER_PATH, MESSAGE_STATUS_PATH}
+assert _HOOKS <= PUBLIC_POST_PATHS, "twilio webhooks missing from auth.PUBLIC_POST_PATHS"
 
 
-async def _verified(request: web.Request) -> tuple[TwilioLine, int, MultiDict[str]] | web.Response:
-    """The line, the attempt id and the form parameters of a genuine Twilio request, or the refusal."""
+async def _verified(
+    request: web.Request, query: str = "attempt"
+) -> tuple[TwilioLine, int, MultiDict[str]] | web.Response:
+    """The line, the id in ``query`` (an attempt, an alert) and the form parameters of a genuine Twilio
+    request, or the refusal."""
     line = request.app.get(TWILIO)
     if line is None:
         return error(503, "twilio is not configured")
@@ -57,9 +62,9 @@ async def _verified(request: web.Request) -> tuple[TwilioLine, int, MultiDict[st
     # inside is constant-time.
     if RequestValidator(token).validate(url, params, signature) is not True:
         return _rejected(request, url, "invalid", params)
-    raw = request.query.get("attempt", "")
+    raw = request.query.get(query, "")
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        return error(400, "attempt must be a positive integer")
+        return error(400, f"{query} must be a positive integer")
     return line, int(raw), params
 
 
@@ -95,3 +100,17 @@ async def gather(request: web.Request) -> web.StreamResponse:
     line, attempt_id, params = verified
     twiml = await line.handle_gather(attempt_id, params)
     return web.Response(text=twiml, content_type=TWIML, charset="utf-8")
+
+
+@routes.post(MESSAGE_STATUS_PATH)
+async def message_status(request: web.Request) -> web.StreamResponse:
+    """Delivery progress of an alert to an agency leader (queued, sent, delivered, read, failed,
+    undelivered); a WhatsApp message that failed is followed by an SMS (``supervision/leaders.py``)."""
+    verified = await _verified(request, "alert")
+    if isinstance(verified, web.Response):
+        return verified
+    _, alert_id, params = verified
+    alerts = request.app.get(LEADER_ALERTS)
+    if alerts is None or not await alerts.on_status(alert_id, params):
+        return error(404, "no such alert")
+    return web.Response(status=204)

@@ -43,6 +43,7 @@ PUBLIC = {
     "/supervisor",  # the page itself; every API it calls is protected
     "/api/twilio/status",  # authenticated by X-Twilio-Signature
     "/api/twilio/gather",
+    "/api/twilio/message-status",
     "/rate/{token}",  # the citizen's rating link: the random token is the credential
 }
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}

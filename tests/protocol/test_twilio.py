@@ -453,7 +453,10 @@ async def test_bad_attempt_parameter_is_a_400_after_the_signature(hooks: Hooks) 
 
 async def test_webhooks_need_no_session_but_everything_else_stays_protected(hooks: Hooks) -> None:
     assert {"/api/twilio/status", "/api/twilio/gather"} <= PUBLIC_POST_PATHS
-    assert frozenset({"/api/login", "/api/twilio/status", "/api/twilio/gather"}) == PUBLIC_POST_PATHS
+    assert (
+        frozenset({"/api/login", "/api/twilio/status", "/api/twilio/gather", "/api/twilio/message-status"})
+        == PUBLIC_POST_PATHS
+    )
     # No cookie, no CSRF token: the signature is enough.
     assert not hooks.client.session.cookie_jar.filter_cookies(hooks.client.make_url("/"))
     assert (await hooks.post(f"{STATUS}?attempt=7", hooks.status_params("ringing"))).status == 204
@@ -509,7 +512,7 @@ def test_openapi_fragment_describes_the_webhooks() -> None:
     fragment = json.loads((FRAGMENTS / "twilio.json").read_text(encoding="utf-8"))
     served = {(r.path, r.method.lower()) for r in twilio_hooks.routes if isinstance(r, web.RouteDef)}
     described = {(path, method) for path, ops in fragment["paths"].items() for method in ops}
-    assert served == described == {(STATUS, "post"), (GATHER, "post")}
+    assert served == described == {(STATUS, "post"), (GATHER, "post"), ("/api/twilio/message-status", "post")}
     spec = build_spec()
     for path, method in served:
         op = spec["paths"][path][method]
