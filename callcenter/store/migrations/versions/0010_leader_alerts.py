@@ -1,7 +1,7 @@
 """alerts to agency leaders (WhatsApp with SMS fallback) and the regional head's daily summary
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-06 10:45:00
 
 ``leader_alerts``: one row per message, written before it is sent (``key`` unique: each alert once,
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
