@@ -50,11 +50,24 @@ async def _user_command(config: Config, args: argparse.Namespace) -> int:
     store = Store.from_url(config.store.url, retry_for=config.store.retry_for)
     try:
         await store.upgrade()
-        accounts = Accounts(store, session_lifetime=timedelta(hours=config.web.session_hours))
+        accounts = Accounts(
+            store,
+            session_lifetime=timedelta(hours=config.web.session_hours),
+            session_max=timedelta(hours=config.web.session_max_hours),
+        )
         if args.action == "list":
             for u in await accounts.list_users():
                 row = (u.id, u.username, u.role, u.language, u.interface or "-", u.agency or "-", u.display_name)
                 print("\t".join(str(v) for v in row))
+            return 0
+        if args.action in ("deactivate", "activate"):
+            user_id = await accounts.user_id_of(args.username)
+            if user_id is None:
+                print(f"callcenter: no user {args.username!r}", file=sys.stderr)
+                return 1
+            changed = await accounts.set_active(user_id, args.action == "activate")
+            # A running app closes the user's open consoles within [web] session_check_seconds.
+            print(f"{args.action}d {changed.role} {changed.username!r} (id {changed.id})")
             return 0
         password = _read_new_password()
         if password is None:
@@ -158,6 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add.add_argument("--language", default="id", choices=LANGUAGES)
     add.add_argument("--agency", help="for agency officers: the agency they act for")
     user_sub.add_parser("list", help="list console users")
+    for verb, why in (
+        ("deactivate", "stop a user logging in; ends their sessions and closes their open consoles"),
+        ("activate", "let a deactivated user log in again"),
+    ):
+        user_sub.add_parser(verb, help=why).add_argument("username")
     retention = sub.add_parser("retention", help="data retention (UU PDP): old recordings and personal data")
     retention_sub = retention.add_subparsers(dest="action", required=True)
     retention_run = retention_sub.add_parser(

@@ -15,6 +15,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +85,43 @@ class AmiConfig:
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    #: A login lasts this long without activity (a 12-hour shift).
+    #: A login ends after this long without a request (idle; the consoles' own polling keeps an open
+    #: page active) and at the latest ``session_max_hours`` after it began (a 12-hour shift).
     session_hours: float = 12.0
-    #: Failed logins per username and per address before a lockout, and its length.
-    login_max_failures: int = 5
-    login_lockout_seconds: float = 300.0
+    session_max_hours: float = 12.0
+    #: Seconds between checks that every open WebSocket's session is still valid (logout elsewhere,
+    #: expiry, a deactivated account): a socket of an ended session is closed within about this long.
+    session_check_seconds: float = 2.0
+    #: Give the session cookie ``Secure`` always (for a deployment behind any TLS terminator); without
+    #: it, only on HTTPS requests: direct TLS, or ``X-Forwarded-Proto: https`` from a trusted proxy.
+    secure_cookie: bool = False
+    #: Reverse proxies (addresses or networks, e.g. ``127.0.0.1``, ``10.0.0.0/24``) whose
+    #: ``X-Forwarded-For``/``Forwarded``/``X-Forwarded-Proto`` headers are believed. Empty: none, the
+    #: peer's address is the client's.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Failed logins: each (username, client) pair gets ``login_free_failures`` tries without delay,
+    #: then waits 1, 2, 4… seconds up to ``login_delay_max`` before the next (never a lockout). A
+    #: client across usernames, and a username across clients, are slowed by at most
+    #: ``login_shared_delay_max``: a whole floor may share one address. Failures are forgotten after
+    #: ``login_window_seconds`` without one. ``login_free_failures = 0`` turns throttling off.
+    login_free_failures: int = 3
+    login_delay_max: float = 60.0
+    login_shared_delay_max: float = 1.0
+    login_window_seconds: float = 900.0
+    #: This many failed logins across the centre within ``login_window_seconds`` alert the supervisors
+    #: (wallboard banner and an ``auth.login_attack`` log event); 0: never.
+    login_alert_failures: int = 20
     #: Bearer token for ``/metrics`` from anywhere but loopback (env ``CALLCENTER_WEB_METRICS_TOKEN``);
     #: empty: loopback only.
     metrics_token: str = ""
+
+    def __post_init__(self) -> None:
+        # A malformed proxy entry fails at load, naming it, not at the first login.
+        for entry in self.trusted_proxies:
+            try:
+                ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(f"[web].trusted_proxies: not an address or network: {entry!r}") from None
 
 
 @dataclass(frozen=True)

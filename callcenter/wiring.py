@@ -61,6 +61,7 @@ from callcenter.supervision.ratings import RATING_POLL, Ratings, rate_resolved
 from callcenter.tasks import Background
 from callcenter.web import live, metrics
 from callcenter.web.access import centre_offset
+from callcenter.web.clients import ClientResolver
 from callcenter.web.hub import LiveHub
 from callcenter.web.keys import (
     ACCOUNTS,
@@ -70,6 +71,7 @@ from callcenter.web.keys import (
     AUTO_PAUSE,
     BACKGROUND,
     CALLBACKS,
+    CLIENTS,
     CONFIG,
     DIRECTORY,
     DISPATCHER,
@@ -78,6 +80,7 @@ from callcenter.web.keys import (
     HUB,
     INCIDENTS,
     LEADER_ALERTS,
+    LOGIN_GUARD,
     METRICS,
     PENDING,
     PRESENCE,
@@ -87,11 +90,11 @@ from callcenter.web.keys import (
     SLA_INTERVAL,
     STATS,
     STORE,
-    THROTTLE,
     TRACKER,
     TWILIO,
 )
-from callcenter.web.throttle import LoginThrottle
+from callcenter.web.throttle import AttackReport, MemoryThrottle
+from callcenter.web.trail import trace_reads
 
 log = structlog.get_logger("callcenter.app")
 
@@ -158,8 +161,28 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     startup is the last moment keys may be set (aiohttp freezes the app after it), and a bad setting
     (districts file, time zone) stops the start instead of failing the first request."""
     cfg, store = app[CONFIG], app[STORE]
-    app[ACCOUNTS] = Accounts(store, session_lifetime=timedelta(hours=cfg.web.session_hours))
-    app[THROTTLE] = LoginThrottle(cfg.web.login_max_failures, cfg.web.login_lockout_seconds)
+    app[ACCOUNTS] = Accounts(
+        store,
+        session_lifetime=timedelta(hours=cfg.web.session_hours),
+        session_max=timedelta(hours=cfg.web.session_max_hours),
+    )
+    app[CLIENTS] = ClientResolver(cfg.web.trusted_proxies, force_secure=cfg.web.secure_cookie)
+
+    def on_attack(report: AttackReport) -> None:
+        """Failed logins piling up across the centre: tell the supervisors (wallboard banner) and the log."""
+        log.warning("auth.login_attack", **report.as_json())
+        hub = app.get(HUB)
+        if hub is not None:
+            hub.broadcast({"type": "login_attack", **report.as_json()}, roles=SUPERVISOR_ROLES)
+
+    app[LOGIN_GUARD] = MemoryThrottle(
+        free_failures=cfg.web.login_free_failures,
+        delay_max=cfg.web.login_delay_max,
+        shared_delay_max=cfg.web.login_shared_delay_max,
+        window=cfg.web.login_window_seconds,
+        alert_failures=cfg.web.login_alert_failures,
+        on_attack=on_attack,
+    )
     app[INCIDENTS] = Incidents(store, flags_window=timedelta(days=cfg.queue.prank_window_days))
     app[DISTRICTS] = load_districts(cfg.intake.districts_file or None)
     app[DISPATCHES] = Dispatches(store)
@@ -241,8 +264,16 @@ async def ami_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     """After the AMI context: the hub listens to the tracker."""
+    store = app[STORE]
     hub = LiveHub(
-        app[STORE], app[PENDING], app[TRACKER], ping_seconds=live.PING_SECONDS, queue=app[CONFIG].queue.name
+        store,
+        app[PENDING],
+        app[TRACKER],
+        ping_seconds=live.PING_SECONDS,
+        queue=app[CONFIG].queue.name,
+        check_seconds=app[CONFIG].web.session_check_seconds,
+        sessions_alive=app[ACCOUNTS].live_sessions,
+        trace=lambda users, action, incidents: trace_reads(store, users, action, incidents),
     )
     unsubscribe = app[TRACKER].subscribe(hub.on_event)
     app[HUB] = hub

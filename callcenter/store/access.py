@@ -8,18 +8,19 @@ The retention job writes its runs here too, so deletions are accounted for in th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store.calls import Store, utcnow
-from callcenter.store.models import AccessLog
+from callcenter.store.models import AccessLog, IncidentAudit
+from callcenter.store.stats import WOMEN_AND_CHILDREN
 
-__all__ = ["AccessEntry", "access_entries", "log_access"]
+__all__ = ["AccessEntry", "access_entries", "log_access", "log_accesses", "sensitive_incidents"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,66 @@ async def log_access(
         return row.id
 
     return await store.transaction("access_log", op)
+
+
+@dataclass(frozen=True)
+class Access:
+    """One row for :func:`log_accesses`."""
+
+    user_id: int | None
+    action: str
+    subject_type: str
+    subject_id: str
+    detail: Mapping[str, Any]
+
+
+async def log_accesses(store: Store, rows: Sequence[Access]) -> None:
+    """Write several access-log rows in one transaction (a list read by several people at once);
+    like :func:`log_access`, raises when the database is gone, and the reader must not be served."""
+    if not rows:
+        return
+    now = utcnow()
+
+    async def op(session: AsyncSession) -> None:
+        session.add_all(
+            AccessLog(
+                user_id=r.user_id,
+                at=now,
+                action=r.action[:32],
+                subject_type=r.subject_type[:16],
+                subject_id=str(r.subject_id)[:64],
+                detail=dict(r.detail),
+            )
+            for r in rows
+        )
+
+    await store.transaction("access_log", op)
+
+
+async def sensitive_incidents(store: Store, categories: Mapping[int, str | None]) -> set[int]:
+    """Which of these incidents (id → category as read) are women-and-children cases: filed under that
+    category now, or *ever* (its audit trail names it). A case moved to another category stays
+    traced, so recategorising it can neither hide who read it nor open a window to read it untraced."""
+    found = {i for i, category in categories.items() if category == WOMEN_AND_CHILDREN}
+    rest = sorted(set(categories) - found)
+    if not rest:
+        return found
+
+    async def op(session: AsyncSession) -> set[int]:
+        ids: set[int] = set()
+        for start in range(0, len(rest), 500):
+            rows = await session.scalars(
+                select(IncidentAudit.incident_id)
+                .where(
+                    IncidentAudit.incident_id.in_(rest[start : start + 500]),
+                    cast(IncidentAudit.changes, Text).like(f"%{WOMEN_AND_CHILDREN}%"),
+                )
+                .distinct()
+            )
+            ids.update(rows)
+        return ids
+
+    return found | await store.transaction("sensitive_incidents", op)
 
 
 async def access_entries(

@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -121,11 +121,15 @@ class Accounts:
         store: Store,
         *,
         session_lifetime: timedelta = timedelta(hours=12),
+        session_max: timedelta | None = None,
         hasher: PasswordHasher | None = None,
         hash_concurrency: int | None = None,
     ) -> None:
         self.store = store
+        #: Idle lifetime: a session ends this long after its last request...
         self.session_lifetime = session_lifetime
+        #: ...and at the latest this long after it began (absolute; a shift), however busy it is.
+        self.session_max = session_max if session_max is not None else session_lifetime
         #: argon2id with argon2-cffi's defaults (RFC 9106 "low memory": t=3, m=64 MiB, p=4).
         self.hasher = hasher or PasswordHasher()
         # Each hash holds ~64 MiB and a core for tens of milliseconds: a few at a time is plenty for
@@ -311,7 +315,7 @@ class Accounts:
                     csrf_token=csrf,
                     created_at=now,
                     last_seen_at=now,
-                    expires_at=now + self.session_lifetime,
+                    expires_at=now + min(self.session_lifetime, self.session_max),
                     remote=(remote or "")[:64] or None,
                 )
             )
@@ -322,8 +326,9 @@ class Accounts:
     async def resolve_session(self, token: str) -> tuple[UserInfo, str] | None:
         """The user and CSRF token behind a cookie, or None; expired sessions are deleted on sight.
 
-        The expiry slides with use (``session_lifetime`` after the last request), but is written at
-        most once per :data:`SLIDE_EVERY` so that a busy console does not write on every request.
+        The expiry slides with use (``session_lifetime`` after the last request, never beyond
+        ``session_max`` after the login), but is written at most once per :data:`SLIDE_EVERY` so
+        that a busy console does not write on every request.
         """
         if not _TOKEN_RE.fullmatch(token):
             return None
@@ -341,15 +346,62 @@ class Accounts:
                 return None
             web_session, user = row
             now = utcnow()
-            if web_session.expires_at <= now or not user.active:
+            if web_session.expires_at <= now or web_session.created_at + self.session_max <= now or not user.active:
                 await session.delete(web_session)
                 return None
             if now - web_session.last_seen_at >= SLIDE_EVERY:
                 web_session.last_seen_at = now
-                web_session.expires_at = now + self.session_lifetime
+                web_session.expires_at = min(now + self.session_lifetime, web_session.created_at + self.session_max)
             return _info(user), web_session.csrf_token
 
         return await self.store.transaction("resolve_session", op)
+
+    async def live_sessions(self, keys: Collection[str]) -> set[str]:
+        """Which of these sessions (token hashes) are still valid: present, not expired, their user
+        active. One query for every open WebSocket at once (``web/live.py`` asks every few seconds)."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return set()
+        now = utcnow()
+
+        async def op(session: AsyncSession) -> set[str]:
+            alive: set[str] = set()
+            for start in range(0, len(wanted), 500):
+                rows = await session.scalars(
+                    select(WebSession.token_hash)
+                    .join(User, User.id == WebSession.user_id)
+                    .where(
+                        WebSession.token_hash.in_(wanted[start : start + 500]),
+                        WebSession.expires_at > now,
+                        WebSession.created_at > now - self.session_max,
+                        User.active.is_(True),
+                    )
+                )
+                alive.update(rows)
+            return alive
+
+        return await self.store.transaction("live_sessions", op)
+
+    async def set_active(self, user_id: int, active: bool) -> UserInfo:
+        """(De)activate an account; deactivating deletes its sessions in the same transaction.
+        LookupError if there is no such user."""
+
+        async def op(session: AsyncSession) -> UserInfo:
+            user = await session.get(User, user_id)
+            if user is None:
+                raise LookupError(f"no user {user_id}")
+            user.active = active
+            if not active:
+                await session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+            return _info(user)
+
+        return await self.store.transaction("set_active", op)
+
+    async def user_id_of(self, username: str) -> int | None:
+        async def op(session: AsyncSession) -> int | None:
+            return await session.scalar(select(User.id).where(User.username == normalise_username(username)))
+
+        return await self.store.transaction("user_id_of", op)
 
     async def delete_session(self, token: str) -> None:
         key = token_hash(token)

@@ -29,6 +29,9 @@ log = structlog.get_logger("callcenter.web.access")
 USER = web.RequestKey("user", UserInfo)
 #: The session's CSRF token (also set by the middleware), for pages that need to echo it.
 CSRF = web.RequestKey("csrf", str)
+#: Which session the request belongs to (the stored hash of its token), so that a WebSocket can be
+#: closed when exactly that session ends.
+SESSION = web.RequestKey("session", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -10,11 +10,15 @@ Two middlewares run before every handler:
   same-site-but-other-origin pages. A state-changing request with no session at all gets 401 here,
   so no route can be driven anonymously by accident.
 
-Failed logins are throttled (``web/throttle.py``) before a password is even checked.
+Failed logins are slowed, never locked out (``web/throttle.py``), per username and client as
+``web/clients.py`` reads it (forwarded headers only from trusted proxies). Sessions end everywhere:
+logging out closes that session's WebSockets at once, deactivating an account closes all of its user's,
+and the live hub re-checks every open socket's session every few seconds (``web/hub.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 from typing import Any
@@ -25,10 +29,11 @@ from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from callcenter.logs import ref
-from callcenter.store.accounts import AccountError, normalise_username
+from callcenter.store.accounts import AccountError, normalise_username, token_hash
 from callcenter.store.roles import ADMIN, LANGUAGES, ROLES
-from callcenter.web.access import CSRF, USER, Reply, error, invalid, require, user_of
-from callcenter.web.keys import ACCOUNTS, CONFIG, THROTTLE
+from callcenter.web.access import CSRF, SESSION, USER, Reply, error, invalid, require, user_of
+from callcenter.web.clients import client_group
+from callcenter.web.keys import ACCOUNTS, CLIENTS, CONFIG, HUB, LOGIN_GUARD
 
 log = structlog.get_logger("callcenter.auth")
 routes = web.RouteTableDef()
@@ -70,11 +75,18 @@ def _same_origin(request: web.Request, origin: str) -> bool:
 
 
 def _session_max_age(request: web.Request) -> int:
-    return int(request.app[CONFIG].web.session_hours * 3600)
+    """The cookie lives as long as a session can (its absolute lifetime); the server ends it sooner
+    when it goes idle."""
+    return int(request.app[CONFIG].web.session_max_hours * 3600)
+
+
+def _secure(request: web.Request) -> bool | None:
+    """``Secure`` on HTTPS (ours, or a trusted proxy's) and whenever ``[web] secure_cookie`` says so."""
+    return True if request.app[CLIENTS].is_https(request) else None
 
 
 def _clear_cookie(request: web.Request, response: web.StreamResponse) -> None:
-    response.del_cookie(COOKIE, path="/", httponly=True, samesite="Strict", secure=True if request.secure else None)
+    response.del_cookie(COOKIE, path="/", httponly=True, samesite="Strict", secure=_secure(request))
 
 
 @web.middleware
@@ -87,6 +99,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     resolved = await request.app[ACCOUNTS].resolve_session(token)
     if resolved is not None:
         request[USER], request[CSRF] = resolved
+        request[SESSION] = token_hash(token)
     response = await handler(request)
     if resolved is None and not response.prepared and COOKIE not in response.cookies:
         _clear_cookie(request, response)
@@ -137,7 +150,8 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 
 
 def _remote(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The client's address: the peer's, or what a trusted proxy forwarded (``web/clients.py``)."""
+    return request.app[CLIENTS].address(request)
 
 
 def _set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
@@ -148,7 +162,7 @@ def _set_session_cookie(request: web.Request, response: web.StreamResponse, toke
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=True if request.secure else None,
+        secure=_secure(request),
     )
 
 
@@ -167,22 +181,26 @@ async def login(request: web.Request) -> web.Response:
     username = normalise_username(body["username"])[:64]
     password: str = body["password"]
     remote = _remote(request)
-    accounts, throttle = request.app[ACCOUNTS], request.app[THROTTLE]
-    locked = throttle.attempt(username, remote)
-    if locked > 0:
-        retry_after = math.ceil(locked)
-        # What was typed as a username may be a password typed into the wrong field: a reference only.
-        log.warning("auth.login_throttled", username_ref=ref(username), remote=remote, retry_after=retry_after)
+    client = client_group(remote)
+    accounts, guard = request.app[ACCOUNTS], request.app[LOGIN_GUARD]
+    admission = await guard.admit(username, client)
+    if admission.refused > 0:
+        retry_after = math.ceil(admission.refused)
+        # No username: what was typed there may be a password typed into the wrong field.
+        log.warning("auth.login_throttled", client=client, retry_after=retry_after)
         return web.json_response(
             {"error": "too many failed logins, try again later", "retry_after": retry_after},
             status=429,
             headers={hdrs.RETRY_AFTER: str(retry_after)},
         )
+    if admission.wait > 0:
+        await asyncio.sleep(admission.wait)  # the progressive delay: a slower answer, not a lockout
     user = await accounts.authenticate(username, password)
     if user is None:
+        await guard.failed(username, client)
         log.warning("auth.login_failed", username_ref=ref(username), remote=remote)
         return error(401, "wrong username or password")
-    throttle.succeeded(username, remote)
+    await guard.succeeded(username, client)
     old = request.cookies.get(COOKIE)
     if old:
         await accounts.delete_session(old)
@@ -200,6 +218,9 @@ async def logout(request: web.Request) -> web.Response:
     token = request.cookies.get(COOKIE)
     if token:
         await request.app[ACCOUNTS].delete_session(token)
+    hub = request.app.get(HUB)
+    if hub is not None:
+        await hub.end_sessions(lambda socket: socket.session == request[SESSION], "logged out")
     log.info("auth.logout", user_id=user_of(request).id, username=user_of(request).username)
     response = web.Response(status=204)
     _clear_cookie(request, response)
@@ -268,3 +289,30 @@ async def create_user(request: web.Request) -> web.Response:
         return invalid(exc.fields)
     log.info("auth.user_created", user_id=user.id, username=user.username, role=user.role, by=user_of(request).username)
     return web.json_response({"user": user.as_json()}, status=201)
+
+
+@routes.patch("/api/users/{id}")
+@require("admin")
+async def update_user(request: web.Request) -> web.Response:
+    """Deactivate (or reactivate) an account: ``{"active": false}``. A deactivated user's sessions are
+    deleted and every WebSocket they hold is closed at once, so an officer who left stops receiving
+    incidents that moment."""
+    raw = request.match_info["id"]
+    if not raw.isdigit() or not 1 <= int(raw) <= 2**31 - 1:
+        return error(404, "no such user")
+    body = await _json_object(request)
+    fields = {str(name)[:64]: "cannot be changed here" for name in body if name != "active"}
+    if not isinstance(body.get("active"), bool):
+        fields["active"] = "true or false"
+    if fields:
+        return invalid(fields)
+    try:
+        user = await request.app[ACCOUNTS].set_active(int(raw), body["active"])
+    except LookupError:
+        return error(404, "no such user")
+    if not body["active"]:
+        hub = request.app.get(HUB)
+        if hub is not None:
+            await hub.end_sessions(lambda socket: socket.user.id == user.id, "account deactivated")
+    log.info("auth.user_active", user_id=user.id, active=body["active"], by=user_of(request).username)
+    return web.json_response({"user": user.as_json()})

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -25,6 +26,27 @@ from callcenter.store.pending import PendingWrites
 from callcenter.store.roles import AGENCY, CALLTAKER, CENTRE_ROLES, SUPERVISOR_ROLES
 
 log = structlog.get_logger("callcenter.web.hub")
+
+#: Default seconds between checks of the open sockets' sessions (``[web] session_check_seconds``).
+CHECK_SECONDS = 2.0
+#: Close code of a socket whose session ended (4000-4999 are the application's): the page reconnects,
+#: is refused, and shows the login.
+SESSION_ENDED = 4401
+
+
+@dataclass(frozen=True)
+class Socket:
+    """Who holds an open WebSocket, and under which session (the stored hash of its token)."""
+
+    user: UserInfo
+    session: str
+
+
+#: Check which sessions are still valid, given their keys (``Accounts.live_sessions``).
+SessionCheck = Callable[[set[str]], Awaitable[set[str]]]
+#: Write the access trail for ``users`` reading these incidents before they are shown (``web/trail.py``);
+#: raises when it cannot, and then nothing is sent.
+Trace = Callable[[list[UserInfo], str, list[Mapping[str, Any]]], Awaitable[object]]
 
 
 async def build_pop(store: Store, pending: PendingWrites, uniqueid: str, facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,7 +83,13 @@ async def build_pop(store: Store, pending: PendingWrites, uniqueid: str, facts: 
 
 
 class LiveHub:
-    """Fans tracker events out to the WebSockets of the call-takers they concern."""
+    """Fans tracker events out to the WebSockets of the call-takers they concern.
+
+    A socket lives no longer than its session: logging out and deactivating an account close the
+    session's (the user's) sockets at once (:meth:`end_sessions`), and every ``check_seconds`` the
+    sessions of all open sockets are checked in one query (:meth:`check_sessions`), which catches
+    idle and absolute expiry and changes made by another process (``callcenter user deactivate``).
+    """
 
     def __init__(
         self,
@@ -71,22 +99,28 @@ class LiveHub:
         *,
         ping_seconds: float,
         queue: str = "calltakers",
+        check_seconds: float = CHECK_SECONDS,
+        sessions_alive: SessionCheck | None = None,
+        trace: Trace | None = None,
     ) -> None:
         self.store = store
+        self.check_seconds = check_seconds
+        self.sessions_alive = sessions_alive
+        self.trace = trace
         #: The call-takers' queue: whose member entry each console shows.
         self.queue = queue
         #: Interval of the JSON ``ping`` every page gets (``keepalive``).
         self.ping_seconds = ping_seconds
         self.pending = pending
         self.tracker = tracker
-        self._sockets: dict[web.WebSocketResponse, UserInfo] = {}
+        self._sockets: dict[web.WebSocketResponse, Socket] = {}
         #: Caller uniqueid → the interface it is connected to, for routing ``call_ended``.
         self._calls: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
 
-    def add(self, ws: web.WebSocketResponse, user: UserInfo) -> None:
-        self._sockets[ws] = user
+    def add(self, ws: web.WebSocketResponse, user: UserInfo, session: str = "") -> None:
+        self._sockets[ws] = Socket(user, session)
 
     def remove(self, ws: web.WebSocketResponse) -> None:
         self._sockets.pop(ws, None)
@@ -94,12 +128,12 @@ class LiveHub:
     def clients_by_role(self) -> dict[str, int]:
         """Open consoles per role (``/metrics``)."""
         counts: dict[str, int] = {}
-        for user in self._sockets.values():
-            counts[user.role] = counts.get(user.role, 0) + 1
+        for socket in self._sockets.values():
+            counts[socket.user.role] = counts.get(socket.user.role, 0) + 1
         return counts
 
     def _targets(self, interface: str) -> list[web.WebSocketResponse]:
-        return [ws for ws, user in self._sockets.items() if user.interface and user.interface == interface]
+        return [ws for ws, s in self._sockets.items() if s.user.interface and s.user.interface == interface]
 
     def on_event(self, kind: str, payload: Mapping[str, Any]) -> None:
         """Tracker listener (synchronous, inside the AMI consumer): hand off, never block it."""
@@ -128,7 +162,8 @@ class LiveHub:
     async def _after_resync(self) -> None:
         """The picture is Asterisk's again: every call-taker's console gets its member entry as it now is
         (also "not in the queue", which no member event would say)."""
-        for ws, user in list(self._sockets.items()):
+        for ws, socket in list(self._sockets.items()):
+            user = socket.user
             if user.role not in CENTRE_ROLES:
                 continue
             await self._send([ws], {"type": "pbx", "up": True})
@@ -144,7 +179,8 @@ class LiveHub:
     async def _pop(self, interface: str, payload: dict[str, Any]) -> None:
         started = time.perf_counter()
         pop = await build_pop(self.store, self.pending, str(payload["uniqueid"]), payload)
-        await self._send(self._targets(interface), {"type": "pop", "call": pop})
+        message = {"type": "pop", "call": pop}
+        await self._send_traced(self._targets(interface), message, "pop", pop["history"]["incidents"])
         log.info(
             "console.pop",
             interface=interface,
@@ -152,23 +188,51 @@ class LiveHub:
             ms=round(1000 * (time.perf_counter() - started), 1),
         )
 
-    def broadcast(self, message: dict[str, Any], *, roles: tuple[str, ...] = (), agency: str | None = None) -> None:
-        """Send to every console of ``roles``, plus the officers of ``agency`` (dispatch news, SLA alarms)."""
+    def broadcast(
+        self,
+        message: dict[str, Any],
+        *,
+        roles: tuple[str, ...] = (),
+        agency: str | None = None,
+        reads: tuple[str, list[Mapping[str, Any]]] | None = None,
+    ) -> None:
+        """Send to every console of ``roles``, plus the officers of ``agency`` (dispatch news, SLA alarms).
+
+        ``reads`` names the incidents the message shows (an action and ``{id, reference, category}``
+        items): a women-and-children case among them is traced for every recipient before it is sent."""
         targets = [
             ws
-            for ws, user in self._sockets.items()
-            if user.role in roles or (agency is not None and user.role == AGENCY and user.agency == agency)
+            for ws, s in self._sockets.items()
+            if s.user.role in roles or (agency is not None and s.user.role == AGENCY and s.user.agency == agency)
         ]
-        if targets:
+        if not targets:
+            return
+        if reads is None:
             self._spawn(self._send(targets, message))
+        else:
+            self._spawn(self._send_traced(targets, message, *reads))
 
     async def _call_ended(self, interface: str, uniqueid: str) -> None:
         call = await self.store.call_by_uniqueid(uniqueid)
         await self._send(self._targets(interface), {"type": "call_ended", "call_id": call.id if call else None})
 
+    async def _send_traced(
+        self, sockets: list[web.WebSocketResponse], message: dict[str, Any], action: str, incidents: list[Any]
+    ) -> None:
+        """Send ``message`` once its readers are in the access trail; untraced, it is not sent."""
+        sockets = [ws for ws in sockets if ws in self._sockets]
+        if self.trace is not None and incidents and sockets:
+            try:
+                await self.trace([self._sockets[ws].user for ws in sockets if ws in self._sockets], action, incidents)
+            except Exception as exc:
+                log.warning("console.trace_failed", action=action, error=str(exc))
+                return
+        await self._send(sockets, message)
+
     async def _send(self, sockets: list[web.WebSocketResponse], message: dict[str, Any]) -> None:
         for ws in sockets:
-            if ws.closed:
+            # A socket whose session ended is out of the table before it is closed: nothing more reaches it.
+            if ws.closed or ws not in self._sockets:
                 continue
             try:
                 await ws.send_json(message)
@@ -176,13 +240,47 @@ class LiveHub:
             except (ConnectionError, RuntimeError) as exc:
                 log.info("console.send_failed", error=str(exc))
 
+    async def end_sessions(self, which: Callable[[Socket], bool], reason: str) -> int:
+        """Close every socket ``which`` picks (a session logged out, a user deactivated): taken out of
+        the table first, so no message reaches them after this call starts; returns how many."""
+        ended = [(ws, s) for ws, s in self._sockets.items() if which(s)]
+        for ws, s in ended:
+            self._sockets.pop(ws, None)
+            log.info("console.ws_session_ended", user_id=s.user.id, reason=reason)
+        await asyncio.gather(*(self._close(ws, reason) for ws, _s in ended))
+        return len(ended)
+
+    @staticmethod
+    async def _close(ws: web.WebSocketResponse, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(code=SESSION_ENDED, message=reason.encode()[:120]), timeout=2.0)
+
+    async def check_sessions(self) -> int:
+        """Close the sockets whose session is no longer valid (one query for all of them). A database
+        outage keeps them open: a console must not go dark because the check could not run."""
+        if self.sessions_alive is None or not self._sockets:
+            return 0
+        asked = {s.session for s in self._sockets.values()}
+        try:
+            alive = await self.sessions_alive(asked)
+        except Exception as exc:
+            log.warning("console.session_check_failed", error=str(exc))
+            return 0
+        return await self.end_sessions(lambda s: s.session in asked and s.session not in alive, "session ended")
+
     async def keepalive(self) -> None:
-        """Send every page a JSON ``ping`` each ``ping_seconds``: browsers hide the protocol-level pings
-        (``heartbeat``) from page code, and a quiet console must still tell a silent link from a dead one
-        (the pages reconnect after ~2.5 intervals without a message)."""
+        """Re-check the sockets' sessions every ``check_seconds``, and send every page a JSON ``ping``
+        each ``ping_seconds``: browsers hide the protocol-level pings (``heartbeat``) from page code, and
+        a quiet console must still tell a silent link from a dead one (the pages reconnect after ~2.5
+        intervals without a message)."""
+        loop = asyncio.get_running_loop()
+        last_ping = loop.time()
         while True:
-            await asyncio.sleep(self.ping_seconds)
-            await self._send(list(self._sockets), {"type": "ping"})
+            await asyncio.sleep(min(self.check_seconds, self.ping_seconds))
+            await self.check_sessions()
+            if loop.time() - last_ping >= self.ping_seconds - 0.01:
+                last_ping = loop.time()
+                await self._send(list(self._sockets), {"type": "ping"})
 
     async def close(self) -> None:
         for ws in list(self._sockets):

@@ -35,8 +35,9 @@ from callcenter.supervision.presence_control import AutoPause, PresenceBoard
 from callcenter.supervision.quality import Quality
 from callcenter.supervision.ratings import Ratings
 from callcenter.tasks import Background
+from callcenter.web.clients import ClientResolver
 from callcenter.web.hub import LiveHub
-from callcenter.web.throttle import LoginThrottle
+from callcenter.web.throttle import LoginGuard
 
 # Set before startup (by create_app, or by a test).
 CONFIG = web.AppKey("config", Config)
@@ -60,7 +61,10 @@ HUB = web.AppKey("live_hub", LiveHub)
 
 # The repositories the web API serves from: built once the store exists.
 ACCOUNTS = web.AppKey("accounts", Accounts)
-THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+# Login and client identity (``web/auth.py``): the failed-login guard, and how a request's client
+# address and scheme are read (forwarded headers only from trusted proxies).
+LOGIN_GUARD = web.AppKey("login_guard", LoginGuard)
+CLIENTS = web.AppKey("clients", ClientResolver)
 INCIDENTS = web.AppKey("incidents", Incidents)
 DISTRICTS = web.AppKey("districts", Districts)
 DISPATCHES = web.AppKey("dispatches", Dispatches)

@@ -15,9 +15,10 @@ from callcenter.queue.presence import PAUSE_REASONS
 from callcenter.queue.tracker import Member, member_json
 from callcenter.store.accounts import UserInfo
 from callcenter.store.roles import CALLTAKER, CENTRE_ROLES, CONSOLE_ROLES
-from callcenter.web.access import error, require, user_of
+from callcenter.web.access import SESSION, error, require, user_of
 from callcenter.web.hub import build_pop
 from callcenter.web.keys import CONFIG, HUB, PENDING, PRESENCE, STORE, TRACKER
+from callcenter.web.trail import trace_reads
 
 log = structlog.get_logger("callcenter.web.live")
 routes = web.RouteTableDef()
@@ -42,7 +43,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=PING_SECONDS, max_msg_size=64 * 1024)
     await ws.prepare(request)
     hub = request.app[HUB]
-    hub.add(ws, user)
+    hub.add(ws, user, request[SESSION])
     log.info("console.ws_open", user=user.username, interface=user.interface)
     try:
         await ws.send_json({"type": "hello", "user": user.as_json()})
@@ -76,6 +77,7 @@ async def current(request: web.Request) -> web.Response:
     for uniqueid, interface in tracker.live.connected.items():
         if user.interface and interface == user.interface:
             pop = await build_pop(request.app[STORE], request.app[PENDING], uniqueid, {})
+            await trace_reads(request.app[STORE], [user], "pop", pop["history"]["incidents"])
             break
     return web.json_response({"call": pop, "member": member_json(member) if member else None, "pbx": tracker.link_up})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import time
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,11 +27,13 @@ from callcenter.app import create_app
 from callcenter.config import replace
 from callcenter.dispatch.sla import sweep
 from callcenter.store import Store, utcnow
-from callcenter.store.accounts import UserInfo
+from callcenter.store.accounts import Accounts, UserInfo
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import Dispatch, DispatchUpdate, Incident
 from callcenter.testing.web import DEFAULT_PASSWORD, make_user, test_config
-from callcenter.web.keys import DIRECTORY, DISPATCHER, SLA_INTERVAL, STORE
+from callcenter.web.dispatch_api import publish
+from callcenter.web.hub import SESSION_ENDED
+from callcenter.web.keys import DIRECTORY, DISPATCHER, DISPATCHES, HUB, SLA_INTERVAL, STORE
 
 UPLOAD_LIMIT = 50_000
 
@@ -430,6 +433,58 @@ async def test_updates_reach_the_centre_and_the_agency_live(env: Env) -> None:
     assert sent["incident"]["reference"] == incident.reference
     # Another agency hears nothing of it.
     assert await collect(polres_ws, "dispatch", 0.5) == []
+
+
+async def test_a_deactivated_officer_is_cut_off_and_receives_no_more_incidents(env: Env) -> None:
+    """Issue 12: the socket of a deactivated agency officer closes (at once through the admin API, within
+    the session check from another process) and no later dispatch reaches it."""
+    incident = await env.incident()
+    damkar_dispatch = await env.dispatch(incident.id, "damkar")
+    polres_dispatch = await env.dispatch(incident.id, "polres")
+    root = await env.as_user(await make_user(env.store, "root", "admin"))
+    damkar_ws = await (await env.as_user(env.damkar)).ws()
+    polres_ws = await (await env.as_user(env.polres)).ws()
+    views = env.app[DISPATCHES]
+
+    async def announce(dispatch_id: int) -> None:
+        view = await views.get(dispatch_id)
+        assert view is not None
+        publish(env.app, view)
+
+    await announce(damkar_dispatch)
+    assert (await receive(damkar_ws, "dispatch"))["dispatch"]["incident"]["address"]  # the channel works
+
+    started = time.monotonic()
+    async with root.http.patch(
+        root.url(f"/api/users/{env.damkar.id}"), json={"active": False}, headers={"X-CSRF-Token": root.csrf}
+    ) as resp:
+        assert resp.status == 200 and (await resp.json())["user"]["id"] == env.damkar.id
+    closed = await damkar_ws.receive(timeout=5)
+    assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, SESSION_ENDED)
+    assert time.monotonic() - started < 5
+
+    # Deactivated by another process (``callcenter user deactivate``): the session check finds it.
+    started = time.monotonic()
+    await Accounts(env.store).set_active(env.polres.id, False)
+    closed = await polres_ws.receive(timeout=5)
+    assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, SESSION_ENDED)
+    assert time.monotonic() - started < 5
+
+    sent_before = env.app[HUB].sent
+    await announce(damkar_dispatch)
+    await announce(polres_dispatch)
+    await asyncio.sleep(0.3)
+    assert env.app[HUB].sent == sent_before  # nobody left to send to: nothing went out
+    assert damkar_ws.closed and polres_ws.closed
+    bad = await root.http.patch(
+        root.url(f"/api/users/{env.damkar.id}"),
+        json={"active": "no", "role": "admin"},
+        headers={"X-CSRF-Token": root.csrf},
+    )
+    assert bad.status == 422 and set((await bad.json())["fields"]) == {"active", "role"}
+    assert (
+        await root.http.patch(root.url("/api/users/999"), json={"active": False}, headers={"X-CSRF-Token": root.csrf})
+    ).status == 404
 
 
 # -- service levels ----------------------------------------------------------------------------------------------

@@ -76,3 +76,11 @@ def test_centre_utc_offset(raw: str, hours: int | None) -> None:
 def test_centre_utc_offset_must_be_whole_hours(raw: str) -> None:
     with pytest.raises(ConfigError, match=r"\[supervision\]\.utc_offset"):
         load_config(env={"CALLCENTER_SUPERVISION_UTC_OFFSET": raw})
+
+
+def test_trusted_proxies_are_checked_at_load() -> None:
+    cfg = load_config(env={"CALLCENTER_WEB_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/24, 2001:db8::/48"})
+    assert cfg.web.trusted_proxies == ("127.0.0.1", "10.0.0.0/24", "2001:db8::/48")
+    assert load_config(env={}).web.trusted_proxies == ()  # nobody's forwarded headers are believed by default
+    with pytest.raises(ConfigError, match=r"trusted_proxies.*'proxy\.example'"):
+        load_config(env={"CALLCENTER_WEB_TRUSTED_PROXIES": "proxy.example"})

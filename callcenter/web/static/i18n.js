@@ -217,6 +217,7 @@ const TABLE = {
     "agency.final": "Penugasan ini sudah ditutup.",
     // Supervision page (supervisor.html)
     "sup.title": "Supervisi 112",
+    "sup.loginAttack": "Serangan login: {n} login gagal dalam {s} detik dari {k} alamat (terbanyak {a}: {m}). Petugas tetap bisa masuk; periksa log.",
     "sup.toConsole": "Konsol",
     "sup.loginLink": "Masuk di halaman konsol",
     "sup.notForRole": "Halaman ini khusus untuk supervisor. Peran Anda tidak memiliki akses.",
@@ -608,6 +609,7 @@ const TABLE = {
     "agency.final": "This assignment is closed.",
     // Supervision page (supervisor.html)
     "sup.title": "112 Supervision",
+    "sup.loginAttack": "Login attack: {n} failed logins in {s} s from {k} addresses (most from {a}: {m}). Staff can still log in; check the log.",
     "sup.toConsole": "Console",
     "sup.loginLink": "Sign in on the console page",
     "sup.notForRole": "This page is for supervisors only. Your role has no access.",

@@ -213,6 +213,7 @@ function connectWs() {
       return;
     }
     if (msg.type === "ping" || msg.type === "hello") return;
+    if (msg.type === "login_attack") return showLoginAttack(msg);
     if (msg.type === "callback") state.abandoned?.onCallbackMessage(msg);
     if (msg.type === "presence_alert") renderAlerts([msg.alert, ...(state.wallboard?.alerts || [])]);
     queueRefresh();
@@ -234,6 +235,16 @@ function connectWs() {
       connectWs();
     }, delay);
   };
+}
+
+// Failed logins piling up across the centre (the server's throttle reports it once per window): a
+// banner until dismissed; nobody is locked out, but someone is guessing passwords.
+function showLoginAttack(msg) {
+  $("attack-text").textContent = t("sup.loginAttack", {
+    n: msg.failures, s: Math.round(msg.seconds ?? 0), k: msg.clients, a: msg.top_client, m: msg.top_client_failures,
+  });
+  $("attack-banner").hidden = false;
+  $("attack-dismiss").onclick = () => { $("attack-banner").hidden = true; };
 }
 
 function armWatchdog(ws) {
