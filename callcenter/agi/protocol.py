@@ -150,7 +150,10 @@ def route_from_env(env: dict[str, str]) -> str:
     script = env.get("agi_network_script")
     if script is None:
         request = env.get("agi_request", "")
-        script = urlsplit(request).path if "://" in request else ""
+        try:
+            script = urlsplit(request).path if "://" in request else ""
+        except ValueError:  # "agi://[::1" and the like; found by scripts/fuzz.py
+            raise AgiProtocolError(f"agi_request is not a URL: {request[:80]!r}") from None
     script = script.split("?", 1)[0].split("#", 1)[0]
     return script.strip().strip("/")
 

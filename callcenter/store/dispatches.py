@@ -16,11 +16,12 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store.calls import Store, utcnow
 from callcenter.store.models import Dispatch, DispatchAttempt, DispatchUpdate, Incident, User
+from callcenter.store.quota import QuotaExceeded
 
 #: Stored photo names (``DispatchUpdate.photo``): ``<dispatch id>-<32 hex>.<jpg|png>``. Whatever reads
 #: or deletes a photo file checks the name against this first: nothing else is ever touched on disk.
@@ -65,6 +66,11 @@ INCIDENT_FIELDS = (
     "access_route",
     "notes",
 )
+
+
+#: Agency reports per dispatch, and photos among them: each photo is up to ``upload_max_bytes`` on disk.
+MAX_UPDATES = 200
+MAX_PHOTOS = 30
 
 
 class TransitionError(ValueError):
@@ -288,6 +294,16 @@ class Dispatches:
             current = dispatch.status
             if status not in allowed_next(current):
                 raise TransitionError(current, status)
+            counts = (
+                await session.execute(
+                    select(func.count(DispatchUpdate.id), func.count(DispatchUpdate.photo)).where(
+                        DispatchUpdate.dispatch_id == dispatch_id
+                    )
+                )
+            ).one()
+            if counts[0] >= MAX_UPDATES or (photo is not None and counts[1] >= MAX_PHOTOS):
+                # Repeatable statuses ("on scene" again, with a photo) are the officer's diary, not storage.
+                raise QuotaExceeded(f"at most {MAX_UPDATES} updates and {MAX_PHOTOS} photos per dispatch")
             now = utcnow()
             result = await session.execute(
                 update(Dispatch)

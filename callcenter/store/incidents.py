@@ -34,6 +34,11 @@ EDITABLE = INTAKE_FIELDS
 _REFERENCE_ATTEMPTS = 20
 
 
+#: Drafts kept per user: a call-taker has a few calls' forms open at most; past this the stalest go
+#: (a session cannot fill the database with 32 KiB drafts under made-up keys).
+MAX_DRAFTS_PER_USER = 50
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     at: datetime
@@ -236,6 +241,17 @@ class Incidents:
             if draft is None:
                 session.add(Draft(user_id=user_id, call_key=call_key, data=dict(data), updated_at=now))
                 await session.flush()
+                # A quota, not a refusal: what is being typed now is kept, the stalest drafts go.
+                stale = list(
+                    await session.scalars(
+                        select(Draft.call_key)
+                        .where(Draft.user_id == user_id)
+                        .order_by(Draft.updated_at.desc(), Draft.call_key)
+                        .offset(MAX_DRAFTS_PER_USER)
+                    )
+                )
+                if stale:
+                    await session.execute(delete(Draft).where(Draft.user_id == user_id, Draft.call_key.in_(stale)))
             else:
                 draft.data = dict(data)
                 draft.updated_at = now

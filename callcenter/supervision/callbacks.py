@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.queue.ami import AmiClient, AmiError, match_reference, originate_outcome
 from callcenter.store import Store, utcnow
 from callcenter.store.models import Call, Callback
+from callcenter.store.quota import QuotaExceeded
 from callcenter.store.roles import CENTRE_ROLES, Publish
 
 log = structlog.get_logger("callcenter.supervision.callbacks")
@@ -45,6 +46,10 @@ CITIZEN_RING = 30
 #: "calling…" on every console for ever).
 WATCHDOG = TAKER_RING + CITIZEN_RING + 30.0
 _DIALABLE = re.compile(r"^\+?[0-9]{3,20}$")
+
+
+#: Call-backs per abandoned call (each one rings the citizen's phone).
+MAX_PER_CALL = 3
 
 
 class CallbackRefused(Exception):
@@ -155,6 +160,15 @@ class Callbacks:
             number = call.caller_number or ""
             if not _DIALABLE.match(number):
                 raise CallbackRefused("the caller's number is withheld or not dialable")
+            # Call-backs are for callers who gave up waiting; the PBX must not become a dialler of
+            # any number that once called, nor ring one citizen again and again.
+            if call.status != "abandoned":
+                raise CallbackRefused("only abandoned calls are called back")
+            earlier = list(await session.scalars(select(Callback.outcome).where(Callback.call_id == call_id)))
+            if "calling" in earlier:
+                raise CallbackRefused("a call-back to this caller is already running")
+            if len(earlier) >= MAX_PER_CALL:
+                raise QuotaExceeded(f"this caller was already called back {MAX_PER_CALL} times")
             cb = Callback(call_id=call_id, requested_by=user_id, requested_at=utcnow(), outcome="calling")
             session.add(cb)
             await session.flush()

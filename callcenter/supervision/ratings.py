@@ -44,6 +44,7 @@ from callcenter.queue.ami import AmiClient, AmiError, match_reference, originate
 from callcenter.store import Store, utcnow
 from callcenter.store.dispatches import ACTIVE
 from callcenter.store.models import Dispatch, Incident, Rating
+from callcenter.store.quota import QuotaExceeded
 from callcenter.store.roles import SUPERVISOR_ROLES, Publish
 from callcenter.tasks import Background
 
@@ -69,6 +70,10 @@ UNREACHED = ("no_answer", "failed", "declined")
 #: Number types that can receive an SMS; "fixed line or mobile" is where the numbering plan cannot
 #: tell (North America) and the text may well arrive.
 _TEXTABLE = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+
+
+#: Rating texts per incident (the automatic one or the IVR's fallback, and one asked again by hand).
+MAX_SMS_PER_INCIDENT = 2
 
 
 class RatingRefused(Exception):
@@ -193,6 +198,15 @@ class Ratings:
         token = secrets.token_urlsafe(24) if via == "sms" else None
 
         async def create(session: AsyncSession) -> Rating:
+            if via == "sms":
+                texts = await session.scalar(
+                    select(func.count())
+                    .select_from(Rating)
+                    .where(Rating.incident_id == incident_id, Rating.via == "sms")
+                )
+                if int(texts or 0) >= MAX_SMS_PER_INCIDENT:
+                    # A citizen is texted about one incident a bounded number of times, whoever asks.
+                    raise QuotaExceeded(f"this incident's citizen was already texted {MAX_SMS_PER_INCIDENT} times")
             r = Rating(incident_id=incident_id, via=via, status="requested", requested_at=utcnow(), token=token)
             session.add(r)
             await session.flush()

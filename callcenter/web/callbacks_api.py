@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
+from callcenter.store.quota import QuotaExceeded
 from callcenter.store.roles import CENTRE_ROLES, SUPERVISOR
 from callcenter.supervision.callbacks import CallbackRefused, abandoned_window, callback_json
 from callcenter.supervision.ratings import VIAS, RatingRefused, rating_json
@@ -83,6 +84,8 @@ async def call_back(request: web.Request) -> web.StreamResponse:
         return error(404, "no such call")
     except CallbackRefused as exc:
         return error(409, str(exc))
+    except QuotaExceeded as exc:
+        return error(429, str(exc))
     return web.json_response({"callback": callback_json(cb)}, status=202)
 
 
@@ -107,6 +110,8 @@ async def ask_rating(request: web.Request) -> web.StreamResponse:
         return error(404, "no such incident")
     except RatingRefused as exc:
         return error(409, str(exc))
+    except QuotaExceeded as exc:
+        return error(429, str(exc))
     return web.json_response({"rating": rating_json(rating)}, status=202)
 
 

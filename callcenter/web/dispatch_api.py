@@ -40,6 +40,7 @@ from callcenter.store.dispatches import (
     allowed_next,
 )
 from callcenter.store.models import Call, Incident
+from callcenter.store.quota import QuotaExceeded
 from callcenter.store.roles import AGENCY, CENTRE_ROLES, CONSOLE_ROLES
 from callcenter.web.access import Reply, error, require, user_of
 from callcenter.web.keys import AMI, CONFIG, DIRECTORY, DISPATCHER, DISPATCHES, HUB, STORE, TRACKER
@@ -456,6 +457,8 @@ async def add_update(request: web.Request) -> web.Response:
             ) from None
         except LookupError:
             raise Reply(error(404, "no such dispatch")) from None
+        except QuotaExceeded as exc:
+            raise Reply(error(429, str(exc))) from None
     except BaseException:
         # Nothing refers to a photo of a refused update: don't keep it.
         if photo is not None:
