@@ -412,7 +412,7 @@ def render_queues_conf(spec: PbxSpec) -> str:
     ) + _section(spec.queue, body)
 
 
-#: The AMI user's rights, in manager.conf's words; see ``render_manager_conf`` and docs/security.md.
+#: The AMI user's rights, in manager.conf's words; why: ``render_manager_conf`` and README (Security).
 AMI_READ = "call,agent,user,system"
 AMI_WRITE = "call,agent,originate,reporting"
 
@@ -435,7 +435,7 @@ def render_manager_conf(spec: PbxSpec) -> str:
             f"secret = {spec.ami_secret}",
             "deny = 0.0.0.0/0.0.0.0",
             "permit = 127.0.0.1/255.255.255.255",
-            # Only what the app uses (docs/security.md): events of calls (Hangup, OriginateResponse,
+            # Only what the app uses (README, Security): events of calls (Hangup, OriginateResponse,
             # DialEnd, transfers), queues and members (agent), the dialplan's UserEvent (user) and
             # FullyBooted/Shutdown (system); actions Originate (originate), Redirect/Hangup (call),
             # QueueAdd/Remove/Pause (agent), CoreShowChannels/Getvar (reporting). QueueStatus and Ping
