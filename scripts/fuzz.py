@@ -39,7 +39,7 @@ from callcenter.forms.intake import FIELDS, IntakeError, load_districts, validat
 from callcenter.queue.ami import _Protocol
 from callcenter.queue.tracker import QueueTracker
 from callcenter.testing.fake_asterisk import build_header
-from callcenter.testing.memory_store import MemoryStore
+from callcenter.testing.memory_store import AMI_EVENTS, MemoryStore
 
 TOKENS = [
     b"\n",
@@ -150,26 +150,10 @@ def agi_response(rng: random.Random) -> bool:
     return True
 
 
-EVENTS = [
-    "QueueCallerJoin",
-    "QueueCallerLeave",
-    "QueueCallerAbandon",
-    "AgentCalled",
-    "AgentRingNoAnswer",
-    "AgentConnect",
-    "AgentComplete",
-    "QueueMemberStatus",
-    "QueueMemberPause",
-    "QueueMemberRemoved",
-    "Hangup",
-    "UserEvent",
-]
-
-
 def ami_seed(rng: random.Random) -> bytes:
     uid = f"17640000{rng.randrange(40)}.{rng.randrange(40)}"
     fields = {
-        "Event": rng.choice(EVENTS),
+        "Event": rng.choice(AMI_EVENTS),
         "Uniqueid": uid,
         "Linkedid": uid,
         "Channel": f"PJSIP/anonymous-{rng.randrange(1 << 16):08x}",

@@ -11,6 +11,26 @@ from collections.abc import Sequence
 from callcenter.store.calls import EventWrite
 from callcenter.store.models import Call
 
+#: Events the tracker handles (and one it ignores), in Asterisk's spelling: what fuzzing feeds it.
+AMI_EVENTS = (
+    "QueueCallerJoin",
+    "QueueCallerLeave",
+    "QueueCallerAbandon",
+    "AgentCalled",
+    "AgentRingNoAnswer",
+    "AgentConnect",
+    "AgentComplete",
+    "AgentDump",
+    "QueueMemberStatus",
+    "QueueMemberAdded",
+    "QueueMemberPause",
+    "QueueMemberRemoved",
+    "Hangup",
+    "BlindTransfer",
+    "UserEvent",
+    "Newchannel",
+)
+
 
 class MemoryStore:
     retry_for = 1.0
@@ -39,4 +59,4 @@ class MemoryStore:
         return []
 
 
-__all__ = ["MemoryStore"]
+__all__ = ["AMI_EVENTS", "MemoryStore"]

@@ -34,7 +34,7 @@ from callcenter.agi.protocol import (
 from callcenter.forms.intake import FIELDS, LIMITS, IntakeError, load_districts, validate_intake
 from callcenter.queue.ami import MAX_MESSAGE_BYTES, _Protocol
 from callcenter.queue.tracker import QueueTracker
-from callcenter.testing.memory_store import MemoryStore
+from callcenter.testing.memory_store import AMI_EVENTS, MemoryStore
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DISTRICTS = load_districts(None)
@@ -160,31 +160,13 @@ ami_keys = st.sampled_from(
         "Result",
     ]
 )
-EVENTS = [
-    "QueueCallerJoin",
-    "QueueCallerLeave",
-    "QueueCallerAbandon",
-    "AgentCalled",
-    "AgentRingNoAnswer",
-    "AgentConnect",
-    "AgentComplete",
-    "AgentDump",
-    "QueueMemberStatus",
-    "QueueMemberAdded",
-    "QueueMemberPause",
-    "QueueMemberRemoved",
-    "Hangup",
-    "BlindTransfer",
-    "UserEvent",
-    "Newchannel",
-]
 ami_values = st.one_of(
     st.sampled_from(["", "1", "0", "-1", "u1", "u2", "calltakers", "PJSIP/taker1", "caller", "yes", "NaN", "1e999"]),
     st.text(max_size=20),
 )
 ami_events = st.builds(
     lambda event, fields: {"Event": event, **{k: v for k, v in fields.items() if k != "Event"}},
-    st.sampled_from(EVENTS),
+    st.sampled_from(AMI_EVENTS),
     st.dictionaries(ami_keys, ami_values, max_size=10),
 )
 
