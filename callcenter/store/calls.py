@@ -18,6 +18,7 @@ import structlog
 from asyncpg.exceptions import TargetServerAttributeNotMatched  # type: ignore[import-untyped]
 from sqlalchemy import Table, bindparam, event, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from callcenter.store.flags import ABUSE_KINDS, FlagIndex
@@ -112,7 +113,8 @@ def _no_primary_yet(orig: BaseException | None) -> bool:
 
 def _transient(exc: BaseException) -> bool:
     """Whether a failed write may succeed if tried again: the database was unreachable or busy."""
-    if isinstance(exc, OSError):  # connection refused/reset, timeouts
+    if isinstance(exc, OSError | PoolTimeout):  # connection refused/reset, timeouts; no pooled connection
+        # free in time (SQLite has one: a burst of writes on a starved machine queues behind it)
         return True
     if not isinstance(exc, DBAPIError):
         return False
@@ -195,7 +197,7 @@ class Store:
                     return await op(session)
             except IntegrityError:
                 raise
-            except (DBAPIError, OSError) as exc:
+            except (DBAPIError, OSError, PoolTimeout) as exc:
                 remaining = deadline - loop.time()
                 if not _transient(exc):
                     raise
