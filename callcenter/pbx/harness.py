@@ -111,6 +111,22 @@ def release_proc(chroot: Path, instance: str) -> None:
                 subprocess.run(["umount", "-l", str(proc)], check=False, capture_output=True)
 
 
+def own_cpu_group(pid: int, name: str) -> Path | None:
+    """Move process ``pid`` (all its threads, and those it starts later) into a v1 ``cpu`` cgroup ``name``
+    of its own, so that it shares CPU with the rest of the machine as one: None (nothing done) where the
+    hierarchy is not there or not writable. The caller removes the group (``rmdir``) once ``pid`` is gone."""
+    root = Path("/sys/fs/cgroup/cpu")
+    if not (root / "cgroup.procs").exists():
+        return None
+    group = root / name
+    try:
+        group.mkdir(exist_ok=True)
+        (group / "cgroup.procs").write_text(str(pid))
+    except OSError:
+        return None
+    return group
+
+
 class _Runtime:
     """What the finalizer needs; deliberately holds no reference to the TestPbx."""
 
@@ -282,16 +298,8 @@ class TestPbx:
         writable; the group goes with the instance (``_Runtime.kill``).
         """
         proc = self._rt.proc
-        root = Path("/sys/fs/cgroup/cpu")
-        if proc is None or not (root / "cgroup.procs").exists():
-            return
-        group = root / f"callcenter-pbx-{self.spec.instance}"
-        try:
-            group.mkdir(exist_ok=True)
-            (group / "cgroup.procs").write_text(str(proc.pid))
-        except OSError:
-            return
-        self._rt.cpu_group = group
+        if proc is not None:
+            self._rt.cpu_group = own_cpu_group(proc.pid, f"callcenter-pbx-{self.spec.instance}")
 
     def _wait_booted(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

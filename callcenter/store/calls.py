@@ -26,6 +26,8 @@ from callcenter.store.migrate import upgrade_connection
 from callcenter.store.models import Call, CallEvent, Incident, NumberFlag
 
 T = TypeVar("T")
+#: Seconds past which a transaction is logged by name (waiting for the connection included).
+SLOW_TRANSACTION = 5.0
 log = structlog.get_logger("callcenter.store")
 
 
@@ -185,8 +187,12 @@ class Store:
         try:
             return await self._transaction(what, op, started + self.retry_for)
         finally:
+            took = loop.time() - started
             if self.on_latency is not None:
-                self.on_latency(loop.time() - started)
+                self.on_latency(took)
+            if took > SLOW_TRANSACTION:
+                # Which work holds the database (SQLite has one connection: everyone else waits behind it).
+                log.warning("store.slow_transaction", what=what, seconds=round(took, 2))
 
     async def _transaction(self, what: str, op: Callable[[AsyncSession], Awaitable[T]], deadline: float) -> T:
         loop = asyncio.get_running_loop()
