@@ -53,6 +53,7 @@ from callcenter.store.presence import QueueLogins
 from callcenter.store.quality import QualityStore
 from callcenter.store.roles import CENTRE_ROLES, SUPERVISOR_ROLES
 from callcenter.store.stats import Rollup, Stats
+from callcenter.supervision import listen
 from callcenter.supervision.callbacks import Callbacks
 from callcenter.supervision.leaders import LeaderAlerts, LeadersConfigError, load_leaders
 from callcenter.supervision.presence_control import AutoPause, PresenceBoard
@@ -421,6 +422,7 @@ async def presence_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def on_ami(message: Message) -> None:
         board.on_ami(message)
+        listen.on_ami(message)
         await auto_pause.on_ami(message)
 
     undo = [tracker.subscribe(board.on_member), app[AMI_FANOUT].subscribe(on_ami)]

@@ -84,6 +84,7 @@ MODULES: tuple[str, ...] = (
     "app_senddtmf.so",
     "app_echo.so",
     "app_confbridge.so",
+    "app_chanspy.so",
     "bridge_simple.so",
     "bridge_native_rtp.so",
     "bridge_softmix.so",

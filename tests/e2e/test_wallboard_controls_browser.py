@@ -22,6 +22,7 @@ from callcenter.store.models import AccessLog, CallEvent
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_app
 from callcenter.testing.browser import log_in, phone_port, rows
+from callcenter.testing.wait import until
 from callcenter.testing.web import login_session
 
 pytestmark = pytest.mark.pbx
@@ -106,6 +107,70 @@ async def test_wallboard_presence_controls(wb_app: tuple[AppProcess, Store], bro
         # The supervisor lets them back in.
         await page.get_by_test_id("wb-unpause-PJSIP-taker1").click()
         await expect(taker1).to_have_attribute("data-state", "ready", timeout=10_000)
+    finally:
+        for phone in phones:
+            await phone.stop()
+        await context.close()
+
+
+@pytest.fixture
+async def spy_app(pbx: TestPbx, pbx_ports: dict[str, int], tmp_path: Path) -> AsyncIterator[tuple[AppProcess, Store]]:
+    users = {"sari": ("supervisor", "PJSIP/supervisor"), "ayu": ("calltaker", "PJSIP/taker1")}
+    async with pbx_app(pbx, pbx_ports, tmp_path, users) as started:
+        yield started
+
+
+async def test_listen_whisper_barge_from_the_wallboard(
+    spy_app: tuple[AppProcess, Store], browser: Browser, pbx: TestPbx, pbx_ports: dict[str, int]
+) -> None:
+    """A citizen talks to taker1; the supervisor listens, whispers and barges in turn from the wallboard:
+    each time their own phone (SIPp) rings, answers and ChanSpy joins taker1's channel on the real PBX."""
+    app, store = spy_app
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=app.base_url)
+    page = await context.new_page()
+    phones: list[sipp.SippProcess] = []
+    try:
+        await log_in(page, app.base_url, "sari")
+        await page.goto(app.base_url + "/supervisor#wallboard")
+        taker = await sipp.answerer(phone_port(pbx, "taker1"), answer_after=0.3, hangup_by="remote", timeout=120)
+        phones.append(taker)
+        greeting = wav_seconds(pbx.repo_root / "sounds" / "cc-greeting.wav")
+        citizen = await sipp.caller(
+            f"127.0.0.1:{pbx.spec.sip_port}", "112", caller_id="081234500099", hold_seconds=greeting + 40, timeout=90
+        )
+        phones.append(citizen)
+        taker1 = page.get_by_test_id("wb-member-PJSIP-taker1")
+        await expect(taker1).to_have_attribute("data-state", "busy", timeout=20_000)
+        supervisor = await sipp.answerer(
+            pbx_ports["supervisor"], answer_after=0.3, hold_seconds=2.5, hangup_by="remote", max_calls=None, timeout=90
+        )
+        phones.append(supervisor)
+        for n, mode in enumerate(("listen", "whisper", "barge"), start=1):
+            await page.get_by_test_id(f"wb-{mode}-PJSIP-taker1").click()
+            await expect(page.get_by_test_id("wb-spy")).to_be_visible()
+
+            def spied(count: int = n) -> bool:
+                started = app.events("spy.started")
+                return len(started) >= count and all("PJSIP/taker1-" in e.get("spyee", "") for e in started)
+
+            await until(spied, timeout=20, what=f"ChanSpy {mode} started on taker1's channel")
+            # On the real PBX: the supervisor's channel runs ChanSpy on taker1 with the mode's options.
+            options = {"listen": "qES", "whisper": "qESw", "barge": "qESB"}[mode]
+
+            def spying(opts: str = options) -> bool:
+                return any(
+                    line.startswith("PJSIP/supervisor-") and f"!ChanSpy!PJSIP/taker1-,{opts}!" in line
+                    for line in pbx.cli("core show channels concise").splitlines()
+                )
+
+            await until(spying, timeout=10, what=f"ChanSpy {options} on the supervisor's channel")
+        traces = await rows(store, AccessLog, AccessLog.subject_id == "PJSIP/taker1")
+        assert sorted(t.action for t in traces) == ["spy_barge", "spy_listen", "spy_whisper"]
+        assert all(t.detail["phone"] == "PJSIP/supervisor" for t in traces)
+        result = await supervisor.stop()
+        assert result.incoming == 3, result.errors
+        pbx.cli("channel request hangup all")  # the citizen's 40 s call and the three spies
+        await pbx.await_idle()
     finally:
         for phone in phones:
             await phone.stop()

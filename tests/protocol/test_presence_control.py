@@ -21,7 +21,7 @@ from callcenter.store.access import access_entries
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.wait import until
 from callcenter.testing.web import login, make_user, test_config
-from callcenter.web.keys import AMI, STORE
+from callcenter.web.keys import AMI, STORE, TRACKER
 
 TAKER = "PJSIP/taker1"
 
@@ -36,6 +36,10 @@ class Env:
 
     async def control(self, body: dict[str, Any]) -> tuple[int, Any]:
         resp = await self.client.post("/api/supervisor/presence", json=body, headers={"X-CSRF-Token": self.csrf})
+        return resp.status, await resp.json()
+
+    async def control_spy(self, body: dict[str, Any]) -> tuple[int, Any]:
+        resp = await self.client.post("/api/supervisor/spy", json=body, headers={"X-CSRF-Token": self.csrf})
         return resp.status, await resp.json()
 
     async def member(self) -> dict[str, Any]:
@@ -202,3 +206,50 @@ def test_openapi_fragment_describes_the_route() -> None:
     fragment = json.loads((FRAGMENTS / "presence.json").read_text(encoding="utf-8"))
     served = {(r.path, r.method.lower()) for r in presence_api.routes if isinstance(r, web.RouteDef)}
     assert served == {(path, method) for path, ops in fragment["paths"].items() for method in ops}
+
+
+async def test_spy_rings_the_supervisors_phone_into_chanspy(env: Env) -> None:
+    # sari has no phone: listening rings one's own phone, so it is refused.
+    status, body = await env.control_spy({"interface": TAKER, "mode": "listen"})
+    assert status == 409, body
+    await make_user(env.store, "tari", "supervisor", interface="PJSIP/supervisor")
+    other = TestClient(env.server)
+    try:
+        csrf = await login(other, "tari")
+
+        async def spy(body: dict[str, Any]) -> tuple[int, Any]:
+            resp = await other.post("/api/supervisor/spy", json=body, headers={"X-CSRF-Token": csrf})
+            return resp.status, await resp.json()
+
+        status, err = await spy({"interface": TAKER, "mode": "listen"})
+        assert status == 422 and "interface" in err["fields"]  # not on a call
+        await env.fake.send(
+            {
+                "Event": "AgentConnect",
+                "Queue": "calltakers",
+                "Uniqueid": "9.1",
+                "Interface": TAKER,
+                "MemberName": "Ayu",
+                "HoldTime": "3",
+                "RingTime": "2",
+                "CallerIDNum": "0812",
+            }
+        )
+        await until(lambda: _connected(env), what="call connected")
+        status, err = await spy({"interface": TAKER, "mode": "eavesdrop"})
+        assert status == 422 and "mode" in err["fields"]
+        status, body = await spy({"interface": TAKER, "mode": "whisper"})
+        assert status == 202, body
+        await until(lambda: bool(env.actions("Originate")), what="Originate sent")
+        (originate,) = env.actions("Originate")
+        assert originate["Channel"] == "PJSIP/supervisor" and originate["Context"] == "callcenter-spy"
+        assert originate["Variable"] == f"CC_SPY_TARGET={TAKER},CC_SPY_MODE=whisper"
+        assert originate["ActionID"] == originate["ChannelId"] == body["reference"]
+        (trace,) = await access_entries(env.store, subject_type="member", subject_id=TAKER)
+        assert trace.action == "spy_whisper" and trace.detail["uniqueid"] == "9.1"
+    finally:
+        await other.session.close()
+
+
+def _connected(env: Env) -> bool:
+    return TAKER in env.client.app[TRACKER].live.connected.values()

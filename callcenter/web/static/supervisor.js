@@ -373,8 +373,27 @@ async function controlMember(interfaceName, action, reason) {
   }
 }
 
+/** Listen / whisper / barge: the supervisor's own phone rings, then joins the call (ChanSpy). */
+async function spyOn(interfaceName, mode) {
+  try {
+    await api("POST", "/api/supervisor/spy", { interface: interfaceName, mode });
+    showError($("wb-error"), null);
+    $("wb-spy").textContent = t("wb.spyRinging");
+    $("wb-spy").hidden = false;
+  } catch (err) {
+    showError($("wb-error"), err);
+  }
+}
+
+function spyControls(m) {
+  const id = safeId(m.interface);
+  return ["listen", "whisper", "barge"].map((mode) =>
+    h("button", { type: "button", class: "btn btn-small", dataset: { testid: `wb-${mode}-${id}` }, onclick: () => spyOn(m.interface, mode) }, t(`wb.${mode}`)));
+}
+
 function memberControls(m) {
   const id = safeId(m.interface);
+  const spy = memberStateKey(m) === "busy" ? spyControls(m) : [];
   if (m.paused) {
     return h("span", { class: "mctl" },
       h("button", { type: "button", class: "btn btn-small", dataset: { testid: `wb-unpause-${id}` }, onclick: () => controlMember(m.interface, "unpause") }, t("wb.unpause")),
@@ -384,7 +403,7 @@ function memberControls(m) {
     onchange: (ev) => state.wbReasons.set(m.interface, ev.target.value) },
   ...PAUSE_REASONS.map((r) => h("option", { value: r }, codeLabel(r, "reason"))));
   select.value = state.wbReasons.get(m.interface) || PAUSE_REASONS[0];
-  return h("span", { class: "mctl" }, select,
+  return h("span", { class: "mctl" }, ...spy, select,
     h("button", { type: "button", class: "btn btn-small", dataset: { testid: `wb-pause-${id}` }, onclick: () => controlMember(m.interface, "pause", select.value) }, t("wb.pause")),
     h("button", { type: "button", class: "btn btn-small btn-quiet", dataset: { testid: `wb-logout-${id}` }, onclick: () => controlMember(m.interface, "logout") }, t("wb.logout")));
 }
