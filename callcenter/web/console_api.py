@@ -29,7 +29,8 @@ from callcenter.store.incidents import EDITABLE
 from callcenter.store.models import Incident
 from callcenter.store.roles import CALLTAKER, CENTRE_ROLES, SUPERVISOR
 from callcenter.web.access import Reply, error, require, user_of
-from callcenter.web.keys import CONFIG, DISTRICTS, INCIDENTS
+from callcenter.web.keys import CONFIG, DISTRICTS, INCIDENTS, STORE
+from callcenter.web.trail import trace_reads
 
 routes = web.RouteTableDef()
 
@@ -199,6 +200,7 @@ async def list_incidents(request: web.Request) -> web.Response:
     if call_id is not None and not _CALL_KEY.fullmatch(call_id):
         return web.json_response({"incidents": []})
     rows = await incidents.list(limit, call_id=call_id)
+    await trace_reads(request.app[STORE], [user_of(request)], "list_incidents", rows)
     return web.json_response({"incidents": [incident_json(i) for i in rows]})
 
 
@@ -211,6 +213,7 @@ async def get_incident(request: web.Request) -> web.Response:
     if incident is None:
         return error(404, "no such incident")
     audit = await incidents.audit(incident_id)
+    await trace_reads(request.app[STORE], [user_of(request)], "view_case", [incident])
     return web.json_response(
         {
             "incident": incident_json(incident),
@@ -292,6 +295,7 @@ async def number_history(request: web.Request) -> web.Response:
     if caller.e164 is None:
         return _invalid({"number": "Nomor telepon tidak valid."}, {"number": "Not a valid phone number."})
     found = await incidents.history(caller.e164)
+    await trace_reads(request.app[STORE], [user_of(request)], "number_history", found.incidents)
     history = found.caller
     return web.json_response(
         {

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,14 @@ from callcenter.store.dispatches import (
     DispatchView,
     TransitionError,
     allowed_next,
+    incident_summary,
 )
 from callcenter.store.models import Call, Incident
 from callcenter.store.quota import QuotaExceeded
 from callcenter.store.roles import AGENCY, CENTRE_ROLES, CONSOLE_ROLES
 from callcenter.web.access import Reply, error, require, user_of
 from callcenter.web.keys import AMI, CONFIG, DIRECTORY, DISPATCHER, DISPATCHES, HUB, STORE, TRACKER
+from callcenter.web.trail import trace_reads
 
 log = structlog.get_logger("callcenter.web.dispatch")
 routes = web.RouteTableDef()
@@ -109,8 +112,17 @@ def publish(app: web.Application, view: DispatchView) -> None:
     if hub is None:
         return
     hub.broadcast(
-        {"type": "dispatch", "dispatch": _dispatch_json(app, view)}, roles=CENTRE_ROLES, agency=view.dispatch.agency
+        {"type": "dispatch", "dispatch": _dispatch_json(app, view)},
+        roles=CENTRE_ROLES,
+        agency=view.dispatch.agency,
+        reads=("ws_dispatch", [incident_summary(view.incident)] if view.incident is not None else []),
     )
+
+
+async def _traced(request: web.Request, action: str, views: Sequence[DispatchView]) -> None:
+    """The access trail for the incidents these dispatch views carry (``web/trail.py``), before they go out."""
+    incidents = [v.incident for v in views if v.incident is not None]
+    await trace_reads(request.app[STORE], [user_of(request)], action, incidents)
 
 
 def _sla_json(incident: Incident | None) -> dict[str, Any] | None:
@@ -212,6 +224,7 @@ async def dispatch(request: web.Request) -> web.Response:
         return _invalid({"agencies": str(exc)}, {"agencies": str(exc)})
     ids = [int(getattr(d, "id", 0)) for d in created]
     views = await request.app[DISPATCHES].get_many(i for i in ids if i)
+    await _traced(request, "dispatch", views)
     for view in views:
         publish(request.app, view)
     log.info("dispatch.requested", incident_id=incident_id, agencies=codes, user=user_of(request).username)
@@ -239,6 +252,7 @@ async def incident_dispatches(request: web.Request) -> web.Response:
     else:
         incident = await _incident(request, incident_id)
         views = await store.list_for_incident(incident_id)
+    await trace_reads(request.app[STORE], [user], "agency_view", [incident, *(v.incident for v in views if v.incident)])
     return web.json_response(
         {"dispatches": [_dispatch_json(request.app, v) for v in views], "sla": _sla_json(incident)}
     )
@@ -254,6 +268,7 @@ async def agency_dispatches(request: web.Request) -> web.Response:
         return _invalid({"limit": "Harus bilangan bulat positif."}, {"limit": "Must be a positive whole number."})
     limit = min(int(raw), 500) if raw else 50
     views = await request.app[DISPATCHES].list_for_agency(agency, limit)
+    await _traced(request, "agency_view", views)
     names = agency_names(request.app.get(DIRECTORY))
     return web.json_response(
         {
@@ -288,6 +303,7 @@ async def accept(request: web.Request) -> web.Response:
         return error(404, "no such dispatch")
     except TransitionError as exc:
         return error(409, "dispatch cannot be accepted now", current=exc.current)
+    await _traced(request, "agency_view", [view])
     publish(request.app, view)
     return web.json_response({"dispatch": _dispatch_json(request.app, view)})
 
@@ -466,6 +482,7 @@ async def add_update(request: web.Request) -> web.Response:
                 (directory / photo).unlink()
         raise
     log.info("dispatch.reported", dispatch_id=dispatch_id, agency=view.dispatch.agency, status=status)
+    await _traced(request, "agency_view", [updated])
     publish(request.app, updated)
     return web.json_response({"dispatch": _dispatch_json(request.app, updated)}, status=201)
 

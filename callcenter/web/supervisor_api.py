@@ -31,7 +31,6 @@ from callcenter.store.recordings import recording_file
 from callcenter.store.roles import SUPERVISOR
 from callcenter.store.stats import (
     CALL_STATUSES,
-    WOMEN_AND_CHILDREN,
     CallFilter,
     Period,
     Stats,
@@ -40,6 +39,7 @@ from callcenter.store.stats import (
 from callcenter.web.access import Reply, date_range, error, invalid, require, user_of
 from callcenter.web.console_api import incident_json
 from callcenter.web.keys import AUTO_PAUSE, CONFIG, DISPATCHES, PRESENCE_BOARD, STATS, STORE, TRACKER
+from callcenter.web.trail import trace_reads
 
 log = structlog.get_logger("callcenter.web.supervisor")
 routes = web.RouteTableDef()
@@ -187,6 +187,8 @@ async def call_log(request: web.Request) -> web.Response:
     offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
     filters = await _call_filter(request, stats)
     page = await stats.call_log(filters, limit=limit, offset=offset)
+    incidents = [i for call in page.calls for i in call["incidents"]]
+    await trace_reads(request.app[STORE], [user_of(request)], "call_log", incidents)
     return web.json_response({"calls": page.calls, "total": page.total, "limit": limit, "offset": offset})
 
 
@@ -203,17 +205,9 @@ async def call_detail(request: web.Request) -> web.Response:
     detail = await stats.call_detail(call_id)
     if detail is None:
         return error(404, "no such call")
-    user = user_of(request)
     incident = detail.incident
-    if incident is not None and incident.category == WOMEN_AND_CHILDREN:
-        await log_access(
-            request.app[STORE],
-            user.id,
-            "view_case",
-            "incident",
-            str(incident.id),
-            {"call_id": call_id, "reference": incident.reference, "username": user.username},
-        )
+    seen = [*detail.incidents, *([incident] if incident is not None else [])]
+    await trace_reads(request.app[STORE], [user_of(request)], "view_case", seen, {"call_id": call_id})
     views = await dispatches.list_for_incident(incident.id) if incident is not None else []
     rating = detail.rating
     call = detail.call
@@ -405,7 +399,11 @@ async def stats_table_csv(request: web.Request) -> web.StreamResponse:
     header = io.StringIO()
     csv.writer(header, lineterminator="\r\n").writerow(CALL_COLUMNS)
     await response.write(header.getvalue().encode())
+    user = user_of(request)
     async for batch in stats.iter_calls(filters):
+        # Traced before each batch is written; a trail that cannot be written aborts the download.
+        incidents = [i for call in batch for i in call["incidents"]]
+        await trace_reads(request.app[STORE], [user], "export_csv", incidents)
         rows = [
             [
                 *(r[c] for c in CALL_COLUMNS[:11]),

@@ -18,10 +18,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.app import create_app
-from callcenter.store import Store, utcnow
+from callcenter.store import Store, StoreUnavailable, utcnow
+from callcenter.store.access import access_entries
 from callcenter.store.accounts import UserInfo
 from callcenter.store.models import Call, Draft, Incident, IncidentAudit, NumberFlag
 from callcenter.testing.web import login, make_user, test_config
+from callcenter.web import trail
 from callcenter.web.keys import STORE
 
 NUMBER = "+6281234567890"
@@ -504,3 +506,57 @@ def test_openapi_fragment_describes_every_route() -> None:
     text = json.dumps(fragment)
     referenced = set(re.findall(r"#/components/schemas/(\w+)", text))
     assert referenced <= set(fragment["components"]["schemas"])
+
+
+# -- access trail (UU PDP) -------------------------------------------------------------------------------
+
+
+async def test_every_console_read_of_a_women_and_children_case_is_traced_even_after_recategorising(
+    env: Env,
+) -> None:
+    """Issue 12: list, detail and number history each leave an access-log row per reader, written before
+    the case is shown; a fire stays untraced; a case moved out of the category stays traced."""
+    call_id = await open_call(env.store)
+    status, body = await env.send("POST", "/api/incidents", intake(call_id=call_id, category="violence_women_children"))
+    assert status == 201, body
+    case = body["incident"]
+    status, body = await env.send("POST", "/api/incidents", intake(category="fire", callback_number="0812 9999 0000"))
+    fire = body["incident"]
+
+    async def actions(incident_id: int) -> list[tuple[str, int | None]]:
+        return [
+            (e.action, e.user_id)
+            for e in await access_entries(env.store, subject_type="incident", subject_id=str(incident_id))
+        ]
+
+    assert (await env.get("/api/incidents"))[0] == 200
+    assert (await env.get(f"/api/incidents/{case['id']}"))[0] == 200
+    status, history = await env.get("/api/numbers/081234567890/history")
+    assert [i["id"] for i in history["incidents"]] == [case["id"]]
+    assert sorted(await actions(case["id"])) == sorted(
+        [("list_incidents", env.taker.id), ("view_case", env.taker.id), ("number_history", env.taker.id)]
+    )
+    assert (await env.get(f"/api/incidents/{fire['id']}"))[0] == 200
+    assert await actions(fire["id"]) == []  # only women-and-children cases are traced
+
+    # Moving the case to another category neither hides the reads so far nor stops the trail.
+    status, _ = await env.send("PATCH", f"/api/incidents/{case['id']}", {"category": "other"})
+    assert status == 200
+    await env.login_as(env.supervisor)
+    assert (await env.get(f"/api/incidents/{case['id']}"))[0] == 200
+    after = await actions(case["id"])
+    assert len(after) == 4 and after[0] == ("view_case", env.supervisor.id)
+    [row] = [e for e in await access_entries(env.store, subject_type="incident") if e.user_id == env.supervisor.id]
+    assert row.detail["reference"] == case["reference"] and row.detail["category"] == "other"
+
+
+async def test_an_untraceable_read_of_a_case_is_refused(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    status, body = await env.send("POST", "/api/incidents", intake(category="violence_women_children"))
+    assert status == 201
+
+    async def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise StoreUnavailable("access_log: database unreachable")
+
+    monkeypatch.setattr(trail, "log_accesses", broken)
+    status, reply = await env.get(f"/api/incidents/{body['incident']['id']}")
+    assert status == 503 and "incident" not in reply

@@ -27,6 +27,7 @@ from callcenter.app import create_app
 from callcenter.config import replace
 from callcenter.dispatch.sla import sweep
 from callcenter.store import Store, utcnow
+from callcenter.store.access import access_entries
 from callcenter.store.accounts import Accounts, UserInfo
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import Dispatch, DispatchUpdate, Incident
@@ -485,6 +486,32 @@ async def test_a_deactivated_officer_is_cut_off_and_receives_no_more_incidents(e
     assert (
         await root.http.patch(root.url("/api/users/999"), json={"active": False}, headers={"X-CSRF-Token": root.csrf})
     ).status == 404
+
+
+async def test_agency_views_and_their_live_messages_of_a_case_are_traced(env: Env) -> None:
+    """Issue 12: an officer's list, the incident's dispatches and the pushed dispatch message of a
+    women-and-children case each leave an access-log row for the officer (and the centre's readers)."""
+    case = await env.incident(category="violence_women_children")
+    dispatch_id = await env.dispatch(case.id, "damkar")
+    officer = await env.as_user(env.damkar)
+    officer_ws = await officer.ws()
+    taker_ws = await (await env.as_user(env.taker)).ws()
+
+    async def trail() -> list[tuple[str, int | None]]:
+        entries = await access_entries(env.store, subject_type="incident", subject_id=str(case.id))
+        return sorted((e.action, e.user_id) for e in entries)
+
+    assert (await officer.get("/api/agency/dispatches"))[0] == 200
+    assert (await officer.get(f"/api/incidents/{case.id}/dispatches"))[0] == 200
+    assert await trail() == [("agency_view", env.damkar.id)] * 2
+    view = await env.app[DISPATCHES].get(dispatch_id)
+    assert view is not None
+    publish(env.app, view)
+    assert (await receive(officer_ws, "dispatch"))["dispatch"]["incident"]["id"] == case.id
+    await receive(taker_ws, "dispatch")
+    assert sorted(await trail()) == sorted(
+        [("agency_view", env.damkar.id)] * 2 + [("ws_dispatch", env.damkar.id), ("ws_dispatch", env.taker.id)]
+    )
 
 
 # -- service levels ----------------------------------------------------------------------------------------------

@@ -308,6 +308,21 @@ async def test_detail_and_women_children_access(env: Env) -> None:
     assert status == 403
 
 
+async def test_call_log_and_csv_export_of_a_case_are_traced(env: Env) -> None:
+    """Issue 12: the call log page and the calls CSV list the case (caller number, reference, category):
+    each is in the access log; the detail trail above is not the only one."""
+    assert await access_entries(env.store, subject_type="incident") == []
+    status, body = await env.get("sri", "/api/calls/log?limit=500")
+    assert status == 200 and any(
+        i["category"] == "violence_women_children" for c in body["calls"] for i in c["incidents"]
+    )
+    status, raw = await env.get("sri", "/api/stats/calls.csv?classification=genuine")
+    assert status == 200 and b"violence_women_children" in raw
+    entries = await access_entries(env.store, subject_type="incident", subject_id="3")
+    assert sorted(e.action for e in entries) == ["call_log", "export_csv"]
+    assert {e.detail["username"] for e in entries} == {"sri"}
+
+
 async def test_wallboard(env: Env) -> None:
     status, body = await env.get("sri", "/api/wallboard")
     assert status == 200, body
