@@ -21,7 +21,7 @@ from callcenter.store.roles import CALLTAKER, CENTRE_ROLES, SUPERVISOR
 from callcenter.supervision.quality import QualityError, form_json, review_json, sample_json, week_bounds
 from callcenter.web.access import Reply, date_range, error, invalid, require, user_of
 from callcenter.web.keys import QUALITY
-from callcenter.web.supervisor_api import csv_cell
+from callcenter.web.supervisor_api import csv_cell, serve_recording
 
 routes = web.RouteTableDef()
 
@@ -174,6 +174,20 @@ async def acknowledge(request: web.Request) -> web.Response:
     except QualityError as exc:
         return _quality_error(exc)
     return web.json_response({"acknowledged": int(raw)})
+
+
+@routes.get("/api/quality/reviews/{review_id}/recording")
+@require(CALLTAKER)
+async def my_recording(request: web.Request) -> web.StreamResponse:
+    """The recording of a reviewed call of this call-taker's own, to hear it with the review (APCO: the
+    employee hears the recording and reads the review); access-logged like every listening."""
+    raw = request.match_info["review_id"]
+    user = user_of(request)
+    samples = await request.app[QUALITY].store.samples(calltaker_id=user.id) if raw.isdigit() else []
+    found = next((s for s in samples if s.reviews and str(s.reviews[0].id) == raw), None)
+    if found is None:
+        return error(404, "no such review of your calls")
+    return await serve_recording(request, found.call_id, via="quality_review", review_id=int(raw))
 
 
 async def _scores(request: web.Request) -> list[dict[str, Any]]:

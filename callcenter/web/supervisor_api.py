@@ -266,8 +266,12 @@ async def call_detail(request: web.Request) -> web.Response:
 async def recording(request: web.Request) -> web.StreamResponse:
     """The call's WAV with Range support; each served request is logged first (the <audio> element
     asks in ranges, so one listening is usually several rows: each is an access to the audio)."""
+    return await serve_recording(request, _call_id(request))
+
+
+async def serve_recording(request: web.Request, call_id: str, **trace: Any) -> web.StreamResponse:
+    """The call's recording for the logged-in user, after its access-log row (``trace`` adds detail)."""
     stats = request.app[STATS]
-    call_id = _call_id(request)
     detail = await stats.call_detail(call_id)
     if detail is None:
         return error(404, "no such call")
@@ -284,7 +288,7 @@ async def recording(request: web.Request) -> web.StreamResponse:
         "play_recording",
         "call",
         call_id,
-        {"range": request.headers.get("Range"), "username": user.username},
+        {"range": request.headers.get("Range"), "username": user.username, **trace},
     )
     return web.FileResponse(path, headers={"Content-Type": "audio/wav", "Cache-Control": "no-store"})
 

@@ -200,6 +200,18 @@ async def test_review_calibrate_and_acknowledge(qa_app: tuple[AppProcess, Store]
             await expect(review).to_contain_text("Alamat tidak diulang kepada penelepon.")
             await expect(review.get_by_test_id("q-review-score")).to_have_text("79,4 / 100")
             review_id = await review.get_attribute("data-review-id")
+            # The call-taker hears their call with the review; that listening is in the access log too.
+            await expect(review.get_by_test_id("q-mine-audio")).to_be_visible()
+            heard = await apage.request.get(f"/api/quality/reviews/{review_id}/recording")
+            assert heard.status == 200 and heard.headers["content-type"].startswith("audio/wav")
+            ayu_plays = await rows(
+                store,
+                AccessLog,
+                AccessLog.subject_id == RECORDED,
+                AccessLog.detail["via"].as_string() == "quality_review",
+            )
+            assert len(ayu_plays) == 1 and ayu_plays[0].detail["username"] == "ayu"
+            assert (await apage.request.get("/api/quality/reviews/999/recording")).status == 404
             await panel.get_by_test_id(f"q-ack-{review_id}").click()
             await expect(panel.get_by_test_id(f"q-acked-{review_id}")).to_be_visible()
             await expect(apage.get_by_test_id("quality-count")).to_be_hidden()

@@ -272,9 +272,11 @@ export function myReviews({ body, count, error }) {
             showError(error, e);
           }
         } }, t("q.ack"));
+      // preload="none": only a deliberate play fetches the recording (each fetch is in the access log).
+      const audio = h("audio", { controls: true, preload: "none", src: `/api/quality/reviews/${r.id}/recording`, dataset: { testid: "q-mine-audio" } });
       return h("article", { class: "q-mine", dataset: { testid: "q-mine", reviewId: r.id } },
         h("p", {}, h("b", {}, fmtDate(s.arrived_at)), " · ", s.caller_number || "", " · ", t(`q.reason.${s.reason}`)),
-        reviewTable(form, r, { testid: "q-mine-review" }), ack);
+        audio, reviewTable(form, r, { testid: "q-mine-review" }), ack);
     }));
     if (!data.reviews.length) body.append(h("p", { class: "muted" }, t("q.noneMine")));
   }
