@@ -47,7 +47,8 @@ def greeting_seconds() -> float:
 DEMO_USERS = (
     ("ayu", "Ni Made Ayu", "calltaker", "PJSIP/taker1"),
     ("budi", "Budi Santoso", "calltaker", "PJSIP/taker2"),
-    ("sari", "Sari Dewi", "supervisor", None),
+    # Her phone is the supervisor line (SIPp answers it below): listen/whisper/barge ring it.
+    ("sari", "Sari Dewi", "supervisor", "PJSIP/supervisor"),
 )
 
 
@@ -117,6 +118,14 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
                         port, answer_after=2, hold_seconds=20, hangup_by="local", max_calls=None, timeout=86400
                     )
                 )
+
+            # The supervisor's phone (the overflow line too): answers after 2 s and stays until hung up,
+            # so "Dengar" on the wallboard is heard through to a ChanSpy session.
+            phones.append(
+                await sipp.answerer(
+                    spec.supervisor_port or 5079, answer_after=2, hangup_by="remote", max_calls=None, timeout=86400
+                )
+            )
 
         def started(pid: int, restarts: int) -> None:
             if restarts:
