@@ -25,6 +25,7 @@ from callcenter.web import (
     console_api,
     dispatch_api,
     live,
+    location_api,
     metrics,
     openapi,
     pages,
@@ -63,6 +64,7 @@ def create_app(config: Config) -> web.Application:
         presence_api,
         quality_api,
         twilio_hooks,
+        location_api,
     ):
         app.add_routes(module.routes)
     return app

@@ -206,6 +206,49 @@ class TwilioConfig:
 
 
 @dataclass(frozen=True)
+class LocationConfig:
+    """Where the caller is: the AML receiver (``POST /aml``), SMS location links, and the map."""
+
+    #: Shared secret an AML sender presents (``X-AML-Key`` header or ``?key=``); only from the
+    #: environment (``CALLCENTER_LOCATION_AML_SECRET``). At least this or ``aml_allow`` must be set,
+    #: else ``/aml`` is switched off (answers 503).
+    aml_secret: str = ""
+    #: Addresses or networks (CIDR) allowed to post AML; both checks apply when both are set.
+    aml_allow: tuple[str, ...] = ()
+    #: A fix still goes to a call that ended this many minutes ago (an AML SMS can trail the hangup).
+    match_minutes: int = 30
+    #: How long an SMS location link works.
+    link_minutes: int = 60
+    #: Links per call, and per number per hour (the caller is in an emergency: no SMS flood).
+    links_per_call: int = 3
+    links_per_number_hour: int = 5
+    #: Positions one link accepts (the page streams while open: one every few seconds).
+    link_max_fixes: int = 300
+    #: Requests per minute one address may make to the public ``/l/`` pages.
+    public_per_minute: int = 60
+    #: Map tiles (Leaflet URL template); empty: the map shows positions on a blank background.
+    tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    tile_attribution: str = "© OpenStreetMap contributors"
+
+    def __post_init__(self) -> None:
+        for entry in self.aml_allow:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(f"[location].aml_allow: not an address or network: {entry!r}") from None
+
+    def allowed(self, address: str | None) -> bool:
+        """Whether ``address`` may post AML under ``aml_allow`` (any address when the list is empty)."""
+        if not self.aml_allow:
+            return True
+        try:
+            ip = ipaddress.ip_address(address or "")
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(entry, strict=False) for entry in self.aml_allow)
+
+
+@dataclass(frozen=True)
 class SupervisionConfig:
     #: Prefix that turns a recording path as Asterisk wrote it into a path this host can read
     #: (the chroot's root for the test PBX; empty when Asterisk runs on this host's file system).
@@ -270,6 +313,7 @@ class Config:
     intake: IntakeConfig = field(default_factory=IntakeConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     twilio: TwilioConfig = field(default_factory=TwilioConfig)
+    location: LocationConfig = field(default_factory=LocationConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     store: StoreConfig = field(default_factory=StoreConfig)

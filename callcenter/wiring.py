@@ -48,6 +48,7 @@ from callcenter.store.accounts import Accounts
 from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
 from callcenter.store.leader_alerts import LeaderAlertStore
+from callcenter.store.locations import Locations
 from callcenter.store.pending import PendingWrites
 from callcenter.store.presence import QueueLogins
 from callcenter.store.quality import QualityStore
@@ -81,6 +82,8 @@ from callcenter.web.keys import (
     HUB,
     INCIDENTS,
     LEADER_ALERTS,
+    LIMITER,
+    LOCATIONS,
     LOGIN_GUARD,
     METRICS,
     PENDING,
@@ -94,6 +97,7 @@ from callcenter.web.keys import (
     TRACKER,
     TWILIO,
 )
+from callcenter.web.ratelimit import AddressLimiter
 from callcenter.web.throttle import AttackReport, MemoryThrottle
 from callcenter.web.trail import trace_reads
 
@@ -189,6 +193,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[DISPATCHES] = Dispatches(store)
     app[STATS] = Stats(store, offset=centre_offset(app))
     app[QUALITY] = Quality(QualityStore(store), offset=centre_offset(app))
+    app[LOCATIONS] = Locations(store, recent=timedelta(minutes=cfg.location.match_minutes))
+    app[LIMITER] = AddressLimiter(cfg.location.public_per_minute)
     yield
 
 
@@ -275,6 +281,7 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
         check_seconds=app[CONFIG].web.session_check_seconds,
         sessions_alive=app[ACCOUNTS].live_sessions,
         trace=lambda users, action, incidents: trace_reads(store, users, action, incidents),
+        locations=app[LOCATIONS],
     )
     unsubscribe = app[TRACKER].subscribe(hub.on_event)
     app[HUB] = hub
@@ -336,10 +343,8 @@ def sms_line(app: web.Application) -> TwilioLine | None:
     Ratings see the Twilio line only while it can text: without credentials or a sender number every
     SMS would fail at Twilio, so a rating is not offered by SMS at all (docs/supervision.md).
     """
-    cfg = app[CONFIG].twilio
-    if not (cfg.account_sid.strip() and cfg.auth_token.strip() and cfg.from_number.strip()):
-        return None
-    return app.get(TWILIO)
+    line = app.get(TWILIO)
+    return line if line is not None and line.can_text else None
 
 
 async def supervision_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -121,6 +121,12 @@ class TwilioLine:
     def public_url(self) -> str:
         return self.config.public_url.rstrip("/")
 
+    @property
+    def can_text(self) -> bool:
+        """Whether an SMS can be sent at all: account, token and sender number are set."""
+        cfg = self.config
+        return bool(cfg.account_sid.strip() and cfg.auth_token.strip() and cfg.from_number.strip())
+
     def _require(self, *names: str) -> None:
         missing = [n for n in names if not getattr(self.config, n).strip()]
         if missing:

@@ -308,6 +308,10 @@ class DispatchUpdate(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     #: Stored file name of an uploaded photo (under the configured upload directory).
     photo: Mapped[str | None] = mapped_column(String(128))
+    #: Where the officer's browser was when posting the update (the map's "last position"), if it said.
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    accuracy_m: Mapped[float | None] = mapped_column(Float)
 
 
 class Rating(Base):
@@ -467,3 +471,51 @@ class StatsDirty(Base):
 
     hour: Mapped[int] = mapped_column(Integer, primary_key=True)
     tx: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
+class LocationFix(Base):
+    """A position of a caller, as evidence of the call: AML (HTTPS or SMS) or the SMS location link.
+
+    ``call_id`` is NULL while no call of ``number`` is known (an AML message can beat the call's own
+    record by a moment); the pop claims such fixes for the call (``store/locations.py``).
+    """
+
+    __tablename__ = "location_fixes"
+    __table_args__ = (Index("ix_location_fixes_number_received", "number", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    call_id: Mapped[str | None] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    #: E.164 of the handset the fix is about.
+    number: Mapped[str] = mapped_column(String(32))
+    latitude: Mapped[float] = mapped_column(Float)
+    longitude: Mapped[float] = mapped_column(Float)
+    accuracy_m: Mapped[float | None] = mapped_column(Float)
+    #: Percent confidence of the radius (AML ``lc``; 95 for the browser), when known.
+    confidence: Mapped[int | None] = mapped_column(Integer)
+    #: gps, wifi, cell, fused, browser, unknown (``forms.location.SOURCES``).
+    source: Mapped[str] = mapped_column(String(16))
+    #: aml_https, aml_sms, link (``forms.location.VIAS``).
+    via: Mapped[str] = mapped_column(String(16))
+    fixed_at: Mapped[datetime | None]
+    received_at: Mapped[datetime]
+    #: The link the fix came through (``via = 'link'``).
+    link_id: Mapped[int | None] = mapped_column(ForeignKey("location_links.id", ondelete="SET NULL"))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class LocationLink(Base):
+    """An SMS link a call-taker sent to a caller: ``/l/{token}`` reports the browser's position."""
+
+    __tablename__ = "location_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    number: Mapped[str] = mapped_column(String(32), index=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    #: sending → sent | failed.
+    status: Mapped[str] = mapped_column(String(16))
+    sms_sid: Mapped[str | None] = mapped_column(String(64))
+    fixes: Mapped[int] = mapped_column(Integer, default=0)

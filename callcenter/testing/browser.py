@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import wave
+from collections.abc import AsyncIterator
 from typing import Any
 
 from playwright.async_api import Page, expect
@@ -15,7 +18,7 @@ from callcenter.store.models import Callback
 from callcenter.testing import sipp
 from callcenter.testing.web import DEFAULT_PASSWORD
 
-__all__ = ["call_back_from_page", "log_in", "phone_port", "rows"]
+__all__ = ["call_back_from_page", "citizen_call", "greeting_seconds", "log_in", "phone_port", "rows"]
 
 
 async def log_in(page: Page, base_url: str, username: str) -> None:
@@ -64,3 +67,33 @@ async def call_back_from_page(
     (callback,) = await rows(store, Callback, Callback.call_id == call_id)
     assert isinstance(callback, Callback)
     return callback
+
+
+def greeting_seconds(pbx: TestPbx) -> float:
+    """Length of the greeting every 112 caller hears before the queue."""
+    with wave.open(str(pbx.repo_root / "sounds" / "cc-greeting.wav")) as w:
+        frames: int = w.getnframes()
+        rate: int = w.getframerate()
+    return frames / rate
+
+
+@contextlib.asynccontextmanager
+async def citizen_call(pbx: TestPbx, caller_id: str, talk: float) -> AsyncIterator[sipp.SippProcess]:
+    """A citizen on the line to taker1's (auto-answering) softphone for ``talk`` seconds after the greeting."""
+    taker = await sipp.answerer(dict(pbx.spec.takers)["taker1"], answer_after=0.3, hangup_by="remote", max_calls=None)
+    caller = await sipp.caller(
+        f"127.0.0.1:{pbx.spec.sip_port}",
+        "112",
+        caller_id=caller_id,
+        hold_seconds=greeting_seconds(pbx) + 1.5 + talk,
+        timeout=120,
+    )
+    try:
+        yield caller
+        res = await caller.wait()
+        assert res.ok, (res.errors, pbx.log_tail())
+        await pbx.await_idle()
+    finally:
+        caller.kill()
+        result = await taker.stop()
+    assert result.successful >= 1, result.errors

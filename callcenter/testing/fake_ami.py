@@ -148,3 +148,17 @@ class FakeAmi:
         for event, fields in items:
             writer.write(block({"Event": event, **aid, **fields}))
         writer.write(block({"Event": complete, **aid, "EventList": "Complete", "ListItems": str(len(items))}))
+
+
+def agent_connect(uniqueid: str, interface: str, hold: int = 6, caller: str = "081234567890") -> dict[str, str]:
+    """The AgentConnect Asterisk sends when queue caller ``uniqueid`` is bridged to ``interface``."""
+    return {
+        "Event": "AgentConnect",
+        "Queue": "calltakers",
+        "Uniqueid": uniqueid,
+        "CallerIDNum": caller,
+        "Interface": interface,
+        "MemberName": interface.rsplit("/", maxsplit=1)[-1],
+        "HoldTime": str(hold),
+        "RingTime": "2",
+    }

@@ -91,6 +91,17 @@ class FakeTwilio:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def app_env(self, public_url: str, from_number: str = "+15005550006") -> dict[str, str]:
+        """Environment for an app process that texts and calls through this recorder; ``public_url`` is
+        where links and webhooks point (the app itself, in end-to-end tests)."""
+        return {
+            "CALLCENTER_TWILIO_ACCOUNT_SID": self.account_sid,
+            "CALLCENTER_TWILIO_AUTH_TOKEN": self.auth_token,
+            "CALLCENTER_TWILIO_FROM_NUMBER": from_number,
+            "CALLCENTER_TWILIO_API_BASE": self.base_url,
+            "CALLCENTER_TWILIO_PUBLIC_URL": public_url,
+        }
+
     # -- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -43,13 +43,16 @@ CSRF_HEADER = "X-CSRF-Token"
 LOGIN_PATH = "/api/login"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: The only state-changing paths the CSRF middleware lets through without a session and token: the
-#: login itself, and Twilio's webhooks (called by Twilio, not a browser; ``web/twilio_hooks.py``
-#: authenticates each request by its ``X-Twilio-Signature`` instead). Adding a path here makes it
-#: anonymous: its handler must authenticate the request itself.
-PUBLIC_POST_PATHS = frozenset({LOGIN_PATH, "/api/twilio/status", "/api/twilio/gather", "/api/twilio/message-status"})
-#: Path prefixes of the same kind: the citizen's rating page, where the random token in the path is
-#: the only credential and only the first answer counts (``web/callbacks_api.py``).
-PUBLIC_POST_PREFIXES = ("/rate/",)
+#: login itself, Twilio's webhooks (called by Twilio, not a browser; ``web/twilio_hooks.py``
+#: authenticates each request by its ``X-Twilio-Signature`` instead, the inbound SMS one too) and the
+#: AML receiver (a shared secret and/or an address allowlist, ``web/location_api.py``). Adding a path
+#: here makes it anonymous: its handler must authenticate the request itself.
+PUBLIC_POST_PATHS = frozenset(
+    {LOGIN_PATH, "/api/twilio/status", "/api/twilio/gather", "/api/twilio/message-status", "/api/twilio/sms", "/aml"}
+)
+#: Path prefixes of the same kind: the citizen's rating page and location link, where the random
+#: token in the path is the only credential (``web/callbacks_api.py``, ``web/location_api.py``).
+PUBLIC_POST_PREFIXES = ("/rate/", "/l/")
 #: Paths whose requests never need a session lookup (assets, the monitor's liveness probe, the metrics
 #: scrape, which checks its own loopback-or-token rule: ``web/metrics.py``).
 _NO_SESSION_PREFIXES = ("/static/", "/healthz", "/metrics")

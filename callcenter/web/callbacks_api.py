@@ -30,6 +30,7 @@ from callcenter.store.roles import CENTRE_ROLES, SUPERVISOR
 from callcenter.supervision.callbacks import CallbackRefused, abandoned_window, callback_json
 from callcenter.supervision.ratings import VIAS, RatingRefused, rating_json
 from callcenter.web.access import Reply, centre_offset, date_range, error, invalid, require, user_of
+from callcenter.web.citizen_page import citizen_page
 from callcenter.web.keys import CALLBACKS, RATINGS
 
 log = structlog.get_logger("callcenter.web.callbacks")
@@ -119,13 +120,7 @@ async def ask_rating(request: web.Request) -> web.StreamResponse:
 
 
 def _page(title: str, body: str, status: int = 200) -> web.Response:
-    document = (
-        '<!doctype html>\n<html lang="id"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title></head>"
-        f'<body><main data-testid="rating-page"><h1>{html.escape(title)}</h1>{body}</main></body></html>\n'
-    )
-    return web.Response(text=document, status=status, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
+    return citizen_page(title, body, testid="rating-page", headers=PAGE_HEADERS, status=status)
 
 
 def _form(token: str, reference: str) -> str:

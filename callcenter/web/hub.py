@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,10 +23,13 @@ from callcenter.forms.phone import normalize
 from callcenter.queue.tracker import QueueTracker, member_json
 from callcenter.store import Store
 from callcenter.store.accounts import UserInfo
+from callcenter.store.locations import Locations
 from callcenter.store.pending import PendingWrites
 from callcenter.store.roles import AGENCY, CALLTAKER, CENTRE_ROLES, SUPERVISOR_ROLES
 
 log = structlog.get_logger("callcenter.web.hub")
+#: Ended calls whose console is remembered for late news (``LiveHub.send_to_call``).
+ENDED_REMEMBERED = 500
 
 #: Default seconds between checks of the open sockets' sessions (``[web] session_check_seconds``).
 CHECK_SECONDS = 2.0
@@ -49,7 +53,13 @@ SessionCheck = Callable[[set[str]], Awaitable[set[str]]]
 Trace = Callable[[list[UserInfo], str, list[Mapping[str, Any]]], Awaitable[object]]
 
 
-async def build_pop(store: Store, pending: PendingWrites, uniqueid: str, facts: Mapping[str, Any]) -> dict[str, Any]:
+async def build_pop(
+    store: Store,
+    pending: PendingWrites,
+    uniqueid: str,
+    facts: Mapping[str, Any],
+    locations: Locations | None = None,
+) -> dict[str, Any]:
     """Everything the call-taker sees when the caller is put through to them."""
     await pending.settle(uniqueid, timeout=0.5)
     call = await store.call_by_uniqueid(uniqueid)
@@ -79,6 +89,8 @@ async def build_pop(store: Store, pending: PendingWrites, uniqueid: str, facts: 
         "member": facts.get("member", call.answered_by if call else None),
         "history": history,
         "location": await store.known_location(call.id) if call else None,
+        # Positions received for the call (AML, location link), newest first.
+        "fixes": await locations.for_call(call) if call and locations else [],
     }
 
 
@@ -102,11 +114,13 @@ class LiveHub:
         check_seconds: float = CHECK_SECONDS,
         sessions_alive: SessionCheck | None = None,
         trace: Trace | None = None,
+        locations: Locations | None = None,
     ) -> None:
         self.store = store
         self.check_seconds = check_seconds
         self.sessions_alive = sessions_alive
         self.trace = trace
+        self.locations = locations
         #: The call-takers' queue: whose member entry each console shows.
         self.queue = queue
         #: Interval of the JSON ``ping`` every page gets (``keepalive``).
@@ -116,6 +130,9 @@ class LiveHub:
         self._sockets: dict[web.WebSocketResponse, Socket] = {}
         #: Caller uniqueid → the interface it is connected to, for routing ``call_ended``.
         self._calls: dict[str, str] = {}
+        #: The same for calls that ended lately: the call-taker is still finishing that intake, and a
+        #: position arriving after the hangup (an AML SMS, a late location link) belongs on that screen.
+        self._ended: OrderedDict[str, str] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
 
@@ -147,6 +164,10 @@ class LiveHub:
                 self._spawn(self._pop(interface, dict(payload)))
         elif kind in ("completed", "hangup"):
             interface = self._calls.pop(str(payload.get("uniqueid", "")), "")
+            if interface:
+                self._ended[str(payload.get("uniqueid", ""))] = interface
+                while len(self._ended) > ENDED_REMEMBERED:
+                    self._ended.popitem(last=False)
             if interface and self._targets(interface):
                 self._spawn(self._call_ended(interface, str(payload.get("uniqueid", ""))))
         elif kind == "member":
@@ -171,6 +192,16 @@ class LiveHub:
                 member = self.tracker.live.members.get((self.queue, user.interface))
                 await self._send([ws], {"type": "member", "member": member_json(member) if member else None})
 
+    def send_to_call(self, uniqueid: str, message: dict[str, Any]) -> int:
+        """Send to the consoles the call ``uniqueid`` is (or lately was) connected to; how many."""
+        interface = (
+            self._calls.get(uniqueid) or self.tracker.live.connected.get(uniqueid) or self._ended.get(uniqueid, "")
+        )
+        targets = self._targets(interface) if interface else []
+        if targets:
+            self._spawn(self._send(targets, message))
+        return len(targets)
+
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
         self._tasks.add(task)
@@ -178,7 +209,7 @@ class LiveHub:
 
     async def _pop(self, interface: str, payload: dict[str, Any]) -> None:
         started = time.perf_counter()
-        pop = await build_pop(self.store, self.pending, str(payload["uniqueid"]), payload)
+        pop = await build_pop(self.store, self.pending, str(payload["uniqueid"]), payload, self.locations)
         message = {"type": "pop", "call": pop}
         await self._send_traced(self._targets(interface), message, "pop", pop["history"]["incidents"])
         log.info(

@@ -27,6 +27,7 @@ from callcenter.store import Store
 from callcenter.store.accounts import Accounts
 from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
+from callcenter.store.locations import Locations
 from callcenter.store.pending import PendingWrites
 from callcenter.store.stats import Stats
 from callcenter.supervision.callbacks import Callbacks
@@ -37,6 +38,7 @@ from callcenter.supervision.ratings import Ratings
 from callcenter.tasks import Background
 from callcenter.web.clients import ClientResolver
 from callcenter.web.hub import LiveHub
+from callcenter.web.ratelimit import AddressLimiter
 from callcenter.web.throttle import LoginGuard
 
 # Set before startup (by create_app, or by a test).
@@ -69,6 +71,9 @@ INCIDENTS = web.AppKey("incidents", Incidents)
 DISTRICTS = web.AppKey("districts", Districts)
 DISPATCHES = web.AppKey("dispatches", Dispatches)
 STATS = web.AppKey("stats", Stats)
+#: Caller location evidence (``store/locations.py``) and the per-address limit of the public /l/ pages.
+LOCATIONS = web.AppKey("locations", Locations)
+LIMITER = web.AppKey("public_limiter", AddressLimiter)
 #: Quality review of call handling (``supervision/quality.py``).
 QUALITY = web.AppKey("quality", Quality)
 #: Time in state per queue member and the auto-pause after missed offers (``supervision/presence_control.py``).

@@ -40,6 +40,18 @@ async def _verified(
 ) -> tuple[TwilioLine, int, MultiDict[str]] | web.Response:
     """The line, the id in ``query`` (an attempt, an alert) and the form parameters of a genuine Twilio
     request, or the refusal."""
+    signed = await verify(request)
+    if isinstance(signed, web.Response):
+        return signed
+    line, params = signed
+    raw = request.query.get(query, "")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        return error(400, f"{query} must be a positive integer")
+    return line, int(raw), params
+
+
+async def verify(request: web.Request) -> tuple[TwilioLine, MultiDict[str]] | web.Response:
+    """The line and the form parameters of a request Twilio really signed, or the refusal (403/503)."""
     line = request.app.get(TWILIO)
     if line is None:
         return error(503, "twilio is not configured")
@@ -62,10 +74,7 @@ async def _verified(
     # inside is constant-time.
     if RequestValidator(token).validate(url, params, signature) is not True:
         return _rejected(request, url, "invalid", params)
-    raw = request.query.get(query, "")
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        return error(400, f"{query} must be a positive integer")
-    return line, int(raw), params
+    return line, params
 
 
 def _rejected(request: web.Request, url: str, why: str, params: MultiDict[str]) -> web.Response:
@@ -76,6 +85,7 @@ def _rejected(request: web.Request, url: str, why: str, params: MultiDict[str]) 
         reason=why,
         remote=request.remote,
         call_sid=params.get("CallSid", "")[:64],
+        message_sid=params.get("MessageSid", "")[:64],
     )
     return error(403, "invalid twilio signature")
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from callcenter.testing.fake_twilio import FakeTwilio
+
 #: Debian's chromium (scripts/setup.sh installs it); Playwright drives it without a browser download.
 CHROMIUM = "/usr/bin/chromium"
 
@@ -26,3 +28,10 @@ async def browser() -> AsyncIterator[Browser]:
             yield b
         finally:
             await b.close()
+
+
+@pytest.fixture
+async def fake_twilio() -> AsyncIterator[FakeTwilio]:
+    """Twilio's local recorder: point an app at it with ``fake_twilio.app_env(public_url)``."""
+    async with FakeTwilio() as fake:
+        yield fake

@@ -52,12 +52,6 @@ Session = tuple[aiohttp.ClientSession, str]
 
 
 @pytest.fixture
-async def fake_twilio() -> AsyncIterator[FakeTwilio]:
-    async with FakeTwilio() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def app(
     pbx: TestPbx, pbx_ports: dict[str, int], tmp_path: Path, fake_twilio: FakeTwilio
 ) -> AsyncIterator[AppProcess]:
@@ -65,12 +59,8 @@ async def app(
     web_port = sipp.free_port("tcp")
     env = {
         **pbx_env(pbx, pbx_ports["agi"], f"sqlite+aiosqlite:///{tmp_path}/callcenter.db"),
-        "CALLCENTER_TWILIO_ACCOUNT_SID": fake_twilio.account_sid,
-        "CALLCENTER_TWILIO_AUTH_TOKEN": fake_twilio.auth_token,
-        "CALLCENTER_TWILIO_FROM_NUMBER": "+15005550006",
-        "CALLCENTER_TWILIO_API_BASE": fake_twilio.base_url,
         # The SMS link must open on this very app.
-        "CALLCENTER_TWILIO_PUBLIC_URL": f"http://127.0.0.1:{web_port}",
+        **fake_twilio.app_env(f"http://127.0.0.1:{web_port}"),
     }
     proc = AppProcess(env, tmp_path / "app.log", web_port)
     await proc.start()

@@ -8,8 +8,6 @@ prank that then shows on that number's next call.
 
 from __future__ import annotations
 
-import contextlib
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,19 +19,14 @@ from callcenter.store import Store
 from callcenter.store.incidents import Incidents
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
+from callcenter.testing.browser import citizen_call
+from callcenter.testing.browser import log_in as browser_log_in
 from callcenter.testing.wait import until
 from callcenter.testing.web import make_user
 
 pytestmark = pytest.mark.pbx
 
 PASSWORD = "correct-horse-battery"
-
-
-def greeting_seconds(pbx: TestPbx) -> float:
-    with wave.open(str(pbx.repo_root / "sounds" / "cc-greeting.wav")) as w:
-        frames: int = w.getnframes()
-        rate: int = w.getframerate()
-    return frames / rate
 
 
 @pytest.fixture
@@ -59,33 +52,8 @@ async def console_app(
 
 
 async def log_in(page: Page, base_url: str) -> None:
-    await page.goto(base_url + "/")
-    await page.get_by_test_id("login-username").fill("ayu")
-    await page.get_by_test_id("login-password").fill(PASSWORD)
-    await page.get_by_test_id("login-submit").click()
+    await browser_log_in(page, base_url, "ayu")
     await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "online", timeout=10_000)
-
-
-@contextlib.asynccontextmanager
-async def citizen_call(pbx: TestPbx, caller_id: str, talk: float) -> AsyncIterator[sipp.SippProcess]:
-    """A citizen on the line to taker1's (auto-answering) softphone for ``talk`` seconds after the greeting."""
-    taker = await sipp.answerer(dict(pbx.spec.takers)["taker1"], answer_after=0.3, hangup_by="remote", max_calls=None)
-    caller = await sipp.caller(
-        f"127.0.0.1:{pbx.spec.sip_port}",
-        "112",
-        caller_id=caller_id,
-        hold_seconds=greeting_seconds(pbx) + 1.5 + talk,
-        timeout=120,
-    )
-    try:
-        yield caller
-        res = await caller.wait()
-        assert res.ok, (res.errors, pbx.log_tail())
-        await pbx.await_idle()
-    finally:
-        caller.kill()
-        result = await taker.stop()
-    assert result.successful >= 1, result.errors
 
 
 async def test_call_taker_shift(console_app: tuple[AppProcess, Store], browser: Browser, pbx: TestPbx) -> None:

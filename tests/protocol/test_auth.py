@@ -47,6 +47,9 @@ PUBLIC = {
     "/api/twilio/gather",
     "/api/twilio/message-status",
     "/rate/{token}",  # the citizen's rating link: the random token is the credential
+    "/aml",  # AML receiver: shared secret and/or address allowlist (tests/protocol/test_location.py)
+    "/api/twilio/sms",  # inbound SMS (AML by SMS): authenticated by X-Twilio-Signature
+    "/l/{token}",  # the caller's location link: random token, 1 h, per-address limit
 }
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from callcenter.app import create_app
 from callcenter.config import replace
 from callcenter.store import Store, utcnow
-from callcenter.testing.fake_ami import FakeAmi
+from callcenter.testing.fake_ami import FakeAmi, agent_connect
 from callcenter.testing.wait import until
 from callcenter.testing.web import login, make_user, test_config
 from callcenter.testing.web import ws_message as receive
@@ -46,19 +46,6 @@ async def env(tmp_path: Path, fake_ami: FakeAmi) -> AsyncIterator[Env]:
         yield Env(client, server, fake, app[STORE])
     finally:
         await client.close()
-
-
-def agent_connect(uniqueid: str, interface: str, hold: int = 6) -> dict[str, str]:
-    return {
-        "Event": "AgentConnect",
-        "Queue": "calltakers",
-        "Uniqueid": uniqueid,
-        "CallerIDNum": "081234567890",
-        "Interface": interface,
-        "MemberName": interface.rsplit("/", maxsplit=1)[-1],
-        "HoldTime": str(hold),
-        "RingTime": "2",
-    }
 
 
 async def test_pop_reaches_only_the_answering_call_taker(env: Env) -> None:

@@ -453,8 +453,18 @@ async def test_bad_attempt_parameter_is_a_400_after_the_signature(hooks: Hooks) 
 
 async def test_webhooks_need_no_session_but_everything_else_stays_protected(hooks: Hooks) -> None:
     assert {"/api/twilio/status", "/api/twilio/gather"} <= PUBLIC_POST_PATHS
+    # The inbound-SMS webhook is signature-checked too; /aml has its secret/allowlist (test_location.py).
     assert (
-        frozenset({"/api/login", "/api/twilio/status", "/api/twilio/gather", "/api/twilio/message-status"})
+        frozenset(
+            {
+                "/api/login",
+                "/api/twilio/status",
+                "/api/twilio/gather",
+                "/api/twilio/message-status",
+                "/api/twilio/sms",
+                "/aml",
+            }
+        )
         == PUBLIC_POST_PATHS
     )
     # No cookie, no CSRF token: the signature is enough.

@@ -12,6 +12,7 @@
 import { abandonedList } from "./abandoned.js";
 import { myReviews } from "./quality.js";
 import { api, ApiError, setAuthLostHandler, setCsrf } from "./api.js";
+import { onLocationMessage, showCallLocation, wireCallLocation } from "./callerloc.js";
 import { codeLabel, currentLang, fmtDate, setLang, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
@@ -725,6 +726,7 @@ function renderPop() {
   $("pop-location").textContent = parts.length ? parts.join(" · ") : t("pop.noLocation");
   $("pop-location").classList.toggle("muted", !parts.length);
   $("copy-location").hidden = !parts.length;
+  showCallLocation(pop);
 }
 
 function categoryLabel(code) {
@@ -879,6 +881,7 @@ function connectWs() {
     else if (msg.type === "dispatch" && msg.dispatch) onDispatchMessage(msg.dispatch);
     else if (msg.type === "sla_breach") onSlaBreach(msg);
     else if (msg.type === "callback") onCallbackMessage(msg);
+    else if (msg.type === "location") onLocationMessage(msg);
     else if (msg.type === "queue" && ABANDON_EVENTS.has(msg.event)) refreshAbandonedSoon();
     else if (msg.type === "hello" && msg.user) applyUser(msg.user);
   };
@@ -1647,6 +1650,7 @@ function wire() {
   $("switch-link").addEventListener("click", linkFormToPending);
   $("switch-fresh").addEventListener("click", freshFormForPending);
   $("copy-location").addEventListener("click", copyLocation);
+  wireCallLocation();
   $("prank-refresh").addEventListener("click", loadPranks);
   $("abandoned-panel").addEventListener("toggle", () => {
     if (state.user) localStorage.setItem(abandonedKey(), $("abandoned-panel").open ? "1" : "");
