@@ -1,7 +1,7 @@
 """caller location evidence: AML fixes, SMS location links, officers' positions
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-06 10:40:00
 
 ``location_links``: one row per SMS link a call-taker sent (random token, bound to one call, 1 h).
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
