@@ -107,6 +107,7 @@ async def _retention_command(config: Config, dry_run: bool) -> int:
             recordings_root=config.supervision.recordings_root,
             record_dir=config.queue.record_dir,
             upload_dir=config.dispatch.upload_dir,
+            prompt_dir=config.dispatch.prompt_dir,
             dry_run=dry_run,
         )
     finally:

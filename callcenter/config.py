@@ -284,6 +284,9 @@ class RetentionConfig:
     recordings_days: int = 90
     #: Personal fields of calls and incidents are anonymised after this many days.
     personal_days: int = 365
+    #: Generated briefing prompts (they speak the address and the callback number) are deleted once
+    #: unused for this many hours; a later briefing generates its prompt again.
+    prompts_hours: float = 24.0
 
 
 @dataclass(frozen=True)

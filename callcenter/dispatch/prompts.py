@@ -10,6 +10,7 @@ or briefed again after a retry, is generated once; a change in any field gives a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -105,6 +106,9 @@ class PromptCache:
         name = self.name_for(text)
         found = self._file(name)
         if found.host_path.exists():
+            # Reused: retention deletes prompts unused for [retention] prompts_hours, not this one.
+            with contextlib.suppress(OSError):
+                found.host_path.touch()
             return found
         pending = self._inflight.get(name)
         if pending is None:

@@ -2,7 +2,8 @@
 
 Two windows from ``[retention]``: recordings older than ``recordings_days`` are deleted from disk and
 unlinked from their call; personal fields of calls and incidents older than ``personal_days`` are
-blanked (caller number/raw, reporter name, callback number, address, landmark, notes, coordinates),
+blanked (caller number/raw, reporter name, callback number, address, landmark, notes, victims'
+condition, access route, village/sub-district, coordinates),
 together with every copy of them — an anonymised row whose copies still say who called would
 anonymise nothing:
 
@@ -13,7 +14,9 @@ anonymise nothing:
 * prank/hoax/silent flags (``number_flags``) older than the window, of numbers that have not called
   since: a flag is the number itself, and a number still calling keeps its history;
 * photos agency officers attached to the incident's dispatch updates (files under
-  ``[dispatch] upload_dir``, unlinked from their update).
+  ``[dispatch] upload_dir``, unlinked from their update);
+* dispatch update notes, intake drafts, kept flags' notes and the briefing prompts that speak the
+  address and number (``retention_copies.py``).
 
 Statistics survive: category, times, outcomes, classification and ratings stay.
 
@@ -51,12 +54,22 @@ from callcenter.store.models import (
     NumberFlag,
 )
 from callcenter.store.recordings import recording_host_path
+from callcenter.supervision import retention_copies as copies
 
 log = structlog.get_logger("callcenter.supervision.retention")
 
-#: Incident fields blanked by anonymisation (text fields → "", coordinates → None).
-INCIDENT_TEXT = ("reporter_name", "callback_number", "address", "landmark", "notes")
-INCIDENT_NULL = ("latitude", "longitude")
+#: Incident fields blanked by anonymisation (text fields → "", coordinates and the village → None).
+#: The victims' condition and the access route describe people and a place as precisely as the address.
+INCIDENT_TEXT = (
+    "reporter_name",
+    "callback_number",
+    "address",
+    "landmark",
+    "notes",
+    "victims_condition",
+    "access_route",
+)
+INCIDENT_NULL = ("latitude", "longitude", "subdistrict")
 PERSONAL_AUDIT_FIELDS = frozenset(INCIDENT_TEXT + INCIDENT_NULL)
 #: Keys of timeline event data whose value is personal whatever it is: caller ids as AMI and the
 #: dialplan name them, and intake fields copied into an event (compared in lower case).
@@ -83,6 +96,10 @@ class RetentionReport:
     flags_deleted: int = 0
     photos_deleted: int = 0
     photos_missing: int = 0
+    update_notes_blanked: int = 0
+    drafts_deleted: int = 0
+    flag_notes_blanked: int = 0
+    prompts_deleted: int = 0
     #: Parts not run, and why (not errors: nothing was left half done).
     skipped: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -160,14 +177,17 @@ async def run_retention(
     recordings_root: str = "",
     record_dir: str = "",
     upload_dir: str | None = None,
+    prompt_dir: str | None = None,
     dry_run: bool = False,
     now: datetime | None = None,
     user_id: int | None = None,
 ) -> RetentionReport:
     """Apply both windows once. ``upload_dir`` is ``[dispatch] upload_dir``, where the agency photos
     are; without it photos are left alone (and the report says so) rather than unlinked from their
-    update while the files stay on disk. ``record_dir`` is ``[queue] record_dir``: only recordings inside
-    it are deleted; any other path stays on disk and in the row, reported as an error."""
+    update while the files stay on disk. ``prompt_dir`` is ``[dispatch] prompt_dir``, where briefing
+    prompts are generated (``retention_copies.py``: notes, drafts and prompts). ``record_dir`` is
+    ``[queue] record_dir``: only recordings inside it are deleted; any other path stays on disk and in
+    the row, reported as an error."""
     now = now or utcnow()
     rec_cutoff = now - timedelta(days=config.recordings_days)
     pers_cutoff = now - timedelta(days=config.personal_days)
@@ -181,6 +201,15 @@ async def run_retention(
         log.warning("retention.photos_skipped", reason="no upload directory given")
     else:
         await _photos(store, report, pers_cutoff, upload_dir, dry_run)
+    report.update_notes_blanked += await copies.update_notes(store, pers_cutoff, dry_run)
+    report.drafts_deleted += await copies.drafts(store, pers_cutoff, dry_run)
+    report.flag_notes_blanked += await copies.flag_notes(store, pers_cutoff, dry_run)
+    if prompt_dir is None:
+        report.skipped.append("prompts: no prompt directory given")
+    else:
+        deleted, errors = copies.prompts(Path(prompt_dir), config.prompts_hours, dry_run, now=now.timestamp())
+        report.prompts_deleted += deleted
+        report.errors.extend(errors)
     if not dry_run:
 
         async def write(session: AsyncSession) -> None:

@@ -5,6 +5,7 @@ and a real run leaves one ``access_log`` entry."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -24,12 +25,14 @@ from callcenter.store.models import (
     CallEvent,
     Dispatch,
     DispatchUpdate,
+    Draft,
     Incident,
     IncidentAudit,
     NumberFlag,
 )
 from callcenter.supervision.retention import ANONYMISED, run_retention
 from callcenter.testing.rows import dispatch_row, incident_row
+from callcenter.testing.web import make_user
 
 CONFIG = RetentionConfig(recordings_days=90, personal_days=365)
 RECORD_DIR = "/srv/cc-test/recordings"
@@ -370,7 +373,7 @@ async def test_retention_scrubs_the_timeline_flags_and_photos(store: Store, tmp_
 
     report = await run_retention(store, CONFIG, upload_dir=str(uploads), now=NOW)
     assert (report.events_scrubbed, report.flags_deleted, report.photos_deleted, report.photos_missing) == (2, 2, 1, 1)
-    assert report.errors == [] and report.skipped == []
+    assert report.errors == [] and report.skipped == ["prompts: no prompt directory given"]
 
     call, events, photos = await case(store, old)
     assert call == (None, None, f"PJSIP/{ANONYMISED}-00000001")
@@ -410,10 +413,115 @@ async def test_photos_are_kept_without_an_upload_directory_or_with_a_suspicious_
     await store.transaction("t", rename)
 
     skipped = await run_retention(store, CONFIG, now=NOW)
-    assert skipped.skipped == ["photos: no upload directory given"] and skipped.photos_deleted == 0
+    assert "photos: no upload directory given" in skipped.skipped and skipped.photos_deleted == 0
     assert (await case(store, old))[2] == [*photos[:1], "../secret.jpg"] and (uploads / photos[0]).exists()
 
     report = await run_retention(store, CONFIG, upload_dir=str(uploads), now=NOW)
     assert (report.photos_deleted, report.photos_missing) == (1, 0)
     assert len(report.errors) == 1 and "not a photo" in report.errors[0]
     assert (await case(store, old))[2] == [None, "../secret.jpg"] and outside.exists()
+
+
+async def test_retention_reaches_every_copy_of_a_case(store: Store, tmp_path: Path) -> None:
+    """Issue 12: victims' condition, access route and village (and their audit copies), agency update
+    notes, intake drafts, kept flags' notes and the briefing prompts go too; recent ones stay."""
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    old_prompt, new_prompt, other = prompts / "brief-aaa.wav", prompts / "brief-bbb.wav", prompts / "intro.wav"
+    for path in (old_prompt, new_prompt, other):
+        path.write_bytes(b"RIFF....WAVE")
+    two_days_ago = NOW.timestamp() - 2 * 86400
+    os.utime(old_prompt, (two_days_ago, two_days_ago))
+    os.utime(other, (two_days_ago, two_days_ago))
+    user = await make_user(store, "ayu", "calltaker")
+    details = {
+        "victims_condition": "ibu dan anak luka memar",
+        "access_route": "gang belakang rumah Pak Wayan",
+        "subdistrict": "Lelateng",
+    }
+
+    async def seed(session: AsyncSession) -> tuple[int, int]:
+        ids = []
+        for age in (400, 10):
+            incident = incident_row(
+                f"112-{age}", NOW - timedelta(days=age), category="violence_women_children", **details
+            )
+            session.add(incident)
+            await session.flush()
+            session.add(
+                IncidentAudit(
+                    incident_id=incident.id,
+                    at=incident.created_at,
+                    action="created",
+                    changes={k: [None, v] for k, v in details.items()},
+                )
+            )
+            dispatch = dispatch_row(incident.id, "dppa", incident.created_at)
+            session.add(dispatch)
+            await session.flush()
+            session.add(
+                DispatchUpdate(
+                    dispatch_id=dispatch.id,
+                    at=incident.created_at,
+                    status="on_scene",
+                    note="korban dibawa ke RS Negara",
+                )
+            )
+            session.add(
+                Draft(
+                    user_id=user.id,
+                    call_key=f"c{age}",
+                    data={"reporter_name": "Ibu Sari"},
+                    updated_at=incident.created_at,
+                )
+            )
+            ids.append(incident.id)
+        return ids[0], ids[1]
+
+    old_id, new_id = await store.transaction("seed", seed)
+    await add_flag(store, "+6281200000001", 400)
+    await add_call_from(store, "+6281200000001", 5)  # still calling: the flag is kept, its note is not
+
+    dry = await run_retention(store, CONFIG, prompt_dir=str(prompts), dry_run=True, now=NOW)
+    assert (dry.update_notes_blanked, dry.drafts_deleted, dry.flag_notes_blanked, dry.prompts_deleted) == (1, 1, 1, 1)
+    assert old_prompt.exists()
+    report = await run_retention(store, CONFIG, prompt_dir=str(prompts), now=NOW)
+    assert (report.update_notes_blanked, report.drafts_deleted, report.flag_notes_blanked, report.prompts_deleted) == (
+        1,
+        1,
+        1,
+        1,
+    )
+    assert not old_prompt.exists() and new_prompt.exists() and other.exists()
+
+    async def read(session: AsyncSession) -> dict[str, Any]:
+        incidents = {i.id: i for i in await session.scalars(select(Incident))}
+        audits = {a.incident_id: a.changes for a in await session.scalars(select(IncidentAudit))}
+        notes = {
+            d.incident_id: u.note
+            for u, d in (
+                await session.execute(
+                    select(DispatchUpdate, Dispatch).join(Dispatch, Dispatch.id == DispatchUpdate.dispatch_id)
+                )
+            ).all()
+        }
+        drafts = sorted(d.call_key for d in await session.scalars(select(Draft)))
+        flags = [f.note for f in await session.scalars(select(NumberFlag))]
+        return {"incidents": incidents, "audits": audits, "notes": notes, "drafts": drafts, "flags": flags}
+
+    after = await store.transaction("read", read)
+    old, new = after["incidents"][old_id], after["incidents"][new_id]
+    assert (old.victims_condition, old.access_route, old.subdistrict) == ("", "", None)
+    assert (new.victims_condition, new.access_route, new.subdistrict) == tuple(details.values())
+    assert all(v == [ANONYMISED, ANONYMISED] for v in after["audits"][old_id].values())
+    assert after["audits"][new_id]["access_route"] == [None, details["access_route"]]
+    assert after["notes"] == {old_id: ANONYMISED, new_id: "korban dibawa ke RS Negara"}
+    assert after["drafts"] == ["c10"]
+    assert after["flags"] == [ANONYMISED]
+    again = await run_retention(store, CONFIG, prompt_dir=str(prompts), now=NOW)
+    assert (again.update_notes_blanked, again.drafts_deleted, again.flag_notes_blanked, again.prompts_deleted) == (
+        0,
+        0,
+        0,
+        0,
+    )
