@@ -11,17 +11,17 @@ For each rate of the ladder the two paths run back to back with identical pacing
 caller behaviour (the caller hangs up ``--hold`` s after Asterisk's answer on both):
 
 * **bare**: dials ``bare<N>`` (Answer, Wait(N), Hangup with N > hold), nothing else;
-* **full**: dials 112: greeting, AGI(incoming) to the app, MixMonitor, Queue, call-taker answers;
-* **noapp** (``--paths``, on by default): the same 112 dialplan with the app stopped — AGI fails at
-  connect, the dialplan's fallback queues the caller — i.e. what Asterisk costs without us, so that
+* **full**: dials 112: greeting (the app routes from AMI meanwhile), MixMonitor, Queue, call-taker answers;
+* **noapp** (``--paths``, on by default): the same 112 dialplan with the app stopped — no route arrives by
+  the end of the greeting, the dialplan queues with defaults — i.e. what Asterisk costs without us, so that
   full / noapp is our app's own share of the capacity.
 
 A step passes when the SIPp caller reports every call successful and none failed and no channel
 is left up afterwards; a full step must also have every call recorded by the app with
-``routed_by='agi'`` and an answer time, i.e. answered by a call-taker per the app's database (which
+``routed_by='app'`` and an answer time, i.e. answered by a call-taker per the app's database (which
 is also where "reached taker" comes from: the taker answers rings that app_queue then cancels,
 which is normal for a queue, so its own counts are only reported). A noapp step must have every
-call in the fallback (Asterisk's "AGI routing failed" warning) and answered per Asterisk's
+call in the fallback (Asterisk's "no route from the app" warning) and answered per Asterisk's
 queue_log (CONNECT). The highest passing rate of each path (below its first failure) gives
 ratio = full / bare (the target) and full / noapp (the app's own cost).
 
@@ -331,7 +331,7 @@ class Bench:
             return 0, 0, 0
         with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)) as db:
             row = db.execute(
-                "SELECT count(*), coalesce(sum(routed_by = 'agi'), 0), "
+                "SELECT count(*), coalesce(sum(routed_by = 'app'), 0), "
                 "coalesce(sum(answered_at IS NOT NULL), 0) FROM calls"
             ).fetchone()
         return int(row[0]), int(row[1]), int(row[2])
@@ -567,7 +567,7 @@ class Bench:
             res.queue_delays = self.queue_delays(rowid0)
             res.write_lags = self.write_lags(rowid0, app_idx)
         res.ast_warnings = self.ast_warnings_since(log0)
-        res.fallback_warnings = self.ast_warning_count_since(log0, "callcenter: AGI routing failed")
+        res.fallback_warnings = self.ast_warning_count_since(log0, "callcenter: no route from the app")
         res.qlog_connects = self.qlog_connects_since(qlog0)
         if path != "noapp":
             res.app_warnings, _ = self.app_warnings_since(app_idx)
@@ -598,7 +598,7 @@ Row = tuple[float, dict[str, StepResult]]
 def table(rows: list[Row]) -> str:
     out = [
         "| rate (calls/s) | calls | bare ok / failed | full ok / failed | full: reached taker (app DB) | "
-        "full: taker INVITEs | full: app recorded (agi / answered) | "
+        "full: taker INVITEs | full: app recorded (routed / answered) | "
         "full: app lag arrival→queued_at p50 / p95 / max (s) | full: DB behind queued_at p50 / p95 / max (s) | "
         "noapp ok / failed | noapp: fallbacks / reached taker (queue_log) | "
         "bare | full | noapp | CPU % bare (of 200) | CPU % full (of 200) | CPU % noapp (of 200) |",
@@ -646,14 +646,14 @@ def details(r: StepResult) -> str:
             lines.append("taker errors (tail): " + " | ".join(r.taker.errors.strip().splitlines()[-3:])[:400])
     if r.path == "noapp":
         lines.append(
-            f"app stopped: Asterisk 'AGI routing failed' fallbacks={r.fallback_warnings}; "
+            f"app stopped: Asterisk 'no route from the app' fallbacks={r.fallback_warnings}; "
             f"answered by a member per queue_log (CONNECT)={r.qlog_connects}"
         )
     if r.path == "full":
         lines.append(
             f"queue_log CONNECT={r.qlog_connects}; "
-            f"app: calls={r.app_total} routed_by=agi={r.app_agi} answered (reached taker)={r.app_answered}; "
-            f"Asterisk 'AGI routing failed' fallbacks={r.fallback_warnings}; "
+            f"app: calls={r.app_total} routed_by=app={r.app_agi} answered (reached taker)={r.app_answered}; "
+            f"Asterisk 'no route from the app' fallbacks={r.fallback_warnings}; "
             f"app-seen arrival→queued_at p50/p95/max {r.delay_summary()} s (incl. greeting); "
             f"queued entry committed after queued_at p50/p95/max {r.write_lag_summary()} s"
         )

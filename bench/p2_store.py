@@ -92,9 +92,9 @@ def run_sync_sqlalchemy(db: Path, sessions: int) -> float:
     from sqlalchemy import create_engine, event
     from sqlalchemy.orm import sessionmaker
 
-    from callcenter.agi.incoming import decide
     from callcenter.config import QueueConfig
     from callcenter.forms.phone import normalize
+    from callcenter.forms.routing import decide
 
     engine = create_engine(f"sqlite:///{db}")
     event.listen(engine, "connect", _sqlite_pragmas)

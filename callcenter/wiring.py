@@ -42,9 +42,11 @@ from callcenter.forms.intake import load_districts
 from callcenter.queue.ami import AmiClient
 from callcenter.queue.fanout import AmiFanout
 from callcenter.queue.presence import Presence
+from callcenter.queue.routing import CallRouter
 from callcenter.queue.tracker import QueueTracker, member_json, resync_from_ami
 from callcenter.store import Store
 from callcenter.store.accounts import Accounts
+from callcenter.store.arrivals import Arrivals
 from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
 from callcenter.store.leader_alerts import LeaderAlertStore
@@ -91,6 +93,7 @@ from callcenter.web.keys import (
     PRESENCE_BOARD,
     QUALITY,
     RATINGS,
+    ROUTER,
     SLA_INTERVAL,
     STATS,
     STORE,
@@ -225,7 +228,7 @@ async def agi_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     server = AgiServer(cfg.agi)
     store, background, pending = app[STORE], app[BACKGROUND], app[PENDING]
-    server.add_route(INCOMING_ROUTE, IncomingRoute(store, background, pending, cfg.numbers, cfg.queue))
+    server.add_route(INCOMING_ROUTE, IncomingRoute(Arrivals(store, background, pending, cfg.numbers, cfg.queue)))
     server.add_route(HANGUP_ROUTE, HangupRoute(store, background, pending, cfg.queue.record_dir))
     # The dispatcher is built later (dispatch_ctx needs AMI and the live hub): looked up per call;
     # until it exists the route declines and the dialplan plays its fallback prompt.
@@ -255,6 +258,11 @@ async def ami_ctx(app: web.Application) -> AsyncIterator[None]:
     # Tracker first, then subscribers (dispatch's OriginateResponse/Hangup matching), in event order.
     fanout = AmiFanout(tracker.handle)
     client = AmiClient(cfg.ami, on_event=fanout, on_ready=on_ready, on_down=tracker.link_down)
+    # 112 callers are routed from AMI while the greeting plays; the dialplan never waits for it.
+    arrivals = Arrivals(app[STORE], app[BACKGROUND], app[PENDING], cfg.numbers, cfg.queue)
+    router = CallRouter(arrivals, client)
+    fanout.subscribe(router.handle)
+    app[ROUTER] = router
     presence = Presence(client, cfg.queue.name, QueueLogins(app[STORE]), app[BACKGROUND])
     unfollow = tracker.subscribe(presence.follow)
     app[AMI_FANOUT] = fanout

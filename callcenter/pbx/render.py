@@ -439,7 +439,8 @@ def render_manager_conf(spec: PbxSpec) -> str:
             # Only what the app uses (README, Security): events of calls (Hangup, OriginateResponse,
             # DialEnd, transfers), queues and members (agent), the dialplan's UserEvent (user) and
             # FullyBooted/Shutdown (system); actions Originate (originate), Redirect/Hangup (call),
-            # QueueAdd/Remove/Pause (agent), CoreShowChannels/Getvar (reporting). QueueStatus and Ping
+            # QueueAdd/Remove/Pause/ChangePriorityCaller (agent), Setvar of a 112 caller's route (call),
+            # CoreShowChannels/Getvar (reporting). QueueStatus and Ping
             # need none. No command, config or system write: a leaked AMI secret cannot run CLI
             # commands, rewrite the dialplan or restart Asterisk.
             f"read = {AMI_READ}",

@@ -14,7 +14,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,14 @@ def pbx_env(pbx: TestPbx, agi_port: int, store_url: str) -> dict[str, str]:
 
 
 class AppProcess:
-    def __init__(self, env: Mapping[str, str], log_path: Path, web_port: int) -> None:
+    """``callcenter run`` as a child process; ``command=("supervise", …)`` runs it under the watchdog
+    stand-in instead (``proc`` is then the supervisor, and the app's pid is in its log)."""
+
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, web_port: int, command: Sequence[str] = ("run",)
+    ) -> None:
         self.env = dict(env)
+        self.command = tuple(command)
         self.log_path = log_path
         self.web_port = web_port
         self.proc: asyncio.subprocess.Process | None = None
@@ -74,14 +80,19 @@ class AppProcess:
             sys.executable,
             "-m",
             "callcenter.cli",
-            "run",
+            *self.command,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             env=env,
         )
         log.close()
-        await until(lambda: self.healthy(require_ami=wait_ami), timeout=timeout, what="app healthy")
+        try:
+            await until(lambda: self.healthy(require_ami=wait_ami), timeout=timeout, what="app healthy")
+        except BaseException:
+            # A start that failed must not leave the process behind (a fixture that raises never stops it).
+            await self.kill()
+            raise
 
     async def healthy(self, *, require_ami: bool = True) -> bool:
         if self.proc is None or self.proc.returncode is not None:

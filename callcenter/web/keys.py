@@ -22,6 +22,7 @@ from callcenter.forms.intake import Districts
 from callcenter.queue.ami import AmiClient
 from callcenter.queue.fanout import AmiFanout
 from callcenter.queue.presence import Presence
+from callcenter.queue.routing import CallRouter
 from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Store
 from callcenter.store.accounts import Accounts
@@ -60,6 +61,8 @@ PRESENCE = web.AppKey("presence", Presence)
 #: The app's own Prometheus registry (``web/metrics.py``): never prometheus-client's global one.
 METRICS = web.AppKey("metrics", CollectorRegistry)
 HUB = web.AppKey("live_hub", LiveHub)
+#: Routes 112 callers from AMI during the greeting (``queue/routing.py``); its ``stats`` count late routes.
+ROUTER = web.AppKey("router", CallRouter)
 
 # The repositories the web API serves from: built once the store exists.
 ACCOUNTS = web.AppKey("accounts", Accounts)

@@ -28,6 +28,8 @@ from callcenter.testing.wait import until
 pytestmark = pytest.mark.pbx
 
 CALLER = "081234567890"
+#: The dialplan's warning when it queues a caller with its defaults (no route from the app in time).
+FALLBACK_WARNING = "callcenter: no route from the app"
 CALLER_E164 = "+6281234567890"
 
 
@@ -138,14 +140,14 @@ async def test_answered_call_timeline(app: AppProcess, store: Store, pbx: TestPb
     call = await the_call(store, status=["completed"])
     seen = await kinds(store, call)
     assert in_order(seen, ["arrived", "routed", "queued", "ringing", "answered", "completed"]), seen
-    assert call.routed_by == "agi"
+    assert call.routed_by == "app"
     assert call.caller_number == CALLER_E164 and call.dialed == "112"
     assert call.answered_by == "taker1"
     assert call.wait_seconds is not None and 0 <= call.wait_seconds < 30
     assert call.talk_seconds is not None and call.talk_seconds >= 2
     assert call.hangup_by == "caller"
     assert call.queued_at is not None and call.answered_at is not None and call.queued_at <= call.answered_at
-    assert call.linkedid  # filled in from AMI: AGI's header does not carry it
+    assert call.linkedid
     assert call.recording is not None and call.recording.endswith(f"/{call.uniqueid}.wav")
     recording = pbx.host_path(call.recording)
     await until(lambda: recording.exists() and recording.stat().st_size > 1000, what=f"recording {recording}")
@@ -181,23 +183,28 @@ async def test_app_stopped_call_still_reaches_call_taker(app: AppProcess, store:
     mark = len(pbx.log_text())
     taker = await answered_call(pbx)
     assert taker.incoming == 1 and taker.successful == 1, taker.errors
-    assert "AGISTATUS=FAILURE" in pbx.log_text()[mark:]
+    log = pbx.log_text()[mark:]
+    assert FALLBACK_WARNING in log, log
 
 
-async def test_app_killed_mid_session_call_still_reaches_call_taker(
+async def test_app_killed_during_the_reminder_call_still_reaches_call_taker(
     app: AppProcess, store: Store, pbx: TestPbx
 ) -> None:
-    # A repeat prankster hears the reminder from inside the AGI session: that is where we kill the app.
+    # A repeat prankster: the app routes them during the greeting (low priority, reminder), and we kill
+    # it while the dialplan plays the reminder. Nothing on the caller's way waits for the app any more.
     for kind in ("prank", "hoax", "silent"):
         await store.flag_number(CALLER_E164, kind, note="e2e", at=utcnow() - timedelta(days=1))
     # Written by another process (this test): the app's flag index picks them up on its refresh.
     await app.wait_event("store.flags_refreshed", timeout=10)
+    await app.wait_event("tracker.resynced")
     mark = len(pbx.log_text())
     taker = await sipp.answerer(taker_port(pbx), answer_after=0.5, hangup_by="remote", max_calls=None)
     try:
         on_line = greeting_seconds(pbx) + wav_seconds(pbx.repo_root / "sounds" / "cc-prank-reminder.wav") + 6
         call_proc = await sipp.caller(target(pbx), "112", caller_id=CALLER, hold_seconds=on_line, timeout=60)
-        await app.wait_event("call.reminder")
+        routed = await app.wait_event("call.routed")
+        assert routed["priority"] == 1 and routed["reminder"] is True, routed
+        await until(lambda: "cc-prank-reminder" in pbx.log_text()[mark:], timeout=20, what="reminder playing")
         assert await app.kill() == -9
         res = await call_proc.wait()
         assert res.ok, (res.errors, pbx.log_tail())
@@ -206,13 +213,13 @@ async def test_app_killed_mid_session_call_still_reaches_call_taker(
         taker_res = await taker.stop()
     assert taker_res.incoming == 1 and taker_res.successful == 1, taker_res.errors
     log = pbx.log_text()[mark:]
-    # Asterisk says SUCCESS when the server vanishes mid-session: only our marker tells the truth.
-    assert "AGISTATUS=SUCCESS" in log and "routing failed" in log, log
+    # The app's decision was on the channel before the greeting ended: no fallback, reminder played.
+    assert FALLBACK_WARNING not in log, log
 
     # The call was recorded before the kill; back up, the app closes it from Asterisk's state.
     await app.start()
     call = await the_call(store, status=["ended", "completed"])
-    assert call.routed_by == "agi" and call.caller_number == CALLER_E164
+    assert call.routed_by == "app" and call.caller_number == CALLER_E164
     assert call.queue_priority == 1  # the prankster priority was decided before the kill
 
 
@@ -255,7 +262,7 @@ async def test_garbage_on_agi_port_does_not_touch_calls(
     assert sent > 50
     assert taker.successful == 1, taker.errors
     call = await the_call(store, status=["completed"])
-    assert call.routed_by == "agi"
+    assert call.routed_by == "app"
     assert in_order(await kinds(store, call), ["arrived", "routed", "queued", "answered", "completed"])
     assert await app.healthy()
 

@@ -1,0 +1,118 @@
+"""The arrival of a 112 call: the routing decision from the in-memory flag index, and the call's first write.
+
+One place for whoever learns of the call first: the AMI router (``queue/routing.py``, from the
+dialplan's ``UserEvent(CallcenterArrival)``) and the transition FastAGI route (``agi/incoming.py``).
+The decision reads nothing from the database (the abuse flags are indexed in memory); the write runs
+in the background and is registered in ``PendingWrites``, so the first AMI event about the call
+lands on the same row after it and nobody waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from callcenter.config import NumbersConfig, QueueConfig
+from callcenter.forms.phone import CallerNumber, normalize
+from callcenter.forms.routing import Routing, arrival_time, decide, digits
+from callcenter.store.calls import Store, new_call_id, utcnow
+from callcenter.store.pending import PendingWrites
+from callcenter.tasks import Background
+
+
+@dataclass(frozen=True)
+class Arrival:
+    call_id: str
+    caller: CallerNumber
+    routing: Routing
+    #: The call's first write (row + ``arrived`` + ``routed``), running in the background.
+    write: asyncio.Task[str]
+
+
+class Arrivals:
+    def __init__(
+        self,
+        store: Store,
+        background: Background,
+        pending: PendingWrites,
+        numbers: NumbersConfig,
+        queue: QueueConfig,
+    ) -> None:
+        self.store = store
+        self.background = background
+        self.pending = pending
+        self.numbers = numbers
+        self.queue = queue
+
+    def arrive(
+        self,
+        *,
+        uniqueid: str,
+        channel: str | None,
+        caller_id: str | None,
+        arrived: str | None,
+        dialed: str,
+        routed_by: str,
+        source: str,
+        linkedid: str | None = None,
+    ) -> Arrival:
+        """Decide at once; start the write. ``arrived`` is the dialplan's ``${EPOCH}``."""
+        now = utcnow()
+        caller = normalize(caller_id, self.numbers.default_region)
+        abuse = 0
+        if caller.key is not None:
+            abuse = self.store.flags.count(caller.key, now - timedelta(days=self.queue.prank_window_days))
+        routing = decide(abuse, self.queue)
+        call_id = new_call_id()
+        record = self._open(
+            uniqueid=uniqueid,
+            call_id=call_id,
+            channel=channel,
+            linkedid=linkedid,
+            caller=caller,
+            arrived=arrival_time(arrived, now),
+            dialed=digits(dialed),
+            routing=routing,
+            routed_by=routed_by,
+            source=source,
+        )
+        with structlog.contextvars.bound_contextvars(call_id=call_id):
+            write = self.background.spawn(record, name="open-call")
+        self.pending.track(uniqueid, write)
+        return Arrival(call_id, caller, routing, write)
+
+    async def _open(
+        self,
+        *,
+        uniqueid: str,
+        call_id: str,
+        channel: str | None,
+        linkedid: str | None,
+        caller: CallerNumber,
+        arrived: datetime,
+        dialed: str,
+        routing: Routing,
+        routed_by: str,
+        source: str,
+    ) -> str:
+        return await self.store.open_call(
+            uniqueid=uniqueid,
+            call_id=call_id,
+            arrived_at=arrived,
+            routed_by=routed_by,
+            channel=channel,
+            linkedid=linkedid,
+            caller_raw=caller.raw or None,
+            caller_number=caller.e164,
+            dialed=dialed or None,
+            queue_priority=routing.priority,
+            language=routing.language,
+            events=[
+                ("arrived", arrived, {"dialed": dialed, "withheld": caller.withheld}),
+                ("routed", utcnow(), routing.as_data()),
+            ],
+            source=source,
+        )
