@@ -67,6 +67,8 @@ class Batch:
     in_time: int = 0
     failed: int = 0
     fallbacks: int = 0
+    #: Channels still up once every caller had hung up: hangup handlers waiting in AGI() on the app.
+    lingering: int = 0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -78,7 +80,8 @@ def stamp(event: dict[str, object]) -> float:
     return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
-async def calls(pbx: TestPbx, state: str, n: int, interval: float, prefix: int) -> Batch:
+async def calls(pbx: TestPbx, state: str, n: int, interval: float, prefix: int, *, idle: bool = True) -> Batch:
+    """``n`` callers; ``idle=False`` does not wait for the PBX to clear (a frozen app holds hangup handlers)."""
     greeting = wav_seconds(REPO / "sounds" / "cc-greeting.wav")
     mark = len(pbx.log_text())
     placed: dict[str, float] = {}
@@ -93,7 +96,10 @@ async def calls(pbx: TestPbx, state: str, n: int, interval: float, prefix: int) 
         )
         await asyncio.sleep(interval)
     results = [await p.wait() for p in procs]
-    await pbx.await_idle(timeout=60)
+    await asyncio.sleep(1.0)
+    lingering = await asyncio.to_thread(pbx.active_channels)
+    if idle:
+        await pbx.await_idle(timeout=60)
     log = pbx.log_text()[mark:]
     entered = entered_queue(pbx)
     batch = Batch(state, n)
@@ -101,6 +107,7 @@ async def calls(pbx: TestPbx, state: str, n: int, interval: float, prefix: int) 
     batch.in_time = sum(1 for num, t in placed.items() if num in entered and entered[num] <= t + greeting + BOUND)
     batch.failed = sum(1 for r in results if not r.ok)
     batch.fallbacks = log.count(FALLBACK_WARNING)
+    batch.lingering = lingering
     return batch
 
 
@@ -135,10 +142,11 @@ async def run(args: argparse.Namespace) -> None:
         os.kill(supervisor, signal.SIGSTOP)
         os.kill(app_pid, signal.SIGSTOP)
         try:
-            batches.append(await calls(pbx, "frozen", args.calls, args.interval, 20))
+            batches.append(await calls(pbx, "frozen", args.calls, args.interval, 20, idle=False))
         finally:
             os.kill(app_pid, signal.SIGCONT)
             os.kill(supervisor, signal.SIGCONT)
+        await pbx.await_idle(timeout=60)
         await app.stop()
         batches.append(await calls(pbx, "stopped", args.calls, args.interval, 30))
 
@@ -180,7 +188,7 @@ async def run(args: argparse.Namespace) -> None:
     for b in batches:
         w = b.waits or [float("nan")]
         measured = f"{statistics.median(w):.3f} / {pct(w, 0.95):.3f} / {max(w):.3f} s ({len(b.waits)} measured)"
-        print(f"| {b.state} | {b.callers} | {b.in_time} | {measured} | {b.fallbacks} | {b.failed} |")
+        print(f"| {b.state} | {b.callers} | {b.in_time} | {measured} | {b.fallbacks} | {b.failed} | {b.lingering} |")
     if rounds:
         killed, ready, healthy = (statistics.median(r[i] for r in rounds) for i in range(3))
         print(

@@ -16,7 +16,8 @@ blocked during the greeting and caught up), the caller's entry is corrected with
 (it would mean pulling them out of the queue).
 
 AMI rights used: ``Setvar`` (write ``call``), ``QueueChangePriorityCaller`` (write ``agent``), and
-reading ``user`` events. Nothing here needs ``system``, ``command`` or ``config`` (``docs/deploy.md``).
+reading ``user`` events. Nothing here needs to write ``system``, ``command`` or ``config``
+(``docs/deploy.md``).
 """
 
 from __future__ import annotations
@@ -62,10 +63,12 @@ class RoutingStats:
     applied: int = 0
     #: ``Setvar`` refused or unanswered (the channel was gone, the link dropped).
     apply_failed: int = 0
-    #: Callers the dialplan queued with our route / with its defaults (``CallcenterQueue``).
+    #: Callers the dialplan queued with our route (``CallcenterQueue``, ``Fallback: 0``). Those it queued
+    #: with its defaults are the tracker's ``fallbacks`` (``/metrics``), from ``CC_FALLBACK`` on their events.
     queued_routed: int = 0
-    fallbacks: int = 0
-    #: Fallbacks we had decided for (too late) and corrected with QueueChangePriorityCaller.
+    #: Of those fallbacks, the ones we had decided for, too late for the dialplan.
+    late: int = 0
+    #: Late ones moved to the decided priority with QueueChangePriorityCaller.
     reprioritized: int = 0
 
 
@@ -145,14 +148,15 @@ class CallRouter:
         if str(m.get("Fallback", "")).strip() != "1":
             self.stats.queued_routed += 1
             return
-        self.stats.fallbacks += 1
         entry = self._open.get(uniqueid)
         try:
             applied = int(str(m.get("Priority", "")))
         except ValueError:
             applied = None
-        if entry is not None and applied != entry.routing.priority:
-            entry.fix = entry.routing.priority
+        if entry is not None:
+            self.stats.late += 1
+            if applied != entry.routing.priority:
+                entry.fix = entry.routing.priority
         log.warning("routing.fallback", uniqueid=uniqueid, decided=entry is not None, priority=applied)
 
     def _on_join(self, m: Message) -> None:

@@ -499,15 +499,8 @@ class QueueTracker:
                 self._enqueue(EventWrite(uniqueid, "transferred", utcnow(), data=data))
 
     def _on_user_event(self, m: Message) -> None:
-        """The dialplan's ``UserEvent``s: a caller queued with its defaults (``CallcenterQueue`` with
-        ``Fallback: 1``: the app had not routed the call by the end of the greeting), and the queue giving
-        up so that overflow is dialled (``CallcenterOverflow``)."""
-        kind = str(m.get("UserEvent", "")).lower()
-        if kind == "callcenterqueue":
-            if str(m.get("Fallback", "")).strip() == "1":
-                self._record(m, "fallback", {"priority": _int(m.get("Priority"), -1)})
-            return
-        if kind != "callcenteroverflow":
+        """``UserEvent(CallcenterOverflow,…)`` from the dialplan: the queue gave up and overflow is dialled."""
+        if str(m.get("UserEvent", "")).lower() != "callcenteroverflow":
             return
         status = str(m.get("QueueStatus", ""))
 

@@ -90,7 +90,7 @@ async def test_route_in_time_needs_no_correction(parts: tuple[CallRouter, Record
     await router.handle(event(Event="QueueCallerJoin", Queue="calltakers", Position="1"))
     await background.settle()
     assert [a["Action"] for a in ami.actions] == ["Setvar"]
-    assert router.stats.queued_routed == 1 and router.stats.fallbacks == 0
+    assert router.stats.queued_routed == 1 and router.stats.late == 0
 
 
 async def test_late_route_is_corrected_in_the_queue(
@@ -109,7 +109,7 @@ async def test_late_route_is_corrected_in_the_queue(
         "Caller": CHANNEL,
         "Priority": "1",
     }
-    assert router.stats.fallbacks == 1 and router.stats.reprioritized == 1
+    assert router.stats.late == 1 and router.stats.reprioritized == 1
 
 
 async def test_fallback_without_a_decision_changes_nothing(parts: tuple[CallRouter, RecordingAmi, Background]) -> None:
@@ -118,7 +118,7 @@ async def test_fallback_without_a_decision_changes_nothing(parts: tuple[CallRout
     await router.handle(event(Event="UserEvent", UserEvent="CallcenterQueue", Priority="5", Fallback="1"))
     await router.handle(event(Event="QueueCallerJoin", Queue="calltakers", Position="1"))
     await background.settle()
-    assert ami.actions == [] and router.stats.fallbacks == 1
+    assert ami.actions == [] and router.stats.late == 0
 
 
 async def test_refused_actions_are_counted_not_raised(parts: tuple[CallRouter, RecordingAmi, Background]) -> None:
