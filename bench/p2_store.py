@@ -94,7 +94,7 @@ def run_sync_sqlalchemy(db: Path, sessions: int) -> float:
 
     from callcenter.config import QueueConfig
     from callcenter.forms.phone import normalize
-    from callcenter.forms.routing import decide
+    from callcenter.store.arrivals import decide
 
     engine = create_engine(f"sqlite:///{db}")
     event.listen(engine, "connect", _sqlite_pragmas)

@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from callcenter.dispatch.speech import wav_seconds
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
 from callcenter.pbx.harness import TestPbx
-from callcenter.pbx.prompts import wav_seconds
 from callcenter.pbx.render import PbxSpec
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from callcenter.agi.incoming import ROUTED_MARKER
 from callcenter.config import NumbersConfig, QueueConfig
 from callcenter.forms.phone import CallerNumber, normalize
-from callcenter.forms.routing import Routing, arrival_time, decide
+from callcenter.store.arrivals import Routing, arrival_time, decide
 from callcenter.store.calls import new_call_id, utcnow
 from callcenter.store.flags import ABUSE_KINDS
 from callcenter.store.models import Call, CallEvent, NumberFlag

@@ -4,7 +4,7 @@ The packaged dialplan no longer calls it: a 112 caller must not wait on us at al
 no read timeout, so a frozen app held a caller in ``AGI(agi://…/incoming,…)`` for as long as it was
 frozen (``docs/never-wait.md``). The app now routes from AMI while the greeting plays
 (``queue/routing.py``). A centre that upgrades the app before its copy of the dialplan keeps
-routing through this route meanwhile, with the same policy (``forms/routing.py``) and the same call
+routing through this route meanwhile, with the same policy (``store/arrivals.py``) and the same call
 record; ``bench/p2_agi.py`` measures the FastAGI server with it.
 
 It decides the queue priority and language from the caller's history and records the call, then

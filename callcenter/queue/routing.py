@@ -4,7 +4,7 @@ The dialplan (``[callcenter-emergency]``) announces the call with ``UserEvent(Ca
 right after answering, plays the greeting, and then queues at once with whatever is in ``CC_ROUTE``
 by then, or with its own defaults. The greeting (about 6 s) is our window: on the arrival event this
 router counts the caller's abuse flags (in memory), decides priority, language and the anti-prank
-reminder (``forms/routing.py``), records the call in the background and writes the decision onto the
+reminder (``store/arrivals.py``), records the call in the background and writes the decision onto the
 channel with one AMI ``Setvar`` of ``CC_ROUTE`` = ``<priority>/<language>/<reminder 0|1>``. One
 variable, so the dialplan sees all of the decision or none of it.
 
@@ -28,9 +28,8 @@ from typing import Any, Protocol
 import structlog
 from panoramisk.message import Message
 
-from callcenter.forms.routing import Routing
 from callcenter.logs import ref
-from callcenter.store.arrivals import Arrivals
+from callcenter.store.arrivals import Arrivals, Routing
 
 log = structlog.get_logger("callcenter.routing")
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from callcenter.dispatch.speech import wav_seconds
 from callcenter.pbx.harness import TestPbx
-from callcenter.pbx.prompts import wav_seconds
 from callcenter.store import Store
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 from callcenter.agi.hangup import hangup_by
 from callcenter.config import QueueConfig
-from callcenter.forms.routing import arrival_time, decide
+from callcenter.store.arrivals import arrival_time, decide
 from callcenter.store.flags import FlagIndex
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
