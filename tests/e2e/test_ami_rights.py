@@ -61,6 +61,14 @@ async def test_every_action_the_app_sends_is_permitted(ami: AmiClient, pbx: Test
         {"Action": "QueuePause", "Queue": queue, "Interface": "PJSIP/rights-probe", "Paused": "false"},
         {"Action": "QueueRemove", "Queue": queue, "Interface": "PJSIP/rights-probe"},
         {"Action": "Redirect", "Channel": "PJSIP/no-such-channel-0000", "Context": "default", "Exten": "s"},
+        # A 112 caller's route, written during the greeting, and a late one applied in the queue.
+        {"Action": "Setvar", "Channel": "PJSIP/no-such-channel-0000", "Variable": "CC_ROUTE", "Value": "10/id/0"},
+        {
+            "Action": "QueueChangePriorityCaller",
+            "Queue": queue,
+            "Caller": "PJSIP/no-such-channel-0000",
+            "Priority": "1",
+        },
         {"Action": "Hangup", "Channel": "PJSIP/no-such-channel-0000"},
         {
             "Action": "Originate",
