@@ -25,6 +25,7 @@ from callcenter.pbx.demo import DEMO_TAKERS, demo_spec
 from callcenter.pbx.harness import TestPbx
 from callcenter.store import Store
 from callcenter.store.accounts import Accounts
+from callcenter.store.roles import CALLTAKER, SUPERVISOR
 from callcenter.testing import sipp
 from callcenter.watchdog import Supervisor
 
@@ -45,10 +46,10 @@ def greeting_seconds() -> float:
 
 
 DEMO_USERS = (
-    ("ayu", "Ni Made Ayu", "calltaker", "PJSIP/taker1"),
-    ("budi", "Budi Santoso", "calltaker", "PJSIP/taker2"),
+    ("ayu", "Ni Made Ayu", CALLTAKER, "PJSIP/taker1"),
+    ("budi", "Budi Santoso", CALLTAKER, "PJSIP/taker2"),
     # Her phone is the supervisor line (SIPp answers it below): listen/whisper/barge ring it.
-    ("sari", "Sari Dewi", "supervisor", "PJSIP/supervisor"),
+    ("sari", "Sari Dewi", SUPERVISOR, "PJSIP/supervisor"),
 )
 
 

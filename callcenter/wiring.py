@@ -239,8 +239,7 @@ async def agi_ctx(app: web.Application) -> AsyncIterator[None]:
     # Ratings are built by supervision_ctx (after AMI): looked up per call like the dispatcher.
     server.add_route(RATING_ROUTE, RatingRoute(lambda: app.get(RATINGS), cfg.agi), budget=RATING_BUDGET)
     await server.start()
-    app[AGI] = server
-    log.info("agi.listening", host=cfg.agi.host, port=server.port)
+    app[AGI] = server  # the server logs agi.listening itself
     yield
     await server.stop()
 

@@ -69,7 +69,7 @@ class AgiStats:
     #: Most recent command latencies in seconds, for percentiles.
     recent_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10000))
     #: Sessions by (route, outcome) for /metrics: a registered route's name, or ``unknown`` (a name a peer
-    #: made up must not become a label) and ``none`` (no usable request); outcome as ``agi_session_end`` logs it.
+    #: made up must not become a label) and ``none`` (no usable request); outcome as ``agi.session_end`` logs it.
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def record_command(self, latency: float) -> None:
@@ -184,7 +184,7 @@ class AgiSession:
                 response = await self._read_response()
         except TimeoutError:
             self._break(f"timeout after {limit}s on {verb}")
-            self._log.warning("agi_command_timeout", command=verb, timeout=limit)
+            self._log.warning("agi.command_timeout", command=verb, timeout=limit)
             raise AgiTimeout(f"no response to {verb} within {limit}s") from None
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             self._break(f"connection closed during {verb}")
@@ -219,7 +219,7 @@ class AgiSession:
             response = self._assembler.feed(line)
             if self._assembler.hangups != hangups:
                 hangups = self._assembler.hangups
-                self._log.info("agi_hangup_notified")
+                self._log.info("agi.hangup_notified")
             if response is not None:
                 return response
 
@@ -322,7 +322,7 @@ class AgiServer:
             limit=max(MIN_STREAM_LIMIT, self.config.header_max_bytes + 1),
             backlog=BACKLOG,
         )
-        self._log.info("agi_listening", host=self.config.host, port=self.port, routes=sorted(self._routes))
+        self._log.info("agi.listening", host=self.config.host, port=self.port, routes=sorted(self._routes))
 
     async def stop(self, *, grace: float = 0.0) -> None:
         """Stop listening, give running sessions ``grace`` seconds, cancel the rest and wait for them.
@@ -343,7 +343,7 @@ class AgiServer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
         self._server = None
-        self._log.info("agi_stopped", cancelled=len(pending))
+        self._log.info("agi.stopped", cancelled=len(pending))
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Called from connection_made, before the transport delivers a byte: a peer that is not our
@@ -391,7 +391,7 @@ class AgiServer:
             if handler is None:
                 self.stats.sessions_dropped += 1
                 self.stats.outcomes[("unknown", "unknown_route")] += 1
-                self._log.warning("agi_unknown_route", routes=sorted(self._routes))
+                self._log.warning("agi.unknown_route", routes=sorted(self._routes))
                 return
             await self._run_route(
                 handler, AgiSession(request, reader, writer, self.config, stats=self.stats, logger=self._log)
@@ -441,15 +441,15 @@ class AgiServer:
                     if request is not None:
                         return request
         except AgiProtocolError as exc:
-            self._log.warning("agi_header_rejected", reason=str(exc), received=parser.size)
+            self._log.warning("agi.header_rejected", reason=str(exc), received=parser.size)
         except TimeoutError:
-            self._log.warning("agi_header_timeout", timeout=self.config.header_timeout, received=parser.size)
+            self._log.warning("agi.header_timeout", timeout=self.config.header_timeout, received=parser.size)
         except asyncio.IncompleteReadError as exc:
-            self._log.warning("agi_closed_before_header", received=parser.size + len(exc.partial))
+            self._log.warning("agi.closed_before_header", received=parser.size + len(exc.partial))
         except asyncio.LimitOverrunError:
-            self._log.warning("agi_header_rejected", reason="header line exceeds the stream limit")
+            self._log.warning("agi.header_rejected", reason="header line exceeds the stream limit")
         except ConnectionError as exc:
-            self._log.warning("agi_closed_before_header", error=type(exc).__name__, received=parser.size)
+            self._log.warning("agi.closed_before_header", error=type(exc).__name__, received=parser.size)
         return None
 
     async def _run_route(self, handler: Route, session: AgiSession) -> None:
@@ -463,28 +463,28 @@ class AgiServer:
             if not budget.expired():
                 # A route's own TimeoutError is a route bug, not the budget.
                 outcome = "route_error"
-                self._log.exception("agi_route_failed")
+                self._log.exception("agi.route_failed")
             else:
                 outcome = "budget_exceeded"
-                self._log.warning("agi_session_budget_exceeded", budget=limit)
+                self._log.warning("agi.session_budget_exceeded", budget=limit)
         except AgiTimeout:
             outcome = "command_timeout"
         except AgiClosed as exc:
             outcome = "closed"
-            self._log.info("agi_connection_lost", reason=str(exc))
+            self._log.info("agi.connection_lost", reason=str(exc))
         except AgiHangup as exc:
             outcome = "hangup"
-            self._log.info("agi_channel_hung_up", reason=str(exc))
+            self._log.info("agi.channel_hung_up", reason=str(exc))
         except AgiError as exc:
             outcome = "agi_error"
-            self._log.warning("agi_command_failed", error=type(exc).__name__, reason=str(exc))
+            self._log.warning("agi.command_failed", error=type(exc).__name__, reason=str(exc))
         except asyncio.CancelledError:
             outcome = "cancelled"
-            self._log.info("agi_session_cancelled")
+            self._log.info("agi.session_cancelled")
             raise
         except Exception:
             outcome = "route_error"
-            self._log.exception("agi_route_failed")
+            self._log.exception("agi.route_failed")
         finally:
             if outcome == "completed":
                 self.stats.sessions_completed += 1
@@ -492,7 +492,7 @@ class AgiServer:
                 self.stats.sessions_failed += 1
             self.stats.outcomes[(session.request.route, outcome)] += 1
             self._log.info(
-                "agi_session_end",
+                "agi.session_end",
                 outcome=outcome,
                 commands=session.commands_sent,
                 duration=round(time.perf_counter() - started, 6),

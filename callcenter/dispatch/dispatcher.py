@@ -33,7 +33,7 @@ from callcenter.dispatch.agencies import Agency, Directory, line_kind
 from callcenter.dispatch.prompts import GENERIC, INTRO, MENU, THANKS, PromptCache, PromptFile, briefing_text
 from callcenter.queue.ami import AmiClient, AmiError, match_reference, originate_outcome
 from callcenter.store import Store, utcnow
-from callcenter.store.dispatches import ACTIVE, WEB_ACCEPTABLE
+from callcenter.store.dispatches import ACTIVE, WEB_ACCEPTABLE, dispatch_json
 from callcenter.store.models import Call, Dispatch, DispatchAttempt, Incident
 from callcenter.store.roles import CENTRE_ROLES, Publish
 
@@ -100,39 +100,6 @@ class _Dispatching:
     task: asyncio.Task[None] | None = None
     briefing: asyncio.Future[PromptFile] | None = None
     attempt: _Attempt | None = None
-
-
-def attempt_json(a: DispatchAttempt) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "line": a.line,
-        "via": a.via,
-        "started_at": a.started_at.isoformat(),
-        "ended_at": a.ended_at.isoformat() if a.ended_at else None,
-        "outcome": a.outcome,
-        "reason": a.reason,
-        "hangup_cause": a.hangup_cause,
-    }
-
-
-def dispatch_json(
-    d: Dispatch, attempts: Sequence[DispatchAttempt] = (), agency_name: str | None = None
-) -> dict[str, Any]:
-    """The ``Dispatch`` object of the API and of the ``{"type": "dispatch"}`` live message."""
-    return {
-        "id": d.id,
-        "incident_id": d.incident_id,
-        "agency": d.agency,
-        "agency_name": agency_name,
-        "status": d.status,
-        "created_by": d.created_by,
-        "created_at": d.created_at.isoformat(),
-        "updated_at": d.updated_at.isoformat(),
-        "accepted_at": d.accepted_at.isoformat() if d.accepted_at else None,
-        "accepted_line": d.accepted_line,
-        "accepted_via": d.accepted_via,
-        "attempts": [attempt_json(a) for a in attempts],
-    }
 
 
 def _log_prompt_failure(future: asyncio.Future[PromptFile]) -> None:
@@ -302,7 +269,7 @@ class Dispatcher:
         if found is None:
             return None
         d, attempts = found
-        return dispatch_json(d, attempts, self._agency_name(d.agency))
+        return self._json(d, attempts)
 
     # -- reports from the briefing route, the Twilio line and AMI --------------------------------
 
@@ -590,8 +557,12 @@ class Dispatcher:
         agency = self.directory.agencies.get(code)
         return agency.name if agency is not None else None
 
+    def _json(self, d: Dispatch, attempts: Sequence[DispatchAttempt]) -> dict[str, Any]:
+        """The store's dispatch serialiser, plus the agency's display name (from the directory)."""
+        return {**dispatch_json(d, attempts), "agency_name": self._agency_name(d.agency)}
+
     def _publish_row(self, d: Dispatch, attempts: Sequence[DispatchAttempt]) -> None:
-        self._send(dispatch_json(d, attempts, self._agency_name(d.agency)))
+        self._send(self._json(d, attempts))
 
     def _send(self, payload: Mapping[str, Any]) -> None:
         try:
@@ -622,6 +593,4 @@ __all__ = [
     "RemoteLine",
     "Result",
     "UnknownAgency",
-    "attempt_json",
-    "dispatch_json",
 ]

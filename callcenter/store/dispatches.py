@@ -148,6 +148,33 @@ def incident_summary(incident: Incident) -> dict[str, Any]:
     return body
 
 
+def dispatch_json(
+    d: Dispatch, attempts: Iterable[DispatchAttempt] = (), updates: Iterable[UpdateView] | None = None
+) -> dict[str, Any]:
+    """The contract's ``Dispatch`` (docs/dispatch.md) with its attempts, and its updates when given.
+
+    The one serialiser of a dispatch row: the API, the agency screens and the dispatch core's live
+    messages all use it. The core's messages leave ``updates`` out (it does not read them), and the
+    consoles keep the updates they have when a message has none.
+    """
+    body: dict[str, Any] = {
+        "id": d.id,
+        "incident_id": d.incident_id,
+        "agency": d.agency,
+        "status": d.status,
+        "created_by": d.created_by,
+        "created_at": _iso(d.created_at),
+        "updated_at": _iso(d.updated_at),
+        "accepted_at": _iso(d.accepted_at),
+        "accepted_line": d.accepted_line,
+        "accepted_via": d.accepted_via,
+        "attempts": [attempt_json(a) for a in attempts],
+    }
+    if updates is not None:
+        body["updates"] = [u.as_json() for u in updates]
+    return body
+
+
 @dataclass(frozen=True)
 class DispatchView:
     """A dispatch with what the screens show about it: how it was called, what the agency reported."""
@@ -161,21 +188,7 @@ class DispatchView:
     def as_json(self, *, with_incident: bool = True) -> dict[str, Any]:
         """The contract's ``Dispatch`` (docs/dispatch.md) plus attempts, updates and, for agency
         screens, the incident's fields (a new dispatch must be actionable without a second request)."""
-        d = self.dispatch
-        body: dict[str, Any] = {
-            "id": d.id,
-            "incident_id": d.incident_id,
-            "agency": d.agency,
-            "status": d.status,
-            "created_by": d.created_by,
-            "created_at": _iso(d.created_at),
-            "updated_at": _iso(d.updated_at),
-            "accepted_at": _iso(d.accepted_at),
-            "accepted_line": d.accepted_line,
-            "accepted_via": d.accepted_via,
-            "attempts": [attempt_json(a) for a in self.attempts],
-            "updates": [u.as_json() for u in self.updates],
-        }
+        body = dispatch_json(self.dispatch, self.attempts, self.updates)
         if with_incident and self.incident is not None:
             body["incident"] = incident_summary(self.incident)
         body.update(self.extra)

@@ -26,7 +26,7 @@ import structlog
 from aiohttp import web
 
 from callcenter.store.quota import QuotaExceeded
-from callcenter.store.roles import CENTRE_ROLES, SUPERVISOR
+from callcenter.store.roles import CALLTAKER, CENTRE_ROLES, SUPERVISOR
 from callcenter.supervision.callbacks import CallbackRefused, abandoned_window, callback_json
 from callcenter.supervision.ratings import VIAS, RatingRefused, rating_json
 from callcenter.web.access import Reply, centre_offset, date_range, error, invalid, require, user_of
@@ -77,7 +77,7 @@ async def call_back(request: web.Request) -> web.StreamResponse:
     if not _CALL_ID.match(call_id):
         return error(404, "no such call")
     user = user_of(request)
-    if user.role == "calltaker" and not user.interface:
+    if user.role == CALLTAKER and not user.interface:
         return error(409, "your account has no softphone to call back from")
     try:
         cb = await callbacks.request(call_id, user_id=user.id, interface=user.interface)

@@ -142,7 +142,7 @@ async def test_log_lines_carry_call_ids(server: AgiServer) -> None:
     server.add_route("incoming", routed)
     with with_context() as logs:
         await fake(server).call("incoming", env={"agi_uniqueid": "1700000000.7", "agi_channel": "PJSIP/a-1"})
-    (end,) = events(logs, "agi_session_end")
+    (end,) = events(logs, "agi.session_end")
     assert end["outcome"] == "completed"
     assert end["commands"] == 2
     assert end["uniqueid"] == "1700000000.7"
@@ -204,7 +204,7 @@ async def test_unknown_route_closes_without_sending(server: AgiServer) -> None:
         call = await fake(server).call("nonexistent")
     assert call.closed_by_server and not call.timed_out
     assert call.commands == []
-    (event,) = events(logs, "agi_unknown_route")
+    (event,) = events(logs, "agi.unknown_route")
     assert event["agi_route"] == "nonexistent"
     assert event["routes"] == ["incoming"]
 
@@ -223,7 +223,7 @@ async def test_closed_before_header_end_is_dropped_and_server_keeps_serving(
     if half_close:
         assert raw.closed_by_server
     assert raw.received == b""
-    assert events(logs, "agi_closed_before_header")
+    assert events(logs, "agi.closed_before_header")
     assert server.stats.sessions_dropped == 1
     # Loop still responsive and the next session is served normally.
     async with asyncio.timeout(2.0):
@@ -235,13 +235,13 @@ async def test_closed_before_header_end_is_dropped_and_server_keeps_serving(
 @pytest.mark.parametrize(
     ("data", "event"),
     [
-        (b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n", "agi_header_rejected"),
-        (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\n\x00\xff\xfe", "agi_header_rejected"),
-        (b"\n", "agi_header_rejected"),  # empty header
-        (b"agi_request: agi://h/incoming\n" + b"agi_x: " + b"y" * 10000 + b"\n\n", "agi_header_rejected"),
-        (b"".join(b"agi_arg_%d: %s\n" % (i, b"z" * 60) for i in range(1, 500)) + b"\n", "agi_header_rejected"),
-        (b"x" * 200_000, "agi_header_rejected"),  # one giant line, no newline
-        (b"\x00\x01\x02\x03\x04", "agi_header_timeout"),  # junk without newline, then silence
+        (b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n", "agi.header_rejected"),
+        (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\n\x00\xff\xfe", "agi.header_rejected"),
+        (b"\n", "agi.header_rejected"),  # empty header
+        (b"agi_request: agi://h/incoming\n" + b"agi_x: " + b"y" * 10000 + b"\n\n", "agi.header_rejected"),
+        (b"".join(b"agi_arg_%d: %s\n" % (i, b"z" * 60) for i in range(1, 500)) + b"\n", "agi.header_rejected"),
+        (b"x" * 200_000, "agi.header_rejected"),  # one giant line, no newline
+        (b"\x00\x01\x02\x03\x04", "agi.header_timeout"),  # junk without newline, then silence
     ],
     ids=["http", "tls", "empty", "huge-line", "huge-header", "giant-no-newline", "binary-silent"],
 )
@@ -267,7 +267,7 @@ async def test_stalled_half_header_dropped_while_others_complete(server: AgiServ
     assert raw.closed_by_server
     # It was the header deadline that closed it, not an early error.
     assert raw.elapsed >= FAST.header_timeout * 0.9
-    assert len(events(logs, "agi_header_timeout")) == 1
+    assert len(events(logs, "agi.header_timeout")) == 1
 
 
 # --- command-level failures -----------------------------------------------------------------
@@ -303,7 +303,7 @@ async def test_command_timeout_breaks_session_and_marker_never_sent(server: AgiS
     assert call.closed_by_server and not call.timed_out
     assert MARKER not in call.commands
     assert call.commands == ['SET VARIABLE "CC_PRIO" "10"']
-    assert events(logs, "agi_command_timeout")
+    assert events(logs, "agi.command_timeout")
 
 
 async def test_uncaught_command_timeout_ends_session(server: AgiServer) -> None:
@@ -316,7 +316,7 @@ async def test_uncaught_command_timeout_ends_session(server: AgiServer) -> None:
         call = await fake(server, responder=lambda c: Action.STALL).call("incoming")
     assert call.closed_by_server
     assert MARKER not in call.commands
-    (end,) = events(logs, "agi_session_end")
+    (end,) = events(logs, "agi.session_end")
     assert end["outcome"] == "command_timeout"
     assert server.stats.sessions_failed == 1
 
@@ -342,8 +342,8 @@ async def test_session_budget_closes_connection(
         call = await fake(server).call("incoming")
     assert call.closed_by_server and not call.timed_out
     assert MARKER not in call.commands
-    assert events(logs, "agi_session_budget_exceeded")
-    (end,) = events(logs, "agi_session_end")
+    assert events(logs, "agi.session_budget_exceeded")
+    (end,) = events(logs, "agi.session_end")
     assert end["outcome"] == "budget_exceeded"
 
 
@@ -369,7 +369,7 @@ async def test_hangup_notification_skipped_and_recorded(server: AgiServer) -> No
     assert got["value"] == "0812"
     assert got["after"] is True
     assert type(got["hangup"]) is AgiHangup
-    assert events(logs, "agi_hangup_notified")
+    assert events(logs, "agi.hangup_notified")
 
 
 async def test_dead_channel_511_raises_hangup_but_dead_agi_reads_still_work(server: AgiServer) -> None:
@@ -398,7 +398,7 @@ async def test_uncaught_hangup_is_logged_as_hangup(server: AgiServer) -> None:
     server.add_route("incoming", route)
     with capture_logs() as logs:
         await fake(server).call("incoming", hangup_after=0)
-    (end,) = events(logs, "agi_session_end")
+    (end,) = events(logs, "agi.session_end")
     assert end["outcome"] == "hangup"
 
 
@@ -478,7 +478,7 @@ async def test_route_crash_is_logged_and_server_survives(server: AgiServer) -> N
     with capture_logs() as logs:
         call = await fake(server).call("broken")
     assert call.closed_by_server
-    (failure,) = events(logs, "agi_route_failed")
+    (failure,) = events(logs, "agi.route_failed")
     assert failure["log_level"] == "error"
     assert failure["exc_info"] is True
     assert (await fake(server).call("incoming")).commands[-1] == MARKER
@@ -493,7 +493,7 @@ async def test_200_concurrent_sessions_complete_with_their_own_ids(server: AgiSe
     async def route(session: AgiSession) -> None:
         await session.get_variable("CALLERID(num)")
         await asyncio.sleep(0.01)  # interleave sessions
-        log.info("route_step", session_uniqueid=session.uniqueid)
+        log.info("route.step", session_uniqueid=session.uniqueid)
         await session.set_variable("CC_ROUTED", "1")
 
     server.add_route("incoming", route)
@@ -502,7 +502,7 @@ async def test_200_concurrent_sessions_complete_with_their_own_ids(server: AgiSe
         calls = await asyncio.gather(*(client.call("incoming") for _ in range(200)))
     assert all(call.closed_by_server and call.commands[-1] == MARKER for call in calls)
     assert len({call.uniqueid for call in calls}) == 200
-    steps = events(logs, "route_step")
+    steps = events(logs, "route.step")
     assert len(steps) == 200
     assert all(step["uniqueid"] == step["session_uniqueid"] for step in steps)
     assert server.stats.sessions_completed == 200
