@@ -41,9 +41,11 @@ from callcenter.dispatch.twilio_line import TwilioLine
 from callcenter.forms.intake import load_districts
 from callcenter.queue.ami import AmiClient
 from callcenter.queue.fanout import AmiFanout
+from callcenter.queue.live import member_json
 from callcenter.queue.presence import Presence
+from callcenter.queue.resync import resync_from_ami
 from callcenter.queue.routing import CallRouter
-from callcenter.queue.tracker import QueueTracker, member_json, resync_from_ami
+from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Store
 from callcenter.store.accounts import Accounts
 from callcenter.store.arrivals import Arrivals

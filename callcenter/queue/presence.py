@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import structlog
 
 from callcenter.queue.ami import AmiNotConnected
-from callcenter.queue.tracker import is_true
+from callcenter.queue.live import is_true
 from callcenter.store.presence import LoginRecord, QueueLogins
 from callcenter.tasks import Background
 

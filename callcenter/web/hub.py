@@ -20,7 +20,8 @@ import structlog
 from aiohttp import web
 
 from callcenter.forms.phone import normalize
-from callcenter.queue.tracker import QueueTracker, member_json
+from callcenter.queue.live import member_json
+from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Store
 from callcenter.store.accounts import UserInfo
 from callcenter.store.locations import Locations

@@ -11,8 +11,8 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from callcenter.queue.ami import AmiError, AmiNotConnected
+from callcenter.queue.live import Member, member_json
 from callcenter.queue.presence import PAUSE_REASONS
-from callcenter.queue.tracker import Member, member_json
 from callcenter.store.accounts import UserInfo
 from callcenter.store.roles import CALLTAKER, CENTRE_ROLES, CONSOLE_ROLES
 from callcenter.web.access import SESSION, error, require, user_of

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from callcenter.forms.categories import CATEGORY_CODES, CLASSIFICATION_CODES
 from callcenter.forms.phone import normalize
-from callcenter.queue.tracker import member_json
+from callcenter.queue.live import member_json
 from callcenter.store import utcnow
 from callcenter.store.access import log_access
 from callcenter.store.recordings import recording_file

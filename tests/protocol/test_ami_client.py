@@ -12,7 +12,8 @@ from structlog.testing import capture_logs
 from callcenter.config import AmiConfig
 from callcenter.queue.ami import AmiClient, AmiNotConnected
 from callcenter.queue.presence import Presence
-from callcenter.queue.tracker import QueueTracker, resync_from_ami
+from callcenter.queue.resync import resync_from_ami
+from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Store, utcnow
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.wait import until

@@ -19,7 +19,8 @@ from structlog.testing import capture_logs
 
 from callcenter.config import AmiConfig
 from callcenter.queue.ami import AmiClient
-from callcenter.queue.tracker import QueueTracker, resync_from_ami
+from callcenter.queue.resync import resync, resync_from_ami
+from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Store, utcnow
 from callcenter.store.calls import EventWrite
 from callcenter.store.models import Call
@@ -201,12 +202,12 @@ async def test_resync_reads_open_calls_after_buffered_writes(store: Store) -> No
     pending.track(slow, asyncio.create_task(agi_write()))
     await tracker.handle(message(call_events(slow, 2)[0]))
     await tracker.handle(message({"Event": "Hangup", "Uniqueid": ended, "Cause": "16"}))
-    resync = asyncio.create_task(tracker.resync([], [], [], asked_at=utcnow()))
+    resyncing = asyncio.create_task(resync(tracker, [], [], [], asked_at=utcnow()))
     for _ in range(20):
         await asyncio.sleep(0)
-    assert not resync.done(), "resync must wait for the buffered hangup"
+    assert not resyncing.done(), "resync must wait for the buffered hangup"
     gate.set()
-    await asyncio.wait_for(resync, 30)
+    await asyncio.wait_for(resyncing, 30)
     assert await tracker.flush(timeout=30)
 
     call = await store.call_by_uniqueid(ended)
@@ -223,7 +224,7 @@ async def test_bad_event_does_not_take_its_batch_with_it(store: Store) -> None:
 
     with capture_logs() as logs:
         await tracker.handle(message(call_events("1700000500.1", 1)[0]))
-        tracker._enqueue(EventWrite("1700000500.2", "queued", utcnow(), update=broken))
+        tracker.enqueue(EventWrite("1700000500.2", "queued", utcnow(), update=broken))
         await tracker.handle(message(call_events("1700000500.3", 3)[0]))
         assert await tracker.flush(timeout=30)
 
