@@ -52,6 +52,7 @@ from callcenter.store.arrivals import Arrivals
 from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
 from callcenter.store.leader_alerts import LeaderAlertStore
+from callcenter.store.leadership import LeaderOnly, Leadership
 from callcenter.store.locations import Locations
 from callcenter.store.pending import PendingWrites
 from callcenter.store.presence import QueueLogins
@@ -86,6 +87,7 @@ from callcenter.web.keys import (
     HUB,
     INCIDENTS,
     LEADER_ALERTS,
+    LEADERSHIP,
     LIMITER,
     LOCATIONS,
     LOGIN_GUARD,
@@ -129,6 +131,10 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     flags = await store.load_flags(window)
     log.info("store.ready", flags_indexed=flags)
     app[STORE] = store
+    # Several nodes on one PostgreSQL: the loops that must run once follow this (SQLite: always leads).
+    leadership = Leadership(store.engine.url)
+    await leadership.start()
+    app[LEADERSHIP] = leadership
     background = Background()
     app[BACKGROUND] = background
     app[PENDING] = PendingWrites()
@@ -156,12 +162,13 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
             except Exception as exc:  # the next read or period tries again; nothing waits on this
                 log.warning("store.stats_refresh_failed", error=str(exc))
 
-    tasks = (
-        asyncio.create_task(refresh_flags(), name="flags-refresh"),
-        asyncio.create_task(refresh_stats(), name="stats-refresh"),
-    )
+    # Every node keeps its own flag index; the roll-up is shared rows, refreshed by the leader.
+    flags_task = asyncio.create_task(refresh_flags(), name="flags-refresh")
+    stats_loop = LeaderOnly(leadership, refresh_stats, "stats-refresh")
     yield
-    await _cancel(*tasks)
+    await _cancel(flags_task)
+    await stats_loop.close()
+    await leadership.stop()
     await background.drain()
     await store.close()
 
@@ -221,9 +228,9 @@ async def quality_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.warning("quality.draw_failed", error=str(exc))
             await asyncio.sleep(QUALITY_DRAW_PERIOD)
 
-    task = asyncio.create_task(draw(), name="quality-draw")
+    loop = LeaderOnly(app[LEADERSHIP], draw, "quality-draw")  # one sample, drawn by one node
     yield
-    await _cancel(task)
+    await loop.close()
 
 
 async def agi_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -386,11 +393,12 @@ async def supervision_ctx(app: web.Application) -> AsyncIterator[None]:
             except Exception:  # the store hiccuped: the next poll finds the same incidents
                 log.exception("rating.trigger_failed")
 
-    task = asyncio.create_task(trigger(), name="rating-trigger") if cfg.supervision.ratings else None
+    # Rating calls are placed once, by the leader.
+    loop = LeaderOnly(app[LEADERSHIP], trigger, "rating-trigger") if cfg.supervision.ratings else None
     log.info("supervision.ready", ratings=cfg.supervision.ratings)
     yield
-    if task is not None:
-        await _cancel(task)
+    if loop is not None:
+        await loop.close()
     for undo in unsubscribe:
         undo()
     await ratings.close()
@@ -416,9 +424,9 @@ async def sla_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.warning("sla.sweep_failed", error=str(exc))
             await asyncio.sleep(interval)
 
-    task = asyncio.create_task(run(), name="sla-timer")
+    loop = LeaderOnly(app[LEADERSHIP], run, "sla-timer")  # breaches announced once, by the leader
     yield
-    await _cancel(task)
+    await loop.close()
 
 
 async def presence_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -493,10 +501,10 @@ async def leaders_ctx(app: web.Application) -> AsyncIterator[None]:
             except Exception:  # the store or Twilio hiccuped: the next poll finds the same alerts
                 log.exception("leaders.poll_failed")
 
-    task = asyncio.create_task(poll(), name="leader-alerts")
+    loop = LeaderOnly(app[LEADERSHIP], poll, "leader-alerts")  # each alert sent by one node
     log.info("leaders.ready", leaders=len(leaders), whatsapp=bool(twilio.whatsapp_from.strip()))
     yield
-    await _cancel(task)
+    await loop.close()
 
 
 #: In startup order; cleanup runs in reverse.

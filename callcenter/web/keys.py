@@ -28,6 +28,7 @@ from callcenter.store import Store
 from callcenter.store.accounts import Accounts
 from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
+from callcenter.store.leadership import Leadership
 from callcenter.store.locations import Locations
 from callcenter.store.pending import PendingWrites
 from callcenter.store.stats import Stats
@@ -63,6 +64,8 @@ METRICS = web.AppKey("metrics", CollectorRegistry)
 HUB = web.AppKey("live_hub", LiveHub)
 #: Routes 112 callers from AMI during the greeting (``queue/routing.py``); its ``stats`` count late routes.
 ROUTER = web.AppKey("router", CallRouter)
+#: Whether this node leads the ones sharing its database (``store/leadership.py``): leader-only loops follow it.
+LEADERSHIP = web.AppKey("leadership", Leadership)
 
 # The repositories the web API serves from: built once the store exists.
 ACCOUNTS = web.AppKey("accounts", Accounts)

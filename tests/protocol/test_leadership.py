@@ -1,0 +1,171 @@
+"""One leader among app nodes: a session-level advisory lock on a real PostgreSQL, taken over when it dies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from callcenter.store.leadership import LeaderOnly, Leadership
+from callcenter.testing.postgres import ThrowawayPostgres
+from callcenter.testing.replication import ReplicatedPostgres, multi_host_url
+from callcenter.testing.wait import until
+from callcenter.web.keys import LEADERSHIP
+
+AppClient = TestClient[web.Request, web.Application]
+
+#: Short, so the tests are quick; takeover is bounded by about two intervals.
+INTERVAL = 0.5
+
+
+@pytest.fixture
+async def nodes(postgres: ThrowawayPostgres) -> AsyncIterator[tuple[Leadership, Leadership]]:
+    """Two nodes contending for the lock of a database of their own."""
+    url = postgres.create_database(f"l_{uuid.uuid4().hex[:16]}")
+    pair = (Leadership(url, interval=INTERVAL, node="a"), Leadership(url, interval=INTERVAL, node="b"))
+    try:
+        for node in pair:
+            await node.start()
+        await until(lambda: any(n.is_leader for n in pair), timeout=10, what="a leader")
+        yield pair
+    finally:
+        for node in pair:
+            await node.stop()
+
+
+def _split(nodes: tuple[Leadership, Leadership]) -> tuple[Leadership, Leadership]:
+    leader = next(n for n in nodes if n.is_leader)
+    return leader, next(n for n in nodes if n is not leader)
+
+
+@pytest.mark.postgres
+async def test_exactly_one_leads(nodes: tuple[Leadership, Leadership]) -> None:
+    await asyncio.sleep(INTERVAL * 4)  # the follower has tried several times by now
+    assert sorted(n.is_leader for n in nodes) == [False, True]
+
+
+@pytest.mark.postgres
+async def test_killed_leader_session_moves_leadership_within_10s(
+    nodes: tuple[Leadership, Leadership], postgres: ThrowawayPostgres
+) -> None:
+    leader, follower = _split(nodes)
+    heard: list[tuple[str, bool]] = []
+
+    def listener(name: str) -> Callable[[bool], None]:
+        return lambda leading: heard.append((name, leading))
+
+    for node in nodes:
+        node.subscribe(listener(node.node))
+    heard.clear()
+
+    started = time.monotonic()
+    assert postgres.sql(f"SELECT pg_terminate_backend({leader.backend_pid})") == "t"
+    await until(lambda: follower.is_leader, timeout=10, what="the follower leads")
+    took = time.monotonic() - started
+    assert not leader.is_leader
+    assert (leader.node, False) in heard and (follower.node, True) in heard
+    assert took < 10
+    # The old leader reconnects as a follower and stays one.
+    await until(lambda: leader.backend_pid is not None, timeout=10, what="the old leader reconnected")
+    await asyncio.sleep(INTERVAL * 3)
+    assert follower.is_leader and not leader.is_leader
+
+
+@pytest.mark.postgres
+async def test_stopped_leader_hands_over(nodes: tuple[Leadership, Leadership]) -> None:
+    leader, follower = _split(nodes)
+    await leader.stop()
+    assert not leader.is_leader
+    await until(lambda: follower.is_leader, timeout=10, what="the follower leads")
+
+
+@pytest.mark.postgres
+async def test_leader_only_loop_runs_on_the_leader_and_moves(
+    nodes: tuple[Leadership, Leadership], postgres: ThrowawayPostgres
+) -> None:
+    ticks: dict[str, int] = {"a": 0, "b": 0}
+
+    def loop_of(name: str) -> LeaderOnly:
+        async def tick() -> None:
+            while True:
+                ticks[name] += 1
+                await asyncio.sleep(0.05)
+
+        return LeaderOnly(next(n for n in nodes if n.node == name), tick, f"tick-{name}")
+
+    loops = [loop_of("a"), loop_of("b")]
+    try:
+        leader, follower = _split(nodes)
+        await until(lambda: ticks[leader.node] > 3, what="the leader's loop runs")
+        assert ticks[follower.node] == 0
+        postgres.sql(f"SELECT pg_terminate_backend({leader.backend_pid})")
+        await until(lambda: ticks[follower.node] > 3, timeout=10, what="the loop moved to the new leader")
+        frozen = ticks[leader.node]
+        await asyncio.sleep(0.3)
+        assert ticks[leader.node] == frozen, "the old leader's loop must have stopped"
+    finally:
+        for loop in loops:
+            await loop.close()
+
+
+async def test_sqlite_node_always_leads(tmp_path: object) -> None:
+    node = Leadership(f"sqlite+aiosqlite:///{tmp_path}/one.db")
+    heard: list[bool] = []
+    node.subscribe(heard.append)
+    await node.start()
+    assert node.is_leader and heard == [True]
+    await node.stop()
+    assert heard == [True, False]
+
+
+@pytest.mark.postgres
+async def test_leadership_comes_back_on_the_promoted_replica() -> None:
+    """After a database failover the old primary's sessions are gone: one node leads on the new primary."""
+    with ReplicatedPostgres() as pair:
+        pair_nodes = [Leadership(pair.url, interval=INTERVAL, node=name) for name in ("a", "b")]
+        # A node pointed at the standby alone (no read-write requirement) must never lead from it.
+        astray = Leadership(multi_host_url([pair.replica], pair.dbname, target_session_attrs="any"), interval=INTERVAL)
+        try:
+            for node in (*pair_nodes, astray):
+                await node.start()
+            await until(lambda: any(n.is_leader for n in pair_nodes), timeout=10, what="a leader")
+            await asyncio.to_thread(pair.primary.halt, immediate=True)
+            await until(lambda: not any(n.is_leader for n in pair_nodes), timeout=10, what="leadership dropped")
+            assert not astray.is_leader
+            await asyncio.to_thread(pair.replica.promote)
+            await until(lambda: any(n.is_leader for n in pair_nodes), timeout=10, what="a leader on the new primary")
+            assert sum(n.is_leader for n in (*pair_nodes, astray)) == 1
+        finally:
+            for node in (*pair_nodes, astray):
+                await node.stop()
+
+
+def _running(name: str) -> int:
+    return sum(1 for t in asyncio.all_tasks() if t.get_name() == name and not t.done())
+
+
+@pytest.mark.postgres
+async def test_two_apps_on_one_database_run_the_once_only_loops_once(
+    ami_app: Callable[..., Awaitable[AppClient]], postgres: ThrowawayPostgres
+) -> None:
+    """The composition root's wiring: two app nodes, one SLA timer / roll-up refresh / quality draw between them."""
+    url = postgres.create_database(f"l_{uuid.uuid4().hex[:16]}")
+    apps = [await ami_app(store={"url": url, "retry_for": 5.0}) for _ in range(2)]
+    nodes = [client.app[LEADERSHIP] for client in apps]
+    await until(lambda: any(n.is_leader for n in nodes), timeout=10, what="a leader")
+    loops = ("sla-timer", "stats-refresh", "quality-draw")
+    await until(lambda: all(_running(name) == 1 for name in loops), what="the leader's loops")
+    await asyncio.sleep(nodes[0].interval * 2)
+    assert sum(n.is_leader for n in nodes) == 1
+    assert all(_running(name) == 1 for name in loops)
+
+    leader = next(n for n in nodes if n.is_leader)
+    postgres.sql(f"SELECT pg_terminate_backend({leader.backend_pid})")
+    await until(lambda: any(n.is_leader and n is not leader for n in nodes), timeout=10, what="leadership moved")
+    assert not leader.is_leader
+    assert all(_running(name) == 1 for name in loops)
