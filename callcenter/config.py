@@ -207,7 +207,7 @@ class TwilioConfig:
 
 @dataclass(frozen=True)
 class LocationConfig:
-    """Where the caller is: the AML receiver (``POST /aml``), SMS location links, and the map."""
+    """Where the caller is: the AML receiver (``POST /aml``) and SMS location links (``docs/location.md``)."""
 
     #: Shared secret an AML sender presents (``X-AML-Key`` header or ``?key=``); only from the
     #: environment (``CALLCENTER_LOCATION_AML_SECRET``). At least this or ``aml_allow`` must be set,
@@ -226,9 +226,6 @@ class LocationConfig:
     link_max_fixes: int = 300
     #: Requests per minute one address may make to the public ``/l/`` pages.
     public_per_minute: int = 60
-    #: Map tiles (Leaflet URL template); empty: the map shows positions on a blank background.
-    tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
-    tile_attribution: str = "© OpenStreetMap contributors"
 
     def __post_init__(self) -> None:
         for entry in self.aml_allow:

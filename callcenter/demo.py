@@ -27,6 +27,7 @@ from callcenter.store import Store
 from callcenter.store.accounts import Accounts
 from callcenter.store.roles import CALLTAKER, SUPERVISOR
 from callcenter.testing import sipp
+from callcenter.testing.fake_twilio import FakeTwilio, Recorded
 from callcenter.watchdog import Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +95,14 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
             "prompt_dir_asterisk": str(spec.instance_dir / "prompts"),
         },
     )
+    web_url = f"http://{config.web.host}:{config.web.port}"
+    # No Twilio account in a demo: the local recorder stands in and the texts it "sends" (location
+    # links, rating links) are printed here, to be opened in a browser. AML gets a throwaway secret.
+    twilio: FakeTwilio | None = None
+    if not config.twilio.account_sid:
+        twilio = FakeTwilio(on_request=_print_sms)
+        await twilio.start()
+    aml_secret = config.location.aml_secret or secrets.token_urlsafe(12)
     await pbx.astart()
     phones: list[sipp.SippProcess] = []
     try:
@@ -133,7 +142,6 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
                 # The stand-in for systemd replaced a frozen or crashed app: say so where the operator looks.
                 print(f"\n  app restarted by the watchdog (pid {pid}, restart {restarts})\n", flush=True)
                 return
-            web_url = f"http://{config.web.host}:{config.web.port}"
             accounts = (
                 f"  log in as ayu (call-taker, softphone taker1), budi (taker2) or sari (supervisor)\n"
                 f"  with the password {password}\n"
@@ -148,6 +156,11 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
                 "  place a call:  .venv/bin/callcenter call 112 --from 081234567890\n"
                 "  after submitting an intake, 'Teruskan ke instansi' calls the agencies' demo phones\n"
                 "  (Damkar's main desk does not answer: watch the escalation to its backup line)\n"
+                "  on a call's pop, 'Kirim tautan lokasi (SMS)' texts the caller a link: the SMS is printed\n"
+                "  here (no Twilio account in the demo); open its link, allow location, watch the pop\n"
+                "  AML from the caller's phone, while 081234567890 is on the line:\n"
+                f"    curl -d device_number=081234567890 -d location_latitude=-8.3581 -d location_longitude=114.617"
+                f" -d location_accuracy=14 -d location_source=gps -H 'X-AML-Key: {aml_secret}' {web_url}/aml\n"
                 "  the app runs under a watchdog as in production: `kill -STOP <app pid>` and callers still\n"
                 "  queue at once; the frozen app is replaced within seconds\n"
                 "  Ctrl-C stops everything.\n",
@@ -164,6 +177,8 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
             "CALLCENTER_SUPERVISION_RECORDINGS_ROOT": config.supervision.recordings_root,
             "CALLCENTER_DISPATCH_PROMPT_DIR": config.dispatch.prompt_dir,
             "CALLCENTER_DISPATCH_PROMPT_DIR_ASTERISK": config.dispatch.prompt_dir_asterisk,
+            "CALLCENTER_LOCATION_AML_SECRET": aml_secret,
+            **(twilio.app_env(web_url, from_number="+62365100112") if twilio is not None else {}),
         }
         if config_path:
             env["CALLCENTER_CONFIG"] = config_path
@@ -179,7 +194,14 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
             with contextlib.suppress(Exception):
                 await phone.stop()
         await pbx.astop()
+        if twilio is not None:
+            await twilio.stop()
     return code
+
+
+def _print_sms(request: Recorded) -> None:
+    if request.path.endswith("/Messages.json"):
+        print(f"\n  [demo SMS to {request.param('To')}] {request.param('Body')}\n", flush=True)
 
 
 async def place_call(config: Config, number: str, caller_id: str, hold: float) -> int:

@@ -51,6 +51,8 @@ from callcenter.store.models import (
     DispatchUpdate,
     Incident,
     IncidentAudit,
+    LocationFix,
+    LocationLink,
     NumberFlag,
 )
 from callcenter.store.recordings import recording_host_path
@@ -100,6 +102,8 @@ class RetentionReport:
     drafts_deleted: int = 0
     flag_notes_blanked: int = 0
     prompts_deleted: int = 0
+    #: Caller positions (AML, location links) and the links themselves, deleted whole.
+    locations_deleted: int = 0
     #: Parts not run, and why (not errors: nothing was left half done).
     skipped: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -196,6 +200,7 @@ async def run_retention(
     await _calls(store, report, pers_cutoff, dry_run)
     await _incidents(store, report, pers_cutoff, dry_run)
     await _flags(store, report, pers_cutoff, dry_run)
+    await _locations(store, report, pers_cutoff, dry_run)
     if upload_dir is None:
         report.skipped.append("photos: no upload directory given")
         log.warning("retention.photos_skipped", reason="no upload directory given")
@@ -362,6 +367,26 @@ async def _incidents(store: Store, report: RetentionReport, cutoff: datetime, dr
         if next_after < 0:
             return
         last = next_after
+
+
+async def _locations(store: Store, report: RetentionReport, cutoff: datetime, dry_run: bool) -> None:
+    """Delete caller positions received, and location links sent, before ``cutoff``: a position is
+    personal data with no use once the incident is history (the intake keeps what was decided)."""
+    fixes, links = LocationFix.received_at < cutoff, LocationLink.created_at < cutoff
+
+    async def op(session: AsyncSession) -> int:
+        if dry_run:
+            counted = 0
+            for model, where in ((LocationFix, fixes), (LocationLink, links)):
+                counted += int(await session.scalar(select(func.count()).select_from(model).where(where)) or 0)
+            return counted
+        deleted = 0
+        for model, where in ((LocationFix, fixes), (LocationLink, links)):
+            result = await session.execute(delete(model).where(where))
+            deleted += int(getattr(result, "rowcount", 0) or 0)
+        return deleted
+
+    report.locations_deleted += await store.transaction("retention_locations", op)
 
 
 async def _flags(store: Store, report: RetentionReport, cutoff: datetime, dry_run: bool) -> None:

@@ -22,7 +22,7 @@ import binascii
 import itertools
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -80,6 +80,8 @@ class FakeTwilio:
     auth_token: str = "fake-auth-token-0123456789abcdef"
     requests: list[Recorded] = field(default_factory=list)
     port: int = 0
+    #: Called with every request as it is recorded (the demo prints the texts it "sends").
+    on_request: Callable[[Recorded], None] | None = None
 
     def __post_init__(self) -> None:
         self._runner: web.AppRunner | None = None
@@ -199,7 +201,10 @@ class FakeTwilio:
         form = await request.post() if request.method in ("POST", "PUT") else MultiDict[str]()
         pairs = tuple((k, v) for k, v in form.items() if isinstance(v, str))
         auth = self._basic_auth(request.headers.get("Authorization", ""))
-        self.requests.append(Recorded(request.method, request.path, pairs, auth, dict(request.headers)))
+        recorded = Recorded(request.method, request.path, pairs, auth, dict(request.headers))
+        self.requests.append(recorded)
+        if self.on_request is not None:
+            self.on_request(recorded)
         if auth != (self.account_sid, self.auth_token):
             return self._error(401, 20003, "Authenticate")
         prefix = f"/{API_VERSION}/Accounts/{self.account_sid}/"

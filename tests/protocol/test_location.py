@@ -419,3 +419,26 @@ async def test_a_position_after_the_hangup_still_reaches_the_console_that_had_th
     assert (await post_aml(env.client, AML)).status == 200
     assert (await receive(ws, "location", timeout=1.0))["call_id"] == call_id
     await ws.close()
+
+
+async def test_retention_deletes_old_positions_and_links(env: Env) -> None:
+    from callcenter.config import RetentionConfig
+    from callcenter.supervision.retention import run_retention
+
+    call_id, ws = await live_call(env)
+    assert (await post_aml(env.client, AML)).status == 200
+    assert (await send_link(env, call_id)).status == 202
+    await ws.close()
+    later = utcnow() + timedelta(days=400)
+    dry = await run_retention(env.store, RetentionConfig(personal_days=365), dry_run=True, now=later)
+    assert dry.locations_deleted == 2 and len(await fixes(env.store)) == 1
+    kept = await run_retention(env.store, RetentionConfig(personal_days=365), now=utcnow())
+    assert kept.locations_deleted == 0
+    done = await run_retention(env.store, RetentionConfig(personal_days=365), now=later)
+    assert done.locations_deleted == 2
+    assert await fixes(env.store) == []
+
+    async def links(session: AsyncSession) -> list[LocationLink]:
+        return list(await session.scalars(select(LocationLink)))
+
+    assert await env.store.transaction("t", links) == []

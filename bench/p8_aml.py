@@ -1,0 +1,186 @@
+"""P8 — caller location: AML POST → the position on the call-taker's pop (WebSocket message).
+
+The real app runs as a child process (store, tracker, live hub, web), 20 logged-in consoles hold
+real WebSockets, and each has a caller on the line (a call record plus the AgentConnect a scripted
+AMI server plays as Asterisk). The bench POSTs AML HTTPS messages (the Android ELS form, with the
+shared secret) for those callers' numbers; the clock starts before the POST and stops when that
+call-taker's socket delivers the ``location`` message. Every POST parses, normalises the number,
+matches the live call in the database, stores the fix, and pushes it. One clock: this process's
+``perf_counter``.
+
+    .venv/bin/python bench/p8_aml.py [--consoles 20] [--posts 300] [--rate 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import secrets
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+
+from callcenter.store import Store, utcnow
+from callcenter.testing.app import AppProcess
+from callcenter.testing.fake_ami import FakeAmi, agent_connect
+from callcenter.testing.sipp import free_port
+from callcenter.testing.web import login_session, make_user
+
+PASSWORD = "bench-password-123"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+class Console:
+    """One logged-in browser tab with a caller on the line: waits for ``location`` messages."""
+
+    def __init__(self, base: str, username: str, interface: str, number: str) -> None:
+        self.base = base
+        self.username = username
+        self.interface = interface
+        self.number = number
+        self.http: aiohttp.ClientSession | None = None
+        self.waiting: asyncio.Future[float] | None = None
+        self.popped = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self.http = await login_session(self.base, self.username, PASSWORD)
+        ws = await self.http.ws_connect(f"{self.base}/api/ws")
+        hello = await ws.receive_json()
+        assert hello["type"] == "hello", hello
+        self.task = asyncio.create_task(self._read(ws))
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            data = msg.json()
+            if data.get("type") == "pop":
+                self.popped.set()
+            elif data.get("type") == "location" and self.waiting is not None and not self.waiting.done():
+                self.waiting.set_result(time.perf_counter())
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.http is not None:
+            await self.http.close()
+
+
+async def run(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-p8-"))
+    url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+    store = Store.from_url(url)
+    await store.upgrade()
+    secret = secrets.token_urlsafe(24)
+    consoles_spec = []
+    for i in range(1, args.consoles + 1):
+        name, interface = f"taker{i:02d}", f"PJSIP/taker{i:02d}"
+        number = f"+62812{random.randrange(10**7, 10**8)}"
+        await make_user(store, name, "calltaker", password=PASSWORD, interface=interface)
+        consoles_spec.append((name, interface, number))
+
+    fake = FakeAmi()
+    await fake.start()
+    env = {
+        "CALLCENTER_AMI_PORT": str(fake.port),
+        "CALLCENTER_AMI_USERNAME": fake.username,
+        "CALLCENTER_AMI_SECRET": fake.secret,
+        "CALLCENTER_AGI_PORT": str(free_port("tcp")),
+        "CALLCENTER_AGI_SECRET": secrets.token_urlsafe(24),
+        "CALLCENTER_STORE_URL": url,
+        "CALLCENTER_LOG_LEVEL": "INFO",
+        "CALLCENTER_LOCATION_AML_SECRET": secret,
+    }
+    app = AppProcess(env, tmp / "app.log", free_port("tcp"))
+    await app.start()
+    # After the tracker's first resync (which ends every open call Asterisk does not report): the calls
+    # on the line now, and earlier calls of the same numbers that matching must pass over.
+    await app.wait_event("tracker.resynced")
+    for i, (_name, _interface, number) in enumerate(consoles_spec, start=1):
+        for back in range(3):
+            await store.open_call(
+                uniqueid=f"old.{i}.{back}",
+                arrived_at=utcnow() - timedelta(days=back + 1),
+                routed_by="agi",
+                caller_number=number,
+            )
+        await store.open_call(uniqueid=f"live.{i}", arrived_at=utcnow(), routed_by="agi", caller_number=number)
+    consoles = [Console(app.base_url, *spec) for spec in consoles_spec]
+    latencies: list[float] = []
+    lost = 0
+    try:
+        for c in consoles:  # one after the other: concurrent logins from one address trip the login guard
+            await c.open()
+        for i, console in enumerate(consoles, start=1):
+            await fake.send(agent_connect(f"live.{i}", console.interface, caller=console.number))
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(c.popped.wait() for c in consoles))
+        async with aiohttp.ClientSession(headers={"X-AML-Key": secret}) as http:
+            for i in range(args.posts):
+                console = consoles[i % len(consoles)]
+                form = {
+                    "v": "3",
+                    "emergency_number": "112",
+                    "source": "sms",
+                    "time": str(int(time.time() * 1000)),
+                    "location_latitude": f"{-8.36 + random.uniform(-0.05, 0.05):.7f}",
+                    "location_longitude": f"{114.62 + random.uniform(-0.05, 0.05):.7f}",
+                    "location_accuracy": str(random.randint(5, 60)),
+                    "location_time": str(int(time.time() * 1000)),
+                    "location_source": random.choice(["gps", "wifi", "cell"]),
+                    "location_certainty": "68",
+                    "device_number": "0" + console.number[3:],  # as handsets send it: national format
+                }
+                future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+                console.waiting = future
+                sent = time.perf_counter()
+                async with http.post(f"{app.base_url}/aml", data=form) as resp:
+                    assert resp.status == 200, await resp.text()
+                try:
+                    async with asyncio.timeout(5):
+                        latencies.append(1000 * (await future - sent))
+                except TimeoutError:
+                    lost += 1
+                await asyncio.sleep(1 / args.rate)
+    finally:
+        for c in consoles:
+            await c.close()
+        await app.stop()
+        await fake.stop()
+        await store.close()
+
+    print(f"machine: nproc={os.cpu_count()}, {platform.python_implementation()} {platform.python_version()}")
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"{args.consoles} consoles with a caller on the line, {args.posts} AML POSTs at {args.rate}/s, {lost} lost\n")
+    print("| consoles | AML posts | p50 | p99 | max | mean | lost |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {args.consoles} | {len(latencies)} | {pct(latencies, 50):.1f} ms | {pct(latencies, 99):.1f} ms "
+        f"| {max(latencies):.1f} ms | {statistics.mean(latencies):.1f} ms | {lost} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--consoles", type=int, default=20)
+    parser.add_argument("--posts", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=10.0, help="AML POSTs per second")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
