@@ -464,7 +464,11 @@ async def leaders_ctx(app: web.Application) -> AsyncIterator[None]:
     """Alerts to agency leaders (after dispatch: it needs the agency directory and the Twilio line).
     A bad leaders file stops the start with the entry's name; without one nothing runs."""
     cfg = app[CONFIG]
-    directory = app[DIRECTORY]
+    directory = app.get(DIRECTORY)
+    if directory is None:
+        # No dispatch core, so nothing is ever dispatched: there is nothing to tell a leader about.
+        yield
+        return
     try:
         leaders = load_leaders(cfg.supervision.leaders_file, list(directory.agencies))
     except LeadersConfigError as exc:
