@@ -137,7 +137,7 @@ class LiveHub:
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
 
-    def add(self, ws: web.WebSocketResponse, user: UserInfo, session: str = "") -> None:
+    def add(self, ws: web.WebSocketResponse, user: UserInfo, session: str) -> None:
         self._sockets[ws] = Socket(user, session)
 
     def remove(self, ws: web.WebSocketResponse) -> None:
