@@ -14,6 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from callcenter.app import create_app
 from callcenter.config import replace
 from callcenter.store import Store, utcnow
+from callcenter.store.access import access_entries
+from callcenter.store.incidents import Incidents
 from callcenter.testing.fake_ami import FakeAmi, agent_connect
 from callcenter.testing.wait import until
 from callcenter.testing.web import login, make_user, test_config
@@ -100,6 +102,37 @@ async def test_pop_reaches_only_the_answering_call_taker(env: Env) -> None:
         await budi.close()
     finally:
         await other.session.close()  # not other.close(): that would stop the shared server
+    await ayu.close()
+
+
+async def test_a_pop_and_its_restore_showing_a_case_are_traced(env: Env) -> None:
+    """Issue 12: a caller's earlier women-and-children case, shown in the pop and after a reload, is in
+    the access log for the call-taker who saw it, before the pop is sent."""
+    ayu_user = await make_user(env.store, "ayu", "calltaker", interface="PJSIP/taker1")
+    earlier = await env.store.open_call(
+        uniqueid="old.2", arrived_at=utcnow() - timedelta(days=3), routed_by="agi", caller_number=NUMBER
+    )
+    case = await Incidents(env.store).create(
+        {
+            "reporter_name": "Ibu",
+            "callback_number": NUMBER,
+            "address": "x",
+            "category": "violence_women_children",
+            "priority": "high",
+        },
+        call_id=earlier,
+        user_id=None,
+    )
+    await env.store.open_call(uniqueid="now.2", arrived_at=utcnow(), routed_by="agi", caller_number=NUMBER)
+    await login(env.client, "ayu")
+    ayu = await env.client.ws_connect("/api/ws")
+    await receive(ayu, "hello")
+    await env.fake.send(agent_connect("now.2", "PJSIP/taker1"))
+    pop = (await receive(ayu, "pop"))["call"]
+    assert [i["id"] for i in pop["history"]["incidents"]] == [case.id]
+    assert (await (await env.client.get("/api/console/current")).json())["call"]["history"]["incidents"]
+    entries = await access_entries(env.store, subject_type="incident", subject_id=str(case.id))
+    assert [(e.action, e.user_id) for e in entries] == [("pop", ayu_user.id)] * 2
     await ayu.close()
 
 
