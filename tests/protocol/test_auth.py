@@ -26,7 +26,7 @@ from callcenter.logs import ref
 from callcenter.store import Store, StoreUnavailable, utcnow
 from callcenter.store.accounts import AccountError, Accounts
 from callcenter.store.models import User, WebSession
-from callcenter.testing.web import login, make_user, test_config
+from callcenter.testing.web import login, make_user, test_config, ws_message
 from callcenter.web.auth import COOKIE
 from callcenter.web.hub import SESSION_ENDED
 from callcenter.web.keys import ACCOUNTS, STORE
@@ -94,14 +94,6 @@ async def status_with_token(client: Client, method: str, path: str, token: str, 
         http.request(method, client.make_url(path), headers={"Cookie": f"{COOKIE}={token}"}, **kwargs) as resp,
     ):
         return resp.status
-
-
-async def receive(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float = 5.0) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            message: dict[str, Any] = await ws.receive_json()
-            if message.get("type") == kind:
-                return message
 
 
 async def post_login(client: Client, username: str, password: str) -> aiohttp.ClientResponse:
@@ -283,7 +275,7 @@ async def test_strangers_cannot_lock_calltakers_out_and_supervisors_are_alerted(
         )
         assert resp.status == 200, (who, resp.status, await resp.text())
         assert time.monotonic() - started < 2.0, who
-    alert = await receive(ws, "login_attack")
+    alert = await ws_message(ws, "login_attack")
     assert alert["failures"] >= 20 and alert["top_client"] == "198.51.100.7"
     assert any(e["event"] == "auth.login_attack" for e in logs)
     await ws.close()
@@ -416,11 +408,11 @@ async def test_logout_closes_that_sessions_websockets_at_once_and_no_others(clie
     await make_user(store_of(client), "ayu", "calltaker", interface="PJSIP/taker1")
     csrf = await login(client, "ayu")
     mine = await client.ws_connect("/api/ws")
-    await receive(mine, "hello")
+    await ws_message(mine, "hello")
     other_browser: Client = TestClient(cast(TestServer, client.server))
     await login(other_browser, "ayu")
     theirs = await other_browser.ws_connect("/api/ws")
-    await receive(theirs, "hello")
+    await ws_message(theirs, "hello")
     started = time.monotonic()
     assert (await client.post("/api/logout", headers={"X-CSRF-Token": csrf})).status == 204
     closed = await mine.receive(timeout=5)
@@ -429,7 +421,7 @@ async def test_logout_closes_that_sessions_websockets_at_once_and_no_others(clie
     # ayu's other browser keeps its session and its socket.
     assert not theirs.closed
     await theirs.send_str("hi")
-    assert (await receive(theirs, "ping"))["type"] == "ping"
+    assert (await ws_message(theirs, "ping"))["type"] == "ping"
     await theirs.close()
     await other_browser.close()
 
@@ -440,7 +432,7 @@ async def test_expired_sessions_lose_their_websocket_within_seconds(client: Clie
     for expiry in ("idle", "absolute"):
         await login(client, "ayu")
         ws = await client.ws_connect("/api/ws")
-        await receive(ws, "hello")
+        await ws_message(ws, "hello")
 
         async def expire(session: AsyncSession, expiry: str = expiry) -> None:
             if expiry == "idle":
