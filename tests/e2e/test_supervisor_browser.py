@@ -8,11 +8,13 @@ statistics, and call the citizen who gave up back with one click. A call-taker i
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, expect
 
@@ -259,5 +261,33 @@ async def test_call_taker_is_kept_out(sup_app: tuple[AppProcess, Store], browser
             assert resp.status == 403, (path, resp.status, await resp.text())
         # The abandoned list is theirs too (they call back from their own phone).
         assert (await page.request.get("/api/abandoned")).status == 200
+    finally:
+        await context.close()
+
+
+async def test_a_login_attack_shows_on_the_wallboard(sup_app: tuple[AppProcess, Store], browser: Browser) -> None:
+    """Issue 12: failed logins piling up put a banner on the supervisor's wallboard (nobody is locked out)."""
+    app, _ = sup_app
+    context = await browser.new_context(base_url=app.base_url)
+    page = await context.new_page()
+    try:
+        await log_in(page, app.base_url, "sari")
+        await page.goto(app.base_url + "/supervisor#wallboard")
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "online", timeout=10_000)
+        banner = page.get_by_test_id("login-attack-banner")
+        await expect(banner).to_be_hidden()
+        async with aiohttp.ClientSession() as http:
+
+            async def guess(i: int) -> int:
+                body = {"username": f"guess{i}", "password": "not-the-password"}
+                async with http.post(f"{app.base_url}/api/login", json=body) as resp:
+                    return resp.status
+
+            statuses = await asyncio.gather(*(guess(i) for i in range(25)))
+        assert set(statuses) <= {401, 429}
+        await expect(banner).to_be_visible(timeout=10_000)
+        await expect(banner).to_contain_text("Serangan login")
+        await page.get_by_role("button", name="Tutup").click()
+        await expect(banner).to_be_hidden()
     finally:
         await context.close()
