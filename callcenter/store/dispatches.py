@@ -134,6 +134,12 @@ class UpdateView:
             "photo": u.photo,
             "photo_url": photo_url(u.dispatch_id, u.photo) if u.photo else None,
             "user": self.user,
+            # Where the officer's browser was at the report (the map's last position), if it said.
+            "position": (
+                {"latitude": u.latitude, "longitude": u.longitude, "accuracy_m": u.accuracy_m}
+                if u.latitude is not None and u.longitude is not None
+                else None
+            ),
         }
 
 
@@ -289,7 +295,13 @@ class Dispatches:
         return await self.store.transaction("dispatch_photo", op)
 
     async def add_update(
-        self, dispatch_id: int, user_id: int | None, status: str, note: str = "", photo: str | None = None
+        self,
+        dispatch_id: int,
+        user_id: int | None,
+        status: str,
+        note: str = "",
+        photo: str | None = None,
+        position: tuple[float, float, float | None] | None = None,
     ) -> DispatchView:
         """Record an agency report and move the dispatch to ``status``.
 
@@ -326,8 +338,19 @@ class Dispatches:
             )
             if getattr(result, "rowcount", 0) != 1:
                 raise TransitionError(current, status)
+            lat, lon, acc = position if position is not None else (None, None, None)
             session.add(
-                DispatchUpdate(dispatch_id=dispatch_id, user_id=user_id, at=now, status=status, note=note, photo=photo)
+                DispatchUpdate(
+                    dispatch_id=dispatch_id,
+                    user_id=user_id,
+                    at=now,
+                    status=status,
+                    note=note,
+                    photo=photo,
+                    latitude=lat,
+                    longitude=lon,
+                    accuracy_m=acc,
+                )
             )
             await session.flush()
             await session.refresh(dispatch)

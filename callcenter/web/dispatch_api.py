@@ -31,6 +31,7 @@ from aiohttp import BodyPartReader, web
 from callcenter.dispatch.agencies import Directory
 from callcenter.dispatch.conference import Conference, ConferenceError
 from callcenter.dispatch.sla import ensure_due, targets
+from callcenter.forms.location import LocationError, accuracy, coordinates
 from callcenter.queue.ami import AmiError, AmiNotConnected
 from callcenter.store.accounts import UserInfo
 from callcenter.store.dispatches import (
@@ -50,6 +51,8 @@ from callcenter.web.trail import trace_reads
 
 log = structlog.get_logger("callcenter.web.dispatch")
 routes = web.RouteTableDef()
+#: Text parts of an agency update: the report, and where the officer's browser was.
+TEXT_FIELDS = ("status", "note", "latitude", "longitude", "accuracy")
 
 _MAX_ID = 2**31 - 1
 MAX_NOTE = 2000
@@ -416,7 +419,8 @@ async def _save_photo(part: BodyPartReader, directory: Path, dispatch_id: int, l
 @routes.post("/api/dispatches/{id}/updates")
 @require(AGENCY)
 async def add_update(request: web.Request) -> web.Response:
-    """multipart/form-data: ``status``, ``note``, optional ``photo`` (JPEG/PNG ≤ ``upload_max_bytes``)."""
+    """multipart/form-data: ``status``, ``note``, optional ``photo`` (JPEG/PNG ≤ ``upload_max_bytes``) and
+    the officer's position (``latitude``, ``longitude``, ``accuracy`` in m, from the browser)."""
     dispatch_id = _id(request, "id", "dispatch")
     view = await _load(request, dispatch_id)
     cfg = request.app[CONFIG].dispatch
@@ -429,7 +433,7 @@ async def add_update(request: web.Request) -> web.Response:
     if request.content_type == "application/x-www-form-urlencoded":
         # A report without a photo may come as a plain form (scripts, curl); there is no file to stream.
         for key, value in (await request.post()).items():
-            if key not in ("status", "note") or not isinstance(value, str):
+            if key not in TEXT_FIELDS or not isinstance(value, str):
                 return _invalid({key[:64]: "Kolom tidak dikenal."}, {key[:64]: "Unknown field."})
             fields[key] = value
     elif not request.content_type.startswith("multipart/"):
@@ -439,7 +443,7 @@ async def add_update(request: web.Request) -> web.Response:
         while reader is not None and (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 return error(400, "nested multipart is not accepted")
-            if part.name in ("status", "note") and part.name not in fields:
+            if part.name in TEXT_FIELDS and part.name not in fields:
                 fields[part.name] = await _read_text(part)
             elif part.name == "photo" and photo is None:
                 photo = await _save_photo(part, directory, dispatch_id, limit)
@@ -456,10 +460,19 @@ async def add_update(request: web.Request) -> web.Response:
                 f"Terlalu panjang (maksimal {MAX_NOTE} karakter) atau mengandung karakter kontrol.",
                 f"Too long (at most {MAX_NOTE} characters) or contains control characters.",
             )
+        position = None
+        if fields.get("latitude") or fields.get("longitude"):
+            try:
+                lat, lon = coordinates(fields.get("latitude"), fields.get("longitude"))
+                position = (lat, lon, accuracy(fields.get("accuracy")))
+            except LocationError as exc:
+                problems["position"] = ("Posisi tidak valid.", str(exc))
         if problems:
             raise Reply(_invalid({k: v[0] for k, v in problems.items()}, {k: v[1] for k, v in problems.items()}))
         try:
-            updated = await request.app[DISPATCHES].add_update(dispatch_id, user_of(request).id, status, note, photo)
+            updated = await request.app[DISPATCHES].add_update(
+                dispatch_id, user_of(request).id, status, note, photo, position
+            )
         except TransitionError as exc:
             raise Reply(
                 error(

@@ -751,3 +751,29 @@ async def test_a_phone_sized_photo_passes_the_apps_body_limit(tmp_path: Path) ->
     finally:
         await session.close()
         await client.close()
+
+
+async def test_an_update_carries_the_officers_position_and_a_bad_one_is_refused(env: Env) -> None:
+    incident = await env.incident()
+    dispatch_id = await env.dispatch(incident.id, "damkar")
+    damkar = await env.as_user(env.damkar)
+    assert (await damkar.post(f"/api/dispatches/{dispatch_id}/accept"))[0] == 200
+
+    async def report(status: str = "dispatched", **position: str) -> tuple[int, Any]:
+        form = aiohttp.FormData({"status": status, "note": "", **position})
+        url = damkar.url(f"/api/dispatches/{dispatch_id}/updates")
+        async with damkar.http.post(url, data=form, headers={"X-CSRF-Token": damkar.csrf}) as resp:
+            return resp.status, await resp.json()
+
+    status, body = await report(latitude="-8.3601", longitude="114.6123", accuracy="25")
+    assert status == 201, body
+    assert body["dispatch"]["updates"][-1]["position"] == {
+        "latitude": -8.3601,
+        "longitude": 114.6123,
+        "accuracy_m": 25.0,
+    }
+    for bad in ({"latitude": "95", "longitude": "114"}, {"latitude": "-8.3"}, {"latitude": "x", "longitude": "1"}):
+        status, body = await report(**bad)
+        assert status == 422 and "position" in body["fields"], body
+    status, body = await report("en_route")
+    assert status == 201 and body["dispatch"]["updates"][-1]["position"] is None

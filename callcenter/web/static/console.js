@@ -1493,6 +1493,15 @@ async function acceptAgencyDispatch(id, button) {
   }
 }
 
+/** The browser's position within 3 s (a cached one up to a minute old will do), or null. */
+function currentPosition() {
+  if (!("geolocation" in navigator)) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    navigator.geolocation.getCurrentPosition(resolve, () => resolve(null), { timeout: 3000, maximumAge: 60000 });
+    setTimeout(() => resolve(null), 3500); // a permission prompt left open must not hold the report
+  });
+}
+
 async function sendAgencyUpdate(id, form) {
   if (form.submit.disabled) return;
   const body = new FormData();
@@ -1501,6 +1510,13 @@ async function sendAgencyUpdate(id, form) {
   const file = form.photo.files?.[0];
   if (file) body.append("photo", file, file.name);
   form.submit.disabled = true;
+  // Where the officer is, for the centre's map of field units: asked briefly, never in the way.
+  const pos = await currentPosition();
+  if (pos) {
+    body.append("latitude", String(pos.coords.latitude));
+    body.append("longitude", String(pos.coords.longitude));
+    body.append("accuracy", String(pos.coords.accuracy));
+  }
   form.msg.classList.remove("error");
   form.msg.textContent = "";
   try {
