@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import secrets
 import shlex
 import shutil
 import signal
@@ -106,7 +107,8 @@ async def calls(pbx: TestPbx, state: str, n: int, interval: float, prefix: int, 
     batch.waits = list(greeting_to_queue(log, GREETING, greeting).values())
     batch.in_time = sum(1 for num, t in placed.items() if num in entered and entered[num] <= t + greeting + BOUND)
     batch.failed = sum(1 for r in results if not r.ok)
-    batch.fallbacks = log.count(FALLBACK_WARNING)
+    # The dialplan's own Log(WARNING, …) lines, not the verbose "Executing … Log(…)" line before each.
+    batch.fallbacks = sum(1 for line in log.splitlines() if "] WARNING[" in line and FALLBACK_WARNING in line)
     batch.lingering = lingering
     return batch
 
@@ -121,6 +123,7 @@ async def run(args: argparse.Namespace) -> None:
         ami_port=ports["ami"],
         ami_secret="bench-secret",
         agi_url=f"agi://127.0.0.1:{ports['agi']}",
+        agi_secret=secrets.token_urlsafe(24),
         takers=(("taker1", ports["taker1"]),),
         static_members=("taker1",),
     )
@@ -153,8 +156,8 @@ async def run(args: argparse.Namespace) -> None:
         await app.start()
         for _ in range(args.rounds):
             await app.wait_event("tracker.resynced")
+            pid = int((await app.wait_event("watchdog.ready"))["pid"])
             readies = len(app.events("watchdog.ready"))
-            pid = int(app.events("watchdog.ready")[-1]["pid"])
             frozen_at = time.time()
             os.kill(pid, signal.SIGSTOP)
 
@@ -182,9 +185,9 @@ async def run(args: argparse.Namespace) -> None:
     print(f"greeting {greeting:.2f} s; callers every {args.interval} s; watchdog {args.watchdog_sec} s\n")
     print(
         "| app | callers | in the queue ≤ 3 s after the greeting | wait after the greeting p50 / p95 / max | "
-        "dialplan fallbacks | failed in SIPp |"
+        "dialplan fallbacks | failed in SIPp | channels left in the hangup handler |"
     )
-    print("|---|---:|---:|---|---:|---:|")
+    print("|---|---:|---:|---|---:|---:|---:|")
     for b in batches:
         w = b.waits or [float("nan")]
         measured = f"{statistics.median(w):.3f} / {pct(w, 0.95):.3f} / {max(w):.3f} s ({len(b.waits)} measured)"

@@ -2,7 +2,7 @@
 
 The dialplan (``[callcenter-emergency]``) announces the call with ``UserEvent(CallcenterArrival)``
 right after answering, plays the greeting, and then queues at once with whatever is in ``CC_ROUTE``
-by then, or with its own defaults. The greeting (about 6 s) is our window: on the arrival event this
+by then, or with its own defaults. The greeting (3.7 s for the packaged prompt) is our window: on the arrival event this
 router counts the caller's abuse flags (in memory), decides priority, language and the anti-prank
 reminder (``store/arrivals.py``), records the call in the background and writes the decision onto the
 channel with one AMI ``Setvar`` of ``CC_ROUTE`` = ``<priority>/<language>/<reminder 0|1>``. One
