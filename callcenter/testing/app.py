@@ -51,6 +51,16 @@ def pbx_env(pbx: TestPbx, agi_port: int, store_url: str) -> dict[str, str]:
     }
 
 
+def dispatch_env(pbx: TestPbx, agi_port: int, store_url: str, agencies: Path) -> dict[str, str]:
+    """``pbx_env`` plus an agencies file, one attempt per line and a 20 s accept window: dispatch tests."""
+    return {
+        **pbx_env(pbx, agi_port, store_url),
+        "CALLCENTER_DISPATCH_AGENCIES_FILE": str(agencies),
+        "CALLCENTER_DISPATCH_ATTEMPTS_PER_LINE": "1",
+        "CALLCENTER_DISPATCH_ACCEPT_TIMEOUT": "20",
+    }
+
+
 class AppProcess:
     """``callcenter run`` as a child process; ``command=("supervise", …)`` runs it under the watchdog
     stand-in instead (``proc`` is then the supervisor, and the app's pid is in its log)."""

@@ -1,6 +1,6 @@
 """Helpers for tests of the web console: an app config that runs without a PBX, users, and logging in.
 
-``create_app(test_config(tmp_path))`` starts everything for real (store, AGI server, AMI client):
+``app_client(test_config(tmp_path))`` starts everything for real (store, AGI server, AMI client):
 the AGI server listens on a free port, and the AMI client points at a closed port and keeps
 retrying quietly, exactly as it would while Asterisk is down. ``login`` logs in an aiohttp test
 client; ``login_session`` does the same against an app at a URL (a child process in end-to-end tests
@@ -10,13 +10,16 @@ and benchmarks), as a browser would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
+from callcenter.app import create_app
 from callcenter.config import Config, replace
 from callcenter.store import Store
 from callcenter.store.accounts import Accounts, UserInfo
@@ -54,6 +57,24 @@ def test_config(tmp_path: Path) -> Config:
 
 # Tests import this by name; without the flag pytest would collect it as a test in their module.
 test_config.__dict__["__test__"] = False
+
+AppClient = TestClient[web.Request, web.Application]
+
+
+@contextlib.asynccontextmanager
+async def app_client(
+    config: Config, prepare: Callable[[web.Application], None] | None = None
+) -> AsyncIterator[AppClient]:
+    """The whole app (``create_app(config)``) behind a started aiohttp test client, closed afterwards.
+
+    ``prepare`` runs before startup, the last moment keys may be set (``TZ_OFFSET``, ``SLA_INTERVAL``,
+    a ``TWILIO`` line aimed at the fake Twilio). The app is ``client.app``, its store ``client.app[STORE]``.
+    """
+    app = create_app(config)
+    if prepare is not None:
+        prepare(app)
+    async with TestClient(TestServer(app)) as client:
+        yield client
 
 
 async def make_user(

@@ -295,7 +295,7 @@ async def create_user(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/users/{id}")
-@require("admin")
+@require(ADMIN)
 async def update_user(request: web.Request) -> web.Response:
     """Deactivate (or reactivate) an account: ``{"active": false}``. A deactivated user's sessions are
     deleted and every WebSocket they hold is closed at once, so an officer who left stops receiving

@@ -71,7 +71,7 @@ async def control(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/supervisor/spy")
-@require("supervisor")
+@require(SUPERVISOR)
 async def spy(request: web.Request) -> web.Response:
     """``{"interface": "PJSIP/taker1", "mode": "listen"|"whisper"|"barge"}``: ring the supervisor's own
     phone and join the call-taker's live call in that mode (ChanSpy). Access-logged before the call."""

@@ -1,14 +1,25 @@
-"""End-to-end fixtures shared by the browser tests."""
+"""End-to-end fixtures shared by the tier: the database an app child process uses, a store on it, a
+logged-in call-taker, and Chromium for the browser tests.
+
+Each module defines its own ``app`` fixture (the child process with the environment its tests need);
+``store`` and ``taker`` use whichever ``app`` the module has.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from callcenter.store import Store
+from callcenter.testing.app import AppProcess
 from callcenter.testing.fake_twilio import FakeTwilio
+from callcenter.testing.postgres import ThrowawayPostgres
+from callcenter.testing.web import login_session, make_user
 
 #: Debian's chromium (scripts/setup.sh installs it); Playwright drives it without a browser download.
 CHROMIUM = "/usr/bin/chromium"
@@ -35,3 +46,28 @@ async def fake_twilio() -> AsyncIterator[FakeTwilio]:
     """Twilio's local recorder: point an app at it with ``fake_twilio.app_env(public_url)``."""
     async with FakeTwilio() as fake:
         yield fake
+
+
+@pytest.fixture
+def db_url(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The embedded SQLite file; ``indirect`` "postgresql" gives a fresh database on a real server."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        pg: ThrowawayPostgres = request.getfixturevalue("postgres")
+        return pg.create_database(f"e2e_{uuid.uuid4().hex[:12]}")
+    return f"sqlite+aiosqlite:///{tmp_path}/callcenter.db"
+
+
+@pytest.fixture
+async def store(app: AppProcess, db_url: str) -> AsyncIterator[Store]:
+    """The app's database, opened once the app has started (and so migrated it)."""
+    s = Store.from_url(db_url, retry_for=5)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def taker(app: AppProcess, store: Store) -> AsyncIterator[aiohttp.ClientSession]:
+    """A call-taker logged in to the child app (the session sends its CSRF token)."""
+    await make_user(store, "taker", "calltaker")
+    async with await login_session(app.base_url, "taker") as http:
+        yield http

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import uuid
 import wave
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -22,7 +21,6 @@ from callcenter.store import Store, utcnow
 from callcenter.store.models import Call
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
-from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.wait import until
 
 pytestmark = pytest.mark.pbx
@@ -49,28 +47,12 @@ def app_env(pbx: TestPbx, ports: dict[str, int], url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def db_url(tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """The embedded SQLite file; ``indirect`` "postgresql" gives a fresh database on a real server."""
-    if getattr(request, "param", "sqlite") == "postgresql":
-        pg: ThrowawayPostgres = request.getfixturevalue("postgres")
-        return pg.create_database(f"e2e_{uuid.uuid4().hex[:12]}")
-    return f"sqlite+aiosqlite:///{tmp_path}/callcenter.db"
-
-
-@pytest.fixture
 async def app(pbx: TestPbx, pbx_ports: dict[str, int], db_url: str, tmp_path: Path) -> AsyncIterator[AppProcess]:
     await pbx.await_idle(timeout=30)
     proc = AppProcess(app_env(pbx, pbx_ports, db_url), tmp_path / "app.log", sipp.free_port("tcp"))
     await proc.start()
     yield proc
     await proc.stop()
-
-
-@pytest.fixture
-async def store(app: AppProcess, db_url: str) -> AsyncIterator[Store]:
-    s = Store.from_url(db_url, retry_for=5)
-    yield s
-    await s.close()
 
 
 async def the_call(store: Store, *, status: Sequence[str], timeout: float = 30.0) -> Call:

@@ -53,12 +53,12 @@ Session = tuple[aiohttp.ClientSession, str]
 
 @pytest.fixture
 async def app(
-    pbx: TestPbx, pbx_ports: dict[str, int], tmp_path: Path, fake_twilio: FakeTwilio
+    pbx: TestPbx, pbx_ports: dict[str, int], db_url: str, tmp_path: Path, fake_twilio: FakeTwilio
 ) -> AsyncIterator[AppProcess]:
     await pbx.await_idle(timeout=30)
     web_port = sipp.free_port("tcp")
     env = {
-        **pbx_env(pbx, pbx_ports["agi"], f"sqlite+aiosqlite:///{tmp_path}/callcenter.db"),
+        **pbx_env(pbx, pbx_ports["agi"], db_url),
         # The SMS link must open on this very app.
         **fake_twilio.app_env(f"http://127.0.0.1:{web_port}"),
     }
@@ -67,13 +67,6 @@ async def app(
     await proc.wait_event("supervision.ready")
     yield proc
     await proc.stop()
-
-
-@pytest.fixture
-async def store(app: AppProcess, tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store.from_url(f"sqlite+aiosqlite:///{tmp_path}/callcenter.db", retry_for=5)
-    yield s
-    await s.close()
 
 
 async def login(app: AppProcess, store: Store, username: str, role: str, interface: str | None = None) -> Session:

@@ -24,9 +24,9 @@ from callcenter.store import Store
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import Call, Dispatch
 from callcenter.testing import sipp
-from callcenter.testing.app import AppProcess, pbx_env
+from callcenter.testing.app import AppProcess, dispatch_env
 from callcenter.testing.wait import until
-from callcenter.testing.web import SAMPLE_INTAKE, login_session, make_user
+from callcenter.testing.web import SAMPLE_INTAKE
 
 pytestmark = pytest.mark.pbx
 
@@ -53,41 +53,17 @@ lines = ["+6236541113"]
 CALLER_HOLD = 150.0
 
 
-def app_env(pbx: TestPbx, ports: dict[str, int], url: str, agencies: Path) -> dict[str, str]:
-    return {
-        **pbx_env(pbx, ports["agi"], url),
-        "CALLCENTER_DISPATCH_AGENCIES_FILE": str(agencies),
-        "CALLCENTER_DISPATCH_ATTEMPTS_PER_LINE": "1",
-        "CALLCENTER_DISPATCH_ACCEPT_TIMEOUT": "20",
-    }
-
-
 @pytest.fixture
-async def app(pbx: TestPbx, pbx_ports: dict[str, int], tmp_path: Path) -> AsyncIterator[AppProcess]:
+async def app(pbx: TestPbx, pbx_ports: dict[str, int], db_url: str, tmp_path: Path) -> AsyncIterator[AppProcess]:
     await pbx.await_idle(timeout=30)
     agencies = tmp_path / "agencies.toml"
     agencies.write_text(AGENCIES)
-    env = app_env(pbx, pbx_ports, f"sqlite+aiosqlite:///{tmp_path}/callcenter.db", agencies)
+    env = dispatch_env(pbx, pbx_ports["agi"], db_url, agencies)
     proc = AppProcess(env, tmp_path / "app.log", sipp.free_port("tcp"))
     await proc.start()
     await proc.wait_event("dispatch.ready")
     yield proc
     await proc.stop()
-
-
-@pytest.fixture
-async def store(app: AppProcess, tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store.from_url(f"sqlite+aiosqlite:///{tmp_path}/callcenter.db", retry_for=5)
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def taker(app: AppProcess, store: Store) -> AsyncIterator[aiohttp.ClientSession]:
-    """A call-taker logged in to the child app (the session sends its CSRF token)."""
-    await make_user(store, "taker", "calltaker")
-    async with await login_session(app.base_url, "taker") as http:
-        yield http
 
 
 async def post(app: AppProcess, taker: aiohttp.ClientSession, path: str, body: Any = None) -> Any:

@@ -22,9 +22,9 @@ from callcenter.store import Store
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import Dispatch, DispatchAttempt, Incident
 from callcenter.testing import sipp
-from callcenter.testing.app import AppProcess, pbx_env
+from callcenter.testing.app import AppProcess, dispatch_env
 from callcenter.testing.wait import until
-from callcenter.testing.web import SAMPLE_INTAKE, login_session, make_user
+from callcenter.testing.web import SAMPLE_INTAKE
 
 pytestmark = pytest.mark.pbx
 
@@ -54,22 +54,8 @@ add = ["ambulans"]
 """
 
 
-def app_env(pbx: TestPbx, ports: dict[str, int], url: str, agencies: Path) -> dict[str, str]:
-    return {
-        **pbx_env(pbx, ports["agi"], url),
-        "CALLCENTER_DISPATCH_AGENCIES_FILE": str(agencies),
-        "CALLCENTER_DISPATCH_ATTEMPTS_PER_LINE": "1",
-        "CALLCENTER_DISPATCH_ACCEPT_TIMEOUT": "20",
-    }
-
-
 def port(pbx: TestPbx, name: str) -> int:
     return dict(pbx.spec.agencies)[name]
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path}/callcenter.db"
 
 
 @pytest.fixture
@@ -77,26 +63,12 @@ async def app(pbx: TestPbx, pbx_ports: dict[str, int], db_url: str, tmp_path: Pa
     await pbx.await_idle(timeout=30)
     agencies = tmp_path / "agencies.toml"
     agencies.write_text(AGENCIES)
-    proc = AppProcess(app_env(pbx, pbx_ports, db_url, agencies), tmp_path / "app.log", sipp.free_port("tcp"))
+    env = dispatch_env(pbx, pbx_ports["agi"], db_url, agencies)
+    proc = AppProcess(env, tmp_path / "app.log", sipp.free_port("tcp"))
     await proc.start()
     await proc.wait_event("dispatch.ready")
     yield proc
     await proc.stop()
-
-
-@pytest.fixture
-async def store(app: AppProcess, db_url: str) -> AsyncIterator[Store]:
-    s = Store.from_url(db_url, retry_for=5)
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def taker(app: AppProcess, store: Store) -> AsyncIterator[aiohttp.ClientSession]:
-    """A call-taker logged in to the child app (the session sends its CSRF token)."""
-    await make_user(store, "taker", "calltaker")
-    async with await login_session(app.base_url, "taker") as http:
-        yield http
 
 
 async def dispatch(app: AppProcess, taker: aiohttp.ClientSession, incident_id: int, codes: list[str]) -> Any:
@@ -210,7 +182,7 @@ async def test_two_agencies_in_parallel(app: AppProcess, store: Store, pbx: Test
 async def test_bad_agencies_file_stops_the_start(pbx: TestPbx, pbx_ports: dict[str, int], tmp_path: Path) -> None:
     bad = tmp_path / "agencies.toml"
     bad.write_text(AGENCIES.replace('lines = ["PJSIP/ambulans"]', 'lines = ["PJSIP/ambulans", "0365 41118"]'))
-    env = app_env(pbx, pbx_ports, f"sqlite+aiosqlite:///{tmp_path}/{uuid.uuid4().hex}.db", bad)
+    env = dispatch_env(pbx, pbx_ports["agi"], f"sqlite+aiosqlite:///{tmp_path}/{uuid.uuid4().hex}.db", bad)
     proc = AppProcess(env, tmp_path / "app.log", sipp.free_port("tcp"))
     try:
         with pytest.raises((RuntimeError, TimeoutError)):

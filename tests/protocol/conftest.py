@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
-from callcenter.app import create_app
 from callcenter.config import replace
 from callcenter.store import Store
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.wait import until
-from callcenter.testing.web import test_config
+from callcenter.testing.web import AppClient, app_client, test_config
 from callcenter.web.keys import AMI, TRACKER
-
-AppClient = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
@@ -69,20 +65,15 @@ async def fake_ami() -> AsyncIterator[FakeAmi]:
 async def ami_app(tmp_path: Path, fake_ami: FakeAmi) -> AsyncIterator[Callable[..., Awaitable[AppClient]]]:
     """Start the real app wired to ``fake_ami`` (``web={...}`` etc. change config sections); it returns once
     the AMI link is up and the first resync is done."""
-    clients: list[AppClient] = []
+    async with contextlib.AsyncExitStack() as clients:
 
-    async def start(**sections: Any) -> AppClient:
-        ami = {"port": fake_ami.port, "username": fake_ami.username, "secret": fake_ami.secret, "reconnect_min": 0.05}
-        cfg = replace(test_config(tmp_path), ami=ami, **sections)
-        client = TestClient(TestServer(create_app(cfg)))
-        await client.start_server()
-        clients.append(client)
-        await client.app[AMI].wait_ready(5)
-        await until(lambda: client.app[TRACKER].link_up, what="first resync")
-        return client
+        async def start(**sections: Any) -> AppClient:
+            ami = {"port": fake_ami.port, "username": fake_ami.username, "secret": fake_ami.secret}
+            ami["reconnect_min"] = 0.05
+            cfg = replace(test_config(tmp_path), ami=ami, **sections)
+            client = await clients.enter_async_context(app_client(cfg))
+            await client.app[AMI].wait_ready(5)
+            await until(lambda: client.app[TRACKER].link_up, what="first resync")
+            return client
 
-    try:
         yield start
-    finally:
-        for client in clients:
-            await client.close()

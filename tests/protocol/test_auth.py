@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import time
@@ -26,7 +27,7 @@ from callcenter.logs import ref
 from callcenter.store import Store, StoreUnavailable, utcnow
 from callcenter.store.accounts import AccountError, Accounts
 from callcenter.store.models import User, WebSession
-from callcenter.testing.web import login, make_user, test_config, ws_message
+from callcenter.testing.web import app_client, login, make_user, test_config, ws_message
 from callcenter.web.auth import COOKIE
 from callcenter.web.hub import SESSION_ENDED
 from callcenter.web.keys import ACCOUNTS, STORE
@@ -57,20 +58,15 @@ UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 @pytest.fixture
 async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Client]]]:
     """Start the real app (optionally with ``web`` settings changed) behind a test client."""
-    clients: list[Client] = []
+    async with contextlib.AsyncExitStack() as clients:
 
-    async def start(**web_cfg: Any) -> Client:
-        cfg: Config = test_config(tmp_path)
-        if web_cfg:
-            cfg = replace(cfg, web=web_cfg)
-        client = TestClient(TestServer(create_app(cfg)))
-        await client.start_server()
-        clients.append(client)
-        return client
+        async def start(**web_cfg: Any) -> Client:
+            cfg: Config = test_config(tmp_path)
+            if web_cfg:
+                cfg = replace(cfg, web=web_cfg)
+            return await clients.enter_async_context(app_client(cfg))
 
-    yield start
-    for client in clients:
-        await client.close()
+        yield start
 
 
 @pytest.fixture

@@ -13,16 +13,15 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.app import create_app
 from callcenter.store import Store, StoreUnavailable, utcnow
 from callcenter.store.access import access_entries
 from callcenter.store.accounts import UserInfo
 from callcenter.store.models import Call, Draft, Incident, IncidentAudit, NumberFlag
-from callcenter.testing.web import login, make_user, test_config
+from callcenter.testing.web import app_client, login, make_user, test_config
 from callcenter.web import trail
 from callcenter.web.keys import STORE
 
@@ -62,18 +61,13 @@ class Env:
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    app = create_app(test_config(tmp_path))
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        store = app[STORE]
+    async with app_client(test_config(tmp_path)) as client:
+        store = client.app[STORE]
         taker = await make_user(store, "ayu", "calltaker", interface="PJSIP/taker1")
         supervisor = await make_user(store, "sri", "supervisor")
         env = Env(client, store, taker, supervisor)
         await env.login_as(taker)
         yield env
-    finally:
-        await client.close()
 
 
 async def open_call(store: Store, uniqueid: str = "1700000000.1", number: str | None = NUMBER) -> str:

@@ -31,7 +31,7 @@ from callcenter.store.access import access_entries
 from callcenter.store.accounts import Accounts, UserInfo
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import Dispatch, DispatchUpdate, Incident
-from callcenter.testing.web import DEFAULT_PASSWORD, make_user, test_config
+from callcenter.testing.web import DEFAULT_PASSWORD, app_client, make_user, test_config
 from callcenter.web.dispatch_api import publish
 from callcenter.web.hub import SESSION_ENDED
 from callcenter.web.keys import DIRECTORY, DISPATCHER, DISPATCHES, HUB, SLA_INTERVAL, STORE
@@ -171,12 +171,9 @@ class Env:
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     uploads = tmp_path / "uploads"
     cfg = replace(test_config(tmp_path), dispatch={"upload_dir": str(uploads), "upload_max_bytes": UPLOAD_LIMIT})
-    app = create_app(cfg)
-    app[SLA_INTERVAL] = 0.1
-    client = TestClient(TestServer(app))
-    await client.start_server()
     sessions: list[Session] = []
-    try:
+    async with app_client(cfg, lambda app: app.__setitem__(SLA_INTERVAL, 0.1)) as client:
+        app = client.app
         store = app[STORE]
         env = Env(
             app,
@@ -189,11 +186,11 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             await make_user(store, "polres1", "agency", agency="polres"),
             sessions,
         )
-        yield env
-    finally:
-        for session in sessions:
-            await session.close()
-        await client.close()
+        try:
+            yield env
+        finally:
+            for session in sessions:
+                await session.close()
 
 
 async def receive(ws: ClientWebSocketResponse, kind: str, timeout: float = 3.0) -> dict[str, Any]:

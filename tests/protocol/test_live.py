@@ -18,7 +18,7 @@ from callcenter.store.access import access_entries
 from callcenter.store.incidents import Incidents
 from callcenter.testing.fake_ami import FakeAmi, agent_connect
 from callcenter.testing.wait import until
-from callcenter.testing.web import login, make_user, test_config
+from callcenter.testing.web import app_client, login, make_user, test_config
 from callcenter.testing.web import ws_message as receive
 from callcenter.web import live
 from callcenter.web.keys import AMI, STORE
@@ -197,9 +197,7 @@ async def test_quiet_console_gets_json_pings(
     fake = fake_ami
     cfg = test_config(tmp_path)
     cfg = replace(cfg, ami={"port": fake.port, "username": fake.username, "secret": fake.secret})
-    client = TestClient(TestServer(create_app(cfg)))
-    await client.start_server()
-    try:
+    async with app_client(cfg) as client:
         await make_user(client.app[STORE], "ayu", "calltaker", interface="PJSIP/taker1")
         await login(client, "ayu")
         ws = await client.ws_connect("/api/ws")
@@ -207,5 +205,3 @@ async def test_quiet_console_gets_json_pings(
         for _ in range(2):  # without sending anything
             await receive(ws, "ping", timeout=3)
         await ws.close()
-    finally:
-        await client.close()

@@ -12,18 +12,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from callcenter.store import Store
 from callcenter.store.presence import QueueLogins
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.wait import until
-from callcenter.testing.web import login, make_user, ws_message
+from callcenter.testing.web import AppClient, login, make_user, ws_message
 from callcenter.web.keys import AMI, STORE, TRACKER
 
 QUEUE = "calltakers"
-AppClient = TestClient[web.Request, web.Application]
+
 
 
 @dataclass

@@ -17,15 +17,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.app import create_app
 from callcenter.store import Store
 from callcenter.store.models import Call, QualitySample
 from callcenter.testing.rows import incident_row
-from callcenter.testing.web import DEFAULT_PASSWORD, make_user, test_config
+from callcenter.testing.web import DEFAULT_PASSWORD, app_client, make_user, test_config
 from callcenter.web.keys import STORE, TZ_OFFSET
 
 OFFSET = timedelta(hours=8)
@@ -94,13 +93,10 @@ async def seed(store: Store) -> None:
 async def env(db_url: str, tmp_path: Path) -> AsyncIterator[Env]:
     from callcenter.config import replace
 
-    app = create_app(replace(test_config(tmp_path), store={"url": db_url, "retry_for": 5.0}))
-    app[TZ_OFFSET] = OFFSET
-    client = TestClient(TestServer(app))
-    await client.start_server()
+    config = replace(test_config(tmp_path), store={"url": db_url, "retry_for": 5.0})
     http: dict[str, aiohttp.ClientSession] = {}
-    try:
-        store = app[STORE]
+    async with app_client(config, lambda app: app.__setitem__(TZ_OFFSET, OFFSET)) as client:
+        store = client.app[STORE]
         users = {
             "sri": (await make_user(store, "sri", "supervisor")).id,
             "tono": (await make_user(store, "tono", "supervisor")).id,
@@ -116,11 +112,11 @@ async def env(db_url: str, tmp_path: Path) -> AsyncIterator[Env]:
                 assert resp.status == 200
                 session.headers["X-Test-Csrf"] = (await resp.json())["csrf_token"]
             http[name] = session
-        yield Env(client, store, http, users)
-    finally:
-        for session in http.values():
-            await session.close()
-        await client.close()
+        try:
+            yield Env(client, store, http, users)
+        finally:
+            for session in http.values():
+                await session.close()
 
 
 async def test_weekly_sample_follows_the_rules_and_tops_up_once(env: Env) -> None:

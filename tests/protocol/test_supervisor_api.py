@@ -17,17 +17,16 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.app import create_app
 from callcenter.config import replace
 from callcenter.store import Store
 from callcenter.store.access import access_entries
 from callcenter.store.models import Call
 from callcenter.store.recordings import recording_file
 from callcenter.testing.rows import dispatch_row, incident_row, rating_row
-from callcenter.testing.web import DEFAULT_PASSWORD, make_user, test_config
+from callcenter.testing.web import DEFAULT_PASSWORD, app_client, make_user, test_config
 from callcenter.web.keys import STORE, TZ_OFFSET
 from callcenter.web.supervisor_api import csv_cell
 
@@ -114,13 +113,9 @@ async def env(db_url: str, tmp_path: Path) -> AsyncIterator[Env]:
         supervision={"recordings_root": str(root)},
         queue={"record_dir": "/rec"},
     )
-    app = create_app(cfg)
-    app[TZ_OFFSET] = OFFSET
-    client = TestClient(TestServer(app))
-    await client.start_server()
     http: dict[str, aiohttp.ClientSession] = {}
-    try:
-        store = app[STORE]
+    async with app_client(cfg, lambda app: app.__setitem__(TZ_OFFSET, OFFSET)) as client:
+        store = client.app[STORE]
         await make_user(store, "sri", "supervisor")
         await make_user(store, "ayu", "calltaker", interface="PJSIP/taker1")
         await make_user(store, "budi", "calltaker", interface="PJSIP/taker2")
@@ -140,11 +135,11 @@ async def env(db_url: str, tmp_path: Path) -> AsyncIterator[Env]:
             ) as resp:
                 assert resp.status == 200
             http[name] = session
-        yield Env(client, store, http)
-    finally:
-        for session in http.values():
-            await session.close()
-        await client.close()
+        try:
+            yield Env(client, store, http)
+        finally:
+            for session in http.values():
+                await session.close()
 
 
 RANGE = "from=2026-01-10&to=2026-01-11"
