@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from callcenter.store import Store
-from callcenter.store.stats import CallFilter, Period, Rollup, Stats
+from callcenter.store.calllog import CallFilter, CallLog
+from callcenter.store.rollup import Rollup
+from callcenter.store.stats import Period, Stats
 
 OFFSET = timedelta(hours=8)  # WITA (Bali), the Jembrana report's zone
 CATEGORIES = (
@@ -364,9 +366,10 @@ class Trickle:
 
 async def time_queries(store: Store, end: datetime, repeat: int) -> dict[str, list[float]]:
     stats = Stats(store, offset=OFFSET)
+    calls = CallLog(store)
     year = Period(end - timedelta(days=365), end, OFFSET)
     month = Period(end - timedelta(days=30), end, OFFSET)
-    takers = await stats.calltaker_names("PJSIP/taker3")
+    takers = await calls.calltaker_names("PJSIP/taker3")
     trickle = Trickle(store, end)
     cases: dict[str, tuple[bool, Callable[[], Awaitable[Any]]]] = {
         "wallboard today": (False, lambda: stats.today(end - timedelta(hours=3))),
@@ -375,20 +378,20 @@ async def time_queries(store: Store, end: datetime, repeat: int) -> dict[str, li
         "stats: 30 days, nothing dirty": (False, lambda: stats.statistics(month)),
         "stats: 365 days, nothing dirty": (False, lambda: stats.statistics(year)),
         "  of which the refresh after a trickle": (True, stats.rollup.refresh),
-        "log: first page, no filter": (False, lambda: stats.call_log(CallFilter(), limit=50)),
+        "log: first page, no filter": (False, lambda: calls.call_log(CallFilter(), limit=50)),
         "log: 30 days + classification=prank": (
             False,
-            lambda: stats.call_log(CallFilter(month.start, month.end, classification="prank"), limit=50),
+            lambda: calls.call_log(CallFilter(month.start, month.end, classification="prank"), limit=50),
         ),
-        "log: calltaker (365 days)": (False, lambda: stats.call_log(CallFilter(answered_by=takers), limit=50)),
-        "log: category=fire": (False, lambda: stats.call_log(CallFilter(category="fire"), limit=50)),
+        "log: calltaker (365 days)": (False, lambda: calls.call_log(CallFilter(answered_by=takers), limit=50)),
+        "log: category=fire": (False, lambda: calls.call_log(CallFilter(category="fire"), limit=50)),
         "log: agency=bpbd, 30 days": (
             False,
-            lambda: stats.call_log(CallFilter(month.start, month.end, agency="bpbd"), limit=50),
+            lambda: calls.call_log(CallFilter(month.start, month.end, agency="bpbd"), limit=50),
         ),
         "log: status=abandoned, page 20": (
             False,
-            lambda: stats.call_log(CallFilter(status="abandoned"), limit=50, offset=950),
+            lambda: calls.call_log(CallFilter(status="abandoned"), limit=50, offset=950),
         ),
     }
     results: dict[str, list[float]] = {}

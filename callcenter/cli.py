@@ -122,7 +122,7 @@ async def _stats_command(config: Config, action: str) -> int:
     import time
 
     from callcenter.store import Store
-    from callcenter.store.stats import Rollup
+    from callcenter.store.rollup import Rollup
 
     store = Store.from_url(config.store.url, retry_for=config.store.retry_for)
     try:

@@ -49,6 +49,7 @@ from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Store
 from callcenter.store.accounts import Accounts
 from callcenter.store.arrivals import Arrivals
+from callcenter.store.calllog import CallLog
 from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
 from callcenter.store.leader_alerts import LeaderAlertStore
@@ -58,7 +59,8 @@ from callcenter.store.pending import PendingWrites
 from callcenter.store.presence import QueueLogins
 from callcenter.store.quality import QualityStore
 from callcenter.store.roles import CENTRE_ROLES, SUPERVISOR_ROLES
-from callcenter.store.stats import Rollup, Stats
+from callcenter.store.rollup import Rollup
+from callcenter.store.stats import Stats
 from callcenter.supervision import listen
 from callcenter.supervision.callbacks import Callbacks
 from callcenter.supervision.leaders import LeaderAlerts, LeadersConfigError, load_leaders
@@ -77,6 +79,7 @@ from callcenter.web.keys import (
     AMI_FANOUT,
     AUTO_PAUSE,
     BACKGROUND,
+    CALL_LOG,
     CALLBACKS,
     CLIENTS,
     CONFIG,
@@ -110,7 +113,7 @@ from callcenter.web.trail import trace_reads
 
 log = structlog.get_logger("callcenter.app")
 
-#: Seconds between background refreshes of the statistics roll-up (``store/stats.py``).
+#: Seconds between background refreshes of the statistics roll-up (``store/rollup.py``).
 STATS_REFRESH = 60.0
 
 
@@ -204,6 +207,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[DISTRICTS] = load_districts(cfg.intake.districts_file or None)
     app[DISPATCHES] = Dispatches(store)
     app[STATS] = Stats(store, offset=centre_offset(app))
+    app[CALL_LOG] = CallLog(store)
     app[QUALITY] = Quality(QualityStore(store), offset=centre_offset(app))
     app[LOCATIONS] = Locations(store, recent=timedelta(minutes=cfg.location.match_minutes))
     app[LIMITER] = AddressLimiter(cfg.location.public_per_minute)

@@ -80,6 +80,8 @@ CLASSIFICATIONS: tuple[Code, ...] = (
     Code("misdial", "Salah sambung", "Misdial"),
     Code("abandoned", "Terputus sebelum dilayani", "Abandoned"),
 )
+#: The category whose cases are access-logged on every read and never leave the centre in alerts.
+WOMEN_AND_CHILDREN = "violence_women_children"
 #: Classifications held against the caller's number (history, prank log, queue priority). Must stay
 #: equal to the routing's ``ABUSE_KINDS``, or a flag would be written that routing never counts.
 FLAGGING_CLASSIFICATIONS = frozenset({"prank", "hoax", "silent"})

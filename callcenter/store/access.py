@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callcenter.forms.categories import WOMEN_AND_CHILDREN
 from callcenter.store.calls import Store, utcnow
 from callcenter.store.models import AccessLog, IncidentAudit
-from callcenter.store.stats import WOMEN_AND_CHILDREN
 
 __all__ = ["AccessEntry", "access_entries", "log_access", "log_accesses", "sensitive_incidents"]
 

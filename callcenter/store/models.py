@@ -440,7 +440,7 @@ class LeaderAlert(Base):
 
 class StatsRollup(Base):
     """Statistics grouped per UTC hour (``span`` 1) and per UTC day (``span`` 24, the sum of its hours),
-    recomputed from the raw rows whenever triggers mark an hour dirty (migration 0007, ``store/stats.py``).
+    recomputed from the raw rows whenever triggers mark an hour dirty (migration 0007, ``store/rollup.py``).
 
     ``hour`` is whole hours since 1970-01-01 UTC (the first hour of the span); ``kind`` says what is
     counted and ``key`` by what (a category, an agency, an answer-time bucket…); ``n`` counts, ``total``

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from callcenter.forms.categories import CATEGORIES, CATEGORY_CODES, PRIORITIES, PRIORITY_CODES
+from callcenter.forms.categories import CATEGORIES, CATEGORY_CODES, PRIORITIES, PRIORITY_CODES, WOMEN_AND_CHILDREN
 from callcenter.store import utcnow
 from callcenter.store.leader_alerts import IncidentEvent, LeaderAlertStore
 
@@ -43,7 +43,6 @@ log = structlog.get_logger("callcenter.supervision.leaders")
 ROLES = ("head", "section_chief", "regional_head")
 EVENTS = ("dispatched", "sla_breached", "resolved")
 CHANNELS = ("whatsapp", "sms")
-WOMEN_AND_CHILDREN = "violence_women_children"
 #: Events older than this are not alerted any more (the first start after an upgrade must not send a
 #: day of old news).
 HORIZON = timedelta(hours=1)

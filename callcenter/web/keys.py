@@ -26,6 +26,7 @@ from callcenter.queue.routing import CallRouter
 from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Store
 from callcenter.store.accounts import Accounts
+from callcenter.store.calllog import CallLog
 from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
 from callcenter.store.leadership import Leadership
@@ -77,6 +78,7 @@ INCIDENTS = web.AppKey("incidents", Incidents)
 DISTRICTS = web.AppKey("districts", Districts)
 DISPATCHES = web.AppKey("dispatches", Dispatches)
 STATS = web.AppKey("stats", Stats)
+CALL_LOG = web.AppKey("call_log", CallLog)
 #: Caller location evidence (``store/locations.py``) and the per-address limit of the public /l/ pages.
 LOCATIONS = web.AppKey("locations", Locations)
 LIMITER = web.AppKey("public_limiter", AddressLimiter)

@@ -1,7 +1,7 @@
 """Supervisor endpoints: wallboard, call log, call detail, recordings, statistics and CSV (docs/supervision.md).
 
-Queries live in ``store/stats.py``; this module validates input (a bad filter is a 422 naming the
-field, never a 500 or a silently empty result), shapes JSON/CSV and writes the access log. Sensitive
+Queries live in ``store/stats.py`` and ``store/calllog.py``; this module validates input (a bad filter is
+a 422 naming the field, never a 500 or a silently empty result), shapes JSON/CSV and writes the access log. Sensitive
 records — recordings and women-and-children cases — are only served after their access-log row is
 committed: if the log cannot be written the request fails (503) rather than leaving no trace.
 
@@ -27,18 +27,13 @@ from callcenter.forms.phone import normalize
 from callcenter.queue.live import member_json
 from callcenter.store import utcnow
 from callcenter.store.access import log_access
+from callcenter.store.calllog import CALL_STATUSES, CallFilter, CallLog, call_row
 from callcenter.store.recordings import recording_file
 from callcenter.store.roles import SUPERVISOR
-from callcenter.store.stats import (
-    CALL_STATUSES,
-    CallFilter,
-    Period,
-    Stats,
-    call_row,
-)
+from callcenter.store.stats import Period, Stats
 from callcenter.web.access import Reply, date_range, error, invalid, require, user_of
 from callcenter.web.console_api import incident_json
-from callcenter.web.keys import AUTO_PAUSE, CONFIG, DISPATCHES, PRESENCE_BOARD, STATS, STORE, TRACKER
+from callcenter.web.keys import AUTO_PAUSE, CALL_LOG, CONFIG, DISPATCHES, PRESENCE_BOARD, STATS, STORE, TRACKER
 from callcenter.web.trail import trace_reads
 
 log = structlog.get_logger("callcenter.web.supervisor")
@@ -91,7 +86,7 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     return int(raw)
 
 
-async def _call_filter(request: web.Request, stats: Stats) -> CallFilter:
+async def _call_filter(request: web.Request, stats: Stats, calls: CallLog) -> CallFilter:
     q = request.query
     start, end = date_range(request, stats.offset)
     fields: dict[str, str] = {}
@@ -117,7 +112,7 @@ async def _call_filter(request: web.Request, stats: Stats) -> CallFilter:
         fields["calltaker"] = "not a user id, username or member name"
     if fields:
         raise Reply(invalid(fields))
-    answered_by = await stats.calltaker_names(calltaker) if calltaker is not None else None
+    answered_by = await calls.calltaker_names(calltaker) if calltaker is not None else None
     return CallFilter(start, end, number, answered_by, category, classification, agency, status)
 
 
@@ -151,7 +146,9 @@ async def wallboard(request: web.Request) -> web.Response:
                 }
             )
         live_members = list(tracker.live.members.values())
-        names = await stats.member_names([m.name for m in live_members] + [m.interface for m in live_members])
+        names = await request.app[CALL_LOG].member_names(
+            [m.name for m in live_members] + [m.interface for m in live_members]
+        )
         board = request.app.get(PRESENCE_BOARD)
         for member in sorted(tracker.live.members.values(), key=lambda m: (m.queue, m.interface)):
             display = names.get(member.interface) or names.get(member.name) or member.name
@@ -185,8 +182,8 @@ async def call_log(request: web.Request) -> web.Response:
     stats = request.app[STATS]
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
-    filters = await _call_filter(request, stats)
-    page = await stats.call_log(filters, limit=limit, offset=offset)
+    filters = await _call_filter(request, stats, request.app[CALL_LOG])
+    page = await request.app[CALL_LOG].call_log(filters, limit=limit, offset=offset)
     incidents = [i for call in page.calls for i in call["incidents"]]
     await trace_reads(request.app[STORE], [user_of(request)], "call_log", incidents)
     return web.json_response({"calls": page.calls, "total": page.total, "limit": limit, "offset": offset})
@@ -200,9 +197,9 @@ def _iso(value: datetime | None) -> str | None:
 @require(SUPERVISOR)
 async def call_detail(request: web.Request) -> web.Response:
     """Everything about one call; opening a women-and-children case is logged before it is shown."""
-    stats, dispatches = request.app[STATS], request.app[DISPATCHES]
+    dispatches = request.app[DISPATCHES]
     call_id = _call_id(request)
-    detail = await stats.call_detail(call_id)
+    detail = await request.app[CALL_LOG].call_detail(call_id)
     if detail is None:
         return error(404, "no such call")
     incident = detail.incident
@@ -271,8 +268,7 @@ async def recording(request: web.Request) -> web.StreamResponse:
 
 async def serve_recording(request: web.Request, call_id: str, **trace: Any) -> web.StreamResponse:
     """The call's recording for the logged-in user, after its access-log row (``trace`` adds detail)."""
-    stats = request.app[STATS]
-    detail = await stats.call_detail(call_id)
+    detail = await request.app[CALL_LOG].call_detail(call_id)
     if detail is None:
         return error(404, "no such call")
     cfg = request.app[CONFIG]
@@ -397,14 +393,14 @@ async def stats_table_csv(request: web.Request) -> web.StreamResponse:
     }
     if table != "calls":
         return web.Response(text=stats_csv(table, await stats.statistics(_period(request, stats))), headers=headers)
-    filters = await _call_filter(request, stats)
+    filters = await _call_filter(request, stats, request.app[CALL_LOG])
     response = web.StreamResponse(headers=headers)
     await response.prepare(request)
     header = io.StringIO()
     csv.writer(header, lineterminator="\r\n").writerow(CALL_COLUMNS)
     await response.write(header.getvalue().encode())
     user = user_of(request)
-    async for batch in stats.iter_calls(filters):
+    async for batch in request.app[CALL_LOG].iter_calls(filters):
         # Traced before each batch is written; a trail that cannot be written aborts the download.
         incidents = [i for call in batch for i in call["incidents"]]
         await trace_reads(request.app[STORE], [user], "export_csv", incidents)

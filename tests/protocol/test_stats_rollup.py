@@ -28,7 +28,8 @@ from callcenter.forms.categories import CLASSIFICATIONS
 from callcenter.store import Store
 from callcenter.store.migrate import downgrade_connection
 from callcenter.store.models import Call, Dispatch, Incident, Rating, StatsDirty, StatsRollup
-from callcenter.store.stats import ANSWER_BUCKETS, WITHIN, Period, Stats, hour_floor, pct
+from callcenter.store.rollup import ANSWER_BUCKETS, hour_floor
+from callcenter.store.stats import WITHIN, Period, Stats, pct
 from callcenter.testing.rows import dispatch_row, incident_row, rating_row
 
 OFFSET = timedelta(hours=8)
