@@ -1,13 +1,8 @@
 """Calling agencies: one task per dispatched agency, walking its duty lines until an officer accepts.
 
-Each attempt is one row in ``dispatch_attempts`` written before the call starts and closed with how it
-ended, so that "Damkar was not reached" can always be answered with which line rang, when, and why it
-failed. A SIP line is called with an asynchronous AMI ``Originate``: Asterisk answers the request at
-once ("successfully queued") and reports the outcome later as an ``OriginateResponse`` event carrying
-our ActionID; the channel itself carries ``ChannelId = dispatch-<attempt id>`` as its Uniqueid, so its
-``Hangup`` event is matched the same way. An answered call runs the ``briefing`` AGI route, which
-reports the officer's key through :meth:`Dispatcher.on_briefing_result`. E.164 lines go through the
-Twilio line (another module), which reports through :meth:`Dispatcher.on_remote_result`.
+Each line is tried by an attempt (``dispatch/attempts.py``: its row, the call, how it ended); the
+officer's key arrives through :meth:`Dispatcher.on_briefing_result` (the ``briefing`` AGI route) or
+:meth:`Dispatcher.on_remote_result` (the Twilio line).
 
 Every state change is published to the live hub: the call-taker sees "calling Damkar (backup line)"
 without polling.
@@ -21,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import structlog
 from panoramisk.message import Message
@@ -30,8 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.config import DispatchConfig
 from callcenter.dispatch.agencies import Agency, Directory, line_kind
+from callcenter.dispatch.attempts import OUTCOMES, LineCalls, RemoteLine, Result
 from callcenter.dispatch.prompts import GENERIC, INTRO, MENU, THANKS, PromptCache, PromptFile, briefing_text
-from callcenter.queue.ami import AmiClient, AmiError, match_reference, originate_outcome
+from callcenter.queue.ami import AmiClient
 from callcenter.store import Store, utcnow
 from callcenter.store.dispatches import ACTIVE, WEB_ACCEPTABLE, dispatch_json
 from callcenter.store.models import Call, Dispatch, DispatchAttempt, Incident
@@ -39,48 +35,12 @@ from callcenter.store.roles import CENTRE_ROLES, Publish
 
 log = structlog.get_logger("callcenter.dispatch")
 
-#: Attempt outcomes (``dispatch_attempts.outcome``).
-OUTCOMES = ("accepted", "no_answer", "busy", "failed", "no_key", "declined", "error")
-#: Q.850 causes of a channel that ended before it was answered.
-CAUSE_OUTCOME = {17: "busy", 18: "no_answer", 19: "no_answer", 21: "declined"}
 #: Pause between attempts: a line that just failed (congestion, a phone rebooting) gets a breath.
 RETRY_PAUSE = 1.0
-#: Beyond ring time and the accept window: the briefing itself, plus slack for a slow AMI.
-ATTEMPT_SLACK = 90.0
 
 
 class UnknownAgency(ValueError):
     """A dispatch named an agency that is not in the directory (the API answers 422)."""
-
-
-@runtime_checkable
-class RemoteLine(Protocol):
-    """The Twilio line (``callcenter/dispatch/twilio_line.py``'s ``TwilioLine``): ``call`` rings an E.164
-    number with the briefing and returns the call SID; the outcome arrives later through
-    ``Dispatcher.on_remote_result``. ``sms`` texts the summary alongside."""
-
-    async def call(self, attempt_id: int, to: str, briefing: str, *, timeout: int, gather_timeout: int = 0) -> str: ...
-
-    async def sms(self, to: str, body: str) -> str: ...
-
-
-@dataclass(frozen=True)
-class Result:
-    outcome: str
-    reason: str | None = None
-    hangup_cause: int | None = None
-
-
-@dataclass
-class _Attempt:
-    id: int
-    dispatch_id: int
-    agency: str
-    line: str
-    future: asyncio.Future[Result]
-    answered: bool = False
-    channel: str | None = None
-    hangup_cause: int | None = None
 
 
 @dataclass(frozen=True)
@@ -99,19 +59,11 @@ class Briefing:
 class _Dispatching:
     task: asyncio.Task[None] | None = None
     briefing: asyncio.Future[PromptFile] | None = None
-    attempt: _Attempt | None = None
 
 
 def _log_prompt_failure(future: asyncio.Future[PromptFile]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.warning("dispatch.prompt_failed", error=repr(future.exception()))
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(str(value))
-    except (TypeError, ValueError):
-        return None
 
 
 class Dispatcher:
@@ -135,7 +87,8 @@ class Dispatcher:
         self.publish = hub_publish
         self.twilio = twilio
         self.prompts = prompts or PromptCache(Path(config.prompt_dir), config.prompt_dir_asterisk)
-        self._attempts: dict[int, _Attempt] = {}
+        #: The attempts running now (``dispatch/attempts.py``): places the calls, matches the reports.
+        self.lines = LineCalls(store, ami, config, twilio, self._publish)
         self._running: dict[int, _Dispatching] = {}
         self._closing = False
 
@@ -276,7 +229,7 @@ class Dispatcher:
     async def briefing(self, attempt_id: int, dispatch_id: int) -> Briefing | None:
         """What the briefing route plays for this attempt; None when the attempt is not ours or over
         (a stale or forged call into the agency context gets the dialplan's fallback)."""
-        attempt = self._attempts.get(attempt_id)
+        attempt = self.lines.running(attempt_id)
         if attempt is None or attempt.dispatch_id != dispatch_id or attempt.future.done():
             return None
         attempt.answered = True
@@ -295,14 +248,14 @@ class Dispatcher:
 
     def on_briefing_result(self, attempt_id: int, outcome: str) -> bool:
         """The officer pressed 1 (``accepted``) or nothing (``no_key``); False if the attempt is over."""
-        return self._resolve(attempt_id, Result(outcome, reason="briefing"))
+        return self.lines.resolve(attempt_id, Result(outcome, reason="briefing"))
 
     def on_remote_result(self, attempt_id: int, outcome: str, reason: str | None = None) -> bool:
         """The Twilio line's verdict on an E.164 attempt (``accepted`` after Gather digit 1, or
         ``no_answer``/``busy``/``failed``/``no_key`` from the status callback); False if already over."""
         if outcome not in OUTCOMES:
             outcome = "error"
-        return self._resolve(attempt_id, Result(outcome, reason=reason))
+        return self.lines.resolve(attempt_id, Result(outcome, reason=reason))
 
     async def remote_result(self, attempt_id: int, outcome: str, reason: str | None = None) -> bool:
         """The Twilio line's answer: ``on_remote_result``, and for a key 1 pressed after the attempt was
@@ -330,44 +283,9 @@ class Dispatcher:
         log.info("dispatch.accepted_late", dispatch_id=row.dispatch_id, attempt_id=attempt_id)
         return True
 
-    def _resolve(self, attempt_id: int, result: Result) -> bool:
-        attempt = self._attempts.get(attempt_id)
-        if attempt is None or attempt.future.done():
-            return False
-        attempt.future.set_result(result)
-        return True
-
     async def on_ami_event(self, message: Message) -> None:
-        """OriginateResponse (by ActionID) and Hangup (by Uniqueid) of our ``dispatch-<id>`` channels."""
-        name = str(message.get("Event", ""))
-        if name == "OriginateResponse":
-            attempt = self._match(message.get("ActionID"))
-            if attempt is None:
-                return
-            attempt.channel = str(message.get("Channel") or "") or attempt.channel
-            if message.get("Response") == "Success":
-                attempt.answered = True
-                log.info("dispatch.answered", attempt_id=attempt.id, line=attempt.line)
-                return
-            reason = str(message.get("Reason", ""))
-            outcome = originate_outcome(reason)
-            self._resolve(
-                attempt.id, Result(outcome, reason=f"originate reason {reason}", hangup_cause=attempt.hangup_cause)
-            )
-        elif name == "Hangup":
-            attempt = self._match(message.get("Uniqueid"))
-            if attempt is None:
-                return
-            attempt.hangup_cause = _int(message.get("Cause"))
-            if attempt.answered:
-                # Hung up after answering without a key reported: the officer put the phone down, or
-                # the briefing route was unreachable and the dialplan played its fallback.
-                self._resolve(attempt.id, Result("no_key", reason="hangup", hangup_cause=attempt.hangup_cause))
-            # Before answer the OriginateResponse follows with the authoritative reason.
-
-    def _match(self, reference: Any) -> _Attempt | None:
-        attempt_id = match_reference(reference, "dispatch")
-        return self._attempts.get(attempt_id) if attempt_id is not None else None
+        """OriginateResponse and Hangup of our ``dispatch-<id>`` channels (``LineCalls.on_ami_event``)."""
+        await self.lines.on_ami_event(message)
 
     # -- the per-agency task ---------------------------------------------------------------------
 
@@ -377,7 +295,7 @@ class Dispatcher:
                 for n in range(self.config.attempts_per_line):
                     if n or line != agency.lines[0]:
                         await asyncio.sleep(RETRY_PAUSE)
-                    result = await self._attempt(dispatch_id, agency, line)
+                    result = await self.lines.place(dispatch_id, agency, line)
                     if result.outcome == "accepted":
                         await self._accept(dispatch_id, line=line, via=line_kind(line), user_id=None)
                         return
@@ -391,117 +309,6 @@ class Dispatcher:
             await self._fail(dispatch_id)
         finally:
             self._running.pop(dispatch_id, None)
-
-    async def _attempt(self, dispatch_id: int, agency: Agency, line: str) -> Result:
-        via = line_kind(line)
-
-        async def op(session: AsyncSession) -> int:
-            a = DispatchAttempt(dispatch_id=dispatch_id, line=line, via=via, started_at=utcnow(), detail={})
-            session.add(a)
-            await session.flush()
-            a.reference = f"dispatch-{a.id}"
-            return a.id
-
-        attempt_id = await self.store.transaction("dispatch_attempt", op)
-        loop = asyncio.get_running_loop()
-        attempt = _Attempt(attempt_id, dispatch_id, agency.code, line, loop.create_future())
-        self._attempts[attempt_id] = attempt
-        state = self._running.get(dispatch_id)
-        if state is not None:
-            state.attempt = attempt
-        await self._publish(dispatch_id)
-        log.info("dispatch.attempt", dispatch_id=dispatch_id, attempt_id=attempt_id, agency=agency.code, line=line)
-        result = Result("error", reason="not started")
-        try:
-            if via == "pbx":
-                await self._originate(attempt, agency)
-            else:
-                await self._remote(attempt, agency)
-            limit = agency.answer_timeout + self.config.accept_timeout + ATTEMPT_SLACK
-            try:
-                async with asyncio.timeout(limit):
-                    result = await asyncio.shield(attempt.future)
-            except TimeoutError:
-                result = Result("error", reason=f"no outcome within {limit:.0f}s")
-                await self._hang_up(attempt)
-        except AmiError as exc:
-            result = Result("error", reason=str(exc)[:64])
-        except asyncio.CancelledError:
-            result = Result("error", reason="cancelled")
-            await self._hang_up(attempt)
-            raise
-        finally:
-            self._attempts.pop(attempt_id, None)
-            if state is not None:
-                state.attempt = None
-            await asyncio.shield(self._close_attempt(attempt, result))
-        log.info("dispatch.attempt_ended", attempt_id=attempt_id, outcome=result.outcome, reason=result.reason)
-        return result
-
-    async def _originate(self, attempt: _Attempt, agency: Agency) -> None:
-        await self.ami.originate(
-            f"dispatch-{attempt.id}",
-            attempt.line,
-            self.config.originate_context,
-            ring_seconds=agency.answer_timeout,
-            variables={"CC_DISPATCH_ID": str(attempt.dispatch_id), "CC_ATTEMPT_ID": str(attempt.id)},
-        )
-
-    async def _remote(self, attempt: _Attempt, agency: Agency) -> None:
-        if self.twilio is None:
-            self._resolve(attempt.id, Result("error", reason="no twilio line"))
-            return
-        text = await self._incident_text(attempt.dispatch_id)
-        try:
-            reference = await self.twilio.call(
-                attempt.id, attempt.line, text, timeout=agency.answer_timeout, gather_timeout=self.config.accept_timeout
-            )
-        except Exception as exc:  # not configured, refused number, API down: this line is unusable now
-            log.warning("dispatch.remote_failed", attempt_id=attempt.id, error=str(exc))
-            self._resolve(attempt.id, Result("error", reason=str(exc)[:64] or type(exc).__name__))
-            return
-        try:
-            # The text stays on the officer's phone: the reference and address survive a noisy line.
-            await self.twilio.sms(attempt.line, text)
-        except Exception as exc:
-            log.info("dispatch.sms_failed", attempt_id=attempt.id, error=str(exc))
-
-        async def op(session: AsyncSession) -> None:
-            row = await session.get(DispatchAttempt, attempt.id)
-            if row is not None:
-                row.reference = reference[:64]
-
-        await self.store.transaction("dispatch_attempt_ref", op)
-
-    async def _incident_text(self, dispatch_id: int) -> str:
-        async def op(session: AsyncSession) -> Incident | None:
-            d = await session.get(Dispatch, dispatch_id)
-            return await session.get(Incident, d.incident_id) if d is not None else None
-
-        incident = await self.store.transaction("dispatch_incident", op)
-        return briefing_text(incident) if incident is not None else ""
-
-    async def _hang_up(self, attempt: _Attempt) -> None:
-        if attempt.channel:
-            with contextlib.suppress(AmiError):
-                await self.ami.action({"Action": "Hangup", "Channel": attempt.channel})
-
-    async def _close_attempt(self, attempt: _Attempt, result: Result) -> None:
-        async def op(session: AsyncSession) -> None:
-            row = await session.get(DispatchAttempt, attempt.id)
-            if row is None:
-                return
-            row.ended_at = utcnow()
-            row.outcome = result.outcome
-            row.reason = (result.reason or "")[:64] or None
-            row.hangup_cause = result.hangup_cause if result.hangup_cause is not None else attempt.hangup_cause
-            row.detail = {**(row.detail or {}), "answered": attempt.answered, "channel": attempt.channel}
-
-        try:
-            await self.store.transaction("dispatch_attempt_end", op)
-        except Exception:
-            log.exception("dispatch.attempt_write_failed", attempt_id=attempt.id, outcome=result.outcome)
-        await self._publish(attempt.dispatch_id)
 
     async def _accept(
         self, dispatch_id: int, *, line: str, via: str, user_id: int | None, late: bool = False

@@ -542,7 +542,7 @@ async def test_late_key_1_is_stored_before_the_officer_hears_accepted(
     attempt (it gives up and rings the line again — 2 attempts a line — or, with 1 attempt a line, the
     dispatch fails), then presses 1 on that first call. The officer is told "diterima" only because the
     acceptance is stored: the dispatch is accepted by that line and the calling stops."""
-    from callcenter.dispatch import dispatcher as dispatcher_module
+    from callcenter.dispatch import attempts as attempts_module
     from callcenter.store.incidents import Incidents
     from callcenter.store.models import Dispatch, DispatchAttempt
     from callcenter.testing.wait import until
@@ -554,7 +554,7 @@ async def test_late_key_1_is_stored_before_the_officer_hears_accepted(
     bnn_block = text.index("[agencies.bnn]")
     agencies.write_text(text[:bnn_block] + text[bnn_block:].replace("answer_timeout = 25", "answer_timeout = 1", 1))
     # The attempt's window: ring 1 s + accept 1 s, no slack (90 s in production).
-    monkeypatch.setattr(dispatcher_module, "ATTEMPT_SLACK", 0.0)
+    monkeypatch.setattr(attempts_module, "ATTEMPT_SLACK", 0.0)
     cfg = replace(
         test_config(tmp_path),
         twilio={**twilio_config(fake).__dict__},
