@@ -32,6 +32,7 @@ from callcenter.forms.location import Fix, LocationError, browser_fix, one_gsm7_
 from callcenter.forms.phone import normalize
 from callcenter.store import utcnow
 from callcenter.store.locations import Matched, fix_json
+from callcenter.store.roles import CENTRE_ROLES
 from callcenter.supervision.ratings import textable
 from callcenter.web.access import error, require, user_of
 from callcenter.web.citizen_page import citizen_page
@@ -154,7 +155,7 @@ async def inbound_sms(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/api/calls/{call_id}/location-link")
-@require("calltaker", "supervisor")
+@require(*CENTRE_ROLES)
 async def send_link(request: web.Request) -> web.StreamResponse:
     """Text the caller a link that reports their browser's position to this call's pop."""
     app = request.app
