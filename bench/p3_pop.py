@@ -12,66 +12,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import random
 import secrets
-import shlex
-import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-import aiohttp
+from typing import Any
 
 from callcenter.store import Store, utcnow
 from callcenter.testing.app import AppProcess
+from callcenter.testing.consoles import Console, latency_table
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.sipp import free_port
-from callcenter.testing.web import login_session, make_user
+from callcenter.testing.web import make_user
 
 PASSWORD = "bench-password-123"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
-class Console:
-    """One logged-in browser tab: a session cookie and the live WebSocket."""
-
-    def __init__(self, base: str, username: str, interface: str) -> None:
-        self.base = base
-        self.username = username
-        self.interface = interface
-        self.http: aiohttp.ClientSession | None = None
-        self.waiting: dict[str, asyncio.Future[float]] = {}
-        self.task: asyncio.Task[None] | None = None
-
-    async def open(self) -> None:
-        self.http = await login_session(self.base, self.username, PASSWORD)
-        ws = await self.http.ws_connect(f"{self.base}/api/ws")
-        hello = await ws.receive_json()
-        assert hello["type"] == "hello", hello
-        self.task = asyncio.create_task(self._read(ws))
-
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for msg in ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                continue
-            data = msg.json()
-            if data.get("type") == "pop":
-                future = self.waiting.pop(str(data["call"]["uniqueid"]), None)
-                if future is not None and not future.done():
-                    future.set_result(time.perf_counter())
-
-    async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-        if self.http is not None:
-            await self.http.close()
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -108,22 +63,31 @@ async def run(args: argparse.Namespace) -> None:
     }
     app = AppProcess(env, tmp / "app.log", free_port("tcp"))
     await app.start()
-    consoles = [Console(app.base_url, name, interface) for name, interface in takers]
+    waiting: dict[str, asyncio.Future[float]] = {}
+
+    def on_message(data: dict[str, Any], at: float) -> None:
+        if data.get("type") == "pop":
+            future = waiting.pop(str(data["call"]["uniqueid"]), None)
+            if future is not None and not future.done():
+                future.set_result(at)
+
+    consoles = [(Console(app.base_url, name, PASSWORD, on_message), interface) for name, interface in takers]
     latencies: list[float] = []
     lost = 0
     try:
-        await asyncio.gather(*(c.open() for c in consoles))
+        for c, _interface in consoles:
+            await c.open()
         for i in range(args.pops):
-            console = consoles[i % len(consoles)]
+            console, interface = consoles[i % len(consoles)]
             uniqueid = f"bench.{i}"
             future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-            console.waiting[uniqueid] = future
+            waiting[uniqueid] = future
             event = {
                 "Event": "AgentConnect",
                 "Queue": "calltakers",
                 "Uniqueid": uniqueid,
                 "CallerIDNum": numbers[i % len(numbers)],
-                "Interface": console.interface,
+                "Interface": interface,
                 "MemberName": console.username,
                 "HoldTime": "4",
                 "RingTime": "1",
@@ -140,7 +104,7 @@ async def run(args: argparse.Namespace) -> None:
                     "Event": "AgentComplete",
                     "Queue": "calltakers",
                     "Uniqueid": uniqueid,
-                    "Interface": console.interface,
+                    "Interface": interface,
                     "MemberName": console.username,
                     "TalkTime": "1",
                     "HoldTime": "4",
@@ -149,20 +113,14 @@ async def run(args: argparse.Namespace) -> None:
             )
             await asyncio.sleep(1 / args.rate)
     finally:
-        for c in consoles:
+        for c, _interface in consoles:
             await c.close()
         await app.stop()
         await fake.stop()
         await store.close()
 
-    print(f"machine: nproc={os.cpu_count()}, {platform.python_implementation()} {platform.python_version()}")
-    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-    print(f"{args.consoles} consoles connected, {args.pops} pops at {args.rate}/s, {lost} lost\n")
-    print("| consoles | pops | p50 | p99 | max | mean | lost |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    print(
-        f"| {args.consoles} | {len(latencies)} | {pct(latencies, 50):.1f} ms | {pct(latencies, 99):.1f} ms "
-        f"| {max(latencies):.1f} ms | {statistics.mean(latencies):.1f} ms | {lost} |"
+    latency_table(
+        f"{args.consoles} consoles connected, {args.pops} pops at {args.rate}/s", args.consoles, "pops", latencies, lost
     )
 
 

@@ -15,69 +15,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import random
 import secrets
-import shlex
-import statistics
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from callcenter.store import Store, utcnow
 from callcenter.testing.app import AppProcess
+from callcenter.testing.consoles import Console, latency_table
 from callcenter.testing.fake_ami import FakeAmi, agent_connect
 from callcenter.testing.sipp import free_port
-from callcenter.testing.web import login_session, make_user
+from callcenter.testing.web import make_user
 
 PASSWORD = "bench-password-123"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
-class Console:
-    """One logged-in browser tab with a caller on the line: waits for ``location`` messages."""
-
-    def __init__(self, base: str, username: str, interface: str, number: str) -> None:
-        self.base = base
-        self.username = username
-        self.interface = interface
-        self.number = number
-        self.http: aiohttp.ClientSession | None = None
-        self.waiting: asyncio.Future[float] | None = None
-        self.popped = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    async def open(self) -> None:
-        self.http = await login_session(self.base, self.username, PASSWORD)
-        ws = await self.http.ws_connect(f"{self.base}/api/ws")
-        hello = await ws.receive_json()
-        assert hello["type"] == "hello", hello
-        self.task = asyncio.create_task(self._read(ws))
-
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for msg in ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                continue
-            data = msg.json()
-            if data.get("type") == "pop":
-                self.popped.set()
-            elif data.get("type") == "location" and self.waiting is not None and not self.waiting.done():
-                self.waiting.set_result(time.perf_counter())
-
-    async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-        if self.http is not None:
-            await self.http.close()
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -119,19 +75,36 @@ async def run(args: argparse.Namespace) -> None:
                 caller_number=number,
             )
         await store.open_call(uniqueid=f"live.{i}", arrived_at=utcnow(), routed_by="agi", caller_number=number)
-    consoles = [Console(app.base_url, *spec) for spec in consoles_spec]
+    waiting: dict[str, asyncio.Future[float]] = {}
+    popped: dict[str, asyncio.Event] = {name: asyncio.Event() for name, _i, _n in consoles_spec}
+
+    def listener(name: str) -> Callable[[dict[str, Any], float], None]:
+        def on_message(data: dict[str, Any], at: float) -> None:
+            if data.get("type") == "pop":
+                popped[name].set()
+            elif data.get("type") == "location":
+                future = waiting.pop(name, None)
+                if future is not None and not future.done():
+                    future.set_result(at)
+
+        return on_message
+
+    consoles = [
+        (Console(app.base_url, name, PASSWORD, listener(name)), interface, number)
+        for name, interface, number in consoles_spec
+    ]
     latencies: list[float] = []
     lost = 0
     try:
-        for c in consoles:  # one after the other: concurrent logins from one address trip the login guard
+        for c, _interface, _number in consoles:
             await c.open()
-        for i, console in enumerate(consoles, start=1):
-            await fake.send(agent_connect(f"live.{i}", console.interface, caller=console.number))
+        for i, (_c, interface, number) in enumerate(consoles, start=1):
+            await fake.send(agent_connect(f"live.{i}", interface, caller=number))
         async with asyncio.timeout(30):
-            await asyncio.gather(*(c.popped.wait() for c in consoles))
+            await asyncio.gather(*(event.wait() for event in popped.values()))
         async with aiohttp.ClientSession(headers={"X-AML-Key": secret}) as http:
             for i in range(args.posts):
-                console = consoles[i % len(consoles)]
+                console, _interface, number = consoles[i % len(consoles)]
                 form = {
                     "v": "3",
                     "emergency_number": "112",
@@ -143,10 +116,10 @@ async def run(args: argparse.Namespace) -> None:
                     "location_time": str(int(time.time() * 1000)),
                     "location_source": random.choice(["gps", "wifi", "cell"]),
                     "location_certainty": "68",
-                    "device_number": "0" + console.number[3:],  # as handsets send it: national format
+                    "device_number": "0" + number[3:],  # as handsets send it: national format
                 }
                 future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-                console.waiting = future
+                waiting[console.username] = future
                 sent = time.perf_counter()
                 async with http.post(f"{app.base_url}/aml", data=form) as resp:
                     assert resp.status == 200, await resp.text()
@@ -157,21 +130,14 @@ async def run(args: argparse.Namespace) -> None:
                     lost += 1
                 await asyncio.sleep(1 / args.rate)
     finally:
-        for c in consoles:
+        for c, _interface, _number in consoles:
             await c.close()
         await app.stop()
         await fake.stop()
         await store.close()
 
-    print(f"machine: nproc={os.cpu_count()}, {platform.python_implementation()} {platform.python_version()}")
-    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-    print(f"{args.consoles} consoles with a caller on the line, {args.posts} AML POSTs at {args.rate}/s, {lost} lost\n")
-    print("| consoles | AML posts | p50 | p99 | max | mean | lost |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    print(
-        f"| {args.consoles} | {len(latencies)} | {pct(latencies, 50):.1f} ms | {pct(latencies, 99):.1f} ms "
-        f"| {max(latencies):.1f} ms | {statistics.mean(latencies):.1f} ms | {lost} |"
-    )
+    header = f"{args.consoles} consoles with a caller on the line, {args.posts} AML POSTs at {args.rate}/s"
+    latency_table(header, args.consoles, "AML posts", latencies, lost)
 
 
 def main() -> None:

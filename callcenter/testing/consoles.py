@@ -1,0 +1,74 @@
+"""Logged-in consoles on real WebSockets and latency figures, for the benchmarks that time a message
+reaching a call-taker's screen (``bench/p3_pop.py``, ``bench/p8_aml.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from callcenter.testing.web import login_session
+
+__all__ = ["Console", "latency_table", "pct"]
+
+
+def pct(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+class Console:
+    """One logged-in browser tab: a session cookie and the live WebSocket. ``on_message(data, at)`` hears
+    every JSON message with this process's ``perf_counter`` at its arrival."""
+
+    def __init__(
+        self, base: str, username: str, password: str, on_message: Callable[[dict[str, Any], float], None]
+    ) -> None:
+        self.base = base
+        self.username = username
+        self.password = password
+        self.on_message = on_message
+        self.http: aiohttp.ClientSession | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Log in and connect. Open consoles one after another: concurrent logins from one address trip
+        the login guard."""
+        self.http = await login_session(self.base, self.username, self.password)
+        ws = await self.http.ws_connect(f"{self.base}/api/ws")
+        hello = await ws.receive_json()
+        assert hello["type"] == "hello", hello
+        self.task = asyncio.create_task(self._read(ws))
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.on_message(msg.json(), time.perf_counter())
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.http is not None:
+            await self.http.close()
+
+
+def latency_table(header: str, consoles: int, what: str, latencies: list[float], lost: int) -> None:
+    """Print the machine, the command and one table row: p50, p99, max and mean in ms."""
+    print(f"machine: nproc={os.cpu_count()}, {platform.python_implementation()} {platform.python_version()}")
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"{header}, {lost} lost\n")
+    print(f"| consoles | {what} | p50 | p99 | max | mean | lost |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {consoles} | {len(latencies)} | {pct(latencies, 50):.1f} ms | {pct(latencies, 99):.1f} ms "
+        f"| {max(latencies):.1f} ms | {statistics.mean(latencies):.1f} ms | {lost} |"
+    )
