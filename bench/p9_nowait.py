@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""P7: a 112 caller's wait on us after the greeting (app running / frozen / stopped), and the watchdog.
+"""P9: a 112 caller's wait on us after the greeting (app running / frozen / stopped), and the watchdog.
 
 The same real Asterisk 22 and production dialplan as the tests; the app runs the way production runs
 it, under a watchdog (``callcenter supervise``, the stand-in for systemd). For each state a batch of
@@ -19,8 +19,8 @@ Then the watchdog: ``--rounds`` times the app alone is ``SIGSTOP``ped and the ti
 timeout, to the replacement's ``READY=1`` and to a healthy (AMI-connected) replacement is taken from
 the supervisor's log.
 
-    .venv/bin/python bench/p7_nowait.py                # 10 callers per state, 3 watchdog rounds (~3 min)
-    .venv/bin/python bench/p7_nowait.py --calls 30     # more callers per state
+    .venv/bin/python bench/p9_nowait.py                # 10 callers per state, 3 watchdog rounds (~3 min)
+    .venv/bin/python bench/p9_nowait.py --calls 30     # more callers per state
 
 Needs root (the chroot). No timing is asserted; a batch in which a caller failed in SIPp or never
 entered the queue is reported as such.
