@@ -19,7 +19,11 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 ENV_PREFIX = "CALLCENTER_"
+
+log = structlog.get_logger("callcenter.config")
 _AGI_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
 _OFFSET = re.compile(r"(?P<sign>[+-])?(?P<hours>[0-9]{1,2})(?::?(?P<minutes>[0-9]{2}))?")
 
@@ -358,9 +362,21 @@ def _coerce(where: str, typ: Any, value: Any) -> Any:
     raise ConfigError(f"{where}: unsupported type {typ!r}")  # pragma: no cover
 
 
+#: Keys an earlier release read and this one does not: a config file that still sets them starts with a
+#: warning instead of refusing (an upgrade must not keep a 112 centre's app down over a renamed knob).
+RETIRED_KEYS: dict[tuple[str, str], str] = {
+    ("web", "login_max_failures"): "logins are slowed, never locked: see login_free_failures",
+    ("web", "login_lockout_seconds"): "logins are slowed, never locked: see login_delay_max",
+}
+
+
 def _section(cls: type[Any], name: str, data: Mapping[str, Any], env: Mapping[str, str]) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
+    for key in sorted(set(data) - known):
+        if (name, key) in RETIRED_KEYS:
+            log.warning("config.retired_key", key=f"[{name}].{key}", instead=RETIRED_KEYS[(name, key)])
+            known.add(key)
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}")

@@ -84,3 +84,21 @@ def test_trusted_proxies_are_checked_at_load() -> None:
     assert load_config(env={}).web.trusted_proxies == ()  # nobody's forwarded headers are believed by default
     with pytest.raises(ConfigError, match=r"trusted_proxies.*'proxy\.example'"):
         load_config(env={"CALLCENTER_WEB_TRUSTED_PROXIES": "proxy.example"})
+
+
+def test_retired_keys_start_with_a_warning_not_a_refusal(tmp_path: Path) -> None:
+    """An upgraded node whose file still sets the old lockout knobs starts; a real typo still stops it."""
+    from structlog.testing import capture_logs
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[web]\nlogin_max_failures = 5\nlogin_lockout_seconds = 300\n")
+    with capture_logs() as logs:
+        config = load_config(cfg, env={})
+    assert config.web.login_free_failures == 3
+    assert sorted(e["key"] for e in logs if e["event"] == "config.retired_key") == [
+        "[web].login_lockout_seconds",
+        "[web].login_max_failures",
+    ]
+    cfg.write_text("[web]\nlogin_max_failure = 5\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(cfg, env={})
