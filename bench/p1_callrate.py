@@ -37,7 +37,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import re
 import secrets
 import shlex
@@ -59,6 +58,7 @@ from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
 from callcenter.pbx.harness import TestPbx
 from callcenter.pbx.render import PbxSpec
 from callcenter.testing.app import AppProcess
+from callcenter.testing.machine import machine_line
 from callcenter.testing.sipp import LOOPBACK, SippProcess, SippResult, free_media_port, free_port, sipp_binary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -662,16 +662,6 @@ def details(r: StepResult) -> str:
     for k, n in r.app_warnings.most_common(4):
         lines.append(f"app log x{n}: {k}")
     return "\n".join(lines)
-
-
-def machine_line() -> str:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"nproc={os.cpu_count()} ({model}), Linux {platform.release()}, Python {platform.python_version()}"
 
 
 def other_load(workdir: Path) -> str:

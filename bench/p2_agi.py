@@ -31,7 +31,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import pstats
 import random
 import shlex
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from callcenter.testing.fake_asterisk import build_header
+from callcenter.testing.machine import machine_line
 
 BENCH_DIR = Path(__file__).resolve().parent
 PYST2_SCRIPT = BENCH_DIR / "pyst2_incoming.py"
@@ -438,16 +438,7 @@ async def run_process_level(
 
 
 def machine() -> str:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"nproc={os.cpu_count()} ({cpu}), Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"{platform.system()} {platform.release()}, SQLite {sqlite3.sqlite_version}"
-    )
+    return f"{machine_line()}, SQLite {sqlite3.sqlite_version}"
 
 
 def describe(level: LevelResult) -> str:

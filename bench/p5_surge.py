@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import secrets
 import shlex
 import shutil
@@ -51,6 +50,7 @@ from callcenter.pbx.render import PbxSpec
 from callcenter.store import Store
 from callcenter.testing.ami import QueueProbe
 from callcenter.testing.app import AppProcess
+from callcenter.testing.machine import machine_line
 from callcenter.testing.sipp import LOOPBACK, SippProcess, SippResult, free_media_port, free_port, sipp_binary
 from callcenter.testing.web import login_session, make_user
 
@@ -516,16 +516,6 @@ def report(res: Result, errors: Counter[str]) -> str:
 
 def _after(seconds: float | None, what: str = "after asking") -> str:
     return "" if seconds is None else f" ({seconds:.1f} s {what})"
-
-
-def machine_line() -> str:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"nproc={os.cpu_count()} ({model}), Linux {platform.release()}, Python {platform.python_version()}"
 
 
 async def run(args: argparse.Namespace, workdir: Path, holder: list[Surge]) -> int:

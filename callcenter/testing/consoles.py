@@ -4,8 +4,6 @@ reaching a call-taker's screen (``bench/p3_pop.py``, ``bench/p8_aml.py``)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -15,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from callcenter.testing.machine import machine_line
 from callcenter.testing.web import login_session
 
 __all__ = ["Console", "latency_table", "pct"]
@@ -63,7 +62,7 @@ class Console:
 
 def latency_table(header: str, consoles: int, what: str, latencies: list[float], lost: int) -> None:
     """Print the machine, the command and one table row: p50, p99, max and mean in ms."""
-    print(f"machine: nproc={os.cpu_count()}, {platform.python_implementation()} {platform.python_version()}")
+    print(f"machine: {machine_line()}")
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"{header}, {lost} lost\n")
     print(f"| consoles | {what} | p50 | p99 | max | mean | lost |")
