@@ -122,7 +122,7 @@ async def serve(args: argparse.Namespace) -> None:
     from callcenter.agi.server import AgiServer, AgiStats
     from callcenter.config import AgiConfig, NumbersConfig, QueueConfig
     from callcenter.logs import configure_logging
-    from callcenter.store import Store
+    from callcenter.store import Calls, Store
     from callcenter.store.arrivals import Arrivals
     from callcenter.store.pending import PendingWrites
     from callcenter.tasks import Background
@@ -132,7 +132,7 @@ async def serve(args: argparse.Namespace) -> None:
     await store.upgrade()
     background = Background()
     server = AgiServer(AgiConfig(host="127.0.0.1", port=0))
-    arrivals = Arrivals(store, background, PendingWrites(), NumbersConfig(), QueueConfig())
+    arrivals = Arrivals(Calls(store), background, PendingWrites(), NumbersConfig(), QueueConfig())
     server.add_route(ROUTE, IncomingRoute(arrivals))
     await server.start()
 

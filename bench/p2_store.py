@@ -4,7 +4,7 @@
 Run:  .venv/bin/python bench/p2_store.py [--cpu 0] [--sessions 300] [--concurrency 1,50,200]
 
 The route reads nothing from the database (abuse flags are indexed in memory) and writes one
-transaction per call in the background: ``Store.open_call`` with the call row and its ``arrived``
+transaction per call in the background: ``Calls.open_call`` with the call row and its ``arrived``
 and ``routed`` events. For each concurrency this runs that write for many fake calls on the real
 ``Store`` (SQLAlchemy async + aiosqlite, fresh temp SQLite file), without any AGI, and prints p50/p99
 and calls/s. The same transaction on a sync SQLAlchemy engine (``bench/pyst2_incoming.py``'s
@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from callcenter.store import Store, new_call_id, utcnow
+from callcenter.store import Calls, Store, new_call_id, utcnow
 
 #: What the route stores with its ``routed`` event.
 ROUTED = {"priority": 10, "language": "id", "abuse_count": 0, "reminder": False}
@@ -44,6 +44,7 @@ def pct(values: Sequence[float], q: float) -> float:
 async def run_async(db: Path, sessions: int, concurrency: int) -> tuple[dict[str, list[float]], float, int]:
     store = Store.from_url(f"sqlite+aiosqlite:///{db}")
     await store.upgrade()
+    calls = Calls(store)
     timings: dict[str, list[float]] = defaultdict(list)
     seq = iter(range(sessions))
     peak_threads = 0
@@ -58,7 +59,7 @@ async def run_async(db: Path, sessions: int, concurrency: int) -> tuple[dict[str
         number = f"+62812{n % 500:08d}"
         now = utcnow()
         events = [("arrived", now, {"dialed": "112", "withheld": False}), ("routed", now, ROUTED)]
-        write = store.open_call(
+        write = calls.open_call(
             uniqueid=uid,
             call_id=new_call_id(),
             arrived_at=now,
@@ -88,16 +89,17 @@ async def run_async(db: Path, sessions: int, concurrency: int) -> tuple[dict[str
 def run_sync_sqlalchemy(db: Path, sessions: int) -> float:
     """The same transaction with a sync engine: the pyst2 script's own ``record``, one call after another."""
     # bench/ is sys.path[0] when this runs as a script; mypy checks bench/ as a package and cannot see that.
-    from pyst2_incoming import _sqlite_pragmas, record  # type: ignore[import-not-found]
+    from pyst2_incoming import record  # type: ignore[import-not-found]
     from sqlalchemy import create_engine, event
     from sqlalchemy.orm import sessionmaker
 
     from callcenter.config import QueueConfig
     from callcenter.forms.phone import normalize
     from callcenter.store.arrivals import decide
+    from callcenter.store.engine import sqlite_pragmas
 
     engine = create_engine(f"sqlite:///{db}")
-    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", sqlite_pragmas)
     factory = sessionmaker(engine, expire_on_commit=False)
     routing = decide(0, QueueConfig())
     started = time.perf_counter()

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from callcenter.store import Store, utcnow
+from callcenter.store import Calls, Store, utcnow
 from callcenter.testing.app import AppProcess
 from callcenter.testing.consoles import Console, latency_table
 from callcenter.testing.fake_ami import FakeAmi
@@ -34,13 +34,14 @@ async def run(args: argparse.Namespace) -> None:
     url = f"sqlite+aiosqlite:///{tmp}/bench.db"
     store = Store.from_url(url)
     await store.upgrade()
+    calls = Calls(store)
     takers = [(f"taker{i:02d}", f"PJSIP/taker{i:02d}") for i in range(1, args.consoles + 1)]
     for name, interface in takers:
         await make_user(store, name, "calltaker", password=PASSWORD, interface=interface)
     # Calls with some history, as on a real floor: every pop reads the caller's record.
     numbers = [f"+62812{random.randrange(10**7, 10**8)}" for _ in range(50)]
     for i in range(args.pops):
-        await store.open_call(
+        await calls.open_call(
             uniqueid=f"bench.{i}",
             arrived_at=utcnow(),
             routed_by="agi",
@@ -48,7 +49,7 @@ async def run(args: argparse.Namespace) -> None:
             caller_raw=numbers[i % len(numbers)],
         )
     for n in numbers[:10]:
-        await store.flag_number(n, "prank", note="bench")
+        await calls.flag_number(n, "prank", note="bench")
 
     fake = FakeAmi()
     await fake.start()

@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from callcenter.store import Store, utcnow
+from callcenter.store import Calls, Store, utcnow
 from callcenter.testing.app import AppProcess
 from callcenter.testing.consoles import Console, latency_table
 from callcenter.testing.fake_ami import FakeAmi, agent_connect
@@ -41,6 +41,7 @@ async def run(args: argparse.Namespace) -> None:
     url = f"sqlite+aiosqlite:///{tmp}/bench.db"
     store = Store.from_url(url)
     await store.upgrade()
+    calls = Calls(store)
     secret = secrets.token_urlsafe(24)
     consoles_spec = []
     for i in range(1, args.consoles + 1):
@@ -68,13 +69,13 @@ async def run(args: argparse.Namespace) -> None:
     await app.wait_event("tracker.resynced")
     for i, (_name, _interface, number) in enumerate(consoles_spec, start=1):
         for back in range(3):
-            await store.open_call(
+            await calls.open_call(
                 uniqueid=f"old.{i}.{back}",
                 arrived_at=utcnow() - timedelta(days=back + 1),
                 routed_by="agi",
                 caller_number=number,
             )
-        await store.open_call(uniqueid=f"live.{i}", arrived_at=utcnow(), routed_by="agi", caller_number=number)
+        await calls.open_call(uniqueid=f"live.{i}", arrived_at=utcnow(), routed_by="agi", caller_number=number)
     waiting: dict[str, asyncio.Future[float]] = {}
     popped: dict[str, asyncio.Event] = {name: asyncio.Event() for name, _i, _n in consoles_spec}
 

@@ -10,12 +10,12 @@ Asterisk runs it as ``AGI(pyst2_incoming.py,${CC_ARRIVED},${CC_DIALED})``: fork/
 3. count the caller's abuse flags in the prank window (a process has no memory between calls, so it
    reads them from the database; the FastAGI server keeps them indexed in memory),
 4. create the call row and its ``arrived`` and ``routed`` timeline events in one transaction, as
-   ``Store.open_call`` does (the FastAGI route does this in the background; a process AGI has no
+   ``Calls.open_call`` does (the FastAGI route does this in the background; a process AGI has no
    background, so it writes before it answers),
 5. set CC_CALL_ID, CC_PRIO, CC_LANG and finally CC_ROUTED=1.
 
 The SQLite file comes from ``$CC_BENCH_DB`` (a process AGI inherits Asterisk's environment), with
-the same pragmas as ``callcenter.store.calls.make_engine``. Used only by ``bench/p2_agi.py``, which
+the same pragmas as ``callcenter.store.engine.make_engine``. Used only by ``bench/p2_agi.py``, which
 checks that every session routed and wrote its call (a crashing script would look fast).
 """
 
@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from asterisk.agi import AGI
 from sqlalchemy import create_engine, event, func, select
@@ -37,22 +37,13 @@ from callcenter.agi.incoming import ROUTED_MARKER
 from callcenter.config import NumbersConfig, QueueConfig
 from callcenter.forms.phone import CallerNumber, normalize
 from callcenter.store.arrivals import Routing, arrival_time, decide
-from callcenter.store.calls import new_call_id, utcnow
+from callcenter.store.engine import new_call_id, sqlite_pragmas, utcnow
 from callcenter.store.flags import ABUSE_KINDS
 from callcenter.store.models import Call, CallEvent, NumberFlag
 
 T = TypeVar("T")
 #: Same bound as ``Store.retry_for``'s purpose: ride out a locked SQLite file, not forever.
 RETRY_FOR = 30.0
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
 
 
 def _retry(sessions: sessionmaker[Session], op: Callable[[Session], T]) -> T:
@@ -143,7 +134,7 @@ def main() -> None:
     dialed = "".join(ch for ch in (args[1] if len(args) > 1 else env.get("agi_extension", "")) if ch.isdigit())
 
     engine = create_engine(f"sqlite:///{os.environ['CC_BENCH_DB']}")
-    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", sqlite_pragmas)
     sessions = sessionmaker(engine, expire_on_commit=False)
     since = now - timedelta(days=queue.prank_window_days)
     abuse = abuse_count(sessions, caller.key, since) if caller.key is not None else 0

@@ -46,7 +46,7 @@ from callcenter.queue.presence import Presence
 from callcenter.queue.resync import resync_from_ami
 from callcenter.queue.routing import CallRouter
 from callcenter.queue.tracker import QueueTracker
-from callcenter.store import Store
+from callcenter.store import Calls, Store
 from callcenter.store.accounts import Accounts
 from callcenter.store.arrivals import Arrivals
 from callcenter.store.calllog import CallLog
@@ -81,6 +81,7 @@ from callcenter.web.keys import (
     BACKGROUND,
     CALL_LOG,
     CALLBACKS,
+    CALLS,
     CLIENTS,
     CONFIG,
     DIRECTORY,
@@ -130,10 +131,12 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = Store.from_url(cfg.store.url, retry_for=cfg.store.retry_for)
     store.on_latency = metrics.db_latency(app[METRICS]).observe
     await store.upgrade()
+    calls = Calls(store)
     window = timedelta(days=cfg.queue.prank_window_days)
-    flags = await store.load_flags(window)
+    flags = await calls.load_flags(window)
     log.info("store.ready", flags_indexed=flags)
     app[STORE] = store
+    app[CALLS] = calls
     # Several nodes on one PostgreSQL: the loops that must run once follow this (SQLite: always leads).
     leadership = Leadership(store.engine.url)
     await leadership.start()
@@ -148,7 +151,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(cfg.queue.flags_refresh)
             try:
                 before = len(store.flags)
-                after = await store.load_flags(window)
+                after = await calls.load_flags(window)
                 if after != before:
                     log.info("store.flags_refreshed", flags_indexed=after, before=before)
             except Exception as exc:  # the old index keeps serving; routing never waits on this
@@ -203,7 +206,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         alert_failures=cfg.web.login_alert_failures,
         on_attack=on_attack,
     )
-    app[INCIDENTS] = Incidents(store, flags_window=timedelta(days=cfg.queue.prank_window_days))
+    app[INCIDENTS] = Incidents(store, calls=app[CALLS], flags_window=timedelta(days=cfg.queue.prank_window_days))
     app[DISTRICTS] = load_districts(cfg.intake.districts_file or None)
     app[DISPATCHES] = Dispatches(store)
     app[STATS] = Stats(store, offset=centre_offset(app))
@@ -240,9 +243,9 @@ async def quality_ctx(app: web.Application) -> AsyncIterator[None]:
 async def agi_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     server = AgiServer(cfg.agi)
-    store, background, pending = app[STORE], app[BACKGROUND], app[PENDING]
-    server.add_route(INCOMING_ROUTE, IncomingRoute(Arrivals(store, background, pending, cfg.numbers, cfg.queue)))
-    server.add_route(HANGUP_ROUTE, HangupRoute(store, background, pending, cfg.queue.record_dir))
+    calls, background, pending = app[CALLS], app[BACKGROUND], app[PENDING]
+    server.add_route(INCOMING_ROUTE, IncomingRoute(Arrivals(calls, background, pending, cfg.numbers, cfg.queue)))
+    server.add_route(HANGUP_ROUTE, HangupRoute(calls, background, pending, cfg.queue.record_dir))
     # The dispatcher is built later (dispatch_ctx needs AMI and the live hub): looked up per call;
     # until it exists the route declines and the dialplan plays its fallback prompt.
     # The briefing waits for the officer's key (accept_timeout) after prompts of up to a minute.
@@ -259,7 +262,7 @@ async def agi_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def ami_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    tracker = QueueTracker(app[STORE], region=cfg.numbers.default_region, pending=app[PENDING])
+    tracker = QueueTracker(app[CALLS], region=cfg.numbers.default_region, pending=app[PENDING])
     presence: Presence | None = None
 
     async def on_ready(client: AmiClient) -> None:
@@ -271,7 +274,7 @@ async def ami_ctx(app: web.Application) -> AsyncIterator[None]:
     fanout = AmiFanout(tracker.handle)
     client = AmiClient(cfg.ami, on_event=fanout, on_ready=on_ready, on_down=tracker.link_down)
     # 112 callers are routed from AMI while the greeting plays; the dialplan never waits for it.
-    arrivals = Arrivals(app[STORE], app[BACKGROUND], app[PENDING], cfg.numbers, cfg.queue)
+    arrivals = Arrivals(app[CALLS], app[BACKGROUND], app[PENDING], cfg.numbers, cfg.queue)
     router = CallRouter(arrivals, client)
     fanout.subscribe(router.handle)
     app[ROUTER] = router
@@ -293,7 +296,7 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     """After the AMI context: the hub listens to the tracker."""
     store = app[STORE]
     hub = LiveHub(
-        store,
+        app[CALLS],
         app[PENDING],
         app[TRACKER],
         ping_seconds=live.PING_SECONDS,

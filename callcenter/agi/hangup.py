@@ -12,7 +12,7 @@ from collections.abc import Callable
 import structlog
 
 from callcenter.agi.server import AgiSession
-from callcenter.store import Store, utcnow
+from callcenter.store import Calls, utcnow
 from callcenter.store.lifecycle import close_call
 from callcenter.store.models import Call
 from callcenter.store.pending import PendingWrites
@@ -38,8 +38,8 @@ class HangupRoute:
     A recording path outside it (or not a ``.wav``) is not stored: retention would delete that file
     later, and the supervisor's player would serve it."""
 
-    def __init__(self, store: Store, background: Background, pending: PendingWrites, record_dir: str) -> None:
-        self.store = store
+    def __init__(self, calls: Calls, background: Background, pending: PendingWrites, record_dir: str) -> None:
+        self.calls = calls
         self.background = background
         self.pending = pending
         self.record_dir = record_dir
@@ -83,4 +83,4 @@ class HangupRoute:
     async def _write(self, uniqueid: str, data: dict[str, object], update: Callable[[Call], None]) -> None:
         # A caller hanging up during routing: the call's first write may still be on its way.
         await self.pending.settle(uniqueid)
-        await self.store.record_event(uniqueid, "hangup_reported", source="hangup", data=data, update=update)
+        await self.calls.record_event(uniqueid, "hangup_reported", source="hangup", data=data, update=update)

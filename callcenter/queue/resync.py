@@ -26,8 +26,8 @@ log = structlog.get_logger("callcenter.tracker")
 
 
 async def resync(
-tracker: QueueTracker,
-entries: list[Message],
+    tracker: QueueTracker,
+    entries: list[Message],
     members: list[Message],
     channels: list[Message],
     asked_at: datetime | None = None,
@@ -82,8 +82,8 @@ entries: list[Message],
         del live.channels[gone]
     # Open calls are read once everything handled so far is written: a call whose end is still
     # in a batch must not pass for one that ended unobserved. An outage fails the read below.
-    await tracker.flush(timeout=tracker.store.retry_for)
-    for call in await tracker.store.open_calls():
+    await tracker.flush(timeout=tracker.calls.store.retry_for)
+    for call in await tracker.calls.open_calls():
         if call.uniqueid in alive or call.arrived_at >= asked_at - timedelta(seconds=1):
             continue
         tracker.enqueue(

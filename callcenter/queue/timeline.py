@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from callcenter.store import Store, StoreUnavailable
+from callcenter.store import Calls, StoreUnavailable
 from callcenter.store.calls import EventWrite
 from callcenter.store.pending import PendingWrites
 
@@ -45,14 +45,14 @@ class TimelineWriter:
 
     def __init__(
         self,
-        store: Store,
+        calls: Calls,
         pending: PendingWrites,
         *,
         batch_size: int = 200,
         backlog_limit: int = 50_000,
         outage_pause: float = 1.0,
     ) -> None:
-        self.store = store
+        self.calls = calls
         self.pending = pending
         #: At most this many events per transaction: a long backlog is written in bounded steps.
         self.batch_size = batch_size
@@ -142,7 +142,7 @@ class TimelineWriter:
         """One transaction; a database outage is waited out, round after round, never dropped."""
         while True:
             try:
-                ids = await self.store.record_events(writes)
+                ids = await self.calls.record_events(writes)
             except StoreUnavailable as exc:
                 log.error("tracker.writes_delayed", error=str(exc), events=len(writes), queued=self._queued)
                 await asyncio.sleep(self.outage_pause)

@@ -18,7 +18,7 @@ from panoramisk.message import Message
 from callcenter.forms.phone import normalize
 from callcenter.queue.live import LiveState, WaitingCaller, member_json
 from callcenter.queue.timeline import AfterWrite, TimelineWriter
-from callcenter.store import Store, utcnow
+from callcenter.store import Calls, utcnow
 from callcenter.store.calls import EventWrite
 from callcenter.store.lifecycle import close_call
 from callcenter.store.models import Call
@@ -51,7 +51,7 @@ def _seconds(value: Any) -> float | None:
 class QueueTracker:
     def __init__(
         self,
-        store: Store,
+        calls: Calls,
         *,
         region: str = "ID",
         pending: PendingWrites | None = None,
@@ -59,14 +59,14 @@ class QueueTracker:
         backlog_limit: int = 50_000,
         outage_pause: float = 1.0,
     ) -> None:
-        self.store = store
+        self.calls = calls
         # Not ``pending or …``: an empty PendingWrites is falsy, and the app's shared one starts empty.
         self.pending = pending if pending is not None else PendingWrites()
         self.region = region
         self.live = LiveState()
         #: The timeline's write-behind (``queue/timeline.py``).
         self.writer = TimelineWriter(
-            store, self.pending, batch_size=batch_size, backlog_limit=backlog_limit, outage_pause=outage_pause
+            calls, self.pending, batch_size=batch_size, backlog_limit=backlog_limit, outage_pause=outage_pause
         )
         #: Callers queued by the dialplan's fallback, without our routing (``dialplan_fallback``).
         self.fallbacks = 0

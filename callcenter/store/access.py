@@ -17,7 +17,7 @@ from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.forms.categories import WOMEN_AND_CHILDREN
-from callcenter.store.calls import Store, utcnow
+from callcenter.store.engine import Store, utcnow
 from callcenter.store.models import AccessLog, IncidentAudit
 
 __all__ = ["AccessEntry", "access_entries", "log_access", "log_accesses", "sensitive_incidents"]

@@ -25,7 +25,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.store.calls import Store, utcnow
+from callcenter.store.engine import Store, utcnow
 from callcenter.store.models import User, WebSession
 from callcenter.store.roles import LANGUAGES, ROLES
 

@@ -18,7 +18,8 @@ import structlog
 
 from callcenter.config import NumbersConfig, QueueConfig
 from callcenter.forms.phone import CallerNumber, normalize
-from callcenter.store.calls import Store, new_call_id, utcnow
+from callcenter.store.calls import Calls
+from callcenter.store.engine import new_call_id, utcnow
 from callcenter.store.pending import PendingWrites
 from callcenter.tasks import Background
 
@@ -77,13 +78,13 @@ class Arrival:
 class Arrivals:
     def __init__(
         self,
-        store: Store,
+        calls: Calls,
         background: Background,
         pending: PendingWrites,
         numbers: NumbersConfig,
         queue: QueueConfig,
     ) -> None:
-        self.store = store
+        self.calls = calls
         self.background = background
         self.pending = pending
         self.numbers = numbers
@@ -106,7 +107,7 @@ class Arrivals:
         caller = normalize(caller_id, self.numbers.default_region)
         abuse = 0
         if caller.key is not None:
-            abuse = self.store.flags.count(caller.key, now - timedelta(days=self.queue.prank_window_days))
+            abuse = self.calls.store.flags.count(caller.key, now - timedelta(days=self.queue.prank_window_days))
         routing = decide(abuse, self.queue)
         call_id = new_call_id()
         record = self._open(
@@ -140,7 +141,7 @@ class Arrivals:
         routed_by: str,
         source: str,
     ) -> str:
-        return await self.store.open_call(
+        return await self.calls.open_call(
             uniqueid=uniqueid,
             call_id=call_id,
             arrived_at=arrived,

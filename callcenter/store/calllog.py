@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.store.calls import Store
+from callcenter.store.engine import Store
 from callcenter.store.models import (
     Call,
     CallEvent,
@@ -81,7 +81,6 @@ class CallDetail:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
 
 
 async def display_names(session: AsyncSession, members: Sequence[str]) -> dict[str, str]:

@@ -1,38 +1,26 @@
-"""The call store: every write the AGI routes and the AMI tracker make, behind one object.
+"""The call repository: every call write the AGI routes and the AMI tracker make, and the reads of calls,
+their timelines and the numbers that call.
 
-Writes retry through database hiccups (a locked SQLite file, a PostgreSQL restart) for a bounded
-time; a write that still fails is logged whole, so the record survives in the log even then.
+Calls are written by two reporters at once (the AGI route and the AMI tracker), so the writes here
+create-or-update; the transactions and their retries are the :class:`~callcenter.store.engine.Store`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-import structlog
-from asyncpg.exceptions import TargetServerAttributeNotMatched  # type: ignore[import-untyped]
-from sqlalchemy import Table, bindparam, event, func, insert, select
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import Table, bindparam, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.store.flags import ABUSE_KINDS, FlagIndex
-from callcenter.store.migrate import upgrade_connection
+from callcenter.store.engine import Store, new_call_id, utcnow
+from callcenter.store.flags import ABUSE_KINDS
 from callcenter.store.models import Call, CallEvent, Incident, NumberFlag
 
 T = TypeVar("T")
-#: Seconds past which a transaction is logged by name (waiting for the connection included).
-SLOW_TRANSACTION = 5.0
-log = structlog.get_logger("callcenter.store")
-
-
-class StoreUnavailable(RuntimeError):
-    """The database did not accept a write within the retry window."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +50,7 @@ def _no_fields() -> Mapping[str, Any]:
 
 @dataclass(frozen=True)
 class EventWrite:
-    """One timeline entry for :meth:`Store.record_events`: what ``record_event`` takes, as a value that
+    """One timeline entry for :meth:`Calls.record_events`: what ``record_event`` takes, as a value that
     can wait in a batch (``at`` is when it happened, not when the batch is written)."""
 
     uniqueid: str
@@ -76,142 +64,16 @@ class EventWrite:
     create: Callable[[], Mapping[str, Any]] | None = _no_fields
 
 
-def new_call_id() -> str:
-    return uuid.uuid4().hex
+class Calls:
+    """Calls, their timelines, and what is known about the numbers calling (history, flags)."""
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    """WAL lets the web and the tracker read while a write commits; busy_timeout rides out short locks."""
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
-#: SQLSTATE classes worth retrying: connection exception, transaction rollback (serialization failure,
-#: deadlock), insufficient resources (too many connections), operator intervention (shutting down,
-#: starting up), system error.
-_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-#: SQLite result codes (and their extended variants) worth retrying: locks, a file that cannot be opened
-#: (yet), I/O errors.
-_TRANSIENT_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PROTOCOL")
-
-
-def _no_primary_yet(orig: BaseException | None) -> bool:
-    """asyncpg reached the hosts of a several-host URL but none is read-write: a failover in progress
-    (the old primary demoted or gone, the new one not promoted yet), which ends by itself."""
-    while orig is not None:
-        if isinstance(orig, TargetServerAttributeNotMatched):
-            return True
-        orig = orig.__cause__
-    return False
-
-
-def _transient(exc: BaseException) -> bool:
-    """Whether a failed write may succeed if tried again: the database was unreachable or busy."""
-    if isinstance(exc, OSError | PoolTimeout):  # connection refused/reset, timeouts; no pooled connection
-        # free in time (SQLite has one: a burst of writes on a starved machine queues behind it)
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    orig = exc.orig
-    if isinstance(orig, OSError) or _no_primary_yet(orig):
-        return True
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if isinstance(sqlstate, str) and sqlstate:
-        return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
-    sqlite_error = getattr(orig, "sqlite_errorname", None)
-    if isinstance(sqlite_error, str):
-        return sqlite_error.startswith(_TRANSIENT_SQLITE)
-    # A driver that tells us nothing more: trust the DB-API class.
-    return isinstance(exc, OperationalError | InterfaceError)
-
-
-def make_engine(url: str) -> AsyncEngine:
-    if url.startswith("sqlite"):
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # One connection: SQLite has one writer anyway, and threads queueing for its lock cost more
-        # than queueing in the pool (bench/p2_agi.py measured p99 at 50 calls/s: 27 ms → 4 ms).
-        engine = create_async_engine(url, pool_size=1, max_overflow=0)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
-
-
-class Store:
-    def __init__(self, engine: AsyncEngine, *, retry_for: float = 30.0) -> None:
-        self.engine = engine
-        self.retry_for = retry_for
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        #: Abuse flags in memory, so routing needs no query; see ``load_flags``.
-        self.flags = FlagIndex()
+    def __init__(self, store: Store) -> None:
+        self.store = store
         # Built once: constructing a statement costs more than running it from the compiled cache. Timeline
         # entries go in as plain INSERTs: an ORM object per event cost more than the database's work.
         self._call_by_uniqueid = select(Call).where(Call.uniqueid == bindparam("uniqueid"))
         self._calls_by_uniqueid = select(Call).where(Call.uniqueid.in_(bindparam("uniqueids", expanding=True)))
         self._insert_events = insert(cast(Table, CallEvent.__table__))
-        #: Called with each transaction's duration in seconds (the app's /metrics histogram); None: nobody asks.
-        self.on_latency: Callable[[float], None] | None = None
-
-    @classmethod
-    def from_url(cls, url: str, *, retry_for: float = 30.0) -> Store:
-        return cls(make_engine(url), retry_for=retry_for)
-
-    async def close(self) -> None:
-        await self.engine.dispose()
-
-    async def upgrade(self) -> None:
-        """Bring the schema to the newest Alembic revision (what ``callcenter db upgrade`` runs)."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(upgrade_connection)
-
-    async def transaction(self, what: str, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        """Run ``op`` in a transaction, retrying on connection-level failures with backoff.
-
-        Only failures that can go away by themselves (see :func:`_transient`) are retried, up to
-        ``retry_for`` seconds, with a last attempt at the deadline; anything else (bad data, a missing
-        table) is raised at once rather than held for the whole window and reported as an outage.
-        """
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            return await self._transaction(what, op, started + self.retry_for)
-        finally:
-            took = loop.time() - started
-            if self.on_latency is not None:
-                self.on_latency(took)
-            if took > SLOW_TRANSACTION:
-                # Which work holds the database (SQLite has one connection: everyone else waits behind it).
-                log.warning("store.slow_transaction", what=what, seconds=round(took, 2))
-
-    async def _transaction(self, what: str, op: Callable[[AsyncSession], Awaitable[T]], deadline: float) -> T:
-        loop = asyncio.get_running_loop()
-        delay = 0.05
-        while True:
-            try:
-                async with self._sessions() as session, session.begin():
-                    return await op(session)
-            except IntegrityError:
-                raise
-            except (DBAPIError, OSError, PoolTimeout) as exc:
-                remaining = deadline - loop.time()
-                if not _transient(exc):
-                    raise
-                if remaining <= 0:
-                    raise StoreUnavailable(f"{what}: {exc}") from exc
-                log.warning("store.retry", what=what, error=str(exc).splitlines()[0], delay=delay)
-                await asyncio.sleep(min(delay, remaining))
-                delay = min(delay * 2, 2.0)
 
     # -- calls -----------------------------------------------------------------------------------
 
@@ -266,9 +128,9 @@ class Store:
     async def _upsert(self, what: str, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Two reporters (AGI and AMI) may create the same call at once: the loser retries as an update."""
         try:
-            return await self.transaction(what, op)
+            return await self.store.transaction(what, op)
         except IntegrityError:
-            return await self.transaction(what, op)
+            return await self.store.transaction(what, op)
 
     async def record_event(
         self,
@@ -337,13 +199,13 @@ class Store:
         async def op(session: AsyncSession) -> Call | None:
             return await session.get(Call, call_id)
 
-        return await self.transaction("get_call", op)
+        return await self.store.transaction("get_call", op)
 
     async def call_by_uniqueid(self, uniqueid: str) -> Call | None:
         async def op(session: AsyncSession) -> Call | None:
             return await session.scalar(self._call_by_uniqueid, {"uniqueid": uniqueid})
 
-        return await self.transaction("call_by_uniqueid", op)
+        return await self.store.transaction("call_by_uniqueid", op)
 
     async def timeline(self, call_id: str) -> list[CallEvent]:
         async def op(session: AsyncSession) -> list[CallEvent]:
@@ -352,14 +214,14 @@ class Store:
             )
             return list(rows)
 
-        return await self.transaction("timeline", op)
+        return await self.store.transaction("timeline", op)
 
     async def recent_calls(self, limit: int = 50) -> list[Call]:
         async def op(session: AsyncSession) -> list[Call]:
             rows = await session.scalars(select(Call).order_by(Call.arrived_at.desc()).limit(limit))
             return list(rows)
 
-        return await self.transaction("recent_calls", op)
+        return await self.store.transaction("recent_calls", op)
 
     async def open_calls(self) -> list[Call]:
         """Calls not yet ended: what a resync after a restart has to reconcile with Asterisk."""
@@ -368,7 +230,7 @@ class Store:
             rows = await session.scalars(select(Call).where(Call.ended_at.is_(None)))
             return list(rows)
 
-        return await self.transaction("open_calls", op)
+        return await self.store.transaction("open_calls", op)
 
     # -- numbers ---------------------------------------------------------------------------------
 
@@ -400,7 +262,7 @@ class Store:
                 flags=tuple(FlagRecord(f.kind, f.created_at, f.note, f.call_id) for f in flags),
             )
 
-        return await self.transaction("caller_history", op)
+        return await self.store.transaction("caller_history", op)
 
     async def incidents_of_number(self, number: str, limit: int = 10) -> list[dict[str, Any]]:
         """Earlier incidents reported from this number: a caller's history is more than call counts."""
@@ -418,7 +280,7 @@ class Store:
                 for i, ref, cat, at, status in rows
             ]
 
-        return await self.transaction("incidents_of_number", op)
+        return await self.store.transaction("incidents_of_number", op)
 
     async def known_location(self, call_id: str) -> dict[str, Any] | None:
         """The location already taken for this call (an intake submitted before a reload), if any."""
@@ -438,10 +300,10 @@ class Store:
                 "longitude": incident.longitude,
             }
 
-        return await self.transaction("known_location", op)
+        return await self.store.transaction("known_location", op)
 
     async def load_flags(self, window: timedelta) -> int:
-        """Fill ``flags`` from the database (at start); returns how many flags it holds."""
+        """Fill the store's ``flags`` from the database (at start); returns how many flags it holds."""
         since = utcnow() - window
 
         async def op(session: AsyncSession) -> list[tuple[str, str, datetime]]:
@@ -452,8 +314,8 @@ class Store:
             )
             return [(n, k, a) for n, k, a in rows]
 
-        self.flags.load(await self.transaction("load_flags", op))
-        return len(self.flags)
+        self.store.flags.load(await self.store.transaction("load_flags", op))
+        return len(self.store.flags)
 
     async def flag_number(
         self,
@@ -478,5 +340,5 @@ class Store:
             )
 
         when = at or utcnow()
-        await self.transaction("flag_number", op)
-        self.flags.add(number, kind, when)
+        await self.store.transaction("flag_number", op)
+        self.store.flags.add(number, kind, when)

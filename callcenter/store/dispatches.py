@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.store.calls import Store, utcnow
+from callcenter.store.engine import Store, utcnow
 from callcenter.store.models import Dispatch, DispatchAttempt, DispatchUpdate, Incident, User
 from callcenter.store.quota import QuotaExceeded
 

@@ -2,7 +2,7 @@
 
 An incident is what agencies act on, so every change to one is kept with who made it; drafts make
 a reload or a dropped link during a call lose nothing; classifying a call as a prank, hoax or silent
-call flags the caller's number through ``Store.flag_number`` — the one path that also updates the
+call flags the caller's number through ``Calls.flag_number`` — the one path that also updates the
 in-memory index the AGI routing consults, so the very next call from that number is routed with it.
 """
 
@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.forms.categories import CLASSIFICATION_CODES, FLAGGING_CLASSIFICATIONS
 from callcenter.forms.intake import FIELDS as INTAKE_FIELDS
-from callcenter.store.calls import CallerHistory, Store, utcnow
+from callcenter.store.calls import CallerHistory, Calls
+from callcenter.store.engine import Store, utcnow
 from callcenter.store.flags import ABUSE_KINDS
 from callcenter.store.models import Call, Draft, Incident, IncidentAudit, NumberFlag, User
 
@@ -88,11 +89,20 @@ class Incidents:
     ``tz`` decides the day in a reference number: the centre reads ``112-20250101-0001`` as its own
     calendar day, so the default is the server's local zone (set ``TZ`` to the centre's, e.g.
     Asia/Makassar for Bali). ``flags_window`` must match the routing's ``prank_window_days``: it is
-    the window the in-memory flag index is reloaded with when a flag is withdrawn.
+    the window the in-memory flag index is reloaded with when a flag is withdrawn. ``calls`` is the app's
+    call repository (flags and caller histories go through it); without one, a repository on ``store``.
     """
 
-    def __init__(self, store: Store, *, tz: tzinfo | None = None, flags_window: timedelta = timedelta(days=30)) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        calls: Calls | None = None,
+        tz: tzinfo | None = None,
+        flags_window: timedelta = timedelta(days=30),
+    ) -> None:
         self.store = store
+        self.calls = calls if calls is not None else Calls(store)
         self.tz = tz
         self.flags_window = flags_window
         # Classification reads "is this call flagged yet" and then flags: serialised so that a
@@ -312,9 +322,9 @@ class Incidents:
             if to_flag is not None:
                 # Outside the transaction above: flag_number keeps the routing index in step. Should it
                 # fail, the classification stands unflagged and repeating the request flags it.
-                await self.store.flag_number(to_flag, classification, call_id=call_id, note=note, created_by=username)
+                await self.calls.flag_number(to_flag, classification, call_id=call_id, note=note, created_by=username)
             if withdrawn:
-                await self.store.load_flags(self.flags_window)
+                await self.calls.load_flags(self.flags_window)
         log.info("call.classified", call_id=call_id, classification=classification, flagged=to_flag is not None)
         return Classified(call_id, classification, to_flag is not None)
 
@@ -322,7 +332,7 @@ class Incidents:
 
     async def history(self, number: str) -> NumberHistory:
         """What the console shows about a number: earlier calls, flags and incidents from its calls."""
-        caller = await self.store.caller_history(number)
+        caller = await self.calls.caller_history(number)
 
         async def op(session: AsyncSession) -> list[Incident]:
             rows = await session.scalars(

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.store.calls import Store, utcnow
+from callcenter.store.engine import Store, utcnow
 from callcenter.store.models import Call, Dispatch, Incident, LeaderAlert
 
 __all__ = ["AlertRow", "DailyFigures", "IncidentEvent", "LeaderAlertStore"]

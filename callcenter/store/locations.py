@@ -18,7 +18,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.forms.location import Fix
-from callcenter.store.calls import Store, utcnow
+from callcenter.store.engine import Store, utcnow
 from callcenter.store.models import Call, LocationFix, LocationLink
 
 log = structlog.get_logger("callcenter.locations")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.store.calls import Store, utcnow
+from callcenter.store.engine import Store, utcnow
 from callcenter.store.models import QueueLogin
 
 

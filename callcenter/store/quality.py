@@ -17,7 +17,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.store.calls import Store, utcnow
+from callcenter.store.engine import Store, utcnow
 from callcenter.store.models import Call, Incident, QualityReview, QualitySample, User
 from callcenter.store.roles import CALLTAKER
 

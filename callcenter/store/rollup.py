@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.store.calls import Store
+from callcenter.store.engine import Store
 from callcenter.store.models import (
     Call,
     Dispatch,
@@ -55,7 +55,6 @@ OVER = "inf"
 #: change finds another definition recorded and rebuilds everything.
 ROLLUP_VERSION = 1
 ROLLUP_DEFINITION = f"v{ROLLUP_VERSION} wait<=" + ",".join(str(b) for b in ANSWER_BUCKETS)
-
 
 
 def hour_floor(at: datetime) -> int:

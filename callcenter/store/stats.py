@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.forms.categories import CLASSIFICATIONS
 from callcenter.store.calllog import display_names
-from callcenter.store.calls import Store
 from callcenter.store.dispatches import ACTIVE
+from callcenter.store.engine import Store
 from callcenter.store.models import (
     Call,
     Dispatch,
@@ -51,6 +51,7 @@ CLASSIFICATION_ORDER: tuple[str, ...] = tuple(c.code for c in CLASSIFICATIONS)
 
 if any(b not in ANSWER_BUCKETS for b in WITHIN):  # pragma: no cover - a guard on the constants above
     raise AssertionError("every WITHIN threshold must be a bucket edge")
+
 
 def pct(part: int, whole: int) -> float | None:
     """Share in percent with one decimal, as regional reports print it ("19.3%"); None for no data."""
@@ -111,6 +112,7 @@ class _Sums:
 
     def of(self, kind: str) -> list[tuple[str, int, int]]:
         return [(key, n, total) for (k, key), (n, total) in self.keyed.items() if k == kind and n]
+
 
 class Stats:
     """Supervision queries over one store; ``offset`` is the centre's UTC offset."""

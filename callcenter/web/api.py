@@ -10,7 +10,7 @@ from aiohttp import web
 from callcenter.store.models import Call, CallEvent
 from callcenter.store.roles import CENTRE_ROLES
 from callcenter.web.access import require
-from callcenter.web.keys import AGI, AMI, STORE, TRACKER
+from callcenter.web.keys import AGI, AMI, CALLS, TRACKER
 
 routes = web.RouteTableDef()
 
@@ -43,18 +43,18 @@ async def list_calls(request: web.Request) -> web.Response:
         limit = min(max(int(request.query.get("limit", "50")), 1), 500)
     except ValueError:
         return web.json_response({"errors": {"limit": "must be a whole number"}}, status=400)
-    calls = await request.app[STORE].recent_calls(limit)
+    calls = await request.app[CALLS].recent_calls(limit)
     return web.json_response({"calls": [call_json(c) for c in calls]})
 
 
 @routes.get("/api/calls/{call_id}")
 @require(*CENTRE_ROLES)
 async def get_call(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    call = await store.get_call(request.match_info["call_id"])
+    calls = request.app[CALLS]
+    call = await calls.get_call(request.match_info["call_id"])
     if call is None:
         return web.json_response({"error": "no such call"}, status=404)
-    events = await store.timeline(call.id)
+    events = await calls.timeline(call.id)
     return web.json_response({"call": call_json(call), "timeline": [event_json(e) for e in events]})
 
 

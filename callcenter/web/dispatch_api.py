@@ -46,7 +46,7 @@ from callcenter.store.models import Call, Incident
 from callcenter.store.quota import QuotaExceeded
 from callcenter.store.roles import AGENCY, CENTRE_ROLES, CONSOLE_ROLES
 from callcenter.web.access import Reply, error, require, user_of
-from callcenter.web.keys import AMI, CONFIG, DIRECTORY, DISPATCHER, DISPATCHES, HUB, STORE, TRACKER
+from callcenter.web.keys import AMI, CALLS, CONFIG, DIRECTORY, DISPATCHER, DISPATCHES, HUB, STORE, TRACKER
 from callcenter.web.trail import trace_reads
 
 log = structlog.get_logger("callcenter.web.dispatch")
@@ -337,7 +337,9 @@ async def conference(request: web.Request) -> web.Response:
     call = await store.transaction("conference_call", op)
     user = user_of(request)
     try:
-        started = await Conference(ami, store, tracker.live.channels).start(call, view.dispatch, user=user.username)
+        started = await Conference(ami, request.app[CALLS], tracker.live.channels).start(
+            call, view.dispatch, user=user.username
+        )
     except ConferenceError as exc:
         return error(409, str(exc))
     except AmiNotConnected:

@@ -22,7 +22,7 @@ from aiohttp import web
 from callcenter.forms.phone import normalize
 from callcenter.queue.live import member_json
 from callcenter.queue.tracker import QueueTracker
-from callcenter.store import Store
+from callcenter.store import Calls
 from callcenter.store.accounts import UserInfo
 from callcenter.store.locations import Locations
 from callcenter.store.pending import PendingWrites
@@ -55,7 +55,7 @@ Trace = Callable[[list[UserInfo], str, list[Mapping[str, Any]]], Awaitable[objec
 
 
 async def build_pop(
-    store: Store,
+    calls: Calls,
     pending: PendingWrites,
     uniqueid: str,
     facts: Mapping[str, Any],
@@ -63,13 +63,13 @@ async def build_pop(
 ) -> dict[str, Any]:
     """Everything the call-taker sees when the caller is put through to them."""
     await pending.settle(uniqueid, timeout=0.5)
-    call = await store.call_by_uniqueid(uniqueid)
+    call = await calls.call_by_uniqueid(uniqueid)
     raw = call.caller_raw if call and call.caller_raw else str(facts.get("caller", ""))
     caller = normalize(raw)
     e164 = call.caller_number if call and call.caller_number else caller.e164
     history: dict[str, Any] = {"number": e164, "previous_calls": 0, "last_call_at": None, "flags": [], "incidents": []}
     if e164:
-        found = await store.caller_history(e164, exclude_call_id=call.id if call else None)
+        found = await calls.caller_history(e164, exclude_call_id=call.id if call else None)
         history = {
             "number": e164,
             "previous_calls": found.previous_calls,
@@ -77,7 +77,7 @@ async def build_pop(
             "flags": [
                 {"kind": f.kind, "at": f.at.isoformat(), "note": f.note, "call_id": f.call_id} for f in found.flags
             ],
-            "incidents": await store.incidents_of_number(e164),
+            "incidents": await calls.incidents_of_number(e164),
         }
     return {
         "call_id": call.id if call else None,
@@ -89,7 +89,7 @@ async def build_pop(
         "wait_seconds": facts.get("wait", call.wait_seconds if call else None),
         "member": facts.get("member", call.answered_by if call else None),
         "history": history,
-        "location": await store.known_location(call.id) if call else None,
+        "location": await calls.known_location(call.id) if call else None,
         # Positions received for the call (AML, location link), newest first.
         "fixes": await locations.for_call(call) if call and locations else [],
     }
@@ -106,7 +106,7 @@ class LiveHub:
 
     def __init__(
         self,
-        store: Store,
+        calls: Calls,
         pending: PendingWrites,
         tracker: QueueTracker,
         *,
@@ -117,7 +117,7 @@ class LiveHub:
         trace: Trace | None = None,
         locations: Locations | None = None,
     ) -> None:
-        self.store = store
+        self.calls = calls
         self.check_seconds = check_seconds
         self.sessions_alive = sessions_alive
         self.trace = trace
@@ -210,7 +210,7 @@ class LiveHub:
 
     async def _pop(self, interface: str, payload: dict[str, Any]) -> None:
         started = time.perf_counter()
-        pop = await build_pop(self.store, self.pending, str(payload["uniqueid"]), payload, self.locations)
+        pop = await build_pop(self.calls, self.pending, str(payload["uniqueid"]), payload, self.locations)
         message = {"type": "pop", "call": pop}
         await self._send_traced(self._targets(interface), message, "pop", pop["history"]["incidents"])
         log.info(
@@ -245,7 +245,7 @@ class LiveHub:
             self._spawn(self._send_traced(targets, message, *reads))
 
     async def _call_ended(self, interface: str, uniqueid: str) -> None:
-        call = await self.store.call_by_uniqueid(uniqueid)
+        call = await self.calls.call_by_uniqueid(uniqueid)
         await self._send(self._targets(interface), {"type": "call_ended", "call_id": call.id if call else None})
 
     async def _send_traced(

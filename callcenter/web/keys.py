@@ -24,7 +24,7 @@ from callcenter.queue.fanout import AmiFanout
 from callcenter.queue.presence import Presence
 from callcenter.queue.routing import CallRouter
 from callcenter.queue.tracker import QueueTracker
-from callcenter.store import Store
+from callcenter.store import Calls, Store
 from callcenter.store.accounts import Accounts
 from callcenter.store.calllog import CallLog
 from callcenter.store.dispatches import Dispatches
@@ -53,6 +53,8 @@ SLA_INTERVAL = web.AppKey("sla_interval", float)
 
 # The long-lived connections and the call path.
 STORE = web.AppKey("store", Store)
+#: Calls, their timelines and the numbers calling (``store/calls.py``): the call path writes through it.
+CALLS = web.AppKey("calls", Calls)
 BACKGROUND = web.AppKey("background", Background)
 PENDING = web.AppKey("pending", PendingWrites)
 AGI = web.AppKey("agi", AgiServer)

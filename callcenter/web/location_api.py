@@ -36,7 +36,7 @@ from callcenter.store.roles import CENTRE_ROLES
 from callcenter.supervision.ratings import textable
 from callcenter.web.access import error, require, user_of
 from callcenter.web.citizen_page import citizen_page
-from callcenter.web.keys import CONFIG, HUB, LIMITER, LOCATIONS, STORE, TWILIO
+from callcenter.web.keys import CALLS, CONFIG, HUB, LIMITER, LOCATIONS, TWILIO
 from callcenter.web.twilio_hooks import verify
 
 log = structlog.get_logger("callcenter.web.location")
@@ -161,7 +161,7 @@ async def send_link(request: web.Request) -> web.StreamResponse:
     app = request.app
     cfg = app[CONFIG]
     call_id = request.match_info["call_id"]
-    call = await app[STORE].get_call(call_id) if _CALL_ID.match(call_id) else None
+    call = await app[CALLS].get_call(call_id) if _CALL_ID.match(call_id) else None
     if call is None:
         return error(404, "no such call")
     number = call.caller_number

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from callcenter.pbx.harness import TestPbx
-from callcenter.store import Store, utcnow
+from callcenter.store import Calls, Store, utcnow
 from callcenter.store.models import Call
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
@@ -60,20 +60,21 @@ async def the_call(store: Store, *, status: Sequence[str], timeout: float = 30.0
     found: list[Call] = []
 
     async def reached() -> bool:
-        calls = await store.recent_calls()
+        calls = await Calls(store).recent_calls()
         found[:] = calls
         return len(calls) == 1 and calls[0].status in status
 
     try:
         await until(reached, timeout=timeout, what=f"call status in {status}")
     except TimeoutError:
-        timelines = [[(e.kind, e.data) for e in await store.timeline(c.id)] for c in found]
+        timelines = [[(e.kind, e.data) for e in await Calls(store).timeline(c.id)] for c in found]
         raise AssertionError(f"calls: {[(c.uniqueid, c.status) for c in found]} {timelines}") from None
     return found[0]
 
 
 async def kinds(store: Store, call: Call) -> list[str]:
-    return [e.kind for e in await store.timeline(call.id)]
+    calls = Calls(store)
+    return [e.kind for e in await calls.timeline(call.id)]
 
 
 async def has_kind(store: Store, call: Call, kind: str) -> bool:
@@ -174,8 +175,9 @@ async def test_app_killed_during_the_reminder_call_still_reaches_call_taker(
 ) -> None:
     # A repeat prankster: the app routes them during the greeting (low priority, reminder), and we kill
     # it while the dialplan plays the reminder. Nothing on the caller's way waits for the app any more.
+    calls = Calls(store)
     for kind in ("prank", "hoax", "silent"):
-        await store.flag_number(CALLER_E164, kind, note="e2e", at=utcnow() - timedelta(days=1))
+        await calls.flag_number(CALLER_E164, kind, note="e2e", at=utcnow() - timedelta(days=1))
     # Written by another process (this test): the app's flag index picks them up on its refresh.
     await app.wait_event("store.flags_refreshed", timeout=10)
     await app.wait_event("tracker.resynced")
@@ -251,6 +253,7 @@ async def test_garbage_on_agi_port_does_not_touch_calls(
 
 async def test_unanswered_call_overflows_and_is_tracked(app: AppProcess, store: Store, pbx: TestPbx) -> None:
     """taker1 rings out; after the queue timeout the supervisor's line takes the call."""
+    calls = Calls(store)
     assert pbx.spec.supervisor_port is not None
     taker = await sipp.answerer(taker_port(pbx), answer_after=60, max_calls=None, timeout=90)
     supervisor = await sipp.answerer(pbx.spec.supervisor_port, answer_after=0.5, hangup_by="remote", max_calls=None)
@@ -268,7 +271,7 @@ async def test_unanswered_call_overflows_and_is_tracked(app: AppProcess, store: 
     await until(lambda: has_kind(store, call, "hangup_reported"), what="hangup reported")
     seen = await kinds(store, call)
     assert in_order(seen, ["routed", "queued", "ringing", "overflow", "hangup"]), seen
-    overflow = next(e for e in await store.timeline(call.id) if e.kind == "overflow")
+    overflow = next(e for e in await calls.timeline(call.id) if e.kind == "overflow")
     assert overflow.data["queue_status"] == "TIMEOUT"
-    report = next(e for e in await store.timeline(call.id) if e.kind == "hangup_reported")
+    report = next(e for e in await calls.timeline(call.id) if e.kind == "hangup_reported")
     assert report.data["dial_status"] == "ANSWER"

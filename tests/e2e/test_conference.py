@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.pbx.harness import TestPbx
-from callcenter.store import Store
+from callcenter.store import Calls, Store
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import Call, Dispatch
 from callcenter.testing import sipp
@@ -72,10 +72,11 @@ async def post(app: AppProcess, taker: aiohttp.ClientSession, path: str, body: A
 
 
 async def answered(store: Store) -> Call:
+    calls = Calls(store)
     found: list[Call] = []
 
     async def ready() -> bool:
-        found[:] = [c for c in await store.recent_calls() if c.status == "answered"]
+        found[:] = [c for c in await calls.recent_calls() if c.status == "answered"]
         return len(found) == 1
 
     await until(ready, timeout=60, interval=0.2, what="call answered by taker1")
@@ -106,6 +107,7 @@ def participants(pbx: TestPbx, room: str) -> list[str]:
 async def test_call_taker_conferences_caller_with_officer(
     app: AppProcess, store: Store, pbx: TestPbx, pbx_ports: dict[str, int], taker: Any
 ) -> None:
+    calls = Calls(store)
     desk = await sipp.answerer(pbx_ports["taker1"], answer_after=0.5, hangup_by="remote", max_calls=None, timeout=240)
     # Answers the briefing (key 1) and then the conference call (the key is harmless there).
     officer = await sipp.answerer(
@@ -161,7 +163,7 @@ async def test_call_taker_conferences_caller_with_officer(
         again, again_body = await post(app, taker, f"/api/dispatches/{dispatch_id}/conference")
         assert again == 409, again_body
 
-        events = [(e.kind, e.data) for e in await store.timeline(call.id)]
+        events = [(e.kind, e.data) for e in await calls.timeline(call.id)]
         conf = [data for kind, data in events if kind == "conference"]
         assert len(conf) == 1, events
         assert conf[0]["room"] == room and conf[0]["dispatch_id"] == dispatch_id and conf[0]["by"] == "taker"

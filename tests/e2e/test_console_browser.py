@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from callcenter.pbx.harness import TestPbx
-from callcenter.store import Store
+from callcenter.store import Calls, Store
 from callcenter.store.incidents import Incidents
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
@@ -92,7 +92,7 @@ async def test_call_taker_shift(console_app: tuple[AppProcess, Store], browser: 
     incident = incidents[0]
     assert incident.reference in reference
     assert incident.reporter_name == "Budi Santoso" and incident.category == "fire" and incident.victims_count == 2
-    call = await store.get_call(incident.call_id or "")
+    call = await Calls(store).get_call(incident.call_id or "")
     assert call is not None and call.caller_number == "+6281234567890" and call.answered_by == "taker1"
 
     # Call 2: a prank, classified as such on the console.
@@ -103,7 +103,7 @@ async def test_call_taker_shift(console_app: tuple[AppProcess, Store], browser: 
         await expect(page.get_by_test_id("classification-result")).to_be_visible(timeout=5_000)
 
     async def flagged() -> bool:
-        history = await store.caller_history("+6285712345678")
+        history = await Calls(store).caller_history("+6285712345678")
         return [f.kind for f in history.flags] == ["prank"]
 
     await until(flagged, what="prank flag stored")

@@ -20,7 +20,7 @@ import pytest
 
 from callcenter.dispatch.speech import wav_seconds
 from callcenter.pbx.harness import TestPbx
-from callcenter.store import Store
+from callcenter.store import Calls, Store
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
 from callcenter.testing.pbxlog import entered_queue, greeting_to_queue
@@ -120,10 +120,10 @@ async def test_frozen_app_callers_still_queue_and_the_app_is_replaced(
     # its resync of Asterisk's queue, if it was still waiting then).
     store = Store.from_url(db_url, retry_for=5)
     try:
-        by_number = {c.caller_number: c for c in await store.recent_calls(100)}
+        by_number = {c.caller_number: c for c in await Calls(store).recent_calls(100)}
         first, last = by_number["+6281200000000"], by_number["+6281200000099"]
         for call in (first, last):
-            seen = [e.kind for e in await store.timeline(call.id)]
+            seen = [e.kind for e in await Calls(store).timeline(call.id)]
             assert call.routed_by == "app" and "routed" in seen and "fallback" not in seen, (call.uniqueid, seen)
         frozen = by_number.get("+6281200000002")
         assert frozen is None or frozen.routed_by != "app", frozen

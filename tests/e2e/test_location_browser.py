@@ -17,7 +17,7 @@ import pytest
 from playwright.async_api import Browser, Geolocation, expect
 
 from callcenter.pbx.harness import TestPbx
-from callcenter.store import Store
+from callcenter.store import Calls, Store
 from callcenter.store.models import LocationFix
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
@@ -121,6 +121,6 @@ async def test_aml_and_location_link_reach_the_pop(
     stored = await rows(store, LocationFix)
     assert sorted(f.via for f in stored) == ["aml_https", "link"]
     assert len({f.call_id for f in stored}) == 1 and stored[0].call_id is not None
-    call = await store.get_call(stored[0].call_id or "")
+    call = await Calls(store).get_call(stored[0].call_id or "")
     assert call is not None and call.caller_number == CALLER_E164
     await page.close()

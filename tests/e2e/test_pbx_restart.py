@@ -21,7 +21,7 @@ import pytest
 
 from callcenter.pbx.harness import TestPbx
 from callcenter.pbx.render import PbxSpec
-from callcenter.store import Store
+from callcenter.store import Calls, Store
 from callcenter.testing import sipp
 from callcenter.testing.ami import QueueProbe
 from callcenter.testing.app import AppProcess, pbx_env
@@ -110,7 +110,7 @@ async def test_call_takers_back_in_the_queue_after_asterisk_restarts(
             back_after = time.time() - booted
             # The next caller is answered by ayu, the restored call-taker (the only one not paused).
             await until(lambda: _answered(store, after=booted), timeout=30, what="a caller answered after the restart")
-            kinds = [e.kind for e in await store.timeline(await _answered_call(store, after=booted))]
+            kinds = [e.kind for e in await Calls(store).timeline(await _answered_call(store, after=booted))]
     finally:
         # A call whose INVITE met the stopped Asterisk would retransmit for half a minute: not waited for.
         await callers.stop() if callers is not None else None
@@ -143,7 +143,8 @@ async def _members_are(probe: QueueProbe, want: dict[str, tuple[bool, str]]) -> 
 
 async def _answered_call(store: Store, *, after: float) -> str:
     """The id of a call that arrived after ``after`` (epoch s) and was answered by ayu; "" if none yet."""
-    for c in await store.recent_calls(50):
+    calls = Calls(store)
+    for c in await calls.recent_calls(50):
         if c.answered_at is not None and c.arrived_at.timestamp() > after and c.answered_by in ("Ayu", "taker1"):
             return c.id
     return ""

@@ -28,7 +28,7 @@ from callcenter.app import create_app
 from callcenter.config import AgiConfig, ConfigError, load_config, replace
 from callcenter.testing.fake_asterisk import FakeAsterisk, build_header
 from callcenter.testing.web import test_config
-from callcenter.web.keys import AGI, STORE
+from callcenter.web.keys import AGI, CALLS
 
 SECRET = "s3cr3t-for-the-agi-tests_0123456789"
 RECORD_DIR = "/var/spool/asterisk/monitor/callcenter"
@@ -65,7 +65,7 @@ async def test_sessions_without_the_secret_get_no_command(app: web.Application, 
         )
     assert call.closed_by_server and not call.timed_out
     assert call.commands == []  # no GET VARIABLE: no route ran, no key could be "pressed"
-    assert await app[STORE].call_by_uniqueid(uid) is None  # the hangup report created nothing
+    assert await app[CALLS].call_by_uniqueid(uid) is None  # the hangup report created nothing
     assert [e["event"] for e in logs].count("agi.secret_refused") == 1
     assert app[AGI].stats.secrets_refused == 1
 
@@ -87,14 +87,14 @@ async def test_the_secret_opens_the_route_and_never_reaches_it(app: web.Applicat
 
 
 async def test_a_recording_outside_the_record_directory_is_not_stored(app: web.Application) -> None:
-    store = app[STORE]
+    calls = app[CALLS]
     good = f"{RECORD_DIR}/1764000000.1.wav"
     call = await asterisk(app).call(f"{SECRET}/hangup", args=hangup_args(good), env={"agi_uniqueid": "good.1"})
     assert call.closed_by_server
 
     async def stored(uid: str) -> Any:
         async with asyncio.timeout(5):
-            while (row := await store.call_by_uniqueid(uid)) is None:
+            while (row := await calls.call_by_uniqueid(uid)) is None:
                 await asyncio.sleep(0.02)
         return row
 
@@ -130,7 +130,7 @@ async def test_a_peer_outside_the_allowlist_is_closed_unread(tmp_path: Path) -> 
                     f"{SECRET}/hangup", args=hangup_args(f"{RECORD_DIR}/a.wav"), env={"agi_uniqueid": "peer.1"}
                 )
                 assert call.closed_by_server and call.commands == []
-        assert await application[STORE].call_by_uniqueid("peer.1") is None
+        assert await application[CALLS].call_by_uniqueid("peer.1") is None
         assert server.stats.peers_refused == 3 and server.stats.sessions_accepted == 0
         refused = [e for e in logs if e["event"] == "agi.peer_refused"]
         assert len(refused) == 1 and refused[0]["peer"] == "127.0.0.1"  # once per address and minute

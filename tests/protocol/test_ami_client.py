@@ -14,7 +14,7 @@ from callcenter.queue.ami import AmiClient, AmiNotConnected
 from callcenter.queue.presence import Presence
 from callcenter.queue.resync import resync_from_ami
 from callcenter.queue.tracker import QueueTracker
-from callcenter.store import Store, utcnow
+from callcenter.store import Calls, Store, utcnow
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.wait import until
 
@@ -59,7 +59,8 @@ def join(uniqueid: str, position: int = 1) -> dict[str, str]:
 
 
 async def test_follows_a_call_from_join_to_complete(fake_ami: FakeAmi, store: Store) -> None:
-    tracker = QueueTracker(store)
+    calls = Calls(store)
+    tracker = QueueTracker(calls)
     client = make_client(fake_ami, tracker)
     await client.start()
     try:
@@ -102,7 +103,7 @@ async def test_follows_a_call_from_join_to_complete(fake_ami: FakeAmi, store: St
 
         async def completed() -> bool:
             nonlocal call
-            call = await store.call_by_uniqueid("1700000000.1")
+            call = await calls.call_by_uniqueid("1700000000.1")
             return call is not None and call.status == "completed"
 
         await until(completed, what="call completed")
@@ -113,7 +114,7 @@ async def test_follows_a_call_from_join_to_complete(fake_ami: FakeAmi, store: St
         assert call.wait_seconds == 7
         assert call.talk_seconds == 42
         assert call.hangup_by == "caller"
-        kinds = [e.kind for e in await store.timeline(call.id)]
+        kinds = [e.kind for e in await calls.timeline(call.id)]
         assert kinds == ["queued", "ringing", "answered", "completed"]
     finally:
         await client.stop()
@@ -122,7 +123,7 @@ async def test_follows_a_call_from_join_to_complete(fake_ami: FakeAmi, store: St
 async def test_login_asks_only_for_the_event_classes_the_app_reads(fake_ami: FakeAmi, store: Store) -> None:
     """Queue/member events (agent), Hangup and OriginateResponse (call), the overflow UserEvent (user),
     FullyBooted (system); not the dialplan's VarSet/Newexten flood, three quarters of a queued call's events."""
-    client = make_client(fake_ami, QueueTracker(store))
+    client = make_client(fake_ami, QueueTracker(Calls(store)))
     await client.start()
     try:
         await client.wait_ready(5)
@@ -133,7 +134,7 @@ async def test_login_asks_only_for_the_event_classes_the_app_reads(fake_ami: Fak
 
 
 async def test_refused_login_is_retried_with_backoff(fake_ami: FakeAmi, store: Store) -> None:
-    client = make_client(fake_ami, QueueTracker(store), secret="wrong")
+    client = make_client(fake_ami, QueueTracker(Calls(store)), secret="wrong")
     with capture_logs() as logs:
         await client.start()
         try:
@@ -149,7 +150,7 @@ async def test_refused_login_is_retried_with_backoff(fake_ami: FakeAmi, store: S
 
 
 async def test_garbage_on_the_link_is_skipped(fake_ami: FakeAmi, store: Store) -> None:
-    tracker = QueueTracker(store)
+    tracker = QueueTracker(Calls(store))
     client = make_client(fake_ami, tracker)
     await client.start()
     try:
@@ -165,9 +166,10 @@ async def test_garbage_on_the_link_is_skipped(fake_ami: FakeAmi, store: Store) -
 
 
 async def test_reconnect_resyncs_state(fake_ami: FakeAmi, store: Store) -> None:
-    tracker = QueueTracker(store)
+    calls = Calls(store)
+    tracker = QueueTracker(calls)
     # A call our database thinks is still open, which Asterisk no longer has: it ended while we were away.
-    await store.open_call(uniqueid="1699999999.5", arrived_at=utcnow() - timedelta(minutes=5), routed_by="agi")
+    await calls.open_call(uniqueid="1699999999.5", arrived_at=utcnow() - timedelta(minutes=5), routed_by="agi")
     # A call Asterisk has waiting that we never heard of (we were down when it arrived).
     fake_ami.queue_entries = [
         {
@@ -201,12 +203,12 @@ async def test_reconnect_resyncs_state(fake_ami: FakeAmi, store: Store) -> None:
         assert member.paused and member.reason == "break" and member.state == "not_in_use"
 
         async def closed() -> bool:
-            gone = await store.call_by_uniqueid("1699999999.5")
+            gone = await calls.call_by_uniqueid("1699999999.5")
             assert gone is not None
             return gone.status == "ended" and gone.ended_at is not None
 
         await until(closed, what="call that ended while we were away is closed")
-        waiting = await store.call_by_uniqueid("1700000001.9")
+        waiting = await calls.call_by_uniqueid("1700000001.9")
         assert waiting is not None and waiting.status == "queued" and waiting.caller_number == "+62361123456"
 
         # Asterisk restarts: the caller is gone, a member logged out; the client must notice on its own.
@@ -224,7 +226,7 @@ async def test_reconnect_resyncs_state(fake_ami: FakeAmi, store: Store) -> None:
 
 
 async def test_unanswered_ping_forces_a_reconnect(fake_ami: FakeAmi, store: Store) -> None:
-    client = make_client(fake_ami, QueueTracker(store), ping_interval=0.1, ping_timeout=0.2)
+    client = make_client(fake_ami, QueueTracker(Calls(store)), ping_interval=0.1, ping_timeout=0.2)
     await client.start()
     try:
         await client.wait_ready(5)
@@ -235,7 +237,7 @@ async def test_unanswered_ping_forces_a_reconnect(fake_ami: FakeAmi, store: Stor
 
 
 async def test_presence_actions_reach_asterisk(fake_ami: FakeAmi, store: Store) -> None:
-    client = make_client(fake_ami, QueueTracker(store))
+    client = make_client(fake_ami, QueueTracker(Calls(store)))
     await client.start()
     try:
         await client.wait_ready(5)
@@ -257,7 +259,8 @@ async def test_presence_actions_reach_asterisk(fake_ami: FakeAmi, store: Store) 
 
 async def test_agent_complete_without_caller_snapshot(fake_ami: FakeAmi, store: Store) -> None:
     """Under load Asterisk sends AgentComplete without the (already gone) caller's Uniqueid."""
-    tracker = QueueTracker(store)
+    calls = Calls(store)
+    tracker = QueueTracker(calls)
     client = make_client(fake_ami, tracker)
     await client.start()
     try:
@@ -286,7 +289,7 @@ async def test_agent_complete_without_caller_snapshot(fake_ami: FakeAmi, store: 
         )
 
         async def completed() -> bool:
-            call = await store.call_by_uniqueid("1700000003.1")
+            call = await calls.call_by_uniqueid("1700000003.1")
             return call is not None and call.status == "completed" and call.talk_seconds == 12
 
         await until(completed, what="completed from the interface")
@@ -298,7 +301,7 @@ async def test_agent_complete_without_caller_snapshot(fake_ami: FakeAmi, store: 
 async def test_agent_complete_without_caller_snapshot_on_a_shared_interface(fake_ami: FakeAmi, store: Store) -> None:
     """With ``ringinuse=yes`` one interface holds several calls: the taker leg's Linkedid (or its
     channel name) says which one ended, where the interface alone cannot."""
-    tracker = QueueTracker(store)
+    tracker = QueueTracker(Calls(store))
     client = make_client(fake_ami, tracker)
     await client.start()
     try:
@@ -335,8 +338,8 @@ async def test_agent_complete_without_caller_snapshot_on_a_shared_interface(fake
             )
 
         async def completed() -> bool:
-            first = await store.call_by_uniqueid("1700000004.1")
-            second = await store.call_by_uniqueid("1700000004.2")
+            first = await tracker.calls.call_by_uniqueid("1700000004.1")
+            second = await tracker.calls.call_by_uniqueid("1700000004.2")
             return (
                 first is not None
                 and second is not None

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from callcenter.config import QueueConfig
-from callcenter.store import Store
+from callcenter.store import Calls, Store
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "pyst2_incoming.py"
 
@@ -53,9 +53,10 @@ async def bench_db(tmp_path: Path) -> Path:
     db = tmp_path / "pyst2.db"
     store = Store.from_url(f"sqlite+aiosqlite:///{db}")
     await store.upgrade()
-    await store.flag_number("+6281200000003", "prank")
+    calls = Calls(store)
+    await calls.flag_number("+6281200000003", "prank")
     for _ in range(QueueConfig().prank_threshold):
-        await store.flag_number("+6281200000009", "hoax")
+        await calls.flag_number("+6281200000009", "hoax")
     await store.close()
     return db
 

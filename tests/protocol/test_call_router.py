@@ -12,7 +12,7 @@ from panoramisk.message import Message
 from callcenter.config import NumbersConfig, QueueConfig
 from callcenter.queue.ami import AmiError
 from callcenter.queue.routing import ROUTE_VARIABLE, CallRouter
-from callcenter.store import Store, utcnow
+from callcenter.store import Calls, Store, utcnow
 from callcenter.store.arrivals import Arrivals
 from callcenter.store.pending import PendingWrites
 from callcenter.tasks import Background
@@ -47,8 +47,9 @@ def arrival(caller: str = "081234567890") -> Message:
 
 async def flag_prankster(store: Store) -> None:
     """Two abuse flags yesterday: past the threshold of the router below."""
+    calls = Calls(store)
     for kind in ("prank", "hoax"):
-        await store.flag_number("+6281234567890", kind, note="t", at=utcnow() - timedelta(days=1))
+        await calls.flag_number("+6281234567890", kind, note="t", at=utcnow() - timedelta(days=1))
 
 
 @pytest.fixture
@@ -56,20 +57,21 @@ def parts(store: Store) -> tuple[CallRouter, RecordingAmi, Background]:
     ami = RecordingAmi()
     background = Background()
     queue = QueueConfig(default_priority=10, prank_priority=1, prank_threshold=2)
-    return CallRouter(Arrivals(store, background, PendingWrites(), NumbersConfig(), queue), ami), ami, background
+    return CallRouter(Arrivals(Calls(store), background, PendingWrites(), NumbersConfig(), queue), ami), ami, background
 
 
 async def test_arrival_writes_the_route_and_records_the_call(
     parts: tuple[CallRouter, RecordingAmi, Background], store: Store
 ) -> None:
+    calls = Calls(store)
     router, ami, background = parts
     await router.handle(arrival())
     await background.settle()
     assert ami.actions == [{"Action": "Setvar", "Channel": CHANNEL, "Variable": ROUTE_VARIABLE, "Value": "10/id/0"}]
-    [call] = await store.recent_calls()
+    [call] = await calls.recent_calls()
     assert call.uniqueid == UNIQUEID and call.routed_by == "app" and call.caller_number == "+6281234567890"
     assert call.dialed == "112" and call.queue_priority == 10 and call.linkedid == UNIQUEID
-    assert [e.kind for e in await store.timeline(call.id)] == ["arrived", "routed"]
+    assert [e.kind for e in await calls.timeline(call.id)] == ["arrived", "routed"]
     assert router.stats.arrivals == 1 and router.stats.applied == 1
 
 
@@ -156,7 +158,7 @@ async def test_transition_agi_route_decides_and_records_the_same(store: Store) -
     from callcenter.testing.fake_asterisk import FakeAsterisk
 
     background = Background()
-    arrivals = Arrivals(store, background, PendingWrites(), NumbersConfig(), QueueConfig(prank_reminder=False))
+    arrivals = Arrivals(Calls(store), background, PendingWrites(), NumbersConfig(), QueueConfig(prank_reminder=False))
     server = AgiServer(AgiConfig(port=0))
     server.add_route(ROUTE, IncomingRoute(arrivals))
     await server.start()
@@ -170,6 +172,6 @@ async def test_transition_agi_route_decides_and_records_the_same(store: Store) -
     await background.settle()
     assert call.variables["CC_PRIO"] == "10" and call.variables["CC_LANG"] == "id"
     assert call.commands[-1] == 'SET VARIABLE "CC_ROUTED" "1"'
-    [row] = await store.recent_calls()
+    [row] = await arrivals.calls.recent_calls()
     assert row.routed_by == "agi" and row.caller_number == "+6281234567890" and row.dialed == "112"
-    assert [e.kind for e in await store.timeline(row.id)] == ["arrived", "routed"]
+    assert [e.kind for e in await arrivals.calls.timeline(row.id)] == ["arrived", "routed"]

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.store import Store, StoreUnavailable, utcnow
+from callcenter.store import Calls, Store, StoreUnavailable, utcnow
 from callcenter.store.access import access_entries
 from callcenter.store.accounts import UserInfo
 from callcenter.store.models import Call, Draft, Incident, IncidentAudit, NumberFlag
@@ -71,7 +71,8 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
 
 
 async def open_call(store: Store, uniqueid: str = "1700000000.1", number: str | None = NUMBER) -> str:
-    return await store.open_call(
+    calls = Calls(store)
+    return await calls.open_call(
         uniqueid=uniqueid, arrived_at=utcnow(), routed_by="agi", caller_raw=number or "anonymous", caller_number=number
     )
 
@@ -355,7 +356,7 @@ async def test_prank_classification_flags_the_number_for_routing_history_and_log
     assert (status, body) == (200, {"call_id": call_id, "classification": "prank"})
     # The in-memory index the AGI routing reads: the next call from this number sees the flag.
     assert env.store.flags.count(NUMBER, since) == 1
-    call = await env.store.get_call(call_id)
+    call = await Calls(env.store).get_call(call_id)
     assert call is not None and call.classification == "prank" and call.classified_by == env.taker.id
 
     # Same number typed the local way finds the same history.
@@ -399,7 +400,7 @@ async def test_genuine_and_withheld_calls_flag_nothing(env: Env) -> None:
     assert (await env.send("POST", f"/api/calls/{genuine}/classification", {"classification": "genuine"}))[0] == 200
     assert (await env.send("POST", f"/api/calls/{withheld}/classification", {"classification": "silent"}))[0] == 200
     assert await env.count(NumberFlag) == 0
-    call = await env.store.get_call(withheld)
+    call = await Calls(env.store).get_call(withheld)
     assert call is not None and call.classification == "silent"
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from callcenter.store import Store, utcnow
+from callcenter.store import Calls, Store, utcnow
 from callcenter.store.models import Call
 from callcenter.testing.replication import ReplicatedPostgres, multi_host_url
 from callcenter.testing.wait import until
@@ -39,6 +39,7 @@ async def _uniqueids(url: str) -> set[str]:
 
 async def test_acknowledged_writes_survive_failover_and_writing_goes_on(pair: ReplicatedPostgres) -> None:
     store = Store.from_url(pair.url, retry_for=30.0)
+    calls = Calls(store)
     acked: list[str] = []
     stop = asyncio.Event()
 
@@ -46,7 +47,7 @@ async def test_acknowledged_writes_survive_failover_and_writing_goes_on(pair: Re
         i = 0
         while not stop.is_set():
             uniqueid = f"{lane}.{i}"
-            await store.open_call(uniqueid=uniqueid, arrived_at=utcnow(), routed_by="agi")
+            await calls.open_call(uniqueid=uniqueid, arrived_at=utcnow(), routed_by="agi")
             acked.append(uniqueid)  # the store said "written": from here on it must never be lost
             i += 1
 
@@ -83,8 +84,9 @@ async def test_no_read_write_host_yet_is_waited_out(pair: ReplicatedPostgres) ->
     await schema.close()
     await asyncio.to_thread(pair.primary.halt, immediate=True)
     store = Store.from_url(multi_host_url([pair.replica], pair.dbname), retry_for=30.0)
+    calls = Calls(store)
     try:
-        write = asyncio.create_task(store.open_call(uniqueid="p.1", arrived_at=utcnow(), routed_by="agi"))
+        write = asyncio.create_task(calls.open_call(uniqueid="p.1", arrived_at=utcnow(), routed_by="agi"))
         await asyncio.sleep(0.5)
         assert not write.done(), "the write should be waiting for a read-write host"
         await asyncio.to_thread(pair.replica.promote)
@@ -98,9 +100,10 @@ async def test_url_with_several_hosts_finds_the_read_write_one(pair: ReplicatedP
     """Replica named first: ``target_session_attrs=read-write`` skips it and lands on the primary."""
     url = multi_host_url([pair.replica, pair.primary], pair.dbname)
     store = Store.from_url(url, retry_for=5.0)
+    calls = Calls(store)
     try:
         await store.upgrade()
-        await store.open_call(uniqueid="x.1", arrived_at=utcnow(), routed_by="agi")
+        await calls.open_call(uniqueid="x.1", arrived_at=utcnow(), routed_by="agi")
         async with store.engine.connect() as conn:
             port = await conn.exec_driver_sql("SELECT inet_server_port()")
             assert port.scalar() == pair.primary.port

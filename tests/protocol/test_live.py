@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from callcenter.app import create_app
 from callcenter.config import replace
-from callcenter.store import Store, utcnow
+from callcenter.store import Calls, Store, utcnow
 from callcenter.store.access import access_entries
 from callcenter.store.incidents import Incidents
 from callcenter.testing.fake_ami import FakeAmi, agent_connect
@@ -51,13 +51,14 @@ async def env(tmp_path: Path, fake_ami: FakeAmi) -> AsyncIterator[Env]:
 
 
 async def test_pop_reaches_only_the_answering_call_taker(env: Env) -> None:
+    calls = Calls(env.store)
     await make_user(env.store, "ayu", "calltaker", interface="PJSIP/taker1")
     await make_user(env.store, "budi", "calltaker", interface="PJSIP/taker2")
-    earlier = await env.store.open_call(
+    earlier = await calls.open_call(
         uniqueid="old.1", arrived_at=utcnow() - timedelta(days=3), routed_by="agi", caller_number=NUMBER
     )
-    await env.store.flag_number(NUMBER, "prank", call_id=earlier, note="laughing", at=utcnow() - timedelta(days=2))
-    call_id = await env.store.open_call(
+    await calls.flag_number(NUMBER, "prank", call_id=earlier, note="laughing", at=utcnow() - timedelta(days=2))
+    call_id = await calls.open_call(
         uniqueid="now.1", arrived_at=utcnow(), routed_by="agi", caller_raw="081234567890", caller_number=NUMBER
     )
 
@@ -108,8 +109,9 @@ async def test_pop_reaches_only_the_answering_call_taker(env: Env) -> None:
 async def test_a_pop_and_its_restore_showing_a_case_are_traced(env: Env) -> None:
     """Issue 12: a caller's earlier women-and-children case, shown in the pop and after a reload, is in
     the access log for the call-taker who saw it, before the pop is sent."""
+    calls = Calls(env.store)
     ayu_user = await make_user(env.store, "ayu", "calltaker", interface="PJSIP/taker1")
-    earlier = await env.store.open_call(
+    earlier = await calls.open_call(
         uniqueid="old.2", arrived_at=utcnow() - timedelta(days=3), routed_by="agi", caller_number=NUMBER
     )
     case = await Incidents(env.store).create(
@@ -123,7 +125,7 @@ async def test_a_pop_and_its_restore_showing_a_case_are_traced(env: Env) -> None
         call_id=earlier,
         user_id=None,
     )
-    await env.store.open_call(uniqueid="now.2", arrived_at=utcnow(), routed_by="agi", caller_number=NUMBER)
+    await calls.open_call(uniqueid="now.2", arrived_at=utcnow(), routed_by="agi", caller_number=NUMBER)
     await login(env.client, "ayu")
     ayu = await env.client.ws_connect("/api/ws")
     await receive(ayu, "hello")

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.app import create_app
 from callcenter.config import Config, replace
 from callcenter.forms.location import one_gsm7_sms
-from callcenter.store import Store, utcnow
+from callcenter.store import Calls, Store, utcnow
 from callcenter.store.models import Call, LocationFix, LocationLink
 from callcenter.testing.fake_ami import FakeAmi, agent_connect
 from callcenter.testing.fake_twilio import FakeTwilio, sign
@@ -103,11 +103,12 @@ async def fixes(store: Store) -> list[LocationFix]:
 
 async def live_call(env: Env, uniqueid: str = "now.1", *, connect: bool = True) -> tuple[str, ClientWebSocketResponse]:
     """Ayu logged in with her console open; a call of NUMBER connected to her softphone."""
+    calls = Calls(env.store)
     await make_user(env.store, "ayu", "calltaker", interface="PJSIP/taker1")
     await login(env.client, "ayu")
     ws = await env.client.ws_connect("/api/ws")
     await receive(ws, "hello")
-    call_id = await env.store.open_call(
+    call_id = await calls.open_call(
         uniqueid=uniqueid, arrived_at=utcnow(), routed_by="agi", caller_raw="081234567890", caller_number=NUMBER
     )
     if connect:
@@ -199,10 +200,11 @@ async def test_aml_before_the_call_record_is_claimed_by_its_pop(env: Env) -> Non
 
 
 async def test_aml_goes_to_a_recent_call_but_not_an_old_one(env: Env) -> None:
-    old = await env.store.open_call(
+    calls = Calls(env.store)
+    old = await calls.open_call(
         uniqueid="old.1", arrived_at=utcnow() - timedelta(hours=3), routed_by="agi", caller_number=NUMBER
     )
-    recent = await env.store.open_call(
+    recent = await calls.open_call(
         uniqueid="recent.1", arrived_at=utcnow() - timedelta(minutes=10), routed_by="agi", caller_number=NUMBER
     )
 
@@ -391,12 +393,13 @@ async def test_public_link_pages_are_rate_limited_per_address(env: Env) -> None:
 
 
 async def test_location_link_needs_a_textable_caller(env: Env) -> None:
+    calls = Calls(env.store)
     await make_user(env.store, "ayu", "calltaker", interface="PJSIP/taker1")
     await login(env.client, "ayu")
-    landline = await env.store.open_call(
+    landline = await calls.open_call(
         uniqueid="fixed.1", arrived_at=utcnow(), routed_by="agi", caller_number="+62365123456"
     )
-    withheld = await env.store.open_call(uniqueid="anon.1", arrived_at=utcnow(), routed_by="agi")
+    withheld = await calls.open_call(uniqueid="anon.1", arrived_at=utcnow(), routed_by="agi")
     assert (await send_link(env, landline)).status == 409
     assert (await send_link(env, withheld)).status == 409
     assert env.twilio.messages() == []

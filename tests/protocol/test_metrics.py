@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from callcenter.app import create_app
 from callcenter.config import replace
-from callcenter.store import Store
+from callcenter.store import Calls, Store
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.wait import until
 from callcenter.testing.web import login, make_user, test_config
@@ -177,11 +177,12 @@ async def test_two_apps_have_their_own_registries(tmp_path: Path) -> None:
 
 async def test_store_reports_transaction_latency(tmp_path: Path) -> None:
     store = Store.from_url(f"sqlite+aiosqlite:///{tmp_path}/s.db", retry_for=1)
+    calls = Calls(store)
     seen: list[float] = []
     store.on_latency = seen.append
     try:
         await store.upgrade()
-        await store.recent_calls()
+        await calls.recent_calls()
     finally:
         await store.close()
     assert len(seen) == 1 and 0 <= seen[0] < 5

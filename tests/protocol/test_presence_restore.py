@@ -23,7 +23,6 @@ from callcenter.web.keys import AMI, STORE, TRACKER
 QUEUE = "calltakers"
 
 
-
 @dataclass
 class Env:
     client: AppClient

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.cli import main as cli_main
 from callcenter.forms.categories import CLASSIFICATIONS
-from callcenter.store import Store
+from callcenter.store import Calls, Store
 from callcenter.store.migrate import downgrade_connection
 from callcenter.store.models import Call, Dispatch, Incident, Rating, StatsDirty, StatsRollup
 from callcenter.store.rollup import ANSWER_BUCKETS, hour_floor
@@ -252,7 +252,8 @@ async def stats(store: Store) -> AsyncIterator[Stats]:
 
 
 async def call_of(store: Store, call_id: str) -> Call:
-    call = await store.get_call(call_id)
+    calls = Calls(store)
+    call = await calls.get_call(call_id)
     assert call is not None
     return call
 

@@ -21,7 +21,7 @@ from callcenter.config import AmiConfig
 from callcenter.queue.ami import AmiClient
 from callcenter.queue.resync import resync, resync_from_ami
 from callcenter.queue.tracker import QueueTracker
-from callcenter.store import Store, utcnow
+from callcenter.store import Calls, Store, utcnow
 from callcenter.store.calls import EventWrite
 from callcenter.store.models import Call
 from callcenter.store.pending import PendingWrites
@@ -84,12 +84,14 @@ async def _calls(store: Store) -> int:
 
 async def test_burst_of_many_calls_lands_in_few_transactions(fake_ami: FakeAmi, store: Store) -> None:
     pending = PendingWrites()
-    tracker = QueueTracker(store, pending=pending)
+    tracker = QueueTracker(Calls(store), pending=pending)
     published: list[tuple[str, str]] = []
     tracker.subscribe(lambda kind, payload: published.append((kind, str(payload.get("uniqueid", "")))))
     uniqueids = [f"1700000100.{n}" for n in range(CALLS)]
     # Half the calls were recorded by the AGI route first, half are known only from AMI (fallback).
-    agi_ids = {u: await store.open_call(uniqueid=u, arrived_at=utcnow(), routed_by="agi") for u in uniqueids[::2]}
+    agi_ids = {
+        u: await tracker.calls.open_call(uniqueid=u, arrived_at=utcnow(), routed_by="agi") for u in uniqueids[::2]
+    }
     client = make_client(fake_ami, tracker)
     await client.start()
     try:
@@ -109,9 +111,9 @@ async def test_burst_of_many_calls_lands_in_few_transactions(fake_ami: FakeAmi, 
     assert transactions < written, f"{transactions} transactions for {written} events: not batched"
     assert await _calls(store) == CALLS  # no call row for the call-takers' legs
     for n, uniqueid in enumerate(uniqueids):
-        call = await store.call_by_uniqueid(uniqueid)
+        call = await tracker.calls.call_by_uniqueid(uniqueid)
         assert call is not None
-        assert [e.kind for e in await store.timeline(call.id)] == [
+        assert [e.kind for e in await tracker.calls.timeline(call.id)] == [
             "queued",
             "ringing",
             "left_queue",
@@ -131,15 +133,15 @@ async def test_burst_of_many_calls_lands_in_few_transactions(fake_ami: FakeAmi, 
 
 
 async def test_batches_are_bounded_and_keep_each_calls_order(store: Store) -> None:
-    tracker = QueueTracker(store, batch_size=10)
+    tracker = QueueTracker(Calls(store), batch_size=10)
     sizes: list[int] = []
-    record_events = store.record_events
+    record_events = tracker.calls.record_events
 
     async def counting(writes: Sequence[EventWrite]) -> list[str | None]:
         sizes.append(len(writes))
         return await record_events(writes)
 
-    store.record_events = counting  # type: ignore[method-assign]
+    tracker.calls.record_events = counting  # type: ignore[method-assign]
     uniqueids = [f"1700000200.{n}" for n in range(12)]
     for n, uniqueid in enumerate(uniqueids):
         for fields in call_events(uniqueid, n)[:5]:
@@ -148,23 +150,24 @@ async def test_batches_are_bounded_and_keep_each_calls_order(store: Store) -> No
 
     assert sum(sizes) == 12 * 5 and max(sizes) <= 10 and len(sizes) < 12 * 5
     for uniqueid in uniqueids:
-        call = await store.call_by_uniqueid(uniqueid)
+        call = await tracker.calls.call_by_uniqueid(uniqueid)
         assert call is not None and call.status == "completed"
-        events = await store.timeline(call.id)
+        events = await tracker.calls.timeline(call.id)
         assert [e.kind for e in events] == ["queued", "ringing", "left_queue", "answered", "completed"]
         assert [e.at for e in events] == sorted(e.at for e in events)
 
 
 async def test_pending_writes_order_the_agi_route_and_the_tracker(store: Store) -> None:
     """The batch lands after the AGI route's first write; the hangup handler and the pop wait for the batch."""
+    calls = Calls(store)
     pending = PendingWrites()
-    tracker = QueueTracker(store, pending=pending)
+    tracker = QueueTracker(calls, pending=pending)
     gate = asyncio.Event()
     uniqueid = "1700000300.1"
 
     async def agi_write() -> str:
         await gate.wait()
-        return await store.open_call(uniqueid=uniqueid, arrived_at=utcnow(), routed_by="agi", call_id="agi-call-1")
+        return await calls.open_call(uniqueid=uniqueid, arrived_at=utcnow(), routed_by="agi", call_id="agi-call-1")
 
     pending.track(uniqueid, asyncio.create_task(agi_write()))
     for fields in call_events(uniqueid, 1)[:4]:
@@ -176,19 +179,20 @@ async def test_pending_writes_order_the_agi_route_and_the_tracker(store: Store) 
     await pending.settle(uniqueid, timeout=30)
     assert batch.done()
 
-    call = await store.call_by_uniqueid(uniqueid)
+    call = await calls.call_by_uniqueid(uniqueid)
     assert call is not None
     assert call.id == "agi-call-1", "the tracker wrote before the AGI route's row and made its own"
-    assert [e.kind for e in await store.timeline(call.id)] == ["queued", "ringing", "left_queue", "answered"]
+    assert [e.kind for e in await calls.timeline(call.id)] == ["queued", "ringing", "left_queue", "answered"]
     assert call.status == "answered" and call.routed_by == "agi"
 
 
 async def test_resync_reads_open_calls_after_buffered_writes(store: Store) -> None:
     """A call whose hangup still waits in a batch did not end unobserved."""
+    calls = Calls(store)
     pending = PendingWrites()
-    tracker = QueueTracker(store, pending=pending)
+    tracker = QueueTracker(calls, pending=pending)
     ended = "1700000400.1"
-    await store.open_call(uniqueid=ended, arrived_at=utcnow() - timedelta(minutes=5), routed_by="agi")
+    await calls.open_call(uniqueid=ended, arrived_at=utcnow() - timedelta(minutes=5), routed_by="agi")
     await tracker.handle(message(call_events(ended, 1)[0]))
     assert await tracker.flush(timeout=30)
     # Another call's first write is slow, so the batch holding the hangup waits behind it.
@@ -197,7 +201,7 @@ async def test_resync_reads_open_calls_after_buffered_writes(store: Store) -> No
 
     async def agi_write() -> str:
         await gate.wait()
-        return await store.open_call(uniqueid=slow, arrived_at=utcnow(), routed_by="agi")
+        return await calls.open_call(uniqueid=slow, arrived_at=utcnow(), routed_by="agi")
 
     pending.track(slow, asyncio.create_task(agi_write()))
     await tracker.handle(message(call_events(slow, 2)[0]))
@@ -210,14 +214,15 @@ async def test_resync_reads_open_calls_after_buffered_writes(store: Store) -> No
     await asyncio.wait_for(resyncing, 30)
     assert await tracker.flush(timeout=30)
 
-    call = await store.call_by_uniqueid(ended)
+    call = await calls.call_by_uniqueid(ended)
     assert call is not None
-    assert [e.kind for e in await store.timeline(call.id)] == ["queued", "hangup"]
+    assert [e.kind for e in await calls.timeline(call.id)] == ["queued", "hangup"]
     assert call.status == "abandoned" and call.ended_at is not None
 
 
 async def test_bad_event_does_not_take_its_batch_with_it(store: Store) -> None:
-    tracker = QueueTracker(store)
+    calls = Calls(store)
+    tracker = QueueTracker(calls)
 
     def broken(_call: Call) -> None:
         raise ValueError("bug in an update")
@@ -229,9 +234,9 @@ async def test_bad_event_does_not_take_its_batch_with_it(store: Store) -> None:
         assert await tracker.flush(timeout=30)
 
     assert {e["uniqueid"] for e in logs if e["event"] == "tracker.event_lost"} == {"1700000500.2"}
-    assert await store.call_by_uniqueid("1700000500.2") is None
+    assert await calls.call_by_uniqueid("1700000500.2") is None
     for uniqueid in ("1700000500.1", "1700000500.3"):
-        call = await store.call_by_uniqueid(uniqueid)
+        call = await calls.call_by_uniqueid(uniqueid)
         assert call is not None and call.status == "queued"
 
 
@@ -239,7 +244,8 @@ async def test_outage_is_waited_out_and_nothing_is_lost(tmp_path: Path) -> None:
     folder = tmp_path / "db"
     store = Store.from_url(f"sqlite+aiosqlite:///{folder / 'callcenter.db'}", retry_for=0.3)
     await store.upgrade()
-    tracker = QueueTracker(store, outage_pause=0.05)
+    calls = Calls(store)
+    tracker = QueueTracker(calls, outage_pause=0.05)
     try:
         uniqueid = "1700000600.1"
         events = call_events(uniqueid, 6)
@@ -259,9 +265,9 @@ async def test_outage_is_waited_out_and_nothing_is_lost(tmp_path: Path) -> None:
             away.rename(folder)  # the database is back
             assert await tracker.flush(timeout=30)
         assert not [e for e in logs if e["event"] == "tracker.event_lost"]
-        call = await store.call_by_uniqueid(uniqueid)
+        call = await calls.call_by_uniqueid(uniqueid)
         assert call is not None and call.status == "completed" and call.ended_at is not None
-        kinds = [e.kind for e in await store.timeline(call.id)]
+        kinds = [e.kind for e in await calls.timeline(call.id)]
         assert kinds == ["queued", "ringing", "left_queue", "answered", "completed", "hangup"]
     finally:
         if not folder.exists():
@@ -275,24 +281,26 @@ async def test_tracker_close_writes_what_it_holds(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'callcenter.db'}"
     store = Store.from_url(url)
     await store.upgrade()
-    tracker = QueueTracker(store)
+    tracker = QueueTracker(Calls(store))
     for fields in call_events("1700000700.1", 7):
         await tracker.handle(message(fields))
     await tracker.close()  # no flush first: closing must not lose the buffered events
     await store.close()
 
     reopened = Store.from_url(url)
+    calls = Calls(reopened)
     try:
-        call = await reopened.call_by_uniqueid("1700000700.1")
+        call = await calls.call_by_uniqueid("1700000700.1")
         assert call is not None and call.status == "completed"
-        assert len(await reopened.timeline(call.id)) == 6
+        assert len(await calls.timeline(call.id)) == 6
     finally:
         await reopened.close()
 
 
 async def test_backlog_over_its_limit_goes_to_the_log_oldest_first(store: Store) -> None:
     """While nothing is written (here: no yield to the writer), the buffer stays bounded; nothing vanishes silently."""
-    tracker = QueueTracker(store, backlog_limit=2)
+    calls = Calls(store)
+    tracker = QueueTracker(calls, backlog_limit=2)
     uniqueids = [f"1700000800.{n}" for n in range(5)]
     with capture_logs() as logs:
         for n, uniqueid in enumerate(uniqueids):
@@ -305,5 +313,5 @@ async def test_backlog_over_its_limit_goes_to_the_log_oldest_first(store: Store)
         e["reason"] == "backlog full" and e["kind"] == "queued" for e in logs if e["event"] == "tracker.event_lost"
     )
     for uniqueid in uniqueids[3:]:
-        call = await store.call_by_uniqueid(uniqueid)
+        call = await calls.call_by_uniqueid(uniqueid)
         assert call is not None and call.status == "queued"
