@@ -26,6 +26,7 @@ from callcenter.web import (
     dispatch_api,
     live,
     location_api,
+    map_api,
     metrics,
     openapi,
     pages,
@@ -65,6 +66,7 @@ def create_app(config: Config) -> web.Application:
         quality_api,
         twilio_hooks,
         location_api,
+        map_api,
     ):
         app.add_routes(module.routes)
     return app

@@ -118,8 +118,16 @@ class WebConfig:
     #: Bearer token for ``/metrics`` from anywhere but loopback (env ``CALLCENTER_WEB_METRICS_TOKEN``);
     #: empty: loopback only.
     metrics_token: str = ""
+    #: The maps' tile URL template (Leaflet's ``{z}/{x}/{y}``, optional ``{s}``), fetched by the
+    #: browsers, never by the app; its origin is allowed in the pages' CSP ``img-src``. Empty: no
+    #: tiles (markers on a blank background, for a closed network without a tile server).
+    map_tiles: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    #: Attribution shown in the maps' corner (the tile provider's licence asks for one).
+    map_attribution: str = "© OpenStreetMap contributors"
 
     def __post_init__(self) -> None:
+        if self.map_tiles and not re.fullmatch(r"https?://[^/\s\"';]+/\S*", self.map_tiles):
+            raise ConfigError(f"[web].map_tiles: not an http(s) URL template: {self.map_tiles!r}")
         # A malformed proxy entry fails at load, naming it, not at the first login.
         for entry in self.trusted_proxies:
             try:

@@ -21,6 +21,12 @@ from callcenter.testing.web import DEFAULT_PASSWORD
 __all__ = ["call_back_from_page", "citizen_call", "greeting_seconds", "log_in", "phone_port", "rows"]
 
 
+def dead_tiles() -> str:
+    """A map tile template (``CALLCENTER_WEB_MAP_TILES``) on a loopback port nothing listens on: every
+    tile fails at once, as on a centre's closed network without a tile server."""
+    return f"http://127.0.0.1:{sipp.free_port('tcp')}/{{z}}/{{x}}/{{y}}.png"
+
+
 async def log_in(page: Page, base_url: str, username: str) -> None:
     """Log in on the console's login form as ``username`` (the test password) and check it succeeded."""
     await page.goto(base_url + "/")

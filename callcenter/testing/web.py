@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import ClientWebSocketResponse, web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.app import create_app
 from callcenter.config import Config, replace
-from callcenter.store import Store
+from callcenter.store import Store, utcnow
 from callcenter.store.accounts import Accounts, UserInfo
+from callcenter.store.incidents import Incidents
+from callcenter.store.models import Dispatch, Incident
 from callcenter.testing.sipp import free_port
 from callcenter.web.auth import CSRF_HEADER, LOGIN_PATH
 
@@ -135,3 +138,97 @@ async def ws_message(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: fl
             message: dict[str, Any] = await ws.receive_json()
             if message.get("type") == kind:
                 return message
+
+
+class UserSession:
+    """One browser: its own cookie jar and CSRF token, against the shared test server."""
+
+    def __init__(self, client: TestClient[Any, Any]) -> None:
+        self.client = client
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.csrf = ""
+
+    def url(self, path: str) -> str:
+        return str(self.client.make_url(path))
+
+    async def login(self, user: UserInfo) -> UserSession:
+        async with self.http.post(
+            self.url("/api/login"), json={"username": user.username, "password": DEFAULT_PASSWORD}
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            self.csrf = (await resp.json())["csrf_token"]
+        return self
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with self.http.get(self.url(path)) as resp:
+            return resp.status, await resp.json()
+
+    async def get_raw(self, path: str) -> tuple[int, bytes, str]:
+        async with self.http.get(self.url(path)) as resp:
+            return resp.status, await resp.read(), resp.content_type
+
+    async def post(self, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.http.post(self.url(path), json=body, headers={"X-CSRF-Token": self.csrf}) as resp:
+            return resp.status, await resp.json()
+
+    async def report(
+        self,
+        dispatch_id: int,
+        status: str,
+        note: str = "",
+        photo: bytes | None = None,
+        filename: str = "p.png",
+        position: Mapping[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """An agency status update as the agency view posts it; ``position``: ``latitude``,
+        ``longitude``, ``accuracy`` of the officer's browser."""
+        form = aiohttp.FormData()
+        form.add_field("status", status)
+        form.add_field("note", note)
+        for name, value in (position or {}).items():
+            form.add_field(name, value)
+        if photo is not None:
+            form.add_field("photo", photo, filename=filename, content_type="image/png")
+        async with self.http.post(
+            self.url(f"/api/dispatches/{dispatch_id}/updates"), data=form, headers={"X-CSRF-Token": self.csrf}
+        ) as resp:
+            return resp.status, await resp.json()
+
+    async def ws(self) -> ClientWebSocketResponse:
+        ws = await self.http.ws_connect(self.url("/api/ws"))
+        hello = await ws.receive_json(timeout=3)
+        assert hello["type"] == "hello"
+        return ws
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+async def seed_incident(store: Store, fields: Mapping[str, Any], user_id: int | None, **extra: Any) -> Incident:
+    """An incident created as the console does (``Incidents.create``), then ``extra`` columns set
+    directly (coordinates, status, deadlines: what a test needs it to have)."""
+    incident = await Incidents(store).create(fields, call_id=None, user_id=user_id)
+    if not extra:
+        return incident
+
+    async def op(session: AsyncSession) -> Incident:
+        row = await session.get(Incident, incident.id)
+        assert row is not None
+        for name, value in extra.items():
+            setattr(row, name, value)
+        return row
+
+    return await store.transaction("test_incident", op)
+
+
+async def seed_dispatch(store: Store, incident_id: int, agency: str, status: str = "calling") -> int:
+    """A dispatch row written straight into the store: creating them is the dispatch core's job."""
+
+    async def op(session: AsyncSession) -> int:
+        now = utcnow()
+        row = Dispatch(incident_id=incident_id, agency=agency, status=status, created_at=now, updated_at=now)
+        session.add(row)
+        await session.flush()
+        return row.id
+
+    return await store.transaction("test_dispatch", op)

@@ -10,11 +10,14 @@ The page is public on purpose: it holds no data; it asks ``/api/me`` and shows t
 
 from __future__ import annotations
 
+import re
 from collections.abc import MutableMapping
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractRouter
+
+from callcenter.web.keys import CONFIG
 
 STATIC = Path(__file__).parent / "static"
 
@@ -43,6 +46,34 @@ CONTENT_TYPES: dict[str, str] = {
 
 def _secure(headers: MutableMapping[str, str]) -> None:
     headers.update(SECURITY_HEADERS)
+
+
+def tile_origin(template: str) -> str | None:
+    """The origin the maps' tiles come from (``{s}`` subdomains as ``*``), for the page's ``img-src``;
+    None without tiles or for an unusable template (then the browser simply gets none)."""
+    found = re.fullmatch(r"(https?://)([A-Za-z0-9.{}*:\[\]-]+)/.*", template)
+    if found is None:
+        return None
+    host = found.group(2).replace("{s}", "*")
+    if not re.fullmatch(r"[A-Za-z0-9.*:\[\]-]+", host):
+        return None
+    return found.group(1) + host
+
+
+def _page(request: web.Request, name: str) -> web.StreamResponse:
+    """A page: always fresh (a deployed fix reaches every desk at the next reload), with the
+    security headers; the configured tile server is the one other origin its images may come from."""
+    response = web.FileResponse(STATIC / name)
+    response.content_type = "text/html"
+    response.headers["Cache-Control"] = "no-store"
+    _secure(response.headers)
+    config = request.app.get(CONFIG)
+    origin = tile_origin(config.web.map_tiles) if config is not None else None
+    if origin is not None:
+        response.headers["Content-Security-Policy"] = SECURITY_HEADERS["Content-Security-Policy"].replace(
+            "img-src 'self' data:", f"img-src 'self' data: {origin}"
+        )
+    return response
 
 
 class SecureStaticResource(web.StaticResource):
@@ -82,21 +113,13 @@ class _SecureStaticDef(web.AbstractRouteDef):
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    """The console: one page; always fresh so a deployed fix reaches every desk at the next reload."""
-    response = web.FileResponse(STATIC / "index.html")
-    response.content_type = "text/html"
-    response.headers["Cache-Control"] = "no-store"
-    _secure(response.headers)
-    return response
+    """The console: one page for call-takers and agency officers."""
+    return _page(request, "index.html")
 
 
 async def supervisor(request: web.Request) -> web.StreamResponse:
     """The supervision page (docs/supervision.md); public like ``/``: it holds no data and asks the API."""
-    response = web.FileResponse(STATIC / "supervisor.html")
-    response.content_type = "text/html"
-    response.headers["Cache-Control"] = "no-store"
-    _secure(response.headers)
-    return response
+    return _page(request, "supervisor.html")
 
 
 #: The page module's routes: ``GET /``, ``GET /supervisor`` and ``/static/...``.

@@ -21,7 +21,7 @@ from callcenter.store import Calls, Store
 from callcenter.store.models import LocationFix
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, pbx_env
-from callcenter.testing.browser import citizen_call, log_in, rows
+from callcenter.testing.browser import citizen_call, dead_tiles, log_in, rows
 from callcenter.testing.fake_twilio import FakeTwilio
 from callcenter.testing.web import make_user
 
@@ -49,6 +49,8 @@ async def located_app(
         # The link must open on this very app (loopback is a secure context for the Geolocation API).
         **fake_twilio.app_env(f"http://127.0.0.1:{web_port}"),
         "CALLCENTER_LOCATION_AML_SECRET": AML_SECRET,
+        # No tile server reachable: the pop's map still shows the caller and the intake's point.
+        "CALLCENTER_WEB_MAP_TILES": dead_tiles(),
     }
     app = AppProcess(env, tmp_path / "app.log", web_port)
     await app.start()
@@ -67,6 +69,9 @@ async def test_aml_and_location_link_reach_the_pop(
     await log_in(page, app.base_url, "ayu")
     await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "online", timeout=10_000)
     fix = page.get_by_test_id("pop-fix")
+    popmap = page.get_by_test_id("pop-map")
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
 
     async with citizen_call(pbx, CALLER, talk=40):
         await expect(page.get_by_test_id("pop-caller")).to_contain_text(CALLER_E164, timeout=15_000)
@@ -93,6 +98,13 @@ async def test_aml_and_location_link_reach_the_pop(
         await expect(fix).to_contain_text("± 14 m (68 %)")
         await expect(fix).to_contain_text("GPS")
         await expect(page.get_by_test_id("pop-fix-age")).to_contain_text("lalu")
+        # On the pop's map: the position with its accuracy circle (Leaflet's SVG path, 14 m).
+        circle = popmap.get_by_test_id("map-fix-circle")
+        await expect(circle).to_have_attribute("data-lat", "-8.3581234")
+        await expect(circle).to_have_attribute("data-lng", "114.6170123")
+        await expect(circle).to_have_attribute("data-radius", "14")
+        assert "leaflet-interactive" in (await circle.get_attribute("class") or "")
+        await expect(popmap.get_by_test_id("map-intake")).to_have_count(0)
 
         # Ayu texts the location link; the citizen opens it with location allowed.
         await page.get_by_test_id("send-location-link").click()
@@ -117,6 +129,17 @@ async def test_aml_and_location_link_reach_the_pop(
         await page.get_by_test_id("copy-fix").click()
         await expect(page.get_by_test_id("intake-latitude")).to_have_value("-8.3655")
         await expect(page.get_by_test_id("intake-longitude")).to_have_value("114.6201")
+        # The map follows: the circle moved to the link's position, the intake's marker joined it,
+        # and it moves as the call-taker corrects the coordinates by hand.
+        await expect(circle).to_have_attribute("data-lat", "-8.3655")
+        await expect(circle).to_have_attribute("data-radius", "12")
+        intake = popmap.get_by_test_id("map-intake")
+        await expect(intake).to_have_attribute("data-lat", "-8.3655")
+        await expect(intake).to_have_attribute("data-lng", "114.6201")
+        await page.get_by_test_id("intake-latitude").fill("-8.3702")
+        await expect(intake).to_have_attribute("data-lat", "-8.3702")
+        await expect(popmap).to_have_attribute("data-tiles", "unreachable")
+        assert errors == []
 
     stored = await rows(store, LocationFix)
     assert sorted(f.via for f in stored) == ["aml_https", "link"]

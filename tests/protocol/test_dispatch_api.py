@@ -31,7 +31,8 @@ from callcenter.store.access import access_entries
 from callcenter.store.accounts import Accounts, UserInfo
 from callcenter.store.incidents import Incidents
 from callcenter.store.models import Dispatch, DispatchUpdate, Incident
-from callcenter.testing.web import DEFAULT_PASSWORD, app_client, make_user, test_config
+from callcenter.testing.web import UserSession as Session
+from callcenter.testing.web import app_client, make_user, seed_dispatch, seed_incident, test_config
 from callcenter.web.dispatch_api import publish
 from callcenter.web.hub import SESSION_ENDED
 from callcenter.web.keys import DIRECTORY, DISPATCHER, DISPATCHES, HUB, SLA_INTERVAL, STORE
@@ -53,60 +54,6 @@ def png_bytes(size: int = 0) -> bytes:
 
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\x00" * 64 + b"\xff\xd9"
-
-
-class Session:
-    """One browser: its own cookie jar and CSRF token, against the shared test server."""
-
-    def __init__(self, client: TestClient[Any, Any]) -> None:
-        self.client = client
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        self.csrf = ""
-
-    def url(self, path: str) -> str:
-        return str(self.client.make_url(path))
-
-    async def login(self, user: UserInfo) -> Session:
-        async with self.http.post(
-            self.url("/api/login"), json={"username": user.username, "password": DEFAULT_PASSWORD}
-        ) as resp:
-            assert resp.status == 200, await resp.text()
-            self.csrf = (await resp.json())["csrf_token"]
-        return self
-
-    async def get(self, path: str) -> tuple[int, Any]:
-        async with self.http.get(self.url(path)) as resp:
-            return resp.status, await resp.json()
-
-    async def get_raw(self, path: str) -> tuple[int, bytes, str]:
-        async with self.http.get(self.url(path)) as resp:
-            return resp.status, await resp.read(), resp.content_type
-
-    async def post(self, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.http.post(self.url(path), json=body, headers={"X-CSRF-Token": self.csrf}) as resp:
-            return resp.status, await resp.json()
-
-    async def report(
-        self, dispatch_id: int, status: str, note: str = "", photo: bytes | None = None, filename: str = "p.png"
-    ) -> tuple[int, Any]:
-        form = aiohttp.FormData()
-        form.add_field("status", status)
-        form.add_field("note", note)
-        if photo is not None:
-            form.add_field("photo", photo, filename=filename, content_type="image/png")
-        async with self.http.post(
-            self.url(f"/api/dispatches/{dispatch_id}/updates"), data=form, headers={"X-CSRF-Token": self.csrf}
-        ) as resp:
-            return resp.status, await resp.json()
-
-    async def ws(self) -> ClientWebSocketResponse:
-        ws = await self.http.ws_connect(self.url("/api/ws"))
-        hello = await ws.receive_json(timeout=3)
-        assert hello["type"] == "hello"
-        return ws
-
-    async def close(self) -> None:
-        await self.http.close()
 
 
 @dataclass
@@ -137,28 +84,10 @@ class Env:
             "victims_condition": "luka bakar",
             "access_route": "lewat pasar, gang kedua kiri",
         }
-        incident = await Incidents(self.store).create(fields, call_id=None, user_id=self.taker.id)
-        if extra:
-
-            async def op(session: AsyncSession) -> Incident:
-                row = await session.get(Incident, incident.id)
-                assert row is not None
-                for name, value in extra.items():
-                    setattr(row, name, value)
-                return row
-
-            incident = await self.store.transaction("test_incident", op)
-        return incident
+        return await seed_incident(self.store, fields, self.taker.id, **extra)
 
     async def dispatch(self, incident_id: int, agency: str, status: str = "calling") -> int:
-        async def op(session: AsyncSession) -> int:
-            now = utcnow()
-            row = Dispatch(incident_id=incident_id, agency=agency, status=status, created_at=now, updated_at=now)
-            session.add(row)
-            await session.flush()
-            return row.id
-
-        return await self.store.transaction("test_dispatch", op)
+        return await seed_dispatch(self.store, incident_id, agency, status)
 
     async def row(self, model: type[Any], key: int) -> Any:
         async def op(session: AsyncSession) -> Any:

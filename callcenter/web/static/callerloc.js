@@ -79,6 +79,7 @@ function render() {
     el.textContent = w().none;
     el.classList.add("muted");
     for (const k of ["fixId", "source", "via", "accuracy"]) delete el.dataset[k];
+    onFix(null);
     return;
   }
   el.classList.remove("muted");
@@ -147,7 +148,7 @@ function copyFix() {
   $("location-link-status").textContent = w().copied;
 }
 
-/** Wire the buttons once; `listener` hears every newest position (the map follows it). */
+/** Wire the buttons once; `listener` hears every newest position, or null (the map follows it). */
 export function wireCallLocation(listener) {
   if (listener) onFix = listener;
   $("send-location-link").addEventListener("click", sendLink);

@@ -13,6 +13,8 @@ import { abandonedList } from "./abandoned.js";
 import { myReviews } from "./quality.js";
 import { api, ApiError, setAuthLostHandler, setCsrf } from "./api.js";
 import { onLocationMessage, showCallLocation, wireCallLocation } from "./callerloc.js";
+import { callMap } from "./callmap.js";
+import { fieldMap } from "./fieldmap.js";
 import { codeLabel, currentLang, fmtDate, setLang, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
@@ -1313,7 +1315,12 @@ async function loadAgency() {
     agencyState.error = err.status === 403 ? t("denied.agency") : errorText(err);
   }
   renderAgency();
+  agencyMap ??= fieldMap($("agency-map"), $("agency-map-status"));
+  agencyMap.load();
 }
+
+/** The agency's map of its open incidents and units (fieldmap.js), made at the first load. */
+let agencyMap = null;
 
 function mergeAgencyDispatch(d) {
   const prev = agencyState.byId.get(d.id);
@@ -1666,7 +1673,7 @@ function wire() {
   $("switch-link").addEventListener("click", linkFormToPending);
   $("switch-fresh").addEventListener("click", freshFormForPending);
   $("copy-location").addEventListener("click", copyLocation);
-  wireCallLocation();
+  wireCallLocation(callMap());
   $("prank-refresh").addEventListener("click", loadPranks);
   $("abandoned-panel").addEventListener("toggle", () => {
     if (state.user) localStorage.setItem(abandonedKey(), $("abandoned-panel").open ? "1" : "");

@@ -355,6 +355,8 @@ const TABLE = {
     "reason.tidak menjawab": "Tidak menjawab",
     // Quality review (quality.js)
     "sup.tab.quality": "Tinjauan mutu",
+    "sup.tab.map": "Peta",
+    "map.title": "Peta laporan terbuka dan petugas",
     "st.quality": "Skor mutu per penerima panggilan",
     "q.title": "Tinjauan mutu",
     "q.week": "Minggu",
@@ -754,6 +756,8 @@ const TABLE = {
     "reason.tidak menjawab": "Did not answer",
     // Quality review (quality.js)
     "sup.tab.quality": "Quality review",
+    "sup.tab.map": "Map",
+    "map.title": "Open incidents and field officers",
     "st.quality": "Quality scores per call-taker",
     "q.title": "Quality review",
     "q.week": "Week",

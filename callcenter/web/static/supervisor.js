@@ -12,15 +12,18 @@
 
 import { abandonedList, fmtDur, formParams, h, markFields, showError } from "./abandoned.js";
 import { api, setAuthLostHandler, setCsrf } from "./api.js";
+import { fieldMap } from "./fieldmap.js";
 import { applyI18n, codeLabel, currentLang, fmtDate, setLang, t } from "./i18n.js";
 import { qualitySection, sampleList, scoresCard } from "./quality.js";
 
 const POLL_MS = 5000;
+/** The map tab rereads the dashboard this often (officers report positions with their status updates). */
+const MAP_POLL_MS = 15000;
 const WS_MIN_BACKOFF_MS = 500;
 const WS_MAX_BACKOFF_MS = 10000;
 const WS_SILENCE_MS = 45000; // the server pings every 20 s: two missed pings = a dead link
 const LOG_PAGE = 50;
-const VIEWS = ["wallboard", "log", "stats", "abandoned", "quality"];
+const VIEWS = ["wallboard", "log", "stats", "abandoned", "quality", "map"];
 const CATEGORIES = ["medical", "fire", "disaster", "traffic_accident", "crime", "violence_women_children",
   "wild_animal", "mental_abandoned", "missing_person", "public_order", "environment", "infectious_disease", "other"];
 const CLASSIFICATIONS = ["genuine", "non_emergency", "prank", "hoax", "silent", "misdial", "abandoned"];
@@ -43,6 +46,7 @@ const state = {
   stats: null,
   abandoned: null, // the list of the "abandoned" tab (abandoned.js), made once the page is shown
   quality: null, // the sample list of the "quality" tab (quality.js)
+  map: null, // the "map" tab's dashboard (fieldmap.js), made when first shown
 };
 
 // ---------------------------------------------------------------- small helpers
@@ -156,6 +160,11 @@ function showView(view) {
   else if (view === "stats" && !state.stats) loadStats();
   else if (view === "abandoned") state.abandoned.load();
   else if (view === "quality") state.quality.load();
+  else if (view === "map") {
+    state.map ??= fieldMap($("sup-map"), $("sup-map-status"));
+    state.map.load();
+    state.pollTimer = setInterval(() => state.map.load(), MAP_POLL_MS);
+  }
 }
 
 function initForms() {
