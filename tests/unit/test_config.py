@@ -102,3 +102,17 @@ def test_retired_keys_start_with_a_warning_not_a_refusal(tmp_path: Path) -> None
     cfg.write_text("[web]\nlogin_max_failure = 5\n")
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(cfg, env={})
+
+
+def test_map_tiles_default_empty_and_refused() -> None:
+    """OpenStreetMap by default, empty turns tiles off, and anything but an http(s) template is refused
+    at load (its origin goes into the pages' CSP)."""
+    from callcenter.web.pages import tile_origin
+
+    default = load_config(None, env={}).web.map_tiles
+    assert tile_origin(default) == "https://tile.openstreetmap.org"
+    assert load_config(None, env={"CALLCENTER_WEB_MAP_TILES": ""}).web.map_tiles == ""
+    assert tile_origin("https://{s}.tiles.example/{z}/{x}/{y}.png") == "https://*.tiles.example"
+    for bad in ("javascript:alert(1)", "tiles/{z}/{x}/{y}.png", "https://a.example'; script-src *"):
+        with pytest.raises(ConfigError, match="map_tiles"):
+            load_config(None, env={"CALLCENTER_WEB_MAP_TILES": bad})
