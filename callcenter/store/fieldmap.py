@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.store.calls import Store
+from callcenter.store.engine import Store
 from callcenter.store.models import Dispatch, DispatchUpdate, Incident, User
 from callcenter.store.stats import CLOSED_INCIDENT
 
