@@ -84,10 +84,22 @@ async def test_dashboard_shows_incident_and_unit_without_tiles(app: AppProcess, 
     await check_dashboard(page, "sup-map", "sup-map-status", incident_id)
     await page.close()
 
-    officer = await browser.new_page(viewport={"width": 1280, "height": 900})
+    # The officer's browser is on the scene: its status update carries its position to the map.
+    context = await browser.new_context(
+        viewport={"width": 1280, "height": 900},
+        geolocation={"latitude": -8.3590, "longitude": 114.6180, "accuracy": 8},
+        permissions=["geolocation"],
+    )
+    officer = await context.new_page()
     officer.on("pageerror", lambda exc: errors.append(str(exc)))
     await log_in(officer, app.base_url, "damkar1")
     await expect(officer.get_by_test_id("agency-view")).to_be_visible(timeout=10_000)
     await check_dashboard(officer, "agency-map", "agency-map-status", incident_id)
-    await officer.close()
+    await officer.get_by_test_id("agency-update-status").select_option("on_scene")
+    await officer.get_by_test_id("agency-update-submit").click()
+    unit = officer.get_by_test_id("agency-map").get_by_test_id("map-unit")
+    await expect(unit).to_have_attribute("data-status", "on_scene", timeout=10_000)
+    await expect(unit).to_have_attribute("data-lat", "-8.359")
+    await expect(unit).to_have_attribute("data-lng", "114.618")
+    await context.close()
     assert errors == []

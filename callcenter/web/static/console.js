@@ -1321,6 +1321,14 @@ async function loadAgency() {
 
 /** The agency's map of its open incidents and units (fieldmap.js), made at the first load. */
 let agencyMap = null;
+let agencyMapTimer = null;
+
+/** A dispatch changed (a report with a position, a new incident): reread the map once things settle. */
+function refreshAgencyMap() {
+  if (!agencyMap) return;
+  clearTimeout(agencyMapTimer);
+  agencyMapTimer = setTimeout(() => agencyMap.load(), 500);
+}
 
 function mergeAgencyDispatch(d) {
   const prev = agencyState.byId.get(d.id);
@@ -1336,6 +1344,7 @@ function onAgencyDispatch(d) {
   const known = agencyState.byId.has(d.id);
   const merged = mergeAgencyDispatch(d);
   if (!known && merged.status === "calling") agencyState.fresh.add(d.id);
+  refreshAgencyMap();
   if (!merged.incident || (d.updates === undefined && known)) {
     clearTimeout(agencyState.refetchTimer);
     agencyState.refetchTimer = setTimeout(loadAgency, 400);
@@ -1488,6 +1497,7 @@ async function acceptAgencyDispatch(id, button) {
     const res = await api("POST", `/api/dispatches/${id}/accept`);
     mergeAgencyDispatch(res.dispatch);
     renderAgency();
+    refreshAgencyMap();
   } catch (err) {
     button.disabled = false;
     button.textContent = t("agency.accept");
