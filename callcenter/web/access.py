@@ -15,6 +15,7 @@ import functools
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -55,6 +56,17 @@ def error(status: int, message: str, **extra: object) -> web.Response:
 def invalid(fields: dict[str, str]) -> web.Response:
     """422 naming each bad field, so a form can mark it instead of showing one vague message."""
     return error(422, "invalid input", fields=fields)
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object; anything else is answered 400 (raised as ``Reply``)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise Reply(error(400, "malformed JSON")) from None
+    if not isinstance(body, dict):
+        raise Reply(error(400, "expected a JSON object"))
+    return body
 
 
 def require(*roles: str) -> Callable[[Handler], Handler]:

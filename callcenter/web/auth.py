@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
-from typing import Any
 
 import structlog
 from aiohttp import hdrs, web
@@ -31,7 +30,7 @@ from yarl import URL
 from callcenter.logs import ref
 from callcenter.store.accounts import AccountError, normalise_username, token_hash
 from callcenter.store.roles import ADMIN, LANGUAGES, ROLES
-from callcenter.web.access import CSRF, SESSION, USER, Reply, error, invalid, require, user_of
+from callcenter.web.access import CSRF, SESSION, USER, error, invalid, json_object, require, user_of
 from callcenter.web.clients import client_group
 from callcenter.web.keys import ACCOUNTS, CLIENTS, CONFIG, HUB, LOGIN_GUARD
 
@@ -141,17 +140,6 @@ def middlewares() -> list[Middleware]:
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object; anything else is answered 400 (raised as ``Reply``)."""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise Reply(error(400, "malformed JSON")) from None
-    if not isinstance(body, dict):
-        raise Reply(error(400, "expected a JSON object"))
-    return body
-
-
 def _remote(request: web.Request) -> str:
     """The client's address: the peer's, or what a trusted proxy forwarded (``web/clients.py``)."""
     return request.app[CLIENTS].address(request)
@@ -175,7 +163,7 @@ def _set_session_cookie(request: web.Request, response: web.StreamResponse, toke
 @routes.post(LOGIN_PATH)
 async def login(request: web.Request) -> web.Response:
     """Public: check the password, then start a *new* session (never reuse the one the browser sent)."""
-    body = await _json_object(request)
+    body = await json_object(request)
     fields = {
         name: "required" for name in ("username", "password") if not isinstance(body.get(name), str) or not body[name]
     }
@@ -240,7 +228,7 @@ async def me(request: web.Request) -> web.Response:
 @require(*ROLES)
 async def update_me(request: web.Request) -> web.Response:
     """Only the UI language is the user's own to change; anything else is refused, not ignored."""
-    body = await _json_object(request)
+    body = await json_object(request)
     fields = {name: "cannot be changed here" for name in body if name != "language"}
     language = body.get("language")
     if language not in LANGUAGES:
@@ -264,7 +252,7 @@ async def list_users(request: web.Request) -> web.Response:
 @routes.post("/api/users")
 @require(ADMIN)
 async def create_user(request: web.Request) -> web.Response:
-    body = await _json_object(request)
+    body = await json_object(request)
     fields: dict[str, str] = {}
     for name in ("username", "display_name", "password", "role"):
         if not isinstance(body.get(name), str):
@@ -303,7 +291,7 @@ async def update_user(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
     if not raw.isdigit() or not 1 <= int(raw) <= 2**31 - 1:
         return error(404, "no such user")
-    body = await _json_object(request)
+    body = await json_object(request)
     fields = {str(name)[:64]: "cannot be changed here" for name in body if name != "active"}
     if not isinstance(body.get("active"), bool):
         fields["active"] = "true or false"

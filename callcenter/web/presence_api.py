@@ -8,8 +8,6 @@ paused whom, why), since it changes someone else's work and the centre must be a
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 from aiohttp import web
 
@@ -18,7 +16,7 @@ from callcenter.queue.presence import PAUSE_REASONS
 from callcenter.store.access import log_access
 from callcenter.store.roles import SUPERVISOR
 from callcenter.supervision import listen
-from callcenter.web.access import error, invalid, require, user_of
+from callcenter.web.access import error, invalid, json_object, require, user_of
 from callcenter.web.keys import AMI, CONFIG, PRESENCE, STORE, TRACKER
 
 log = structlog.get_logger("callcenter.web.presence")
@@ -31,12 +29,7 @@ ACTIONS = ("pause", "unpause", "logout")
 @require(SUPERVISOR)
 async def control(request: web.Request) -> web.Response:
     """``{"interface": "PJSIP/taker1", "action": "pause"|"unpause"|"logout", "reason": …}`` for a queue member."""
-    try:
-        body: Any = await request.json()
-    except ValueError:
-        return error(400, "body must be JSON")
-    if not isinstance(body, dict):
-        return error(400, "body must be a JSON object")
+    body = await json_object(request)
     action, reason, interface = body.get("action"), body.get("reason"), body.get("interface")
     fields: dict[str, str] = {}
     if action not in ACTIONS:
@@ -75,12 +68,7 @@ async def control(request: web.Request) -> web.Response:
 async def spy(request: web.Request) -> web.Response:
     """``{"interface": "PJSIP/taker1", "mode": "listen"|"whisper"|"barge"}``: ring the supervisor's own
     phone and join the call-taker's live call in that mode (ChanSpy). Access-logged before the call."""
-    try:
-        body: Any = await request.json()
-    except ValueError:
-        return error(400, "body must be JSON")
-    if not isinstance(body, dict):
-        return error(400, "body must be a JSON object")
+    body = await json_object(request)
     user = user_of(request)
     if not user.interface:
         return error(409, "no phone is linked to your account: listening rings your own phone")
