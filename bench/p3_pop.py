@@ -13,17 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import secrets
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from callcenter.store import Calls, Store, utcnow
-from callcenter.testing.app import AppProcess
-from callcenter.testing.consoles import Console, latency_table
-from callcenter.testing.fake_ami import FakeAmi
-from callcenter.testing.sipp import free_port
+from callcenter.testing.consoles import Console, app_on_fake_ami, latency_table
 from callcenter.testing.web import make_user
 
 PASSWORD = "bench-password-123"
@@ -51,19 +47,7 @@ async def run(args: argparse.Namespace) -> None:
     for n in numbers[:10]:
         await calls.flag_number(n, "prank", note="bench")
 
-    fake = FakeAmi()
-    await fake.start()
-    env = {
-        "CALLCENTER_AMI_PORT": str(fake.port),
-        "CALLCENTER_AMI_USERNAME": fake.username,
-        "CALLCENTER_AMI_SECRET": fake.secret,
-        "CALLCENTER_AGI_PORT": str(free_port("tcp")),
-        "CALLCENTER_AGI_SECRET": secrets.token_urlsafe(24),
-        "CALLCENTER_STORE_URL": url,
-        "CALLCENTER_LOG_LEVEL": "INFO",
-    }
-    app = AppProcess(env, tmp / "app.log", free_port("tcp"))
-    await app.start()
+    fake, app = await app_on_fake_ami(tmp, url)
     waiting: dict[str, asyncio.Future[float]] = {}
 
     def on_message(data: dict[str, Any], at: float) -> None:

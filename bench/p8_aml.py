@@ -27,10 +27,8 @@ from typing import Any
 import aiohttp
 
 from callcenter.store import Calls, Store, utcnow
-from callcenter.testing.app import AppProcess
-from callcenter.testing.consoles import Console, latency_table
-from callcenter.testing.fake_ami import FakeAmi, agent_connect
-from callcenter.testing.sipp import free_port
+from callcenter.testing.consoles import Console, app_on_fake_ami, latency_table
+from callcenter.testing.fake_ami import agent_connect
 from callcenter.testing.web import make_user
 
 PASSWORD = "bench-password-123"
@@ -50,20 +48,7 @@ async def run(args: argparse.Namespace) -> None:
         await make_user(store, name, "calltaker", password=PASSWORD, interface=interface)
         consoles_spec.append((name, interface, number))
 
-    fake = FakeAmi()
-    await fake.start()
-    env = {
-        "CALLCENTER_AMI_PORT": str(fake.port),
-        "CALLCENTER_AMI_USERNAME": fake.username,
-        "CALLCENTER_AMI_SECRET": fake.secret,
-        "CALLCENTER_AGI_PORT": str(free_port("tcp")),
-        "CALLCENTER_AGI_SECRET": secrets.token_urlsafe(24),
-        "CALLCENTER_STORE_URL": url,
-        "CALLCENTER_LOG_LEVEL": "INFO",
-        "CALLCENTER_LOCATION_AML_SECRET": secret,
-    }
-    app = AppProcess(env, tmp / "app.log", free_port("tcp"))
-    await app.start()
+    fake, app = await app_on_fake_ami(tmp, url, {"CALLCENTER_LOCATION_AML_SECRET": secret})
     # After the tracker's first resync (which ends every open call Asterisk does not report): the calls
     # on the line now, and earlier calls of the same numbers that matching must pass over.
     await app.wait_event("tracker.resynced")

@@ -4,25 +4,52 @@ reaching a call-taker's screen (``bench/p3_pop.py``, ``bench/p8_aml.py``)."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from callcenter.testing.app import AppProcess
+from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.machine import machine_line
+from callcenter.testing.sipp import free_port
 from callcenter.testing.web import login_session
 
-__all__ = ["Console", "latency_table", "pct"]
+__all__ = ["Console", "app_on_fake_ami", "latency_table", "pct"]
 
 
 def pct(values: list[float], q: float) -> float:
     """The ``q``-th percentile (nearest rank) of ``values``."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+async def app_on_fake_ami(
+    tmp: Path, store_url: str, extra_env: Mapping[str, str] | None = None
+) -> tuple[FakeAmi, AppProcess]:
+    """The app as its own process on ``store_url`` (log in ``tmp``), its AMI a scripted ``FakeAmi`` the bench
+    drives: no PBX, so what is timed is the app alone. Both are started; the caller stops them."""
+    fake = FakeAmi()
+    await fake.start()
+    env = {
+        "CALLCENTER_AMI_PORT": str(fake.port),
+        "CALLCENTER_AMI_USERNAME": fake.username,
+        "CALLCENTER_AMI_SECRET": fake.secret,
+        "CALLCENTER_AGI_PORT": str(free_port("tcp")),
+        "CALLCENTER_AGI_SECRET": secrets.token_urlsafe(24),
+        "CALLCENTER_STORE_URL": store_url,
+        "CALLCENTER_LOG_LEVEL": "INFO",
+        **(extra_env or {}),
+    }
+    app = AppProcess(env, tmp / "app.log", free_port("tcp"))
+    await app.start()
+    return fake, app
 
 
 class Console:
