@@ -103,7 +103,8 @@ class CallRouter:
     def _on_arrival(self, m: Message) -> None:
         uniqueid, channel = str(m.get("Uniqueid", "")), str(m.get("Channel", ""))
         if not uniqueid or not channel:
-            log.warning("routing.malformed_arrival", message=dict(m))
+            # Which part is missing, never the message itself (it carries the caller id).
+            log.warning("routing.malformed_arrival", uniqueid=uniqueid or None, has_channel=bool(channel))
             return
         arrival = self.arrivals.arrive(
             uniqueid=uniqueid,

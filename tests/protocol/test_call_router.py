@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from panoramisk.message import Message
+from structlog.testing import capture_logs
 
 from callcenter.config import NumbersConfig, QueueConfig
 from callcenter.queue.ami import AmiError
@@ -135,9 +136,14 @@ async def test_refused_actions_are_counted_not_raised(parts: tuple[CallRouter, R
 
 async def test_malformed_arrival_is_skipped(parts: tuple[CallRouter, RecordingAmi, Background]) -> None:
     router, ami, background = parts
-    await router.handle(Message({"Event": "UserEvent", "UserEvent": "CallcenterArrival"}))
+    with capture_logs() as logs:
+        await router.handle(
+            Message({"Event": "UserEvent", "UserEvent": "CallcenterArrival", "CallerIDNum": "081234567890"})
+        )
     await background.settle()
     assert ami.actions == [] and router.stats.arrivals == 0
+    warned = [e for e in logs if e["event"] == "routing.malformed_arrival"]
+    assert warned and "081234567890" not in repr(warned) and "message" not in warned[0]
 
 
 async def test_hangup_forgets_an_unqueued_call(parts: tuple[CallRouter, RecordingAmi, Background]) -> None:
