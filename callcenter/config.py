@@ -258,6 +258,32 @@ class LocationConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """The citizen report app ``/lapor`` (``docs/report-app.md``): verification codes, limits, the block."""
+
+    #: Serve ``/lapor`` at all (it also needs Twilio credentials, a sender number and ``public_url``).
+    enabled: bool = True
+    #: A verification code works this long, for this many wrong tries; a number gets this many an hour.
+    code_minutes: int = 10
+    code_attempts: int = 5
+    codes_per_number_hour: int = 3
+    #: Codes one client address group (IPv4 address, IPv6 /64) may ask for per hour.
+    codes_per_address_hour: int = 10
+    #: How long a verified device's token lasts.
+    device_days: int = 365
+    #: Reports per number and per client address group per hour.
+    reports_per_number_hour: int = 5
+    reports_per_address_hour: int = 20
+    #: Reports classified prank/hoax that block the number from the app (never from calling 112).
+    block_after_false: int = 3
+    #: How long such a block lasts; 0: until a supervisor lifts it.
+    block_days: int = 0
+    #: Where report photos are stored, and their largest size (JPEG/PNG, checked by their first bytes).
+    upload_dir: str = "var/reports"
+    photo_max_bytes: int = 5_000_000
+
+
+@dataclass(frozen=True)
 class SupervisionConfig:
     #: Prefix that turns a recording path as Asterisk wrote it into a path this host can read
     #: (the chroot's root for the test PBX; empty when Asterisk runs on this host's file system).
@@ -326,6 +352,7 @@ class Config:
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     twilio: TwilioConfig = field(default_factory=TwilioConfig)
     location: LocationConfig = field(default_factory=LocationConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     store: StoreConfig = field(default_factory=StoreConfig)

@@ -48,6 +48,7 @@ from callcenter.queue.routing import CallRouter
 from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Calls, Store
 from callcenter.store.accounts import Accounts
+from callcenter.store.app_numbers import AppNumbers
 from callcenter.store.arrivals import Arrivals
 from callcenter.store.calllog import CallLog
 from callcenter.store.dispatches import Dispatches
@@ -58,6 +59,7 @@ from callcenter.store.locations import Locations
 from callcenter.store.pending import PendingWrites
 from callcenter.store.presence import QueueLogins
 from callcenter.store.quality import QualityStore
+from callcenter.store.reports import ReportLimits, Reports
 from callcenter.store.roles import CENTRE_ROLES, SUPERVISOR_ROLES
 from callcenter.store.rollup import Rollup
 from callcenter.store.stats import Stats
@@ -77,12 +79,14 @@ from callcenter.web.keys import (
     AGI,
     AMI,
     AMI_FANOUT,
+    APP_NUMBERS,
     AUTO_PAUSE,
     BACKGROUND,
     CALL_LOG,
     CALLBACKS,
     CALLS,
     CLIENTS,
+    CODE_LIMITER,
     CONFIG,
     DIRECTORY,
     DISPATCHER,
@@ -101,6 +105,7 @@ from callcenter.web.keys import (
     PRESENCE_BOARD,
     QUALITY,
     RATINGS,
+    REPORTS,
     ROUTER,
     SLA_INTERVAL,
     STATS,
@@ -214,6 +219,23 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[QUALITY] = Quality(QualityStore(store), offset=centre_offset(app))
     app[LOCATIONS] = Locations(store, recent=timedelta(minutes=cfg.location.match_minutes))
     app[LIMITER] = AddressLimiter(cfg.location.public_per_minute)
+    rep = cfg.report
+    block_for = timedelta(days=rep.block_days) if rep.block_days > 0 else None
+    app[APP_NUMBERS] = AppNumbers(
+        store,
+        code_ttl=timedelta(minutes=rep.code_minutes),
+        code_attempts=rep.code_attempts,
+        codes_per_hour=rep.codes_per_number_hour,
+        device_ttl=timedelta(days=rep.device_days),
+        block_for=block_for,
+    )
+    app[REPORTS] = Reports(
+        app[CALLS],
+        limits=ReportLimits(per_number=rep.reports_per_number_hour, per_client=rep.reports_per_address_hour),
+        block_after=rep.block_after_false,
+        block_for=block_for,
+    )
+    app[CODE_LIMITER] = AddressLimiter(rep.codes_per_address_hour, window=3600.0)
     yield
 
 

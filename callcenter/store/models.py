@@ -519,3 +519,80 @@ class LocationLink(Base):
     status: Mapped[str] = mapped_column(String(16))
     sms_sid: Mapped[str | None] = mapped_column(String(64))
     fixes: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AppNumber(Base):
+    """A phone number that uses (or tried to use) the citizen report app ``/lapor``.
+
+    The pending verification code is kept only as a salted SHA-256 (``store/app_numbers.py``) with its
+    expiry and wrong attempts; ``codes_sent`` counts the codes texted since ``codes_window_at`` (the
+    per-number SMS limit). ``false_reports`` counts this number's reports classified prank/hoax;
+    ``blocked_at`` is when that blocked it from the app (calls to 112 are never affected).
+    """
+
+    __tablename__ = "app_numbers"
+
+    #: E.164.
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime]
+    verified_at: Mapped[datetime | None]
+    code_hash: Mapped[str | None] = mapped_column(String(64))
+    code_salt: Mapped[str | None] = mapped_column(String(32))
+    code_expires_at: Mapped[datetime | None]
+    code_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    codes_window_at: Mapped[datetime | None]
+    codes_sent: Mapped[int] = mapped_column(Integer, default=0)
+    false_reports: Mapped[int] = mapped_column(Integer, default=0)
+    blocked_at: Mapped[datetime | None]
+
+
+class AppDevice(Base):
+    """A browser that verified its number: it holds a random token (httpOnly cookie); we keep its SHA-256."""
+
+    __tablename__ = "app_devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(ForeignKey("app_numbers.number", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Report(Base):
+    """A citizen's report from ``/lapor``: it waits in the queue like a call until a call-taker takes it
+    and calls the citizen back (``store/reports.py``: states and the hook that queues it)."""
+
+    __tablename__ = "reports"
+    __table_args__ = (
+        Index("ix_reports_number_created", "number", "created_at"),
+        Index("ix_reports_client_created", "client_group", "created_at"),
+        Index("ix_reports_status_created", "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The verified E.164 number the call-back rings.
+    number: Mapped[str] = mapped_column(String(32))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("app_devices.id", ondelete="SET NULL"))
+    #: An intake category code (``forms/categories.py``).
+    category: Mapped[str] = mapped_column(String(32))
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    accuracy_m: Mapped[float | None] = mapped_column(Float)
+    #: The photo's random file name under ``[report] upload_dir``.
+    photo: Mapped[str | None] = mapped_column(String(64))
+    #: The client's address group (IPv4 address or IPv6 /64), for the per-address limit.
+    client_group: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    #: waiting → taken → called_back → closed (``store.reports.REPORT_STATES``).
+    status: Mapped[str] = mapped_column(String(16))
+    taken_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    taken_at: Mapped[datetime | None]
+    #: The Asterisk uniqueid of the call-back call.
+    callback_uniqueid: Mapped[str | None] = mapped_column(String(64), index=True)
+    called_back_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    #: A call classification code (``forms.categories.CLASSIFICATIONS``); prank/hoax count against the number.
+    classification: Mapped[str | None] = mapped_column(String(32))
+    classified_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    classified_at: Mapped[datetime | None]

@@ -26,12 +26,14 @@ from callcenter.queue.routing import CallRouter
 from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Calls, Store
 from callcenter.store.accounts import Accounts
+from callcenter.store.app_numbers import AppNumbers
 from callcenter.store.calllog import CallLog
 from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
 from callcenter.store.leadership import Leadership
 from callcenter.store.locations import Locations
 from callcenter.store.pending import PendingWrites
+from callcenter.store.reports import Reports
 from callcenter.store.stats import Stats
 from callcenter.supervision.callbacks import Callbacks
 from callcenter.supervision.leaders import LeaderAlerts
@@ -84,6 +86,11 @@ CALL_LOG = web.AppKey("call_log", CallLog)
 #: Caller location evidence (``store/locations.py``) and the per-address limit of the public /l/ pages.
 LOCATIONS = web.AppKey("locations", Locations)
 LIMITER = web.AppKey("public_limiter", AddressLimiter)
+#: Citizen reports from /lapor (``store/reports.py``; the queue side adds its sink), the app's numbers and
+#: devices (``store/app_numbers.py``), and the per-address limit of verification codes.
+REPORTS = web.AppKey("reports", Reports)
+APP_NUMBERS = web.AppKey("app_numbers", AppNumbers)
+CODE_LIMITER = web.AppKey("code_limiter", AddressLimiter)
 #: Quality review of call handling (``supervision/quality.py``).
 QUALITY = web.AppKey("quality", Quality)
 #: Time in state per queue member and the auto-pause after missed offers (``supervision/presence_control.py``).

@@ -387,7 +387,7 @@ async def test_location_links_are_rate_limited_per_call(env: Env) -> None:
 
 
 async def test_public_link_pages_are_rate_limited_per_address(env: Env) -> None:
-    env.client.app[LIMITER].per_minute = 3
+    env.client.app[LIMITER].limit = 3
     statuses = [(await env.client.get("/l/" + "B" * 16)).status for _ in range(5)]
     assert statuses == [404, 404, 404, 429, 429]
 
