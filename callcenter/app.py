@@ -32,6 +32,7 @@ from callcenter.web import (
     pages,
     presence_api,
     quality_api,
+    report_app,
     supervisor_api,
     twilio_hooks,
 )
@@ -67,6 +68,7 @@ def create_app(config: Config) -> web.Application:
         twilio_hooks,
         location_api,
         map_api,
+        report_app,
     ):
         app.add_routes(module.routes)
     return app

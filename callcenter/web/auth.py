@@ -50,8 +50,10 @@ PUBLIC_POST_PATHS = frozenset(
     {LOGIN_PATH, "/api/twilio/status", "/api/twilio/gather", "/api/twilio/message-status", "/api/twilio/sms", "/aml"}
 )
 #: Path prefixes of the same kind: the citizen's rating page and location link, where the random
-#: token in the path is the only credential (``web/callbacks_api.py``, ``web/location_api.py``).
-PUBLIC_POST_PREFIXES = ("/rate/", "/l/")
+#: token in the path is the only credential (``web/callbacks_api.py``, ``web/location_api.py``), and the
+#: report app's API, authenticated by its own device cookie (SameSite=Strict) or an SMS code
+#: (``web/report_app.py``); the cross-origin check above still applies to all of them.
+PUBLIC_POST_PREFIXES = ("/rate/", "/l/", "/lapor/api/")
 #: Paths whose requests never need a session lookup (assets, the monitor's liveness probe, the metrics
 #: scrape, which checks its own loopback-or-token rule: ``web/metrics.py``).
 _NO_SESSION_PREFIXES = ("/static/", "/healthz", "/metrics")

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from callcenter.store.roles import AGENCY, CENTRE_ROLES, CONSOLE_ROLES
 from callcenter.web.access import Reply, error, require, user_of
 from callcenter.web.keys import AMI, CALLS, CONFIG, DIRECTORY, DISPATCHER, DISPATCHES, HUB, STORE, TRACKER
 from callcenter.web.trail import trace_reads
+from callcenter.web.uploads import photo_response, read_text, save_photo
 
 log = structlog.get_logger("callcenter.web.dispatch")
 routes = web.RouteTableDef()
@@ -60,8 +59,6 @@ MAX_NOTE = 2000
 _MAX_TEXT_PART = 4 * MAX_NOTE + 64
 _MAX_AGENCIES = 50
 _CODE = re.compile(r"[a-z0-9_-]{1,32}")
-_MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"))
-_PHOTO_TYPES = {"jpg": "image/jpeg", "png": "image/png"}
 
 
 def agency_names(directory: Directory | None) -> dict[str, str]:
@@ -361,63 +358,6 @@ async def conference(request: web.Request) -> web.Response:
     )
 
 
-def _photo_kind(head: bytes) -> str | None:
-    for magic, kind in _MAGIC:
-        if head.startswith(magic):
-            return kind
-    return None
-
-
-async def _read_text(part: BodyPartReader) -> str:
-    data = bytearray()
-    while chunk := await part.read_chunk(4096):
-        data += chunk
-        if len(data) > _MAX_TEXT_PART:
-            raise Reply(error(413, f"{part.name} too long"))
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Reply(_invalid({str(part.name): "Bukan teks UTF-8."}, {str(part.name): "Not UTF-8 text."})) from None
-
-
-async def _save_photo(part: BodyPartReader, directory: Path, dispatch_id: int, limit: int) -> str | None:
-    """Stream the photo to a temporary file, checking its kind on the first bytes and its size as it
-    arrives (a 2 GB upload is refused after ``limit`` bytes, not after it filled the disk); renamed to
-    its random final name only once complete. None for an empty file part (no photo chosen)."""
-    directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - one stat call, not worth a thread
-    temp = directory / f".upload-{secrets.token_hex(16)}"
-    size = 0
-    kind: str | None = None
-    head = b""
-    try:
-        with temp.open("xb") as out:
-            while chunk := await part.read_chunk(64 * 1024):
-                if kind is None:
-                    head += chunk
-                    if len(head) < 8 and not head.startswith(b"\xff\xd8\xff"):
-                        continue
-                    kind = _photo_kind(head)
-                    if kind is None:
-                        raise Reply(error(415, "photo must be a JPEG or PNG image"))
-                    chunk, head = head, b""
-                size += len(chunk)
-                if size > limit:
-                    raise Reply(error(413, f"photo larger than {limit} bytes"))
-                out.write(chunk)
-        if kind is None:
-            if head:  # a few bytes that are no image header
-                raise Reply(error(415, "photo must be a JPEG or PNG image"))
-            temp.unlink()
-            return None
-        name = f"{dispatch_id}-{secrets.token_hex(16)}.{kind}"
-        os.replace(temp, directory / name)
-        return name
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        raise
-
-
 @routes.post("/api/dispatches/{id}/updates")
 @require(AGENCY)
 async def add_update(request: web.Request) -> web.Response:
@@ -446,9 +386,9 @@ async def add_update(request: web.Request) -> web.Response:
             if not isinstance(part, BodyPartReader):
                 return error(400, "nested multipart is not accepted")
             if part.name in TEXT_FIELDS and part.name not in fields:
-                fields[part.name] = await _read_text(part)
+                fields[part.name] = await read_text(part, _MAX_TEXT_PART)
             elif part.name == "photo" and photo is None:
-                photo = await _save_photo(part, directory, dispatch_id, limit)
+                photo = await save_photo(part, directory, str(dispatch_id), limit)
             else:
                 return _invalid({str(part.name)[:64]: "Kolom tidak dikenal."}, {str(part.name)[:64]: "Unknown field."})
 
@@ -514,17 +454,4 @@ async def photo(request: web.Request) -> web.StreamResponse:
     await _load(request, dispatch_id)
     if not await request.app[DISPATCHES].photo_belongs(dispatch_id, name):
         return error(404, "no such photo")
-    directory = _upload_dir(request.app)
-    path = (directory / name).resolve()
-    if path.parent != directory or not path.is_file():
-        return error(404, "no such photo")
-    return web.FileResponse(
-        path,
-        headers={
-            "Content-Type": _PHOTO_TYPES[match.group(1)],
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "default-src 'none'; sandbox",
-            "Cache-Control": "private, max-age=3600",
-            "Content-Disposition": "inline",
-        },
-    )
+    return photo_response(_upload_dir(request.app), name, match.group(1))

@@ -51,6 +51,16 @@ PUBLIC = {
     "/aml",  # AML receiver: shared secret and/or address allowlist (tests/protocol/test_location.py)
     "/api/twilio/sms",  # inbound SMS (AML by SMS): authenticated by X-Twilio-Signature
     "/l/{token}",  # the caller's location link: random token, 1 h, per-address limit
+    # The citizen report app: the page and its shell, and its API (SMS code, then a device cookie;
+    # tests/protocol/test_report_app.py)
+    "/lapor",
+    "/lapor/",
+    "/lapor/{name}",
+    "/lapor/api/state",
+    "/lapor/api/code",
+    "/lapor/api/verify",
+    "/lapor/api/forget",
+    "/lapor/api/reports",
 }
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 

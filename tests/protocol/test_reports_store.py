@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from callcenter.store import Calls, Store, utcnow
-from callcenter.store.app_numbers import AppNumbers, code_hash
 from callcenter.store.accounts import Accounts
+from callcenter.store.app_numbers import AppNumbers, code_hash
 from callcenter.store.models import AppDevice, NumberFlag, Report
 from callcenter.store.quota import QuotaExceeded
 from callcenter.store.reports import (
