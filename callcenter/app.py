@@ -33,6 +33,7 @@ from callcenter.web import (
     presence_api,
     quality_api,
     report_app,
+    report_desk,
     supervisor_api,
     twilio_hooks,
 )
@@ -69,6 +70,7 @@ def create_app(config: Config) -> web.Application:
         location_api,
         map_api,
         report_app,
+        report_desk,
     ):
         app.add_routes(module.routes)
     return app

@@ -43,6 +43,7 @@ from callcenter.queue.ami import AmiClient
 from callcenter.queue.fanout import AmiFanout
 from callcenter.queue.live import member_json
 from callcenter.queue.presence import Presence
+from callcenter.queue.reports import ReportQueue
 from callcenter.queue.resync import resync_from_ami
 from callcenter.queue.routing import CallRouter
 from callcenter.queue.tracker import QueueTracker
@@ -105,6 +106,7 @@ from callcenter.web.keys import (
     PRESENCE_BOARD,
     QUALITY,
     RATINGS,
+    REPORT_QUEUE,
     REPORTS,
     ROUTER,
     SLA_INTERVAL,
@@ -327,6 +329,7 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
         sessions_alive=app[ACCOUNTS].live_sessions,
         trace=lambda users, action, incidents: trace_reads(store, users, action, incidents),
         locations=app[LOCATIONS],
+        reports=app[REPORTS],
     )
     unsubscribe = app[TRACKER].subscribe(hub.on_event)
     app[HUB] = hub
@@ -432,6 +435,33 @@ async def supervision_ctx(app: web.Application) -> AsyncIterator[None]:
         undo()
     await ratings.close()
     await callbacks.close()
+
+
+async def reports_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Citizen reports into the call-takers' queue (``queue/reports.py``): told of each new report, the
+    leader places it (and every report still waiting after a restart or a takeover); AMI's Originate
+    answers and the tracker's AgentConnect follow it. After the live hub, so a report's pop finds it."""
+    cfg, tracker, leadership = app[CONFIG], app[TRACKER], app[LEADERSHIP]
+    queue = ReportQueue(
+        app[REPORTS],
+        app[AMI],
+        tracker,
+        app[STORE],
+        is_leader=lambda: leadership.is_leader,
+        priority=cfg.queue.default_priority,
+    )
+    undo = [
+        app[REPORTS].add_sink(queue),
+        app[AMI_FANOUT].subscribe(queue.on_ami_event),
+        tracker.subscribe(queue.on_tracker),
+    ]
+    app[REPORT_QUEUE] = queue
+    loop = LeaderOnly(leadership, queue.run, "report-queue")  # each report placed once, by the leader
+    yield
+    await loop.close()
+    for unsubscribe in undo:
+        unsubscribe()
+    await queue.close()
 
 
 async def sla_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -549,6 +579,7 @@ CONTEXTS: tuple[Callable[[web.Application], AsyncIterator[None]], ...] = (
     live_ctx,
     dispatch_ctx,
     supervision_ctx,
+    reports_ctx,
     sla_ctx,
     quality_ctx,
     presence_ctx,

@@ -330,6 +330,7 @@ class AmiClient:
         variables: Mapping[str, str],
         exten: str = "s",
         caller_id: str = CENTRE_CALLER_ID,
+        other_channel_id: str | None = None,
     ) -> None:
         """Place a call: an asynchronous Originate of ``channel`` into ``context,exten,1``.
 
@@ -337,19 +338,23 @@ class AmiClient:
         which the later ``OriginateResponse`` carries, and the ChannelId, which becomes the new channel's
         Uniqueid and so matches its ``Hangup``/``DialEnd``. Asterisk answers "successfully queued" at
         once; whether anyone picked up arrives later (:func:`originate_outcome`).
+
+        ``other_channel_id`` is the Uniqueid of a ``Local/`` channel's other half (the one that runs the
+        ``Local/exten@context`` dialplan), so its events are matched by id too (an app report in the queue).
         """
-        await self.action(
-            {
-                "Action": "Originate",
-                "ActionID": reference,
-                "ChannelId": reference,
-                "Channel": channel,
-                "Context": context,
-                "Exten": exten,
-                "Priority": "1",
-                "Timeout": str(ring_seconds * 1000),
-                "CallerID": caller_id,
-                "Variable": ",".join(f"{k}={v}" for k, v in variables.items()),
-                "Async": "true",
-            }
-        )
+        action = {
+            "Action": "Originate",
+            "ActionID": reference,
+            "ChannelId": reference,
+            "Channel": channel,
+            "Context": context,
+            "Exten": exten,
+            "Priority": "1",
+            "Timeout": str(ring_seconds * 1000),
+            "CallerID": caller_id,
+            "Variable": ",".join(f"{k}={v}" for k, v in variables.items()),
+            "Async": "true",
+        }
+        if other_channel_id is not None:
+            action["OtherChannelId"] = other_channel_id
+        await self.action(action)

@@ -8,6 +8,7 @@ so a resync snapshot asked for *before* a change cannot bring back what the chan
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -27,6 +28,17 @@ DEVICE_STATES = {
 }
 
 
+#: Uniqueids of an app report's Local channel (``queue/reports.py``): ``report-<id>-<n>`` is the half that
+#: announces it to the call-taker, ``report-<id>-<n>-q`` the half waiting in the queue.
+_REPORT_UNIQUEID = re.compile(r"^report-([0-9]{1,12})-[0-9]{1,20}(-q)?$")
+
+
+def report_id_of(uniqueid: str) -> int | None:
+    """The app report a channel belongs to, from its Uniqueid (None: a 112 caller or anything else)."""
+    found = _REPORT_UNIQUEID.match(uniqueid)
+    return int(found.group(1)) if found else None
+
+
 def is_true(value: Any) -> bool:
     """An AMI yes/no header (``1``, ``true``, ``yes``)."""
     return str(value).strip().lower() in {"1", "true", "yes"}
@@ -39,6 +51,8 @@ class WaitingCaller:
     position: int
     caller: str
     joined_at: datetime
+    #: The citizen's report from the app this entry stands for (``report_id_of``); None for a 112 caller.
+    report_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,4 +156,4 @@ def member_json(member: Member) -> dict[str, Any]:
     }
 
 
-__all__ = ["DEVICE_STATES", "LiveState", "Member", "WaitingCaller", "is_true", "member_json"]
+__all__ = ["DEVICE_STATES", "LiveState", "Member", "WaitingCaller", "is_true", "member_json", "report_id_of"]

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from panoramisk.message import Message
 
-from callcenter.queue.live import WaitingCaller
+from callcenter.queue.live import WaitingCaller, report_id_of
 from callcenter.queue.tracker import FINAL, QueueTracker, int_field
 from callcenter.store import utcnow
 from callcenter.store.calls import EventWrite
@@ -56,6 +56,7 @@ async def resync(
             int_field(e.get("Position")),
             str(e.get("CallerIDNum", "")),
             now - timedelta(seconds=wait),
+            report_id_of(uniqueid),
         )
         queue = str(e.get("Queue", ""))
         joined = now - timedelta(seconds=wait)

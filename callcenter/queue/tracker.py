@@ -16,7 +16,7 @@ import structlog
 from panoramisk.message import Message
 
 from callcenter.forms.phone import normalize
-from callcenter.queue.live import LiveState, WaitingCaller, member_json
+from callcenter.queue.live import LiveState, WaitingCaller, member_json, report_id_of
 from callcenter.queue.timeline import AfterWrite, TimelineWriter
 from callcenter.store import Calls, utcnow
 from callcenter.store.calls import EventWrite
@@ -172,9 +172,11 @@ class QueueTracker:
         now = utcnow()
         queue, position = str(m["Queue"]), int_field(m.get("Position"))
         uniqueid = str(m["Uniqueid"])
-        self.live.waiting[uniqueid] = WaitingCaller(uniqueid, queue, position, str(m.get("CallerIDNum", "")), now)
+        report_id = report_id_of(uniqueid)
+        caller = str(m.get("CallerIDNum", ""))
+        self.live.waiting[uniqueid] = WaitingCaller(uniqueid, queue, position, caller, now, report_id)
         self.live.touch("waiting", uniqueid)
-        self.publish("waiting", {"uniqueid": uniqueid, "queue": queue, "position": position})
+        self.publish("waiting", {"uniqueid": uniqueid, "queue": queue, "position": position, "report_id": report_id})
 
         linkedid = str(m.get("Linkedid", "")) or None
 
@@ -184,8 +186,13 @@ class QueueTracker:
             call.queue = queue
             call.queued_at = call.queued_at or now
             call.linkedid = call.linkedid or linkedid
+            if report_id is not None:
+                # Not dialled by anyone: the citizen's report from the app, queued by us.
+                call.dialed, call.routed_by = "lapor", "report"
 
         data: dict[str, Any] = {"queue": queue, "position": position, "count": int_field(m.get("Count"))}
+        if report_id is not None:
+            data["report_id"] = report_id
         if dialplan_fallback(m):
             # Queued by the dialplan's fallback (the app did not route this call): counted for /metrics.
             self.fallbacks += 1
@@ -269,7 +276,8 @@ class QueueTracker:
 
         data = {"member": member, "interface": interface, "wait": wait, "ring_seconds": _seconds(m.get("RingTime"))}
         # Publish before the write: the console's screen pop must not wait on the database.
-        self.publish("connected", {"uniqueid": uniqueid, **data, "caller": m.get("CallerIDNum", "")})
+        report = {"report_id": report_id_of(uniqueid)}
+        self.publish("connected", {"uniqueid": uniqueid, **data, "caller": m.get("CallerIDNum", ""), **report})
         self.record(m, "answered", data, update)
 
     def _on_agent_complete(self, m: Message) -> None:

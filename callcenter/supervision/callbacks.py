@@ -144,9 +144,13 @@ class Callbacks:
 
     # -- placing a callback ----------------------------------------------------------------------
 
-    async def request(self, call_id: str, *, user_id: int | None, interface: str | None) -> Callback:
+    async def request(
+        self, call_id: str, *, user_id: int | None, interface: str | None, number: str | None = None
+    ) -> Callback:
         """Ring ``interface`` (the requester's phone; None → the overflow line), then the citizen.
 
+        ``number``: a citizen's report from the app (``queue/reports.py``): ``call_id`` is the report's turn
+        in the queue, answered by the call-taker, and the citizen is the report's verified number.
         Raises LookupError for an unknown call and CallbackRefused when it cannot be placed.
         """
         phone = interface or self.overflow_dial
@@ -157,12 +161,13 @@ class Callbacks:
             call = await session.get(Call, call_id)
             if call is None:
                 raise LookupError(call_id)
-            number = call.caller_number or ""
-            if not _DIALABLE.match(number):
+            dial = number or call.caller_number or ""
+            if not _DIALABLE.match(dial):
                 raise CallbackRefused("the caller's number is withheld or not dialable")
-            # Call-backs are for callers who gave up waiting; the PBX must not become a dialler of
-            # any number that once called, nor ring one citizen again and again.
-            if call.status != "abandoned":
+            # Call-backs are for callers who gave up waiting (and for app reports, which ask for one);
+            # the PBX must not become a dialler of any number that once called, nor ring one citizen
+            # again and again.
+            if number is None and call.status != "abandoned":
                 raise CallbackRefused("only abandoned calls are called back")
             earlier = list(await session.scalars(select(Callback.outcome).where(Callback.call_id == call_id)))
             if "calling" in earlier:
@@ -172,9 +177,9 @@ class Callbacks:
             cb = Callback(call_id=call_id, requested_by=user_id, requested_at=utcnow(), outcome="calling")
             session.add(cb)
             await session.flush()
-            return cb, number
+            return cb, dial
 
-        cb, number = await self.store.transaction("callback_create", op)
+        cb, dial = await self.store.transaction("callback_create", op)
         self._live[cb.id] = live = _Live()
         live.timer = asyncio.get_running_loop().call_later(
             WATCHDOG, lambda: self._spawn(self.finish(cb.id, "failed", "no outcome from the PBX"))
@@ -189,11 +194,11 @@ class Callbacks:
                 ring_seconds=TAKER_RING,
                 variables={
                     "CC_CALLBACK_ID": str(cb.id),
-                    "CC_CALLBACK_NUMBER": number,
+                    "CC_CALLBACK_NUMBER": dial,
                     "CC_CALLBACK_RING": str(CITIZEN_RING),
                 },
                 # The call-taker's display shows whom they are about to call back.
-                caller_id=f'"Panggil balik" <{number}>',
+                caller_id=f'"Panggil balik" <{dial}>',
             )
         except AmiError as exc:
             await self.finish(cb.id, "failed", str(exc)[:64] or "AMI unavailable")

@@ -20,12 +20,14 @@ import structlog
 from aiohttp import web
 
 from callcenter.forms.phone import normalize
-from callcenter.queue.live import member_json
+from callcenter.queue.live import member_json, report_id_of
+from callcenter.queue.reports import report_pop
 from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Calls
 from callcenter.store.accounts import UserInfo
 from callcenter.store.locations import Locations
 from callcenter.store.pending import PendingWrites
+from callcenter.store.reports import Reports
 from callcenter.store.roles import AGENCY, CALLTAKER, CENTRE_ROLES, SUPERVISOR_ROLES
 
 log = structlog.get_logger("callcenter.web.hub")
@@ -60,9 +62,14 @@ async def build_pop(
     uniqueid: str,
     facts: Mapping[str, Any],
     locations: Locations | None = None,
+    reports: Reports | None = None,
 ) -> dict[str, Any]:
-    """Everything the call-taker sees when the caller is put through to them."""
+    """Everything the call-taker sees when the caller is put through to them (for a citizen's report from
+    the app: the report too, ``report``, and its position first among ``fixes``)."""
     await pending.settle(uniqueid, timeout=0.5)
+    report_id = report_id_of(uniqueid)
+    report = await reports.get(report_id) if reports is not None and report_id is not None else None
+    shown = report_pop(report) if report is not None else None
     call = await calls.call_by_uniqueid(uniqueid)
     raw = call.caller_raw if call and call.caller_raw else str(facts.get("caller", ""))
     caller = normalize(raw)
@@ -91,7 +98,9 @@ async def build_pop(
         "history": history,
         "location": await calls.known_location(call.id) if call else None,
         # Positions received for the call (AML, location link), newest first.
-        "fixes": await locations.for_call(call) if call and locations else [],
+        "fixes": ([shown["fix"]] if shown and shown["fix"] else [])
+        + (await locations.for_call(call) if call and locations else []),
+        "report": shown,
     }
 
 
@@ -116,8 +125,10 @@ class LiveHub:
         sessions_alive: SessionCheck | None = None,
         trace: Trace | None = None,
         locations: Locations | None = None,
+        reports: Reports | None = None,
     ) -> None:
         self.calls = calls
+        self.reports = reports
         self.check_seconds = check_seconds
         self.sessions_alive = sessions_alive
         self.trace = trace
@@ -210,7 +221,9 @@ class LiveHub:
 
     async def _pop(self, interface: str, payload: dict[str, Any]) -> None:
         started = time.perf_counter()
-        pop = await build_pop(self.calls, self.pending, str(payload["uniqueid"]), payload, self.locations)
+        pop = await build_pop(
+            self.calls, self.pending, str(payload["uniqueid"]), payload, self.locations, self.reports
+        )
         message = {"type": "pop", "call": pop}
         await self._send_traced(self._targets(interface), message, "pop", pop["history"]["incidents"])
         log.info(

@@ -22,6 +22,7 @@ from callcenter.forms.intake import Districts
 from callcenter.queue.ami import AmiClient
 from callcenter.queue.fanout import AmiFanout
 from callcenter.queue.presence import Presence
+from callcenter.queue.reports import ReportQueue
 from callcenter.queue.routing import CallRouter
 from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Calls, Store
@@ -91,6 +92,8 @@ LIMITER = web.AppKey("public_limiter", AddressLimiter)
 REPORTS = web.AppKey("reports", Reports)
 APP_NUMBERS = web.AppKey("app_numbers", AppNumbers)
 CODE_LIMITER = web.AppKey("code_limiter", AddressLimiter)
+#: Puts waiting reports into the call-takers' queue and marks them taken (``queue/reports.py``).
+REPORT_QUEUE = web.AppKey("report_queue", ReportQueue)
 #: Quality review of call handling (``supervision/quality.py``).
 QUALITY = web.AppKey("quality", Quality)
 #: Time in state per queue member and the auto-pause after missed offers (``supervision/presence_control.py``).

@@ -17,7 +17,7 @@ from callcenter.store.accounts import UserInfo
 from callcenter.store.roles import CALLTAKER, CENTRE_ROLES, CONSOLE_ROLES
 from callcenter.web.access import SESSION, error, require, user_of
 from callcenter.web.hub import build_pop
-from callcenter.web.keys import CALLS, CONFIG, HUB, LOCATIONS, PENDING, PRESENCE, STORE, TRACKER
+from callcenter.web.keys import CALLS, CONFIG, HUB, LOCATIONS, PENDING, PRESENCE, REPORTS, STORE, TRACKER
 from callcenter.web.trail import trace_reads
 
 log = structlog.get_logger("callcenter.web.live")
@@ -76,7 +76,8 @@ async def current(request: web.Request) -> web.Response:
     tracker = request.app[TRACKER]
     for uniqueid, interface in tracker.live.connected.items():
         if user.interface and interface == user.interface:
-            pop = await build_pop(request.app[CALLS], request.app[PENDING], uniqueid, {}, request.app.get(LOCATIONS))
+            app = request.app
+            pop = await build_pop(app[CALLS], app[PENDING], uniqueid, {}, app.get(LOCATIONS), app.get(REPORTS))
             await trace_reads(request.app[STORE], [user], "pop", pop["history"]["incidents"])
             break
     return web.json_response({"call": pop, "member": member_json(member) if member else None, "pbx": tracker.link_up})

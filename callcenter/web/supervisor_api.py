@@ -33,7 +33,17 @@ from callcenter.store.roles import SUPERVISOR
 from callcenter.store.stats import Period, Stats
 from callcenter.web.access import Reply, date_range, error, invalid, require, user_of
 from callcenter.web.console_api import incident_json
-from callcenter.web.keys import AUTO_PAUSE, CALL_LOG, CONFIG, DISPATCHES, PRESENCE_BOARD, STATS, STORE, TRACKER
+from callcenter.web.keys import (
+    AUTO_PAUSE,
+    CALL_LOG,
+    CONFIG,
+    DISPATCHES,
+    PRESENCE_BOARD,
+    REPORT_QUEUE,
+    STATS,
+    STORE,
+    TRACKER,
+)
 from callcenter.web.trail import trace_reads
 
 log = structlog.get_logger("callcenter.web.supervisor")
@@ -143,6 +153,8 @@ async def wallboard(request: web.Request) -> web.Response:
                     "caller": caller.caller,
                     "position": caller.position,
                     "wait_seconds": round(max(0.0, (now - caller.joined_at).total_seconds()), 1),
+                    # A citizen's report from the app, waiting in the same queue (``queue/reports.py``).
+                    "report_id": caller.report_id,
                 }
             )
         live_members = list(tracker.live.members.values())
@@ -154,6 +166,21 @@ async def wallboard(request: web.Request) -> web.Response:
             display = names.get(member.interface) or names.get(member.name) or member.name
             row = {**member_json(member), "display_name": display}
             members.append(board.annotate(row, now) if board is not None else row)
+    report_queue = request.app.get(REPORT_QUEUE)
+    if report_queue is not None:
+        # Reports not in the queue (being placed, failed, no call-taker logged in) still wait: shown too.
+        for report in await report_queue.outside_queue():
+            created = datetime.fromisoformat(report["created_at"])
+            waiting.append(
+                {
+                    "uniqueid": None,
+                    "caller": report["number"],
+                    "position": None,
+                    "wait_seconds": round(max(0.0, (now - created).total_seconds()), 1),
+                    "report_id": report["report_id"],
+                    "report": report,
+                }
+            )
     auto_pause = request.app.get(AUTO_PAUSE)
     today = await stats.today(now)
     return web.json_response(

@@ -15,6 +15,7 @@ import { api, ApiError, setAuthLostHandler, setCsrf } from "./api.js";
 import { onLocationMessage, showCallLocation, wireCallLocation } from "./callerloc.js";
 import { callMap } from "./callmap.js";
 import { fieldMap } from "./fieldmap.js";
+import { onReportCallback, showReport, wireReportPop } from "./reportpop.js";
 import { codeLabel, currentLang, fmtDate, setLang, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
@@ -684,6 +685,8 @@ function renderPop() {
   $("pop-body").hidden = !pop;
   $("pop-status").hidden = !pop;
   $("pop-panel").dataset.callId = pop?.call_id ?? "";
+  $("pop-panel").classList.toggle("app-report", !!pop?.report);
+  showReport(pop); // a citizen's report from the app: its own part of the pop
   $("pop-panel").classList.toggle("ended", !!pop && state.callEnded);
   for (const b of $("classify-buttons").querySelectorAll("button")) b.disabled = !pop;
   if (!pop) return;
@@ -1597,6 +1600,7 @@ function refreshAbandonedSoon() {
 
 function onCallbackMessage(msg) {
   if (isAgency()) return;
+  onReportCallback(msg); // the call-back of the report on the pop, if it is that one
   abandoned.onCallbackMessage(msg); // the outcome at once, folded or not: it is kept for the next render
   refreshAbandonedSoon();
 }
@@ -1684,6 +1688,7 @@ function wire() {
   $("switch-fresh").addEventListener("click", freshFormForPending);
   $("copy-location").addEventListener("click", copyLocation);
   wireCallLocation(callMap());
+  wireReportPop(() => state.schema?.categories || []);
   $("prank-refresh").addEventListener("click", loadPranks);
   $("abandoned-panel").addEventListener("toggle", () => {
     if (state.user) localStorage.setItem(abandonedKey(), $("abandoned-panel").open ? "1" : "");

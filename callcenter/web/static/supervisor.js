@@ -307,10 +307,15 @@ function renderWallboard() {
   $("wb-queue").replaceChildren(
     ...waiting
       .slice()
-      .sort((a, b) => (a.position ?? 0) - (b.position ?? 0))
+      // Reports not in the queue (position null) after the queue, longest waiting first.
+      .sort((a, b) => (a.position ?? 1e9) - (b.position ?? 1e9) || (b.wait_seconds ?? 0) - (a.wait_seconds ?? 0))
       .map((w) =>
-        h("li", { dataset: { testid: "wb-waiting-caller", wait: w.wait_seconds ?? 0 } },
-          h("span", { class: "pos" }, `${w.position ?? ""}.`),
+        h("li", { class: w.report_id != null ? "app-report" : null, dataset: { testid: "wb-waiting-caller", wait: w.wait_seconds ?? 0, reportId: w.report_id ?? "", queued: w.position != null ? "1" : "0" } },
+          h("span", { class: "pos" }, w.position != null ? `${w.position}.` : "–"),
+          w.report_id != null
+            ? h("span", { class: "badge report-badge", dataset: { testid: "wb-report-badge" }, title: w.report ? t(`wb.report.${w.report.state}`) : "" },
+                w.position != null ? t("wb.report") : `${t("wb.report")} · ${t(`wb.report.${w.report?.state || "not_queued"}`)}`)
+            : null,
           h("span", { class: w.caller ? "caller mono" : "caller muted" }, w.caller || t("pop.withheld")),
           h("span", { class: "wait" }, fmtDur(w.wait_seconds)))),
   );
