@@ -16,9 +16,18 @@ from callcenter.pbx.harness import TestPbx
 from callcenter.store import Store
 from callcenter.store.models import Callback
 from callcenter.testing import sipp
+from callcenter.testing.fake_twilio import FakeTwilio
 from callcenter.testing.web import DEFAULT_PASSWORD
 
-__all__ = ["call_back_from_page", "citizen_call", "greeting_seconds", "log_in", "phone_port", "rows"]
+__all__ = [
+    "call_back_from_page",
+    "citizen_call",
+    "greeting_seconds",
+    "log_in",
+    "phone_port",
+    "report_from_lapor",
+    "rows",
+]
 
 
 def dead_tiles() -> str:
@@ -103,3 +112,27 @@ async def citizen_call(pbx: TestPbx, caller_id: str, talk: float) -> AsyncIterat
         caller.kill()
         result = await taker.stop()
     assert result.successful >= 1, result.errors
+
+
+async def report_from_lapor(page: Page, base_url: str, fake_twilio: FakeTwilio, typed: str, category: str) -> int:
+    """A citizen sends a report from ``/lapor`` in ``page`` (a context with geolocation granted): the number
+    ``typed``, verified with the code read from Twilio's recorder, then ``category`` held for the 3 s the
+    app asks for, once the position is known. Returns the report's id as the confirmation shows it."""
+    await page.goto(base_url + "/lapor/")
+    await page.get_by_test_id("lapor-number").fill(typed)
+    sent = len(fake_twilio.messages())
+    await page.get_by_test_id("lapor-send-code").click()
+    await expect(page.get_by_test_id("lapor-screen-code")).to_be_visible()
+    body = fake_twilio.messages()[sent].param("Body")
+    code = next(word for word in re.split(r"[^0-9]+", body) if len(word) == 6)
+    await page.get_by_test_id("lapor-code").fill(code)
+    await page.get_by_test_id("lapor-verify").click()
+    await expect(page.get_by_test_id("lapor-location")).to_have_attribute("data-state", "fixed", timeout=10_000)
+    button = page.get_by_test_id(f"lapor-cat-{category}")
+    box = await button.bounding_box()
+    assert box is not None
+    await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.mouse.down()
+    await expect(page.get_by_test_id("lapor-done")).to_be_visible(timeout=10_000)  # sent after the 3 s hold
+    await page.mouse.up()
+    return int(await page.get_by_test_id("lapor-report-id").get_attribute("data-report-id") or "0")
