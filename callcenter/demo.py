@@ -21,7 +21,7 @@ import structlog
 
 from callcenter.config import Config, replace
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
-from callcenter.pbx.demo import DEMO_TAKERS, demo_spec
+from callcenter.pbx.demo import DEMO_CITIZEN, DEMO_TAKERS, demo_spec
 from callcenter.pbx.harness import TestPbx
 from callcenter.store import Store
 from callcenter.store.accounts import Accounts
@@ -120,6 +120,12 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
                     timeout=86400,
                 )
             )
+        # The citizen called back (an abandoned call, an app report): answers after 3 s, talks 10 s.
+        phones.append(
+            await sipp.answerer(
+                DEMO_CITIZEN[1], answer_after=3, hold_seconds=10, hangup_by="local", max_calls=None, timeout=86400
+            )
+        )
         if takers:
             for _name, port in DEMO_TAKERS:
                 # Answer after 2 s of ringing, talk 20 s, hang up: a call-taker's softphone on autopilot.
@@ -161,6 +167,9 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
                 "  AML from the caller's phone, while 081234567890 is on the line:\n"
                 f"    curl -d device_number=081234567890 -d location_latitude=-8.3581 -d location_longitude=114.617"
                 f" -d location_accuracy=14 -d location_source=gps -H 'X-AML-Key: {aml_secret}' {web_url}/aml\n"
+                f"  a citizen's report: open {web_url}/lapor/ (allow location), verify any number with the code\n"
+                "  printed here, hold a category 3 s: it waits in the queue and pops on the answering console,\n"
+                "  where 'Telepon balik pelapor' rings your softphone, then the citizen's demo phone\n"
                 "  the app runs under a watchdog as in production: `kill -STOP <app pid>` and callers still\n"
                 "  queue at once; the frozen app is replaced within seconds\n"
                 "  Ctrl-C stops everything.\n",

@@ -7,6 +7,8 @@ from callcenter.dispatch.agencies import load_agencies
 from callcenter.pbx.render import PbxSpec
 
 DEMO_TAKERS = (("taker1", 5071), ("taker2", 5072))
+#: The public network as the demo's call-backs see it: every citizen number reaches the SIPp phone here.
+DEMO_CITIZEN = ("citizen", 5080)
 DEMO_AGENCY_BASE_PORT = 5100
 
 
@@ -21,7 +23,8 @@ def demo_agency_lines() -> tuple[tuple[str, int], ...]:
 def demo_spec(
     sip_port: int = 5060, ami_port: int = 5038, ami_secret: str = "", agi_port: int = 4573, agi_secret: str = ""
 ) -> PbxSpec:
-    """The demo wiring: call-takers' softphones on 5071/5072, supervisor (overflow) on 5079, agencies 5100+."""
+    """The demo wiring: call-takers' softphones on 5071/5072, supervisor (overflow) on 5079, the citizens'
+    line (call-backs, rating calls) on 5080, agencies 5100+."""
     return PbxSpec(
         instance="demo",
         sip_port=sip_port,
@@ -33,4 +36,6 @@ def demo_spec(
         takers=DEMO_TAKERS,
         agencies=demo_agency_lines(),
         supervisor_port=5079,
+        citizens=(DEMO_CITIZEN,),
+        citizen_trunk=DEMO_CITIZEN[0],
     )
