@@ -34,6 +34,7 @@ from callcenter.web import (
     quality_api,
     report_app,
     report_desk,
+    reports_api,
     supervisor_api,
     twilio_hooks,
 )
@@ -71,6 +72,7 @@ def create_app(config: Config) -> web.Application:
         map_api,
         report_app,
         report_desk,
+        reports_api,
     ):
         app.add_routes(module.routes)
     return app

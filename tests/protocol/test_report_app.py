@@ -33,7 +33,7 @@ from callcenter.store.models import AppDevice, AppNumber, NumberFlag, Report
 from callcenter.store.reports import WAITING, ReportLimits
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.fake_twilio import FakeTwilio
-from callcenter.testing.web import test_config
+from callcenter.testing.web import UserSession, make_user, test_config
 from callcenter.web.keys import AMI, CODE_LIMITER, LIMITER, REPORTS, STORE
 from callcenter.web.report_app import COOKIE
 
@@ -373,3 +373,62 @@ async def test_forget_revokes_the_device(env: Env) -> None:
     assert (await env.client.post("/lapor/api/forget")).status == 200
     reuse = await env.client.post("/lapor/api/reports", data=report_form(), headers={"Cookie": f"{COOKIE}={token}"})
     assert reuse.status == 401
+
+
+# -- the centre's side -------------------------------------------------------------------------------------
+
+
+async def test_the_centre_reads_classifies_and_closes_reports(env: Env) -> None:
+    await verified(env)
+    first = (await (await post_report(env.client, report_form("crime", PNG))).json())["report"]["id"]
+    others = [(await (await post_report(env.client)).json())["report"]["id"] for _ in range(2)]
+    ayu = await UserSession(env.client).login(await make_user(env.store, "ayu", "calltaker"))
+    officer = await UserSession(env.client).login(await make_user(env.store, "damkar1", "agency", agency="damkar"))
+    try:
+        assert (await env.client.get(f"/api/reports/{first}")).status == 401  # the citizen's jar: no session
+        assert (await officer.get(f"/api/reports/{first}"))[0] == 403
+        assert (await officer.post(f"/api/reports/{first}/classify", {"classification": "prank"}))[0] == 403
+
+        status, body = await ayu.get("/api/reports")
+        assert status == 200 and [r["id"] for r in body["reports"]] == [first, *others]
+        status, body = await ayu.get(f"/api/reports/{first}")
+        assert status == 200
+        assert (body["report"]["number"], body["report"]["category"]) == (NUMBER, "crime")
+        status, photo, kind = await ayu.get_raw(f"/api/reports/{first}/photo")
+        assert (status, photo, kind) == (200, PNG, "image/png")
+        assert (await ayu.get_raw(f"/api/reports/{others[0]}/photo"))[0] == 404
+        for missing in ("999999", "abc", "99999999999999999999"):
+            assert (await ayu.get(f"/api/reports/{missing}"))[0] == 404
+
+        assert (await ayu.post(f"/api/reports/{first}/classify", {"classification": "joke"}))[0] == 422
+        assert (await ayu.post(f"/api/reports/{first}/classify", ["prank"]))[0] == 400
+        for n, report_id in enumerate([first, *others], start=1):
+            status, body = await ayu.post(f"/api/reports/{report_id}/classify", {"classification": "hoax"})
+            assert status == 200 and (body["false_reports"], body["blocked"]) == (n, n == 3)
+            assert body["report"]["classification"] == "hoax"
+        refused = await post_report(env.client)
+        assert refused.status == 403 and (await refused.json())["blocked"] is True
+
+        assert (await ayu.post(f"/api/reports/{first}/close"))[0] == 200
+        assert (await ayu.post(f"/api/reports/{first}/close"))[0] == 409
+    finally:
+        await ayu.close()
+        await officer.close()
+
+
+def test_openapi_describes_every_report_route() -> None:
+    from callcenter.web import report_app, reports_api
+    from callcenter.web.openapi import build_spec
+
+    spec = build_spec()
+    api = {
+        (r.path, r.method.lower())
+        for module in (report_app, reports_api)
+        for r in module.routes
+        if isinstance(r, web.RouteDef) and "/api/" in r.path
+    }
+    described = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    assert api and api <= described
+    for path, method in api:
+        if path.startswith("/lapor/"):
+            assert spec["paths"][path][method]["security"] == [], "the citizen's app has no console session"
