@@ -156,6 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     db.add_argument("action", choices=["upgrade"])
     demo = sub.add_parser("demo", help="start the test PBX with demo call-takers and run the app against it")
     demo.add_argument("--no-takers", action="store_true", help="do not start the SIPp demo call-takers")
+    demo.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="app nodes: 1 on the embedded SQLite (default); 2 on a throwaway PostgreSQL, consoles on the web "
+        "port and the next (8080, 8081)",
+    )
     call = sub.add_parser("call", help="place a test call into the running demo PBX with SIPp")
     call.add_argument("number", nargs="?", default="112")
     call.add_argument("--from", dest="caller", default="081234567890", help="caller id to present")
@@ -239,7 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from callcenter import demo as demo_mod
 
     if args.command == "demo":
-        return asyncio.run(demo_mod.run_demo(config, takers=not args.no_takers, config_path=args.config))
+        return asyncio.run(
+            demo_mod.run_demo(config, takers=not args.no_takers, config_path=args.config, nodes=args.nodes)
+        )
     return asyncio.run(demo_mod.place_call(config, args.number, args.caller, args.hold))
 
 

@@ -15,6 +15,7 @@ import secrets
 import signal
 import sys
 import wave
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import structlog
@@ -23,16 +24,21 @@ from callcenter.config import Config, replace
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
 from callcenter.pbx.demo import DEMO_CITIZEN, DEMO_TAKERS, demo_spec
 from callcenter.pbx.harness import TestPbx
+from callcenter.pbx.render import PbxSpec
 from callcenter.store import Store
 from callcenter.store.accounts import Accounts
 from callcenter.store.roles import CALLTAKER, SUPERVISOR
 from callcenter.testing import sipp
 from callcenter.testing.fake_twilio import FakeTwilio, Recorded
+from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.watchdog import Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 log = structlog.get_logger("callcenter.demo")
 
+
+#: ``--nodes`` upper bound: each node takes the next web and FastAGI port.
+MAX_NODES = 4
 
 #: Duty desks whose (SIPp) phone answers in the demo and presses 1 after the briefing. Damkar's main
 #: desk is left unanswered on purpose: a fire dispatch shows the escalation to its backup line.
@@ -71,7 +77,33 @@ async def ensure_demo_users(config: Config, password: str) -> list[str]:
     return made
 
 
-async def run_demo(config: Config, *, takers: bool = True, config_path: str | None = None) -> int:
+@contextlib.asynccontextmanager
+async def demo_database(config: Config, nodes: int) -> AsyncIterator[str]:
+    """The store URL of the demo: the configured one (SQLite by default) for one node; for several, a
+    throwaway PostgreSQL cluster, the engine they share in production (docs/nodes.md), removed afterwards."""
+    if nodes == 1:
+        yield config.store.url
+        return
+    pg = ThrowawayPostgres(dbname="callcenter")
+    await asyncio.to_thread(pg.start)
+    try:
+        print(f"  demo database: throwaway PostgreSQL on 127.0.0.1:{pg.port} (removed on Ctrl-C)", flush=True)
+        yield pg.url
+    finally:
+        await asyncio.to_thread(pg.stop)
+
+
+async def run_demo(config: Config, *, takers: bool = True, config_path: str | None = None, nodes: int = 1) -> int:
+    """The demo; ``nodes`` > 1 runs that many app nodes on a throwaway PostgreSQL, consoles on the web
+    port and the ports after it (8080, 8081), FastAGI likewise (4573, 4574)."""
+    if not 1 <= nodes <= MAX_NODES:
+        print(f"callcenter: --nodes takes 1 to {MAX_NODES}", file=sys.stderr)
+        return 2
+    async with demo_database(config, nodes) as store_url:
+        return await _run_demo(replace(config, store={"url": store_url}), takers, config_path, nodes)
+
+
+async def _run_demo(config: Config, takers: bool, config_path: str | None, nodes: int) -> int:
     # Passwords are never in the repository: the demo makes one per run unless one is given.
     password = os.environ.get("CALLCENTER_DEMO_PASSWORD") or secrets.token_urlsafe(9)
     made = await ensure_demo_users(config, password)
@@ -95,7 +127,8 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
             "prompt_dir_asterisk": str(spec.instance_dir / "prompts"),
         },
     )
-    web_url = f"http://{config.web.host}:{config.web.port}"
+    web_urls = [f"http://{config.web.host}:{config.web.port + i}" for i in range(nodes)]
+    web_url = web_urls[0]
     # No Twilio account in a demo: the local recorder stands in and the texts it "sends" (location
     # links, rating links) are printed here, to be opened in a browser. AML gets a throwaway secret.
     twilio: FakeTwilio | None = None
@@ -143,38 +176,18 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
                 )
             )
 
-        def started(pid: int, restarts: int) -> None:
-            if restarts:
-                # The stand-in for systemd replaced a frozen or crashed app: say so where the operator looks.
-                print(f"\n  app restarted by the watchdog (pid {pid}, restart {restarts})\n", flush=True)
-                return
-            accounts = (
-                f"  log in as ayu (call-taker, softphone taker1), budi (taker2) or sari (supervisor)\n"
-                f"  with the password {password}\n"
-                if made
-                else "  log in with the demo accounts made on the first run (ayu, budi, sari);\n"
-                "  set CALLCENTER_DEMO_PASSWORD on the first run to choose their password\n"
-            )
-            print(
-                f"\n  demo running: SIP 127.0.0.1:{spec.sip_port}, console {web_url}/ (app pid {pid})\n"
-                f"{accounts}"
-                "  in the console: 'Masuk antrean' puts you in the queue (SIPp answers for your softphone)\n"
-                "  place a call:  .venv/bin/callcenter call 112 --from 081234567890\n"
-                "  after submitting an intake, 'Teruskan ke instansi' calls the agencies' demo phones\n"
-                "  (Damkar's main desk does not answer: watch the escalation to its backup line)\n"
-                "  on a call's pop, 'Kirim tautan lokasi (SMS)' texts the caller a link: the SMS is printed\n"
-                "  here (no Twilio account in the demo); open its link, allow location, watch the pop\n"
-                "  AML from the caller's phone, while 081234567890 is on the line:\n"
-                f"    curl -d device_number=081234567890 -d location_latitude=-8.3581 -d location_longitude=114.617"
-                f" -d location_accuracy=14 -d location_source=gps -H 'X-AML-Key: {aml_secret}' {web_url}/aml\n"
-                f"  a citizen's report: open {web_url}/lapor/ (allow location), verify any number with the code\n"
-                "  printed here, hold a category 3 s: it waits in the queue and pops on the answering console,\n"
-                "  where 'Telepon balik pelapor' rings your softphone, then the citizen's demo phone\n"
-                "  the app runs under a watchdog as in production: `kill -STOP <app pid>` and callers still\n"
-                "  queue at once; the frozen app is replaced within seconds\n"
-                "  Ctrl-C stops everything.\n",
-                flush=True,
-            )
+        def started(node: int) -> Callable[[int, int], None]:
+            def ready(pid: int, restarts: int) -> None:
+                name = f"node {node + 1} " if nodes > 1 else ""
+                if restarts:
+                    # The stand-in for systemd replaced a frozen or crashed app: say so where the operator looks.
+                    print(f"\n  {name}app restarted by the watchdog (pid {pid}, restart {restarts})\n", flush=True)
+                elif node:
+                    print(f"\n  {name}running: console {web_urls[node]}/ (app pid {pid})\n", flush=True)
+                else:
+                    print(_banner(spec, web_urls, pid, password if made else None, aml_secret), flush=True)
+
+            return ready
 
         # The app runs as its own process under the watchdog, the way production runs it under systemd
         # (deploy/systemd/callcenter.service): the demo is where a frozen app can be tried out.
@@ -182,6 +195,7 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
             **os.environ,
             "CALLCENTER_AMI_SECRET": secret,
             "CALLCENTER_AGI_SECRET": agi_secret,
+            "CALLCENTER_STORE_URL": config.store.url,
             "CALLCENTER_QUEUE_RECORD_DIR": config.queue.record_dir,
             "CALLCENTER_SUPERVISION_RECORDINGS_ROOT": config.supervision.recordings_root,
             "CALLCENTER_DISPATCH_PROMPT_DIR": config.dispatch.prompt_dir,
@@ -191,13 +205,26 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
         }
         if config_path:
             env["CALLCENTER_CONFIG"] = config_path
-        supervisor = Supervisor([sys.executable, "-m", "callcenter.cli", "run"], env=env, on_ready=started)
+        # Every node the same app on the same database; only its own ports differ.
+        supervisors = [
+            Supervisor(
+                [sys.executable, "-m", "callcenter.cli", "run"],
+                env={
+                    **env,
+                    "CALLCENTER_WEB_PORT": str(config.web.port + i),
+                    "CALLCENTER_AGI_PORT": str(config.agi.port + i),
+                },
+                on_ready=started(i),
+            )
+            for i in range(nodes)
+        ]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        code = await supervisor.run(stop)
+        codes = await asyncio.gather(*(s.run(stop) for s in supervisors))
+        code = next((c for c in codes if c), 0)
     finally:
         for phone in phones:
             with contextlib.suppress(Exception):
@@ -206,6 +233,45 @@ async def run_demo(config: Config, *, takers: bool = True, config_path: str | No
         if twilio is not None:
             await twilio.stop()
     return code
+
+
+def _banner(spec: PbxSpec, web_urls: list[str], pid: int, password: str | None, aml_secret: str) -> str:
+    web_url = web_urls[0]
+    accounts = (
+        f"  log in as ayu (call-taker, softphone taker1), budi (taker2) or sari (supervisor)\n"
+        f"  with the password {password}\n"
+        if password
+        else "  log in with the demo accounts made on the first run (ayu, budi, sari);\n"
+        "  set CALLCENTER_DEMO_PASSWORD on the first run to choose their password\n"
+    )
+    nodes = ""
+    if len(web_urls) > 1:
+        consoles = ", ".join(f"{u}/" for u in web_urls)
+        nodes = (
+            f"  {len(web_urls)} app nodes on one PostgreSQL, consoles on {consoles}\n"
+            f'  (log in on either); `curl -s {web_url}/healthz` says whether a node leads ("leader");\n'
+            "  `kill -9` the leader's app pid: the other node takes over and callers keep being routed\n"
+        )
+    return (
+        f"\n  demo running: SIP 127.0.0.1:{spec.sip_port}, console {web_url}/ (app pid {pid})\n"
+        f"{nodes}"
+        f"{accounts}"
+        "  in the console: 'Masuk antrean' puts you in the queue (SIPp answers for your softphone)\n"
+        "  place a call:  .venv/bin/callcenter call 112 --from 081234567890\n"
+        "  after submitting an intake, 'Teruskan ke instansi' calls the agencies' demo phones\n"
+        "  (Damkar's main desk does not answer: watch the escalation to its backup line)\n"
+        "  on a call's pop, 'Kirim tautan lokasi (SMS)' texts the caller a link: the SMS is printed\n"
+        "  here (no Twilio account in the demo); open its link, allow location, watch the pop\n"
+        "  AML from the caller's phone, while 081234567890 is on the line:\n"
+        f"    curl -d device_number=081234567890 -d location_latitude=-8.3581 -d location_longitude=114.617"
+        f" -d location_accuracy=14 -d location_source=gps -H 'X-AML-Key: {aml_secret}' {web_url}/aml\n"
+        f"  a citizen's report: open {web_url}/lapor/ (allow location), verify any number with the code\n"
+        "  printed here, hold a category 3 s: it waits in the queue and pops on the answering console,\n"
+        "  where 'Telepon balik pelapor' rings your softphone, then the citizen's demo phone\n"
+        "  the app runs under a watchdog as in production: `kill -STOP <app pid>` and callers still\n"
+        "  queue at once; the frozen app is replaced within seconds\n"
+        "  Ctrl-C stops everything.\n"
+    )
 
 
 def _print_sms(request: Recorded) -> None:

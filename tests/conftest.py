@@ -60,6 +60,10 @@ def pbx_ports() -> dict[str, int]:
                 break
     ports["ami"] = free_port("tcp")
     ports["agi"] = free_port("tcp")
+    # A second app node's FastAGI (the two-node tests, tests/e2e/test_nodes_chaos.py).
+    while (agi2 := free_port("tcp")) in (ports["ami"], ports["agi"]):
+        pass
+    ports["agi2"] = agi2
     return ports
 
 

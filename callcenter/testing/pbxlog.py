@@ -64,3 +64,13 @@ def greeting_to_queue(log_text: str, greeting: str, greeting_seconds: float) -> 
         elif app == "Queue" and channel in started and channel not in waits:
             waits[channel] = (at - started[channel]).total_seconds() - greeting_seconds
     return waits
+
+
+#: The dialplan's warning when it queues a caller with its defaults (no route from the app in time).
+FALLBACK_WARNING = "callcenter: no route from the app"
+_FALLBACK = re.compile(re.escape(FALLBACK_WARNING) + r" for (?P<uniqueid>[0-9.]+)")
+
+
+def fell_back(pbx: TestPbx) -> set[str]:
+    """Uniqueids of the callers the dialplan queued with its defaults: no route from the app in time."""
+    return {m["uniqueid"] for m in _FALLBACK.finditer(pbx.log_text())}

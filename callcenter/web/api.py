@@ -10,7 +10,7 @@ from aiohttp import web
 from callcenter.store.models import Call, CallEvent
 from callcenter.store.roles import CENTRE_ROLES
 from callcenter.web.access import require
-from callcenter.web.keys import AGI, AMI, CALLS, TRACKER
+from callcenter.web.keys import AGI, AMI, CALLS, LEADERSHIP, TRACKER
 
 routes = web.RouteTableDef()
 
@@ -29,10 +29,17 @@ def event_json(event: CallEvent) -> dict[str, Any]:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness for a monitor: 200 only when AGI listens and the AMI link is logged in."""
+    """Liveness for a monitor: 200 only when AGI listens and the AMI link is logged in. ``leader`` says
+    whether this node runs the once-only work now (docs/nodes.md); a follower is just as healthy."""
     app = request.app
     ami_ok = app[AMI].ready.is_set()
-    body = {"agi_port": app[AGI].port, "agi_sessions": app[AGI].active_sessions, "ami": ami_ok}
+    leadership = app.get(LEADERSHIP)
+    body = {
+        "agi_port": app[AGI].port,
+        "agi_sessions": app[AGI].active_sessions,
+        "ami": ami_ok,
+        "leader": leadership is not None and leadership.is_leader,
+    }
     return web.json_response(body, status=200 if ami_ok else 503)
 
 
