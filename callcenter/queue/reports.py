@@ -28,7 +28,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -39,9 +39,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.queue.ami import AmiClient, AmiError
 from callcenter.queue.live import report_id_of
 from callcenter.queue.tracker import QueueTracker
-from callcenter.store import Store
-from callcenter.store.models import Report, User
-from callcenter.store.reports import report_json
+from callcenter.store import Store, utcnow
+from callcenter.store.models import Call, Report, User
+from callcenter.store.reports import TAKEN, report_json
 
 log = structlog.get_logger("callcenter.reports")
 
@@ -57,6 +57,8 @@ POLL = 2.0
 IN_FLIGHT = 10.0
 #: Pause before placing a report again after a failure: 1, 2, 4, ... up to this many seconds.
 RETRY_MAX = 30.0
+#: A console opened this long after its call-taker took a report still shows it (``open_turn``).
+RESTORE_WITHIN = timedelta(minutes=30)
 
 
 class WaitingReport(Protocol):
@@ -295,6 +297,40 @@ class ReportQueue:
             return found
 
         return await self.store.transaction("report_taker", op) if interface else None
+
+    async def turn(self, report_id: int) -> Call | None:
+        """The report's latest turn in the queue that a call-taker answered (the call row the tracker made
+        of it: the pop's ``call_id``, what the intake and a call-back belong to)."""
+
+        async def op(session: AsyncSession) -> Call | None:
+            found: Call | None = await session.scalar(
+                select(Call)
+                .where(Call.uniqueid.like(f"report-{report_id}-%-q"), Call.answered_at.is_not(None))
+                .order_by(Call.answered_at.desc())
+                .limit(1)
+            )
+            return found
+
+        return await self.store.transaction("report_turn", op)
+
+    async def open_turn(self, user_id: int, within: timedelta = RESTORE_WITHIN) -> str | None:
+        """The queue turn (Uniqueid) of the report ``user_id`` took last, if they took it within ``within``
+        and have not called the citizen back yet: a report's line is released seconds after the pop, so a
+        console reloaded (or opened) after that restores the report from here, not from the live picture."""
+        since = utcnow() - within
+
+        async def op(session: AsyncSession) -> int | None:
+            found: int | None = await session.scalar(
+                select(Report.id)
+                .where(Report.taken_by == user_id, Report.status == TAKEN, Report.taken_at >= since)
+                .order_by(Report.taken_at.desc())
+                .limit(1)
+            )
+            return found
+
+        report_id = await self.store.transaction("report_taken_by", op)
+        call = await self.turn(report_id) if report_id is not None else None
+        return call.uniqueid if call is not None else None
 
     # -- what the wallboard shows ------------------------------------------------------------------
 

@@ -17,7 +17,18 @@ from callcenter.store.accounts import UserInfo
 from callcenter.store.roles import CALLTAKER, CENTRE_ROLES, CONSOLE_ROLES
 from callcenter.web.access import SESSION, error, require, user_of
 from callcenter.web.hub import build_pop
-from callcenter.web.keys import CALLS, CONFIG, HUB, LOCATIONS, PENDING, PRESENCE, REPORTS, STORE, TRACKER
+from callcenter.web.keys import (
+    CALLS,
+    CONFIG,
+    HUB,
+    LOCATIONS,
+    PENDING,
+    PRESENCE,
+    REPORT_QUEUE,
+    REPORTS,
+    STORE,
+    TRACKER,
+)
 from callcenter.web.trail import trace_reads
 
 log = structlog.get_logger("callcenter.web.live")
@@ -69,18 +80,24 @@ def _member_of(request: web.Request, user: UserInfo) -> Member | None:
 @routes.get("/api/console/current")
 @require(*CENTRE_ROLES)
 async def current(request: web.Request) -> web.Response:
-    """What the console must show after a reload: the call connected to this user's phone now."""
+    """What the console must show after a reload: the call connected to this user's phone now, else the
+    citizen's report this user took lately (its line is released seconds after the pop; ``ended``)."""
     user = user_of(request)
+    app = request.app
     member = _member_of(request, user)
+    tracker = app[TRACKER]
+    found = [u for u, i in tracker.live.connected.items() if user.interface and i == user.interface][:1]
+    ended = False
+    report_queue = app.get(REPORT_QUEUE)
+    if not found and report_queue is not None:
+        turn = await report_queue.open_turn(user.id)
+        found, ended = ([turn], True) if turn else ([], False)
     pop = None
-    tracker = request.app[TRACKER]
-    for uniqueid, interface in tracker.live.connected.items():
-        if user.interface and interface == user.interface:
-            app = request.app
-            pop = await build_pop(app[CALLS], app[PENDING], uniqueid, {}, app.get(LOCATIONS), app.get(REPORTS))
-            await trace_reads(request.app[STORE], [user], "pop", pop["history"]["incidents"])
-            break
-    return web.json_response({"call": pop, "member": member_json(member) if member else None, "pbx": tracker.link_up})
+    if found:
+        pop = await build_pop(app[CALLS], app[PENDING], found[0], {}, app.get(LOCATIONS), app.get(REPORTS))
+        await trace_reads(app[STORE], [user], "pop", pop["history"]["incidents"])
+    body = {"call": pop, "ended": ended, "member": member_json(member) if member else None, "pbx": tracker.link_up}
+    return web.json_response(body)
 
 
 @routes.get("/api/presence")

@@ -11,36 +11,18 @@ from __future__ import annotations
 
 import structlog
 from aiohttp import web
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.store.models import Call
 from callcenter.store.quota import QuotaExceeded
 from callcenter.store.reports import CALLED_BACK, TAKEN, report_json
 from callcenter.store.roles import CALLTAKER, CENTRE_ROLES
 from callcenter.supervision.callbacks import CallbackRefused, callback_json
 from callcenter.web.access import error, require, user_of
-from callcenter.web.keys import CALLBACKS, REPORTS, STORE
+from callcenter.web.keys import CALLBACKS, REPORT_QUEUE, REPORTS
 
 log = structlog.get_logger("callcenter.web.reports")
 routes = web.RouteTableDef()
 
 _MAX_ID = 2**31 - 1
-
-
-async def report_turn(request: web.Request, report_id: int) -> str | None:
-    """The call row of the report's latest turn in the queue that a call-taker answered."""
-
-    async def op(session: AsyncSession) -> str | None:
-        found: str | None = await session.scalar(
-            select(Call.id)
-            .where(Call.uniqueid.like(f"report-{report_id}-%-q"), Call.answered_at.is_not(None))
-            .order_by(Call.answered_at.desc())
-            .limit(1)
-        )
-        return found
-
-    return await request.app[STORE].transaction("report_turn", op)
 
 
 @routes.post("/api/reports/{report_id}/callback")
@@ -50,8 +32,8 @@ async def call_back(request: web.Request) -> web.StreamResponse:
     raw = request.match_info["report_id"]
     if not raw.isascii() or not raw.isdigit() or int(raw) > _MAX_ID:
         return error(404, "no such report")
-    callbacks = request.app.get(CALLBACKS)
-    if callbacks is None:
+    callbacks, report_queue = request.app.get(CALLBACKS), request.app.get(REPORT_QUEUE)
+    if callbacks is None or report_queue is None:
         return error(503, "call-backs are not available yet")
     report_id = int(raw)
     reports = request.app[REPORTS]
@@ -63,11 +45,11 @@ async def call_back(request: web.Request) -> web.StreamResponse:
     user = user_of(request)
     if user.role == CALLTAKER and not user.interface:
         return error(409, "your account has no softphone to call back from")
-    turn = await report_turn(request, report_id)
+    turn = await report_queue.turn(report_id)
     if turn is None:
         return error(409, "the report was not answered in the queue")
     try:
-        cb = await callbacks.request(turn, user_id=user.id, interface=user.interface, number=report.number)
+        cb = await callbacks.request(turn.id, user_id=user.id, interface=user.interface, number=report.number)
     except LookupError:
         return error(404, "no such report")
     except CallbackRefused as exc:
@@ -80,4 +62,4 @@ async def call_back(request: web.Request) -> web.StreamResponse:
     return web.json_response({"callback": callback_json(cb), "report": shown}, status=202)
 
 
-__all__ = ["report_turn", "routes"]
+__all__ = ["routes"]

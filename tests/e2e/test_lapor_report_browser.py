@@ -4,7 +4,8 @@ A citizen verifies their number on ``/lapor`` (the SMS code read from Twilio's l
 "Kebakaran" for 3 s with their position granted. The report enters THE SAME queue as 112 callers: while
 nobody answers, the supervisor's wallboard shows it waiting, marked as an app report. Ayu's SIPp phone
 (taker1, the queue's member) answers: her console pops the report (category, verified number, position
-with its accuracy on the pop's map, time) instead of a caller, and the report is hers. One click on
+with its accuracy on the pop's map, time) instead of a caller, the report is hers, and a reload after the
+line is released brings it back. One click on
 "call back" rings her phone, then the citizen's line (a SIPp UAS on the test PBX's citizen trunk): the
 report is linked to that call and marked called back.
 """
@@ -111,6 +112,10 @@ async def test_report_waits_pops_on_the_answering_console_and_is_called_back(
         await expect(page.get_by_test_id("pop-status")).to_have_attribute("data-state", "ended", timeout=15_000)
         (report,) = await rows(store, Report, Report.id == report_id)
         assert (report.status, report.taken_by) == ("taken", ayu.id)
+        # A reload after the line was released brings the report back (until it is called back).
+        await page.reload()
+        await expect(shown).to_have_attribute("data-report-id", str(report_id), timeout=10_000)
+        await expect(page.get_by_test_id("pop-status")).to_have_attribute("data-state", "ended")
 
         # 3. One click: Ayu's phone rings and answers, then the citizen's phone.
         citizen_phone = await sipp.answerer(

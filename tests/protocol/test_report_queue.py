@@ -144,6 +144,17 @@ async def test_an_answered_report_pops_and_is_called_back(env: Env) -> None:
     # Taken: the leader's loop leaves it alone from now on.
     assert await env.app[REPORT_QUEUE].place_waiting() == 0
 
+    # The line is released after the announcement; a reload still brings the report back until it is
+    # called back.
+    await env.fake.send({"Event": "Hangup", "Uniqueid": queued, "Cause": "16"})
+    await until(lambda: queued not in env.app[TRACKER].live.connected, what="line released")
+    current = await (await env.client.get("/api/console/current")).json()
+    assert (current["call"]["report"]["id"], current["call"]["call_id"], current["ended"]) == (
+        report_id,
+        pop["call_id"],
+        True,
+    )
+
     # One click: Ayu's phone, then the report's verified number; the report is linked to that call.
     answer = await env.client.post(f"/api/reports/{report_id}/callback", json={}, headers=csrf)
     assert answer.status == 202, await answer.text()
@@ -153,6 +164,7 @@ async def test_an_answered_report_pops_and_is_called_back(env: Env) -> None:
     assert (placed["Channel"], placed["Context"]) == ("PJSIP/taker1", "callcenter-callback")
     assert f"CC_CALLBACK_NUMBER={NUMBER}" in placed["Variable"].split(",")
     assert (body["report"]["status"], body["report"]["callback_uniqueid"]) == (CALLED_BACK, f"callback-{callback_id}")
+    assert (await (await env.client.get("/api/console/current")).json())["call"] is None
     (cb,) = await rows(env.store, Callback, Callback.id == callback_id)
     assert cb.call_id == pop["call_id"] and cb.requested_by == ayu.id
     # A report nobody took cannot be called back from a pop.

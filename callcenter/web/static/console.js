@@ -933,8 +933,10 @@ function stopWs() {
 async function restoreCurrent() {
   try {
     const cur = await api("GET", "/api/console/current");
-    if (cur.call) await onPop(cur.call);
-    else if (state.call && !state.callEnded) onCallEnded(state.call.call_id); // it ended while we were away
+    if (cur.call) {
+      await onPop(cur.call);
+      if (cur.ended) onCallEnded(cur.call.call_id); // a citizen's report taken lately: its line is released
+    } else if (state.call && !state.callEnded) onCallEnded(state.call.call_id); // it ended while we were away
     if (isCalltaker()) setMember(cur.pbx === false ? undefined : (cur.member ?? null));
   } catch {
     /* the next reconnect tries again */
