@@ -148,6 +148,10 @@ class StoreConfig:
     url: str = "sqlite+aiosqlite:///var/callcenter.db"
     #: How long a write keeps retrying through a database hiccup before it is logged as lost.
     retry_for: float = 30.0
+    #: This app node's name among the nodes sharing the store (letters, digits, ``.``, ``_``): the
+    #: routing marker on a 112 channel and in ``UserEvent(CallcenterQueue)``'s ``RoutedBy``, and the
+    #: sender of change signals (docs/nodes.md). Empty: ``<host>.<pid>``.
+    node: str = ""
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from callcenter.store.accounts import Accounts
 from callcenter.store.app_numbers import AppNumbers
 from callcenter.store.arrivals import Arrivals
 from callcenter.store.calllog import CallLog
+from callcenter.store.calls import FLAGS_TOPIC
 from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
 from callcenter.store.leader_alerts import LeaderAlertStore
@@ -74,6 +75,7 @@ from callcenter.tasks import Background
 from callcenter.web import live, metrics
 from callcenter.web.access import centre_offset
 from callcenter.web.clients import ClientResolver
+from callcenter.web.dispatch_api import agency_names
 from callcenter.web.hub import LiveHub
 from callcenter.web.keys import (
     ACCOUNTS,
@@ -101,6 +103,7 @@ from callcenter.web.keys import (
     LOCATIONS,
     LOGIN_GUARD,
     METRICS,
+    NEWS,
     PENDING,
     PRESENCE,
     PRESENCE_BOARD,
@@ -115,6 +118,7 @@ from callcenter.web.keys import (
     TRACKER,
     TWILIO,
 )
+from callcenter.web.news import LiveNews
 from callcenter.web.ratelimit import AddressLimiter
 from callcenter.web.throttle import AttackReport, MemoryThrottle
 from callcenter.web.trail import trace_reads
@@ -135,13 +139,17 @@ async def _cancel(*tasks: asyncio.Task[None]) -> None:
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    store = Store.from_url(cfg.store.url, retry_for=cfg.store.retry_for)
+    store = Store.from_url(cfg.store.url, retry_for=cfg.store.retry_for, node=cfg.store.node)
     store.on_latency = metrics.db_latency(app[METRICS]).observe
     await store.upgrade()
     calls = Calls(store)
     window = timedelta(days=cfg.queue.prank_window_days)
     flags = await calls.load_flags(window)
-    log.info("store.ready", flags_indexed=flags)
+    log.info("store.ready", flags_indexed=flags, node=store.signals.node)
+    # A number classified on another node changes routing here at once (re-read that number's flags);
+    # ``refresh_flags`` below reloads everything each period as the safety net.
+    unflag = store.signals.subscribe(FLAGS_TOPIC, lambda key: calls.reload_flags(key, window))
+    await store.signals.start()
     app[STORE] = store
     app[CALLS] = calls
     # Several nodes on one PostgreSQL: the loops that must run once follow this (SQLite: always leads).
@@ -179,6 +187,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     flags_task = asyncio.create_task(refresh_flags(), name="flags-refresh")
     stats_loop = LeaderOnly(leadership, refresh_stats, "stats-refresh")
     yield
+    unflag()
     await _cancel(flags_task)
     await stats_loop.close()
     await leadership.stop()
@@ -299,7 +308,7 @@ async def ami_ctx(app: web.Application) -> AsyncIterator[None]:
     client = AmiClient(cfg.ami, on_event=fanout, on_ready=on_ready, on_down=tracker.link_down)
     # 112 callers are routed from AMI while the greeting plays; the dialplan never waits for it.
     arrivals = Arrivals(app[CALLS], app[BACKGROUND], app[PENDING], cfg.numbers, cfg.queue)
-    router = CallRouter(arrivals, client)
+    router = CallRouter(arrivals, client, node=app[STORE].signals.node)
     fanout.subscribe(router.handle)
     app[ROUTER] = router
     presence = Presence(client, cfg.queue.name, QueueLogins(app[STORE]), app[BACKGROUND])
@@ -333,10 +342,14 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     unsubscribe = app[TRACKER].subscribe(hub.on_event)
     app[HUB] = hub
+    # What the app changes (not AMI) reaches every node's consoles through the store's signal.
+    news = LiveNews(store, hub, app[DISPATCHES], agency_names=lambda: agency_names(app.get(DIRECTORY)))
+    app[NEWS] = news
     pinger = asyncio.create_task(hub.keepalive(), name="live-keepalive")
     yield
     await _cancel(pinger)
     unsubscribe()
+    await news.close()
     await hub.close()
 
 
@@ -371,7 +384,7 @@ async def dispatch_ctx(app: web.Application) -> AsyncIterator[None]:
     if twilio is None:
         twilio = TwilioLine(cfg.twilio, on_remote_result)
         app[TWILIO] = twilio
-    dispatcher = Dispatcher(app[STORE], app[AMI], directory, cfg.dispatch, app[HUB].broadcast, twilio=twilio)
+    dispatcher = Dispatcher(app[STORE], app[AMI], directory, cfg.dispatch, app[NEWS].publish, twilio=twilio)
     holder.append(dispatcher)
     await dispatcher.start()
     unsubscribe = app[AMI_FANOUT].subscribe(dispatcher.on_ami_event)
@@ -402,12 +415,12 @@ async def supervision_ctx(app: web.Application) -> AsyncIterator[None]:
     polls the store: docs/supervision.md, "Ratings".
     """
     cfg = app[CONFIG]
-    hub = app[HUB]
-    callbacks = Callbacks(app[STORE], app[AMI], hub.broadcast, overflow_dial=cfg.queue.overflow_dial)
+    news = app[NEWS]
+    callbacks = Callbacks(app[STORE], app[AMI], news.publish, overflow_dial=cfg.queue.overflow_dial)
     ratings = Ratings(
         app[STORE],
         app[AMI],
-        hub.broadcast,
+        news.publish,
         lambda: sms_line(app),
         public_url=cfg.twilio.public_url,
         region=cfg.numbers.default_region,
@@ -474,9 +487,9 @@ async def sla_ctx(app: web.Application) -> AsyncIterator[None]:
             try:
                 for breach in await sla.sweep(store, sla.targets(app.get(DIRECTORY))):
                     log.warning("sla.breached", incident_id=breach.incident_id, category=breach.category)
-                    hub = app.get(HUB)
-                    if hub is not None:
-                        hub.broadcast(breach.message(), roles=CENTRE_ROLES)
+                    news = app.get(NEWS)
+                    if news is not None:
+                        news.publish(breach.message(), roles=CENTRE_ROLES)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a database outage must not end the timer; next pass retries

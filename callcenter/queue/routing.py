@@ -5,8 +5,15 @@ right after answering, plays the greeting, and then queues at once with whatever
 by then, or with its own defaults. The greeting (3.7 s for the packaged prompt) is our window: on the arrival event this
 router counts the caller's abuse flags (in memory), decides priority, language and the anti-prank
 reminder (``store/arrivals.py``), records the call in the background and writes the decision onto the
-channel with one AMI ``Setvar`` of ``CC_ROUTE`` = ``<priority>/<language>/<reminder 0|1>``. One
+channel with one AMI ``Setvar`` of ``CC_ROUTE`` = ``<priority>/<language>/<reminder 0|1>/<node>``. One
 variable, so the dialplan sees all of the decision or none of it.
+
+Several app nodes (docs/nodes.md, "Which node routes a 112 call"): every node follows AMI, so every
+node hears the arrival and routes it, from the same flags (shared through the store) to the same
+decision; each writes ``CC_ROUTE`` with its own name as ``<node>``, the last write wins, and the
+dialplan reports the name it read as ``RoutedBy`` in ``UserEvent(CallcenterQueue)``. Nobody waits for
+anybody: a killed or frozen node simply does not write, and the survivor's value is there. The call's
+row and its ``arrived``/``routed`` entries are written once whoever writes first (``Calls.open_call``).
 
 A frozen, dead or disconnected app therefore costs a caller nothing but the refinement: they are
 queued with defaults at the end of the greeting, and the dialplan says so in
@@ -47,9 +54,10 @@ class AmiActions(Protocol):
     async def action(self, action: dict[str, str], *, as_list: bool = False, timeout: float | None = None) -> Any: ...
 
 
-def route_value(routing: Routing) -> str:
-    """``CC_ROUTE`` as the dialplan cuts it: ``<priority>/<language>/<reminder>``."""
-    return f"{routing.priority}/{routing.language}/{1 if routing.reminder else 0}"
+def route_value(routing: Routing, node: str = "") -> str:
+    """``CC_ROUTE`` as the dialplan cuts it: ``<priority>/<language>/<reminder>/<node>`` (the node that
+    wrote it: the dialplan's ``RoutedBy``)."""
+    return f"{routing.priority}/{routing.language}/{1 if routing.reminder else 0}/{node}"
 
 
 @dataclass
@@ -65,6 +73,8 @@ class RoutingStats:
     #: Callers the dialplan queued with our route (``CallcenterQueue``, ``Fallback: 0``). Those it queued
     #: with its defaults are the tracker's ``fallbacks`` (``/metrics``), from ``CC_FALLBACK`` on their events.
     queued_routed: int = 0
+    #: Of those, the ones whose ``CC_ROUTE`` this node wrote (``RoutedBy`` is this node's name).
+    queued_ours: int = 0
     #: Of those fallbacks, the ones we had decided for, too late for the dialplan.
     late: int = 0
     #: Late ones moved to the decided priority with QueueChangePriorityCaller.
@@ -80,9 +90,11 @@ class _Open:
 
 
 class CallRouter:
-    def __init__(self, arrivals: Arrivals, ami: AmiActions) -> None:
+    def __init__(self, arrivals: Arrivals, ami: AmiActions, *, node: str = "") -> None:
         self.arrivals = arrivals
         self.ami = ami
+        #: This node's name, written with every route (``[store] node``; letters, digits, ``.``, ``_``).
+        self.node = node
         self.stats = RoutingStats()
         self._open: dict[str, _Open] = {}
 
@@ -133,7 +145,7 @@ class CallRouter:
             )
 
     async def _apply(self, uniqueid: str, channel: str, routing: Routing, call_id: str) -> None:
-        value = route_value(routing)
+        value = route_value(routing, self.node)
         try:
             await self.ami.action({"Action": "Setvar", "Channel": channel, "Variable": ROUTE_VARIABLE, "Value": value})
         except Exception as exc:  # the dialplan queues with its defaults; nothing else to do
@@ -147,6 +159,10 @@ class CallRouter:
         uniqueid = str(m.get("Uniqueid", ""))
         if str(m.get("Fallback", "")).strip() != "1":
             self.stats.queued_routed += 1
+            routed_by = str(m.get("RoutedBy", ""))
+            if routed_by and routed_by == self.node:
+                self.stats.queued_ours += 1
+            log.info("routing.queued", uniqueid=uniqueid, routed_by=routed_by or None, ours=routed_by == self.node)
             return
         entry = self._open.get(uniqueid)
         try:

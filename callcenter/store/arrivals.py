@@ -11,6 +11,7 @@ lands on the same row after it and nobody waits for it.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -61,6 +62,16 @@ def arrival_time(arg: str | None, fallback: datetime) -> datetime:
     return value if abs((fallback - value).total_seconds()) < 3600 else fallback
 
 
+#: Namespace of the call ids derived from Asterisk's uniqueid (:func:`call_id_for`).
+CALL_ID_NAMESPACE = uuid.UUID("6d1a3f0e-1120-4c11-9a12-000000000112")
+
+
+def call_id_for(uniqueid: str) -> str:
+    """The call's id, derived from its channel's uniqueid: every node that hears the arrival names the
+    call alike, so their logs agree and whichever writes first makes the one row the others fill in."""
+    return uuid.uuid5(CALL_ID_NAMESPACE, uniqueid).hex
+
+
 def digits(value: str) -> str:
     """Only the digits of a dialled number (the dialplan filtered it already; this is defence in depth)."""
     return "".join(ch for ch in value if ch.isdigit())
@@ -109,7 +120,7 @@ class Arrivals:
         if caller.key is not None:
             abuse = self.calls.store.flags.count(caller.key, now - timedelta(days=self.queue.prank_window_days))
         routing = decide(abuse, self.queue)
-        call_id = new_call_id()
+        call_id = call_id_for(uniqueid) if uniqueid else new_call_id()
         record = self._open(
             uniqueid=uniqueid,
             call_id=call_id,

@@ -19,8 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.store.engine import Store, new_call_id, utcnow
 from callcenter.store.flags import ABUSE_KINDS
 from callcenter.store.models import Call, CallEvent, Incident, NumberFlag
+from callcenter.store.signals import ALL
 
 T = TypeVar("T")
+#: The signal topic of a number's abuse flags (key: the number in E.164, or ``*``): routing on every
+#: node re-reads them (``Calls.reload_flags``).
+FLAGS_TOPIC = "flags"
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,10 @@ class Calls:
         source: str = "agi",
     ) -> str:
         """Create the call row for ``uniqueid`` (with ``call_id`` when given) and its first timeline
-        ``events`` in one transaction, or fill in a row the tracker created first; returns the row's id."""
+        ``events`` in one transaction, or fill in a row the tracker created first; returns the row's id.
+
+        Exactly once whoever calls: an event whose kind the call's timeline already has (another node
+        opened the call first, or the AGI and AMI paths both did) is not written again."""
         fields: dict[str, Any] = {
             "linkedid": linkedid,
             "channel": channel,
@@ -109,7 +116,10 @@ class Calls:
         }
 
         async def op(session: AsyncSession) -> str:
-            call = await session.scalar(self._call_by_uniqueid, {"uniqueid": uniqueid})
+            # Locked, so that two nodes opening the same call (both hear every arrival) take turns, and
+            # the second sees the first's timeline entries and adds none of the same kind.
+            call = await session.scalar(self._call_by_uniqueid.with_for_update(), {"uniqueid": uniqueid})
+            recorded: set[str] = set()
             if call is None:
                 call = Call(id=call_id or new_call_id(), uniqueid=uniqueid, status="arrived", **fields)
                 session.add(call)
@@ -118,7 +128,17 @@ class Calls:
                 for key, value in fields.items():
                     if value is not None and (key != "arrived_at" or value < call.arrived_at):
                         setattr(call, key, value)
-            rows = [{"call_id": call.id, "kind": k, "at": at, "source": source, "data": dict(d)} for k, at, d in events]
+                if events:
+                    kinds = sorted({k for k, _at, _d in events})
+                    found = await session.scalars(
+                        select(CallEvent.kind).where(CallEvent.call_id == call.id, CallEvent.kind.in_(kinds))
+                    )
+                    recorded = set(found)
+            rows = [
+                {"call_id": call.id, "kind": k, "at": at, "source": source, "data": dict(d)}
+                for k, at, d in events
+                if k not in recorded
+            ]
             if rows:
                 await (await session.connection()).execute(self._insert_events, rows)
             return call.id
@@ -342,3 +362,25 @@ class Calls:
         when = at or utcnow()
         await self.store.transaction("flag_number", op)
         self.store.flags.add(number, kind, when)
+        await self.store.signals.changed(FLAGS_TOPIC, number)
+
+    async def reload_flags(self, number: str, window: timedelta) -> int:
+        """Re-read one number's abuse flags into the index (``number`` :data:`~callcenter.store.signals.ALL`:
+        every number's), after a signal that they changed on some node; returns the number's count."""
+        if number == ALL:
+            return await self.load_flags(window)
+        since = utcnow() - window
+
+        async def op(session: AsyncSession) -> list[tuple[str, datetime]]:
+            rows = await session.execute(
+                select(NumberFlag.kind, NumberFlag.created_at).where(
+                    NumberFlag.number == number,
+                    NumberFlag.created_at >= since,
+                    NumberFlag.kind.in_(sorted(ABUSE_KINDS)),
+                )
+            )
+            return [(k, a) for k, a in rows]
+
+        flags = await self.store.transaction("reload_flags", op)
+        self.store.flags.replace(number, flags)
+        return len(flags)

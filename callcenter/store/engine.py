@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from callcenter.store.flags import FlagIndex
 from callcenter.store.migrate import upgrade_connection
+from callcenter.store.signals import Signals
 
 T = TypeVar("T")
 #: Seconds past which a transaction is logged by name (waiting for the connection included).
@@ -110,21 +111,25 @@ def make_engine(url: str) -> AsyncEngine:
 class Store:
     """The database: its engine, and transactions that retry through outages. Repositories take one."""
 
-    def __init__(self, engine: AsyncEngine, *, retry_for: float = 30.0) -> None:
+    def __init__(self, engine: AsyncEngine, *, retry_for: float = 30.0, node: str = "") -> None:
         self.engine = engine
         self.retry_for = retry_for
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         #: Abuse flags in memory, so routing needs no query; filled and kept current by
         #: :meth:`Calls.load_flags <callcenter.store.calls.Calls.load_flags>` and ``Calls.flag_number``.
         self.flags = FlagIndex()
+        #: "Read this again": changes announced to this node's subscribers and, on PostgreSQL, to the
+        #: other nodes (``store/signals.py``); ``node`` names this process among them.
+        self.signals = Signals(engine, node=node)
         #: Called with each transaction's duration in seconds (the app's /metrics histogram); None: nobody asks.
         self.on_latency: Callable[[float], None] | None = None
 
     @classmethod
-    def from_url(cls, url: str, *, retry_for: float = 30.0) -> Store:
-        return cls(make_engine(url), retry_for=retry_for)
+    def from_url(cls, url: str, *, retry_for: float = 30.0, node: str = "") -> Store:
+        return cls(make_engine(url), retry_for=retry_for, node=node)
 
     async def close(self) -> None:
+        await self.signals.stop()
         await self.engine.dispose()
 
     async def upgrade(self) -> None:

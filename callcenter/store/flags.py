@@ -1,9 +1,10 @@
 """Prank, hoax and silent flags per number, held in memory for routing.
 
 Routing a 112 call must not wait on the database, and it needs only one fact from it: how often
-this number was flagged lately. Flags are few (one per classified abusive call) and are only ever
-added through this process, so a map loaded at start and updated on every new flag answers that
-without a query. The database stays the record; this is an index of it.
+this number was flagged lately. Flags are few (one per classified abusive call), so a map loaded at
+start and updated on every new flag answers that without a query. The database stays the record;
+this is an index of it. Flags saved on another app node arrive as a store signal naming the number,
+whose flags are then re-read (``Calls.reload_flags``); a periodic full reload is the safety net.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ class FlagIndex:
     def add(self, number: str, kind: str, at: datetime) -> None:
         if kind in ABUSE_KINDS:
             bisect.insort(self._times.setdefault(number, []), at)
+
+    def replace(self, number: str, flags: Iterable[tuple[str, datetime]]) -> None:
+        """Put ``number``'s ``(kind, at)`` flags as the database now has them in place of what was indexed."""
+        self._times.pop(number, None)
+        for kind, at in flags:
+            self.add(number, kind, at)
 
     def count(self, number: str, since: datetime) -> int:
         times = self._times.get(number)

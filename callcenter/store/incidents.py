@@ -22,10 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.forms.categories import CLASSIFICATION_CODES, FLAGGING_CLASSIFICATIONS
 from callcenter.forms.intake import FIELDS as INTAKE_FIELDS
-from callcenter.store.calls import CallerHistory, Calls
+from callcenter.store.calls import FLAGS_TOPIC, CallerHistory, Calls
 from callcenter.store.engine import Store, utcnow
 from callcenter.store.flags import ABUSE_KINDS
 from callcenter.store.models import Call, Draft, Incident, IncidentAudit, NumberFlag, User
+from callcenter.store.signals import ALL
 
 log = structlog.get_logger("callcenter.incidents")
 
@@ -293,7 +294,7 @@ class Incidents:
             raise ValueError(f"unknown classification {classification!r}")
         abusive = classification in FLAGGING_CLASSIFICATIONS
 
-        async def op(session: AsyncSession) -> tuple[str | None, str | None, bool]:
+        async def op(session: AsyncSession) -> tuple[str | None, str | None, str | None]:
             call = await session.get(Call, call_id)
             if call is None:
                 raise LookupError(f"no call {call_id}")
@@ -315,7 +316,7 @@ class Incidents:
                     withdrawn = True
             number = call.caller_number
             needs_flag = abusive and not flags and number is not None and number.startswith("+")
-            return (number if needs_flag else None), username, withdrawn
+            return (number if needs_flag else None), username, ((number or ALL) if withdrawn else None)
 
         async with self._classify_lock:
             to_flag, username, withdrawn = await self.store.transaction("classify", op)
@@ -323,8 +324,9 @@ class Incidents:
                 # Outside the transaction above: flag_number keeps the routing index in step. Should it
                 # fail, the classification stands unflagged and repeating the request flags it.
                 await self.calls.flag_number(to_flag, classification, call_id=call_id, note=note, created_by=username)
-            if withdrawn:
+            if withdrawn is not None:
                 await self.calls.load_flags(self.flags_window)
+                await self.store.signals.changed(FLAGS_TOPIC, withdrawn)
         log.info("call.classified", call_id=call_id, classification=classification, flagged=to_flag is not None)
         return Classified(call_id, classification, to_flag is not None)
 

@@ -38,13 +38,12 @@ from callcenter.store.dispatches import (
     DispatchView,
     TransitionError,
     allowed_next,
-    incident_summary,
 )
 from callcenter.store.models import Call, Incident
 from callcenter.store.quota import QuotaExceeded
 from callcenter.store.roles import AGENCY, CENTRE_ROLES, CONSOLE_ROLES
 from callcenter.web.access import Reply, error, require, user_of
-from callcenter.web.keys import AMI, CALLS, CONFIG, DIRECTORY, DISPATCHER, DISPATCHES, HUB, STORE, TRACKER
+from callcenter.web.keys import AMI, CALLS, CONFIG, DIRECTORY, DISPATCHER, DISPATCHES, NEWS, STORE, TRACKER
 from callcenter.web.trail import trace_reads
 from callcenter.web.uploads import photo_response, read_text, save_photo
 
@@ -107,16 +106,11 @@ def _dispatch_json(app: web.Application, view: DispatchView) -> dict[str, Any]:
 
 
 def publish(app: web.Application, view: DispatchView) -> None:
-    """Tell the centre and the dispatch's agency about its new state (a no-op without the live hub)."""
-    hub = app.get(HUB)
-    if hub is None:
-        return
-    hub.broadcast(
-        {"type": "dispatch", "dispatch": _dispatch_json(app, view)},
-        roles=CENTRE_ROLES,
-        agency=view.dispatch.agency,
-        reads=("ws_dispatch", [incident_summary(view.incident)] if view.incident is not None else []),
-    )
+    """Tell the centre and the dispatch's agency about its new state, on every node: each re-reads the
+    dispatch and sends it to its own consoles (``web/news.py``; a no-op without the live hub)."""
+    news = app.get(NEWS)
+    if news is not None:
+        news.announce("dispatch", view.dispatch.id)
 
 
 async def _traced(request: web.Request, action: str, views: Sequence[DispatchView]) -> None:

@@ -44,6 +44,7 @@ from callcenter.supervision.ratings import Ratings
 from callcenter.tasks import Background
 from callcenter.web.clients import ClientResolver
 from callcenter.web.hub import LiveHub
+from callcenter.web.news import LiveNews
 from callcenter.web.ratelimit import AddressLimiter
 from callcenter.web.throttle import LoginGuard
 
@@ -68,6 +69,8 @@ PRESENCE = web.AppKey("presence", Presence)
 #: The app's own Prometheus registry (``web/metrics.py``): never prometheus-client's global one.
 METRICS = web.AppKey("metrics", CollectorRegistry)
 HUB = web.AppKey("live_hub", LiveHub)
+#: Console news every node shows: announced as store signals, re-read by each node (``web/news.py``).
+NEWS = web.AppKey("live_news", LiveNews)
 #: Routes 112 callers from AMI during the greeting (``queue/routing.py``); its ``stats`` count late routes.
 ROUTER = web.AppKey("router", CallRouter)
 #: Whether this node leads the ones sharing its database (``store/leadership.py``): leader-only loops follow it.

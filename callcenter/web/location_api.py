@@ -36,7 +36,8 @@ from callcenter.store.roles import CENTRE_ROLES
 from callcenter.supervision.ratings import textable
 from callcenter.web.access import error, require, user_of
 from callcenter.web.citizen_page import citizen_page
-from callcenter.web.keys import CALLS, CONFIG, HUB, LIMITER, LOCATIONS, TWILIO
+from callcenter.web.keys import CALLS, CONFIG, LIMITER, LOCATIONS, NEWS, TWILIO
+from callcenter.web.news import LOCATION_TOPIC
 from callcenter.web.twilio_hooks import verify
 
 log = structlog.get_logger("callcenter.web.location")
@@ -64,13 +65,12 @@ PAGE_HEADERS = {
 }
 
 
-def _publish(request: web.Request, matched: Matched) -> int:
-    """Push the fix to the console of its call; how many consoles got it."""
-    hub = request.app.get(HUB)
-    if matched.call is None or hub is None:
-        return 0
-    message = {"type": "location", "call_id": matched.call.id, "fix": fix_json(matched.fix)}
-    return hub.send_to_call(matched.call.uniqueid, message)
+def _publish(request: web.Request, matched: Matched) -> None:
+    """Announce the stored fix: every node re-reads it and shows it on the console its call is connected
+    to there (``web/news.py``; ``location.shown`` says how many consoles got it)."""
+    news = request.app.get(NEWS)
+    if matched.call is not None and news is not None:
+        news.announce(LOCATION_TOPIC, matched.fix.id)
 
 
 async def _store_fix(request: web.Request, fix: Fix) -> Matched | None:
@@ -81,11 +81,9 @@ async def _store_fix(request: web.Request, fix: Fix) -> Matched | None:
         log.warning("location.aml_malformed", via=fix.via, reason="device number is not a phone number")
         return None
     matched = await request.app[LOCATIONS].receive(fix, number)
-    consoles = _publish(request, matched)
+    _publish(request, matched)
     if matched.call is None:
         log.info("location.unmatched", fix_id=matched.fix.id, via=fix.via)
-    else:
-        log.info("location.shown", fix_id=matched.fix.id, call_id=matched.call.id, consoles=consoles)
     return matched
 
 

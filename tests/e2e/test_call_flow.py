@@ -124,6 +124,9 @@ async def test_answered_call_timeline(app: AppProcess, store: Store, pbx: TestPb
     seen = await kinds(store, call)
     assert in_order(seen, ["arrived", "routed", "queued", "ringing", "answered", "completed"]), seen
     assert call.routed_by == "app"
+    # The dialplan names the node whose CC_ROUTE it read (the routing marker, docs/nodes.md).
+    (queued,) = [e for e in app.events("routing.queued") if e.get("uniqueid") == call.uniqueid]
+    assert queued["ours"] and queued["routed_by"] == app.events("store.ready")[0]["node"], queued
     assert call.caller_number == CALLER_E164 and call.dialed == "112"
     assert call.answered_by == "taker1"
     assert call.wait_seconds is not None and 0 <= call.wait_seconds < 30

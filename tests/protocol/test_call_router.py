@@ -68,7 +68,7 @@ async def test_arrival_writes_the_route_and_records_the_call(
     router, ami, background = parts
     await router.handle(arrival())
     await background.settle()
-    assert ami.actions == [{"Action": "Setvar", "Channel": CHANNEL, "Variable": ROUTE_VARIABLE, "Value": "10/id/0"}]
+    assert ami.actions == [{"Action": "Setvar", "Channel": CHANNEL, "Variable": ROUTE_VARIABLE, "Value": "10/id/0/"}]
     [call] = await calls.recent_calls()
     assert call.uniqueid == UNIQUEID and call.routed_by == "app" and call.caller_number == "+6281234567890"
     assert call.dialed == "112" and call.queue_priority == 10 and call.linkedid == UNIQUEID
@@ -83,7 +83,7 @@ async def test_repeat_prankster_gets_low_priority_and_the_reminder(
     await flag_prankster(store)
     await router.handle(arrival())
     await background.settle()
-    assert ami.actions[0]["Value"] == "1/id/1"
+    assert ami.actions[0]["Value"] == "1/id/1/"
 
 
 async def test_route_in_time_needs_no_correction(parts: tuple[CallRouter, RecordingAmi, Background]) -> None:

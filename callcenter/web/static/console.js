@@ -853,6 +853,15 @@ function setConn(s, seconds) {
   el.textContent = s === "reconnecting" ? t("conn.reconnecting", { s: seconds }) : t(`conn.${s}`);
 }
 
+function rereadAll() {
+  if (isAgency()) loadAgency();
+  else {
+    restoreCurrent();
+    if (dispatchState.incident) loadDispatches();
+    refreshAbandonedSoon(); // a caller may have given up, or a call-back ended, while we were away
+  }
+}
+
 function connectWs() {
   if (state.wsStopped) return;
   setConn("connecting");
@@ -864,12 +873,7 @@ function connectWs() {
     setConn("online");
     armWatchdog(ws);
     // Anything may have happened while we were away (a pop, a hangup, a pause, a dispatch): re-read it.
-    if (isAgency()) loadAgency();
-    else {
-      restoreCurrent();
-      if (dispatchState.incident) loadDispatches();
-      refreshAbandonedSoon(); // a caller may have given up, or a call-back ended, while we were away
-    }
+    rereadAll();
   };
   ws.onmessage = (ev) => {
     armWatchdog(ws);
@@ -889,6 +893,8 @@ function connectWs() {
     else if (msg.type === "location") onLocationMessage(msg);
     else if (msg.type === "queue" && ABANDON_EVENTS.has(msg.event)) refreshAbandonedSoon();
     else if (msg.type === "hello" && msg.user) applyUser(msg.user);
+    // The server's node lost its change signal for a while (database failover): news may be missing.
+    else if (msg.type === "resync") rereadAll();
   };
   ws.onclose = () => {
     if (state.ws !== ws) return;

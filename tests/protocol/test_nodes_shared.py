@@ -1,0 +1,230 @@
+"""Two app nodes on one PostgreSQL share what only one of them knows (issue 11 item 3): console news,
+prank flags and the arrival of a 112 call, all through the store. Each node has its own WebSockets and
+its own AMI link (both to one scripted AMI, as both nodes follow the one Asterisk)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.forms.location import Fix
+from callcenter.store import Calls, Store, utcnow
+from callcenter.store.accounts import UserInfo
+from callcenter.store.dispatches import allowed_next
+from callcenter.store.models import Call, CallEvent
+from callcenter.testing.fake_ami import FakeAmi, agent_connect
+from callcenter.testing.postgres import ThrowawayPostgres
+from callcenter.testing.wait import until
+from callcenter.testing.web import AppClient, UserSession, make_user, seed_dispatch, seed_incident
+from callcenter.web.keys import LOCATIONS, NEWS, ROUTER, STORE
+from callcenter.web.news import LOCATION_TOPIC
+
+pytestmark = pytest.mark.postgres
+
+INCIDENT = {
+    "reporter_name": "Made",
+    "callback_number": "+6281234567890",
+    "address": "Jl. Ngurah Rai 12, Negara",
+    "category": "fire",
+    "priority": "high",
+    "victims_count": 0,
+    "victims_condition": "",
+    "access_route": "lewat pasar",
+}
+PRANKSTER = "+6281299990000"
+
+
+@dataclass
+class Nodes:
+    a: AppClient
+    b: AppClient
+    fake: FakeAmi
+    sessions: list[UserSession]
+
+    @property
+    def store(self) -> Store:
+        return self.a.app[STORE]
+
+    async def as_user(self, node: AppClient, user: UserInfo) -> UserSession:
+        session = UserSession(node)
+        self.sessions.append(session)
+        return await session.login(user)
+
+
+@pytest.fixture
+async def nodes(
+    ami_app: Callable[..., Awaitable[AppClient]], postgres: ThrowawayPostgres, fake_ami: FakeAmi
+) -> AsyncIterator[Nodes]:
+    url = postgres.create_database(f"n_{uuid.uuid4().hex[:16]}")
+    a = await ami_app(store={"url": url, "retry_for": 5.0, "node": "node_a"})
+    b = await ami_app(store={"url": url, "retry_for": 5.0, "node": "node_b"})
+    for node in (a, b):
+        await asyncio.wait_for(node.app[STORE].signals.listening.wait(), 10)
+    env = Nodes(a, b, fake_ami, [])
+    try:
+        yield env
+    finally:
+        for session in env.sessions:
+            await session.close()
+
+
+async def messages(ws: aiohttp.ClientWebSocketResponse, kind: str, quiet: float = 0.5) -> list[dict[str, Any]]:
+    """Every ``kind`` message until the socket has been quiet for ``quiet`` seconds."""
+    found: list[dict[str, Any]] = []
+    while True:
+        try:
+            message = await ws.receive_json(timeout=quiet)
+        except TimeoutError:
+            return found
+        if message.get("type") == kind:
+            found.append(message)
+
+
+async def test_officer_update_on_node_a_reaches_consoles_on_both_nodes_once(nodes: Nodes) -> None:
+    store = nodes.store
+    taker = await make_user(store, "ayu", "calltaker", interface="PJSIP/taker1")
+    supervisor = await make_user(store, "sri", "supervisor")
+    officer = await make_user(store, "damkar1", "agency", agency="damkar")
+    incident = await seed_incident(store, INCIDENT, taker.id)
+    dispatch_id = await seed_dispatch(store, incident.id, "damkar", status="accepted")
+
+    on_b = await (await nodes.as_user(nodes.b, supervisor)).ws()
+    on_a = await (await nodes.as_user(nodes.a, taker)).ws()
+    field = await nodes.as_user(nodes.a, officer)
+    status, _body = await field.report(dispatch_id, "dispatched", note="berangkat")
+    assert status == 201
+
+    for ws in (on_b, on_a):
+        (message,) = await messages(ws, "dispatch")
+        body = message["dispatch"]
+        assert (body["id"], body["status"]) == (dispatch_id, "dispatched")
+        assert [u["note"] for u in body["updates"]] == ["berangkat"]
+        assert body["next"] == sorted(allowed_next("dispatched"))
+
+
+async def test_location_stored_on_node_a_shows_on_the_console_of_node_b(nodes: Nodes) -> None:
+    """The caller's position arrives at one node (its public page, AML); the call-taker's console is on the other."""
+    store = nodes.store
+    taker = await make_user(store, "ayu", "calltaker", interface="PJSIP/taker1")
+    console = await (await nodes.as_user(nodes.b, taker)).ws()
+    await Calls(store).open_call(
+        uniqueid="loc.1",
+        arrived_at=utcnow(),
+        routed_by="app",
+        caller_raw="081234567890",
+        caller_number="+6281234567890",
+    )
+    await nodes.fake.send(agent_connect("loc.1", "PJSIP/taker1"))
+    assert (await messages(console, "pop"))[0]["call"]["uniqueid"] == "loc.1"
+    # The link a call-taker texted, opened by the caller: served by node A.
+    fix = Fix(number="081234567890", latitude=-8.35, longitude=114.61, accuracy_m=20.0, via="aml_https", source="gps")
+    matched = await nodes.a.app[LOCATIONS].receive(fix, "+6281234567890")
+    assert matched.call is not None
+    nodes.a.app[NEWS].announce(LOCATION_TOPIC, matched.fix.id)
+    (message,) = await messages(console, "location")
+    assert (message["fix"]["id"], message["fix"]["accuracy_m"]) == (matched.fix.id, 20.0)
+
+
+async def test_prank_classification_on_node_a_changes_routing_on_node_b(nodes: Nodes) -> None:
+    a_calls = Calls(nodes.a.app[STORE])
+    b_flags = nodes.b.app[STORE].flags
+    since = utcnow().replace(year=utcnow().year - 1)
+    for n in range(3):
+        await a_calls.flag_number(PRANKSTER, "prank", note=f"prank {n}")
+    await until(lambda: b_flags.count(PRANKSTER, since) == 3, timeout=5, what="node B's flag index")
+    # Node B routes the number's next call as a repeat prankster's.
+    nodes.fake.actions.clear()
+    await nodes.fake.send(arrival("prank.1", "081299990000"))
+    await until(lambda: len(setvars("prank.1", nodes.fake)) == 2, timeout=5, what="both nodes' routes")
+    assert sorted(a["Value"] for a in setvars("prank.1", nodes.fake)) == ["1/id/1/node_a", "1/id/1/node_b"]
+
+
+def arrival(uniqueid: str, caller: str) -> dict[str, str]:
+    return {
+        "Event": "UserEvent",
+        "UserEvent": "CallcenterArrival",
+        "Uniqueid": uniqueid,
+        "Linkedid": uniqueid,
+        "Channel": f"PJSIP/citizen-{uniqueid}",
+        "CallerIDNum": caller,
+        "Arrived": str(int(utcnow().timestamp())),
+        "Dialed": "112",
+    }
+
+
+def setvars(uniqueid: str, fake: FakeAmi) -> list[dict[str, str]]:
+    channel = f"PJSIP/citizen-{uniqueid}"
+    return [a for a in fake.actions if a.get("Action") == "Setvar" and a.get("Channel") == channel]
+
+
+async def test_both_nodes_hear_one_arrival_and_record_one_call(nodes: Nodes) -> None:
+    """Both route (the same decision, each with its own marker) and the call and its first entries exist once."""
+    for n in range(5):
+        uniqueid = f"both.{n}"
+        await nodes.fake.send(arrival(uniqueid, "081234567890"))
+        await until(lambda u=uniqueid: len(setvars(u, nodes.fake)) == 2, timeout=5, what="both nodes' routes")  # type: ignore[misc]
+        assert sorted(a["Value"] for a in setvars(uniqueid, nodes.fake)) == ["10/id/0/node_a", "10/id/0/node_b"]
+
+    async def counts(session: AsyncSession) -> tuple[int, dict[str, int]]:
+        calls = await session.scalar(select(func.count(Call.id)).where(Call.uniqueid.like("both.%")))
+        rows = await session.execute(
+            select(CallEvent.kind, func.count(CallEvent.id))
+            .join(Call, Call.id == CallEvent.call_id)
+            .where(Call.uniqueid.like("both.%"))
+            .group_by(CallEvent.kind)
+        )
+        return int(calls or 0), {kind: int(count) for kind, count in rows}
+
+    async def settled() -> bool:
+        return (await nodes.store.transaction("t", counts))[1].get("routed", 0) >= 5
+
+    for _ in range(50):
+        if await settled():
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)  # the slower node's write, which must add nothing
+    calls, events = await nodes.store.transaction("t", counts)
+    assert calls == 5
+    assert events == {"arrived": 5, "routed": 5}
+
+    # The dialplan reports which node's route it read: each node counts the ones it wrote.
+    await nodes.fake.send(
+        {
+            "Event": "UserEvent",
+            "UserEvent": "CallcenterQueue",
+            "Uniqueid": "both.0",
+            "Priority": "10",
+            "Fallback": "0",
+            "RoutedBy": "node_b",
+        }
+    )
+    await until(lambda: nodes.b.app[ROUTER].stats.queued_ours == 1, what="node B counts its route")
+    assert nodes.a.app[ROUTER].stats.queued_ours == 0 and nodes.a.app[ROUTER].stats.queued_routed == 1
+
+
+async def test_a_node_whose_listener_was_cut_tells_its_consoles_to_reread(
+    nodes: Nodes, postgres: ThrowawayPostgres
+) -> None:
+    """Notifications sent while a node's LISTEN session is gone are lost: once it is back, its consoles
+    re-read everything, and news flows to it again."""
+    store = nodes.store
+    supervisor = await make_user(store, "sri", "supervisor")
+    taker = await make_user(store, "ayu", "calltaker", interface="PJSIP/taker1")
+    incident = await seed_incident(store, INCIDENT, taker.id)
+    dispatch_id = await seed_dispatch(store, incident.id, "damkar", status="accepted")
+    on_b = await (await nodes.as_user(nodes.b, supervisor)).ws()
+    signals = nodes.b.app[STORE].signals
+    postgres.sql(f"SELECT pg_terminate_backend({signals.backend_pid})")
+    await until(lambda: signals.connects == 2 and signals.listening.is_set(), timeout=10, what="listening again")
+    assert len(await messages(on_b, "resync")) == 1
+    nodes.a.app[NEWS].announce("dispatch", dispatch_id)
+    (message,) = await messages(on_b, "dispatch")
+    assert message["dispatch"]["id"] == dispatch_id
