@@ -107,6 +107,11 @@ async def test_report_waits_pops_on_the_answering_console_and_is_called_back(
         fix = page.get_by_test_id("pop-fix")
         await expect(fix).to_have_attribute("data-via", "app")
         await expect(fix).to_have_attribute("data-accuracy", "12")
+        # The intake starts from the report: its category, the verified number, and its position on request.
+        await expect(page.get_by_test_id("intake-category")).to_have_value("fire")
+        await expect(page.get_by_test_id("intake-callback_number")).to_have_value(NUMBER)
+        await page.get_by_test_id("copy-fix").click()
+        await expect(page.get_by_test_id("intake-latitude")).to_have_value(str(CITIZEN_AT["latitude"]))
         await expect(item).to_be_hidden(timeout=10_000)  # taken: no longer waiting on the wallboard
         # The announcement plays and the line is released: the pop stays for the intake and the call-back.
         await expect(page.get_by_test_id("pop-status")).to_have_attribute("data-state", "ended", timeout=15_000)

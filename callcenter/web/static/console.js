@@ -456,6 +456,11 @@ async function bindForm(callId, pop) {
   }
   const e164 = pop?.caller?.e164;
   if (e164 && !$("f-callback_number").value) $("f-callback_number").value = e164;
+  // A citizen's report from the app already says what happened: its category starts the intake.
+  const reported = pop?.report?.category;
+  if (reported && !$("f-category").value && [...$("f-category").options].some((o) => o.value === reported)) {
+    $("f-category").value = reported;
+  }
   renderOtherDrafts();
 }
 
