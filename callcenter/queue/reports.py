@@ -168,9 +168,15 @@ class ReportQueue:
 
     async def run(self) -> None:
         """Place every waiting report that is not in Asterisk yet; runs while this node leads."""
+        first = True
         while True:
             try:
-                await self.place_waiting()
+                placed = await self.place_waiting()
+                if first and self.ami.ready.is_set() and self.tracker.link_up:
+                    # What a node finds when it starts leading (after a restart or a takeover): the
+                    # reports already in Asterisk stay where they are.
+                    first = False
+                    log.info("report.queue_leading", placed=placed, in_queue=len(self._in_pbx()))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the store or AMI hiccuped: the reports stay waiting, next pass
