@@ -108,6 +108,7 @@ async def _retention_command(config: Config, dry_run: bool) -> int:
             record_dir=config.queue.record_dir,
             upload_dir=config.dispatch.upload_dir,
             prompt_dir=config.dispatch.prompt_dir,
+            report_dir=config.report.upload_dir,
             dry_run=dry_run,
         )
     finally:

@@ -16,7 +16,9 @@ anonymise nothing:
 * photos agency officers attached to the incident's dispatch updates (files under
   ``[dispatch] upload_dir``, unlinked from their update);
 * dispatch update notes, intake drafts, kept flags' notes and the briefing prompts that speak the
-  address and number (``retention_copies.py``).
+  address and number (``retention_copies.py``);
+* the report app's reports and their photos, stale device tokens and idle app numbers
+  (``retention_reports.py``).
 
 Statistics survive: category, times, outcomes, classification and ratings stay.
 
@@ -57,6 +59,7 @@ from callcenter.store.models import (
 )
 from callcenter.store.recordings import recording_host_path
 from callcenter.supervision import retention_copies as copies
+from callcenter.supervision import retention_reports
 
 log = structlog.get_logger("callcenter.supervision.retention")
 
@@ -104,6 +107,11 @@ class RetentionReport:
     prompts_deleted: int = 0
     #: Caller positions (AML, location links) and the links themselves, deleted whole.
     locations_deleted: int = 0
+    #: The report app's reports (with their photos), stale device tokens and idle numbers (``retention_reports.py``).
+    reports_deleted: int = 0
+    report_photos_deleted: int = 0
+    app_devices_deleted: int = 0
+    app_numbers_deleted: int = 0
     #: Parts not run, and why (not errors: nothing was left half done).
     skipped: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -182,6 +190,7 @@ async def run_retention(
     record_dir: str = "",
     upload_dir: str | None = None,
     prompt_dir: str | None = None,
+    report_dir: str | None = None,
     dry_run: bool = False,
     now: datetime | None = None,
     user_id: int | None = None,
@@ -191,7 +200,8 @@ async def run_retention(
     update while the files stay on disk. ``prompt_dir`` is ``[dispatch] prompt_dir``, where briefing
     prompts are generated (``retention_copies.py``: notes, drafts and prompts). ``record_dir`` is
     ``[queue] record_dir``: only recordings inside it are deleted; any other path stays on disk and in
-    the row, reported as an error."""
+    the row, reported as an error. ``report_dir`` is ``[report] upload_dir``, the report app's photos:
+    without it reports are left alone (and the report says so)."""
     now = now or utcnow()
     rec_cutoff = now - timedelta(days=config.recordings_days)
     pers_cutoff = now - timedelta(days=config.personal_days)
@@ -206,6 +216,13 @@ async def run_retention(
         log.warning("retention.photos_skipped", reason="no upload directory given")
     else:
         await _photos(store, report, pers_cutoff, upload_dir, dry_run)
+    if report_dir is None:
+        report.skipped.append("reports: no report upload directory given")
+    else:
+        app = await retention_reports.run(store, pers_cutoff, report_dir, dry_run)
+        report.reports_deleted, report.report_photos_deleted = app.reports_deleted, app.photos_deleted
+        report.app_devices_deleted, report.app_numbers_deleted = app.devices_deleted, app.numbers_deleted
+        report.errors.extend(app.errors)
     report.update_notes_blanked += await copies.update_notes(store, pers_cutoff, dry_run)
     report.drafts_deleted += await copies.drafts(store, pers_cutoff, dry_run)
     report.flag_notes_blanked += await copies.flag_notes(store, pers_cutoff, dry_run)

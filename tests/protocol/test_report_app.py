@@ -432,3 +432,29 @@ def test_openapi_describes_every_report_route() -> None:
     for path, method in api:
         if path.startswith("/lapor/"):
             assert spec["paths"][path][method]["security"] == [], "the citizen's app has no console session"
+
+
+async def test_retention_deletes_old_reports_photos_and_idle_numbers(env: Env) -> None:
+    from callcenter.config import RetentionConfig
+    from callcenter.supervision.retention import run_retention
+
+    await verified(env)
+    assert (await post_report(env.client, report_form("fire", PNG))).status == 201
+    (report,) = await rows(env.store, Report)
+    photo = env.uploads / report.photo
+    assert photo.exists()
+    window, uploads = RetentionConfig(personal_days=365), str(env.uploads)
+    skipped = await run_retention(env.store, window, now=utcnow() + timedelta(days=400))
+    assert skipped.reports_deleted == 0 and any("report" in s for s in skipped.skipped)
+    kept = await run_retention(env.store, window, report_dir=uploads, now=utcnow())
+    assert (kept.reports_deleted, kept.app_numbers_deleted) == (0, 0) and photo.exists()
+    later = utcnow() + timedelta(days=400)
+    dry = await run_retention(env.store, window, report_dir=uploads, dry_run=True, now=later)
+    assert (dry.reports_deleted, dry.report_photos_deleted, dry.app_devices_deleted) == (1, 1, 1)
+    assert photo.exists() and await count(env.store, Report) == 1
+    done = await run_retention(env.store, window, report_dir=uploads, now=later)
+    assert (done.reports_deleted, done.report_photos_deleted, done.app_devices_deleted) == (1, 1, 1)
+    assert done.app_numbers_deleted == 1 and done.errors == []
+    assert not photo.exists()
+    for model in (Report, AppDevice, AppNumber):
+        assert await count(env.store, model) == 0, model

@@ -371,7 +371,7 @@ async def test_retention_scrubs_the_timeline_flags_and_photos(store: Store, tmp_
     assert await flagged_numbers(store) == before_flags
     assert (uploads / old_photos[0]).exists()
 
-    report = await run_retention(store, CONFIG, upload_dir=str(uploads), now=NOW)
+    report = await run_retention(store, CONFIG, upload_dir=str(uploads), report_dir=str(uploads / "reports"), now=NOW)
     assert (report.events_scrubbed, report.flags_deleted, report.photos_deleted, report.photos_missing) == (2, 2, 1, 1)
     assert report.errors == [] and report.skipped == ["prompts: no prompt directory given"]
 
