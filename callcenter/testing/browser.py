@@ -8,7 +8,7 @@ import wave
 from collections.abc import AsyncIterator
 from typing import Any
 
-from playwright.async_api import Page, expect
+from playwright.async_api import FilePayload, Page, expect
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -114,10 +114,13 @@ async def citizen_call(pbx: TestPbx, caller_id: str, talk: float) -> AsyncIterat
     assert result.successful >= 1, result.errors
 
 
-async def report_from_lapor(page: Page, base_url: str, fake_twilio: FakeTwilio, typed: str, category: str) -> int:
+async def report_from_lapor(
+    page: Page, base_url: str, fake_twilio: FakeTwilio, typed: str, category: str, *, png: bytes | None = None
+) -> int:
     """A citizen sends a report from ``/lapor`` in ``page`` (a context with geolocation granted): the number
-    ``typed``, verified with the code read from Twilio's recorder, then ``category`` held for the 3 s the
-    app asks for, once the position is known. Returns the report's id as the confirmation shows it."""
+    ``typed``, verified with the code read from Twilio's recorder, then (with the photo ``png`` chosen, if
+    given) ``category`` held for the 3 s the app asks for, once the position is known. Returns the report's
+    id as the confirmation shows it."""
     await page.goto(base_url + "/lapor/")
     await page.get_by_test_id("lapor-number").fill(typed)
     sent = len(fake_twilio.messages())
@@ -128,6 +131,9 @@ async def report_from_lapor(page: Page, base_url: str, fake_twilio: FakeTwilio, 
     await page.get_by_test_id("lapor-code").fill(code)
     await page.get_by_test_id("lapor-verify").click()
     await expect(page.get_by_test_id("lapor-location")).to_have_attribute("data-state", "fixed", timeout=10_000)
+    if png is not None:
+        photo: FilePayload = {"name": "foto.png", "mimeType": "image/png", "buffer": png}
+        await page.get_by_test_id("lapor-photo").set_input_files(photo)
     button = page.get_by_test_id(f"lapor-cat-{category}")
     box = await button.bounding_box()
     assert box is not None

@@ -12,6 +12,8 @@ report is linked to that call and marked called back.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -34,6 +36,17 @@ pytestmark = pytest.mark.pbx
 #: The citizen's number as typed on the phone, and as the centre stores it.
 TYPED, NUMBER = "0812 3456 7890", "+6281234567890"
 CITIZEN_AT: Geolocation = {"latitude": -7.0105, "longitude": 113.8624, "accuracy": 12}  # Sumenep
+
+
+def one_pixel_png() -> bytes:
+    """A valid 1x1 PNG (the photo the citizen adds), built rather than pasted."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")  # one row: filter 0, one red pixel
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 @pytest.fixture
@@ -85,7 +98,9 @@ async def test_report_waits_pops_on_the_answering_console_and_is_called_back(
         await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "online", timeout=10_000)
 
         # 1. The citizen's report; nobody answers taker1 yet, so it waits in the queue like a caller.
-        report_id = await report_from_lapor(await citizen.new_page(), app.base_url, fake_twilio, TYPED, "fire")
+        report_id = await report_from_lapor(
+            await citizen.new_page(), app.base_url, fake_twilio, TYPED, "fire", png=one_pixel_png()
+        )
         item = board.locator(f'[data-testid="wb-waiting-caller"][data-report-id="{report_id}"]')
         await expect(item).to_have_attribute("data-queued", "1", timeout=10_000)
         await expect(item.get_by_test_id("wb-report-badge")).to_have_text("Laporan aplikasi")
@@ -103,6 +118,9 @@ async def test_report_waits_pops_on_the_answering_console_and_is_called_back(
         await expect(shown.get_by_test_id("report-category")).to_have_text("Kebakaran")
         await expect(shown.get_by_test_id("report-number")).to_have_text(NUMBER)
         await expect(shown.get_by_test_id("report-position")).to_contain_text("± 12 m")
+        photo = shown.get_by_test_id("report-photo")
+        await expect(photo).to_be_visible()
+        assert await photo.evaluate("img => img.complete && img.naturalWidth") == 1  # the citizen's picture
         await expect(page.get_by_test_id("pop-caller")).to_have_text(NUMBER)
         fix = page.get_by_test_id("pop-fix")
         await expect(fix).to_have_attribute("data-via", "app")
