@@ -43,6 +43,7 @@ from callcenter.queue.ami import AmiClient
 from callcenter.queue.fanout import AmiFanout
 from callcenter.queue.live import member_json
 from callcenter.queue.presence import Presence
+from callcenter.queue.reports import SIGNAL as REPORT_SIGNAL
 from callcenter.queue.reports import ReportQueue
 from callcenter.queue.resync import resync_from_ami
 from callcenter.queue.routing import CallRouter
@@ -460,11 +461,18 @@ async def reports_ctx(app: web.Application) -> AsyncIterator[None]:
         app[AMI],
         tracker,
         app[STORE],
-        is_leader=lambda: leadership.is_leader,
         priority=cfg.queue.default_priority,
     )
+    hub = app[HUB]
+
+    def accepted(_key: str) -> None:
+        """A report was accepted on some node: the leader places it, every wallboard reads it again."""
+        queue.wake()
+        hub.broadcast({"type": "queue", "event": "report"}, roles=SUPERVISOR_ROLES)
+
     undo = [
         app[REPORTS].add_sink(queue),
+        app[STORE].signals.subscribe(REPORT_SIGNAL, accepted),
         app[AMI_FANOUT].subscribe(queue.on_ami_event),
         tracker.subscribe(queue.on_tracker),
     ]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -57,6 +57,8 @@ POLL = 2.0
 IN_FLIGHT = 10.0
 #: Pause before placing a report again after a failure: 1, 2, 4, ... up to this many seconds.
 RETRY_MAX = 30.0
+#: The store's change signal (``store/signals.py``) of a report accepted on any node.
+SIGNAL = "report_waiting"
 #: A console opened this long after its call-taker took a report still shows it (``open_turn``).
 RESTORE_WITHIN = timedelta(minutes=30)
 
@@ -138,7 +140,6 @@ class ReportQueue:
         tracker: QueueTracker,
         store: Store,
         *,
-        is_leader: Callable[[], bool],
         priority: int = 5,
         poll: float = POLL,
         max_wait: int = MAX_WAIT,
@@ -147,7 +148,6 @@ class ReportQueue:
         self.ami = ami
         self.tracker = tracker
         self.store = store
-        self.is_leader = is_leader
         self.priority = priority
         self.poll = poll
         self.max_wait = max_wait
@@ -160,9 +160,13 @@ class ReportQueue:
     # -- the sink ----------------------------------------------------------------------------------
 
     async def report_accepted(self, report: WaitingReport) -> None:
-        """A new report is stored as waiting: the leader places it now (others leave it to the leader)."""
-        if self.is_leader():
-            self._wake.set()
+        """A new report is stored as waiting: every node hears it (the store's change signal, topic
+        :data:`SIGNAL`), the leader places it at once and the wallboards read it again."""
+        await self.store.signals.changed(SIGNAL, report.id)
+
+    def wake(self) -> None:
+        """Run the leader's next pass now (a report was accepted here or on another node)."""
+        self._wake.set()
 
     # -- the leader's loop -------------------------------------------------------------------------
 

@@ -110,7 +110,7 @@ async def test_a_report_is_placed_once_and_again_after_a_failed_originate(env: E
     # 4. A node that starts (or takes over) while Asterisk already has the report does not place it again.
     env.fake.channels = [{"Channel": "Local/x;2", "Uniqueid": queued}]
     env.app[TRACKER].live.waiting.clear()  # as if this node had not seen the join
-    other = ReportQueue(env.app[REPORTS], env.app[AMI], env.app[TRACKER], env.store, is_leader=lambda: True)
+    other = ReportQueue(env.app[REPORTS], env.app[AMI], env.app[TRACKER], env.store)
     assert await other.place_waiting() == 0
     assert len(originates(env.fake)) == 2
 
@@ -160,7 +160,12 @@ async def test_an_answered_report_pops_and_is_called_back(env: Env) -> None:
     assert answer.status == 202, await answer.text()
     body = await answer.json()
     callback_id = body["callback"]["id"]
-    (placed,) = [a for a in originates(env.fake) if a["ChannelId"] == f"callback-{callback_id}"]
+
+    def placed_callback() -> list[dict[str, str]]:
+        return [a for a in originates(env.fake) if a["ChannelId"] == f"callback-{callback_id}"]
+
+    await until(lambda: len(placed_callback()) == 1, what="the call-back's Originate")  # placed by the leader
+    (placed,) = placed_callback()
     assert (placed["Channel"], placed["Context"]) == ("PJSIP/taker1", "callcenter-callback")
     assert f"CC_CALLBACK_NUMBER={NUMBER}" in placed["Variable"].split(",")
     assert (body["report"]["status"], body["report"]["callback_uniqueid"]) == (CALLED_BACK, f"callback-{callback_id}")
