@@ -180,6 +180,21 @@ class AppNumbers:
 
         return await self.store.transaction("app_number", op)
 
+    async def blocked(self, limit: int = 500) -> list[AppNumber]:
+        """Numbers blocked from the app (newest block first), expired blocks left out."""
+        now = utcnow()
+
+        async def op(session: AsyncSession) -> list[AppNumber]:
+            rows = await session.scalars(
+                select(AppNumber)
+                .where(AppNumber.blocked_at.is_not(None))
+                .order_by(AppNumber.blocked_at.desc())
+                .limit(limit)
+            )
+            return [row for row in rows if is_blocked(row, now, self.block_for)]
+
+        return await self.store.transaction("app_numbers_blocked", op)
+
     async def unblock(self, number: str) -> bool:
         """Lift a block (a supervisor's decision after review) and start the false-report count afresh."""
 

@@ -252,11 +252,12 @@ class Reports:
         )
 
     async def classify(
-        self, report_id: int, classification: str, *, user_id: int | None, username: str
+        self, report_id: int, classification: str, *, user_id: int | None, username: str, flag: bool = True
     ) -> Classified | None:
         """Set the report's classification (a ``CLASSIFICATIONS`` code, checked by the caller). Into
         prank/hoax: the number is flagged like a call and its false reports counted (blocked at
-        ``block_after``); out of them again: the count is taken back (and the block, below the threshold)."""
+        ``block_after``); out of them again: the count is taken back (and the block, below the threshold).
+        ``flag=False`` when the report's queue call was classified and that already flagged the number."""
         now = utcnow()
 
         async def op(session: AsyncSession) -> tuple[Classified, bool] | None:
@@ -285,7 +286,7 @@ class Reports:
         if result is None:
             return None
         classified, newly_false = result
-        if newly_false and classification in FLAGGING_CLASSIFICATIONS:
+        if flag and newly_false and classification in FLAGGING_CLASSIFICATIONS:
             await self.calls.flag_number(
                 classified.report.number, classification, note=f"laporan aplikasi #{report_id}", created_by=username
             )

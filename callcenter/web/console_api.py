@@ -25,11 +25,12 @@ from callcenter.forms.categories import (
 )
 from callcenter.forms.intake import LIMITS, MAX_VICTIMS, IntakeError, validate_intake
 from callcenter.forms.phone import normalize
+from callcenter.queue.live import report_id_of
 from callcenter.store.incidents import EDITABLE
 from callcenter.store.models import Incident
 from callcenter.store.roles import CALLTAKER, CENTRE_ROLES, SUPERVISOR
 from callcenter.web.access import Reply, error, require, user_of
-from callcenter.web.keys import CONFIG, DISTRICTS, INCIDENTS, STORE
+from callcenter.web.keys import CALLS, CONFIG, DISTRICTS, INCIDENTS, REPORTS, STORE
 from callcenter.web.trail import trace_reads
 
 routes = web.RouteTableDef()
@@ -274,11 +275,24 @@ async def classify_call(request: web.Request) -> web.Response:
     if fields:
         return _invalid(fields, fields_en)
     assert isinstance(classification, str) and isinstance(note, str)
+    user = user_of(request)
     try:
-        result = await incidents.classify(call_id, classification, user_id=user_of(request).id, note=note.strip())
+        result = await incidents.classify(call_id, classification, user_id=user.id, note=note.strip())
     except LookupError:
         return error(404, "no such call")
-    return web.json_response({"call_id": result.call_id, "classification": result.classification})
+    answer: dict[str, Any] = {"call_id": result.call_id, "classification": result.classification}
+    call = await request.app[CALLS].get_call(result.call_id)
+    report_id = report_id_of(call.uniqueid) if call is not None else None
+    if report_id is not None:
+        # The queue call of a citizen's report from /lapor: the report gets the same classification, and a
+        # prank/hoax counts against the number's use of the app (flagged once: by the call, when it could).
+        classified = await request.app[REPORTS].classify(
+            report_id, classification, user_id=user.id, username=user.username, flag=not result.flagged
+        )
+        if classified is not None:
+            counted = {"false_reports": classified.false_reports, "blocked": classified.blocked}
+            answer["report"] = {"id": report_id, **counted}
+    return web.json_response(answer)
 
 
 @routes.get("/api/numbers/{e164}/history")

@@ -11,12 +11,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from callcenter.forms.categories import CLASSIFICATION_CODES
+from callcenter.forms.phone import normalize
 from callcenter.store.dispatches import PHOTO_NAME
 from callcenter.store.models import Report
 from callcenter.store.reports import report_json
-from callcenter.store.roles import CENTRE_ROLES
+from callcenter.store.roles import CENTRE_ROLES, SUPERVISOR_ROLES
 from callcenter.web.access import Reply, error, invalid, json_object, require, user_of
-from callcenter.web.keys import CONFIG, REPORTS
+from callcenter.web.keys import APP_NUMBERS, CONFIG, REPORTS
 from callcenter.web.report_app import upload_dir
 from callcenter.web.uploads import photo_response
 
@@ -85,6 +86,35 @@ async def close(request: web.Request) -> web.Response:
     if closed is None:
         return error(409, "the report is closed already")
     return web.json_response({"report": report_json(closed)})
+
+
+@routes.get("/api/report-numbers/blocked")
+@require(*SUPERVISOR_ROLES)
+async def blocked_numbers(request: web.Request) -> web.Response:
+    """Numbers blocked from the report app after false reports (they can still call 112)."""
+    rows = await request.app[APP_NUMBERS].blocked()
+    numbers = [
+        {
+            "number": r.number,
+            "false_reports": r.false_reports,
+            "blocked_at": r.blocked_at.isoformat() if r.blocked_at else None,
+        }
+        for r in rows
+    ]
+    return web.json_response({"numbers": numbers})
+
+
+@routes.post("/api/report-numbers/unblock")
+@require(*SUPERVISOR_ROLES)
+async def unblock_number(request: web.Request) -> web.Response:
+    """``{"number"}``: a supervisor lifts the block after review; the false-report count starts afresh."""
+    raw = (await json_object(request)).get("number")
+    number = normalize(raw if isinstance(raw, str) else "", request.app[CONFIG].numbers.default_region).e164
+    if number is None:
+        return invalid({"number": "not a phone number"})
+    if not await request.app[APP_NUMBERS].unblock(number):
+        return error(404, "this number never used the report app")
+    return web.json_response({"number": number, "blocked": False})
 
 
 __all__ = ["routes"]

@@ -411,6 +411,22 @@ async def test_the_centre_reads_classifies_and_closes_reports(env: Env) -> None:
 
         assert (await ayu.post(f"/api/reports/{first}/close"))[0] == 200
         assert (await ayu.post(f"/api/reports/{first}/close"))[0] == 409
+
+        # A supervisor reviews the block and lifts it (a call-taker cannot).
+        assert (await ayu.get("/api/report-numbers/blocked"))[0] == 403
+        assert (await ayu.post("/api/report-numbers/unblock", {"number": TYPED}))[0] == 403
+        sri = await UserSession(env.client).login(await make_user(env.store, "sri", "supervisor"))
+        status, body = await sri.get("/api/report-numbers/blocked")
+        assert status == 200 and [(n["number"], n["false_reports"]) for n in body["numbers"]] == [(NUMBER, 3)]
+        assert (await sri.post("/api/report-numbers/unblock", {"number": "abc"}))[0] == 422
+        assert (await sri.post("/api/report-numbers/unblock", {"number": OTHER}))[0] == 404
+        assert await sri.post("/api/report-numbers/unblock", {"number": TYPED}) == (
+            200,
+            {"number": NUMBER, "blocked": False},
+        )
+        assert (await sri.get("/api/report-numbers/blocked"))[1]["numbers"] == []
+        await sri.close()
+        assert (await post_report(env.client)).status == 201
     finally:
         await ayu.close()
         await officer.close()
@@ -458,3 +474,40 @@ async def test_retention_deletes_old_reports_photos_and_idle_numbers(env: Env) -
     assert not photo.exists()
     for model in (Report, AppDevice, AppNumber):
         assert await count(env.store, model) == 0, model
+
+
+async def test_classifying_a_reports_queue_call_counts_against_the_app_once_flagged(env: Env) -> None:
+    """The call-taker classifies the pop as for any call: the report's queue call (``report-<id>-<n>-q``,
+    caller id the verified number) gets flagged by the call path, the report gets the classification and
+    the false report counts, without a second flag."""
+    from callcenter.store import Calls
+
+    await verified(env)
+    ids = [(await (await post_report(env.client)).json())["report"]["id"] for _ in range(3)]
+    calls = Calls(env.store)
+    call_ids = [
+        await calls.open_call(
+            uniqueid=f"report-{report_id}-1733500000-q",
+            arrived_at=utcnow(),
+            routed_by="report",
+            caller_raw=NUMBER,
+            caller_number=NUMBER,
+        )
+        for report_id in ids
+    ]
+    ayu = await UserSession(env.client).login(await make_user(env.store, "ayu", "calltaker"))
+    try:
+        for n, call_id in enumerate(call_ids, start=1):
+            status, body = await ayu.post(f"/api/calls/{call_id}/classification", {"classification": "prank"})
+            assert status == 200 and body["report"] == {"id": ids[n - 1], "false_reports": n, "blocked": n == 3}
+        # A misclick taken back: the call's flag is withdrawn and the report's count with it.
+        status, body = await ayu.post(f"/api/calls/{call_ids[2]}/classification", {"classification": "genuine"})
+        assert status == 200 and body["report"]["blocked"] is False
+        status, body = await ayu.post(f"/api/calls/{call_ids[2]}/classification", {"classification": "hoax"})
+        assert body["report"]["blocked"] is True
+    finally:
+        await ayu.close()
+    flags = await rows(env.store, NumberFlag)
+    assert sorted(f.kind for f in flags) == ["hoax", "prank", "prank"], "one flag per call, none added for the report"
+    assert [r.classification for r in await rows(env.store, Report)] == ["prank", "prank", "hoax"]
+    assert (await post_report(env.client)).status == 403
