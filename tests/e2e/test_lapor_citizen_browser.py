@@ -2,8 +2,8 @@
 open ``/lapor``, verify the number with the code read from Twilio's local recorder, see the granted
 position, press a category briefly (nothing is sent), hold it 3 s with a photo chosen (the report is
 stored with the position and the photo, and the confirmation shows), and the service worker holds
-the app shell and no API answer. The centre side (the report in the queue, the pop, the call-back on
-the real PBX) is tests/e2e/test_lapor*.py of the queue side.
+the app shell and no API answer (offline, the app still opens and says to call 112). The centre side
+(the report in the queue, the pop, the call-back on the real PBX) is tests/e2e/test_lapor_report_browser.py.
 """
 
 from __future__ import annotations
@@ -136,5 +136,11 @@ async def test_verify_hold_three_seconds_and_the_report_is_stored(
     )
     assert "/lapor/" in cached and "/lapor/app.js" in cached
     assert not [u for u in cached if u.startswith("/lapor/api/")]
+    # Offline, the installed app still opens from that cache and tells the citizen to call 112.
+    await context.set_offline(True)
+    await page.reload()
+    await expect(page.get_by_test_id("lapor-message")).to_contain_text("telepon 112")
+    await expect(page.get_by_test_id("lapor-call-112")).to_be_visible()
+    await context.set_offline(False)
     assert errors == []
     await context.close()

@@ -60,7 +60,9 @@
     try {
       res = await api("GET", "state");
     } catch (_) {
-      show("number");
+      // Offline (the service worker opened the shell): say so, and that 112 works by phone.
+      $("screen-loading").querySelector("p").textContent = "";
+      show("loading");
       offline();
       return;
     }
