@@ -286,6 +286,23 @@ class ReportConfig:
     upload_dir: str = "var/reports"
     photo_max_bytes: int = 5_000_000
 
+    def __post_init__(self) -> None:
+        for name in (
+            "code_minutes",
+            "code_attempts",
+            "codes_per_number_hour",
+            "codes_per_address_hour",
+            "device_days",
+            "reports_per_number_hour",
+            "reports_per_address_hour",
+            "block_after_false",
+            "photo_max_bytes",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"[report].{name}: must be at least 1, got {getattr(self, name)}")
+        if self.block_days < 0:
+            raise ConfigError(f"[report].block_days: must be 0 (until lifted) or more, got {self.block_days}")
+
 
 @dataclass(frozen=True)
 class SupervisionConfig:

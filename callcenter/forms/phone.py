@@ -61,3 +61,9 @@ def parse_callback(value: str, region: str = "ID") -> str:
     if result.e164 is None:
         raise ValueError("not a valid phone number")
     return result.e164
+
+
+def in_country(e164: str, region: str = "ID") -> bool:
+    """Whether an E.164 number has ``region``'s country calling code (``+62…`` for ``ID``)."""
+    code = phonenumbers.country_code_for_region(region)
+    return bool(code) and e164.startswith(f"+{code}")

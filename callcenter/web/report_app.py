@@ -25,7 +25,7 @@ from aiohttp import BodyPartReader, web
 
 from callcenter.forms.categories import CATEGORIES, CATEGORY_CODES
 from callcenter.forms.location import LocationError, accuracy, coordinates
-from callcenter.forms.phone import normalize
+from callcenter.forms.phone import in_country, normalize
 from callcenter.logs import ref
 from callcenter.store.app_numbers import CODE_DIGITS, Device
 from callcenter.store.quota import QuotaExceeded
@@ -168,9 +168,12 @@ async def state(request: web.Request) -> web.Response:
 
 
 def _number(body: dict[str, Any], request: web.Request) -> str:
+    """The citizen's E.164 mobile number of the centre's own country: a code is never texted abroad (an
+    OTP form is a favourite of SMS-pumping fraud, which sends codes to premium numbers anywhere)."""
     raw = body.get("number")
-    number = normalize(raw if isinstance(raw, str) else "", request.app[CONFIG].numbers.default_region).e164
-    if number is None or not textable(number):
+    region = request.app[CONFIG].numbers.default_region
+    number = normalize(raw if isinstance(raw, str) else "", region).e164
+    if number is None or not textable(number) or not in_country(number, region):
         raise Reply(
             refuse(
                 422,

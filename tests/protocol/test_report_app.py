@@ -317,7 +317,8 @@ async def test_malformed_and_oversized_input_is_refused_and_nothing_stored(env: 
         await client.post("/lapor/api/code", data="{not json", headers={"Content-Type": "application/json"})
     ).status == 400
     assert (await client.post("/lapor/api/code", json=["+6281234567890"])).status == 400
-    for number in ("abc", "", "112", "+62 21 555 0100", "9" * 40):  # 021… is a landline: no SMS
+    # 021… is a landline (no SMS); +44 7… a British mobile: codes are never texted abroad (SMS pumping).
+    for number in ("abc", "", "112", "+62 21 555 0100", "9" * 40, "+44 7700 900123"):
         resp = await ask_code(client, number)
         assert resp.status == 422, number
         assert "nomor ponsel" in (await resp.json())["pesan"]

@@ -116,3 +116,10 @@ def test_map_tiles_default_empty_and_refused() -> None:
     for bad in ("javascript:alert(1)", "tiles/{z}/{x}/{y}.png", "https://a.example'; script-src *"):
         with pytest.raises(ConfigError, match="map_tiles"):
             load_config(None, env={"CALLCENTER_WEB_MAP_TILES": bad})
+
+
+def test_report_limits_must_be_positive() -> None:
+    assert load_config(env={}).report.block_after_false == 3
+    for key, value in (("CODE_ATTEMPTS", "0"), ("REPORTS_PER_NUMBER_HOUR", "-1"), ("BLOCK_DAYS", "-2")):
+        with pytest.raises(ConfigError, match=r"\[report\]\." + key.lower()):
+            load_config(env={f"CALLCENTER_REPORT_{key}": value})
