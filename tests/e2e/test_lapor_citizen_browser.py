@@ -93,7 +93,10 @@ async def test_verify_hold_three_seconds_and_the_report_is_stored(
     await page.mouse.move(x, y)
     await page.mouse.down()
     await expect(fire).to_have_attribute("data-holding", "true")
-    await page.wait_for_timeout(1200)  # the press itself: shorter than the 3 s hold
+    # Released once the fill has visibly started (~0.5 s in): well short of the 3 s hold.
+    await page.wait_for_function(
+        "() => Number(document.querySelector('[data-testid=lapor-cat-fire]').dataset.progress) >= 15", timeout=3000
+    )
     await page.mouse.up()
     await expect(fire).to_have_attribute("data-holding", "false")
     await expect(page.get_by_test_id("lapor-message")).to_contain_text("Dibatalkan")
