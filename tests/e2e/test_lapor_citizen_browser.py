@@ -54,7 +54,11 @@ async def test_verify_hold_three_seconds_and_the_report_is_stored(
 ) -> None:
     # A phone-sized browser that lets the page know where it is.
     context = await browser.new_context(
-        viewport={"width": 390, "height": 844}, geolocation=CITIZEN_AT, permissions=["geolocation"], locale="id-ID"
+        viewport={"width": 390, "height": 844},
+        geolocation=CITIZEN_AT,
+        permissions=["geolocation"],
+        locale="id-ID",
+        has_touch=True,
     )
     page = await context.new_page()
     errors: list[str] = []
@@ -145,5 +149,31 @@ async def test_verify_hold_three_seconds_and_the_report_is_stored(
     await expect(page.get_by_test_id("lapor-message")).to_contain_text("telepon 112")
     await expect(page.get_by_test_id("lapor-call-112")).to_be_visible()
     await context.set_offline(False)
+
+    # A finger on a phone's touch screen: a short touch sends nothing, a 3 s touch sends (still verified).
+    await page.reload()
+    medical = page.get_by_test_id("lapor-cat-medical")
+    await expect(medical).to_be_visible()
+    box = await medical.bounding_box()
+    assert box is not None
+    touch = await context.new_cdp_session(page)
+    point = [{"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}]
+
+    async def finger(kind: str) -> None:
+        await touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [] if kind == "touchEnd" else point})
+
+    await finger("touchStart")
+    await page.wait_for_function(
+        "() => Number(document.querySelector('[data-testid=lapor-cat-medical]').dataset.progress) >= 15", timeout=3000
+    )
+    await finger("touchEnd")
+    await expect(medical).to_have_attribute("data-holding", "false")
+    await expect(page.get_by_test_id("lapor-message")).to_contain_text("Dibatalkan")
+    assert len(await rows(store, Report)) == 1
+    await finger("touchStart")
+    await expect(page.get_by_test_id("lapor-done")).to_be_visible(timeout=10_000)
+    await finger("touchEnd")
+    second = await page.get_by_test_id("lapor-report-id").get_attribute("data-report-id")
+    assert [(str(r.id), r.category) for r in await rows(store, Report)][-1] == (second, "medical")
     assert errors == []
     await context.close()
