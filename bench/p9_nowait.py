@@ -42,7 +42,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from callcenter.dispatch.speech import wav_seconds
@@ -50,7 +49,7 @@ from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
 from callcenter.pbx.harness import TestPbx
 from callcenter.pbx.render import PbxSpec
 from callcenter.testing import sipp
-from callcenter.testing.app import AppProcess, pbx_env
+from callcenter.testing.app import AppProcess, event_time, pbx_env
 from callcenter.testing.pbxlog import entered_queue, greeting_to_queue
 from callcenter.testing.wait import until
 
@@ -75,10 +74,6 @@ class Batch:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def stamp(event: dict[str, object]) -> float:
-    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
 async def calls(pbx: TestPbx, state: str, n: int, interval: float, prefix: int, *, idle: bool = True) -> Batch:
@@ -167,8 +162,8 @@ async def run(args: argparse.Namespace) -> None:
             await until(replaced, timeout=60, what="replacement")
             await until(app.healthy, timeout=30, what="replacement healthy")
             healthy_at = time.time()
-            killed = stamp(app.events("watchdog.timeout")[-1]) - frozen_at
-            ready = stamp(app.events("watchdog.ready")[-1]) - frozen_at
+            killed = event_time(app.events("watchdog.timeout")[-1]) - frozen_at
+            ready = event_time(app.events("watchdog.ready")[-1]) - frozen_at
             rounds.append((killed, ready, healthy_at - frozen_at))
     finally:
         with contextlib.suppress(Exception):

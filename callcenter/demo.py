@@ -30,6 +30,7 @@ from callcenter.store.accounts import Accounts
 from callcenter.store.roles import CALLTAKER, SUPERVISOR
 from callcenter.testing import sipp
 from callcenter.testing.fake_twilio import FakeTwilio, Recorded
+from callcenter.testing.nodes import node_name
 from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.watchdog import Supervisor
 
@@ -213,6 +214,7 @@ async def _run_demo(config: Config, takers: bool, config_path: str | None, nodes
                     **env,
                     "CALLCENTER_WEB_PORT": str(config.web.port + i),
                     "CALLCENTER_AGI_PORT": str(config.agi.port + i),
+                    **({"CALLCENTER_STORE_NODE": node_name(i)} if nodes > 1 else {}),
                 },
                 on_ready=started(i),
             )

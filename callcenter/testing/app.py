@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,11 @@ from callcenter.store import Store
 from callcenter.testing import sipp
 from callcenter.testing.wait import until
 from callcenter.testing.web import make_user
+
+
+def event_time(event: Mapping[str, Any]) -> float:
+    """When the app logged ``event`` (its ISO ``timestamp``, UTC), as epoch seconds."""
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
 def pbx_env(pbx: TestPbx, agi_port: int, store_url: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ from callcenter.testing.app import AppProcess, pbx_env
 from callcenter.testing.sipp import free_port
 from callcenter.testing.wait import until
 
-__all__ = ["AppNodes", "TcpProxy", "health"]
+__all__ = ["AppNodes", "TcpProxy", "health", "node_name"]
 
 
 async def health(node: AppProcess) -> dict[str, Any] | None:
@@ -39,6 +39,11 @@ async def health(node: AppProcess) -> dict[str, Any] | None:
             return body
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None
+
+
+def node_name(index: int) -> str:
+    """``node1``, ``node2``…: the names the two-node tests, the bench and the demo give their nodes."""
+    return f"node{index + 1}"
 
 
 class AppNodes:
@@ -61,7 +66,9 @@ class AppNodes:
         self.nodes: list[AppProcess] = []
         for i, agi_port in enumerate(agi_ports):
             own = node_env[i] if i < len(node_env) else {}
-            node_vars = {**pbx_env(pbx, agi_port, store_url), **(env or {}), **own}
+            # The node's name ([store] node): its mark on the calls it routes and in its logs.
+            named = {"CALLCENTER_STORE_NODE": node_name(i)}
+            node_vars = {**pbx_env(pbx, agi_port, store_url), **named, **(env or {}), **own}
             self.nodes.append(AppProcess(node_vars, log_dir / f"node{i}.log", free_port("tcp")))
 
     def __iter__(self) -> Any:
@@ -98,6 +105,9 @@ class AppNodes:
 
         await until(one, timeout=timeout, interval=0.05, what="exactly one leading node")
         return found[0]
+
+    def name(self, node: AppProcess) -> str:
+        return node.env["CALLCENTER_STORE_NODE"]
 
     def others(self, node: AppProcess) -> list[AppProcess]:
         return [n for n in self.nodes if n is not node]

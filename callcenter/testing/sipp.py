@@ -271,11 +271,14 @@ async def caller(
     scenario: Path | None = None,
     calls: int = 1,
     every: float = 1.0,
+    limit: int | None = None,
 ) -> SippProcess:
     """A citizen: calls ``number`` at ``target_host_port``, talks ``hold_seconds`` after the
     answer, then hangs up. A BYE from Asterisk first (call-taker hung up) is a normal end.
-    With ``calls`` > 1, as many citizens call, one every ``every`` seconds."""
+    With ``calls`` > 1, as many citizens call, one every ``every`` seconds; ``limit`` raises SIPp's cap
+    on calls open at once (its default, from the rate, holds new calls back while the cap is reached)."""
     pace = ["-r", "1", "-rp", _ms(every)] if calls > 1 else []
+    pace += ["-l", str(limit)] if limit is not None else []
     return await _launch(
         "caller",
         scenario or SCENARIO_DIR / "uac_112.xml",

@@ -105,7 +105,14 @@ async def calls_arriving(pbx: TestPbx, count: int) -> AsyncIterator[sipp.SippPro
     taker = await sipp.answerer(dict(pbx.spec.takers)["taker1"], answer_after=0.3, max_calls=None, timeout=300)
     on_line = greeting_seconds(pbx) + 3.0
     callers = await sipp.caller(
-        f"127.0.0.1:{pbx.spec.sip_port}", "112", CALLER, hold_seconds=on_line, calls=count, every=EVERY, timeout=240
+        f"127.0.0.1:{pbx.spec.sip_port}",
+        "112",
+        CALLER,
+        hold_seconds=on_line,
+        calls=count,
+        every=EVERY,
+        limit=100,
+        timeout=240,
     )
     try:
         yield callers
