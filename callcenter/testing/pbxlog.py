@@ -74,3 +74,14 @@ _FALLBACK = re.compile(re.escape(FALLBACK_WARNING) + r" for (?P<uniqueid>[0-9.]+
 def fell_back(pbx: TestPbx) -> set[str]:
     """Uniqueids of the callers the dialplan queued with its defaults: no route from the app in time."""
     return {m["uniqueid"] for m in _FALLBACK.finditer(pbx.log_text())}
+
+
+def routed_marks(pbx: TestPbx) -> dict[str, str]:
+    """Channel → the app node whose route the dialplan read (its ``Set(CC_ROUTED_BY=<node>)`` step; empty on
+    the fallback): which node routed each caller, by Asterisk's own record."""
+    marks: dict[str, str] = {}
+    for line in pbx.log_text().splitlines():
+        found = _EXEC.match(line)
+        if found is not None and found["app"] == "Set" and found["args"].startswith("CC_ROUTED_BY="):
+            marks[found["channel"]] = found["args"].removeprefix("CC_ROUTED_BY=")
+    return marks

@@ -57,8 +57,9 @@ def originates(fake: FakeAmi) -> list[dict[str, str]]:
 
 async def new_report(env: Env) -> int:
     report = await env.app[REPORTS].create(
-        NewReport(number=NUMBER, category="fire", client_group="127.0.0.1", latitude=-8.35, longitude=114.62,
-                  accuracy_m=12.0)
+        NewReport(
+            number=NUMBER, category="fire", client_group="127.0.0.1", latitude=-8.35, longitude=114.62, accuracy_m=12.0
+        )
     )
     return report.id
 
@@ -77,8 +78,13 @@ async def test_a_report_is_placed_once_and_again_after_a_failed_originate(env: E
 
     # 2. Asterisk cannot place it: the report stays waiting, shows on the wallboard, and is placed again.
     await env.fake.send(
-        {"Event": "OriginateResponse", "ActionID": first["ActionID"], "Response": "Failure", "Reason": "0",
-         "Uniqueid": "<null>"}
+        {
+            "Event": "OriginateResponse",
+            "ActionID": first["ActionID"],
+            "Response": "Failure",
+            "Reason": "0",
+            "Uniqueid": "<null>",
+        }
     )
     sup = await make_user(env.store, "sari", "supervisor")
     await login(env.client, sup.username)
@@ -97,8 +103,15 @@ async def test_a_report_is_placed_once_and_again_after_a_failed_originate(env: E
     # 3. In the queue now (QueueCallerJoin of the queued half): on the wallboard as a waiting app report.
     queued = second["OtherChannelId"]
     await env.fake.send(
-        {"Event": "QueueCallerJoin", "Queue": "calltakers", "Uniqueid": queued, "CallerIDNum": NUMBER,
-         "Position": "1", "Count": "1", "Channel": f"Local/{report_id}@callcenter-report-00000001;2"}
+        {
+            "Event": "QueueCallerJoin",
+            "Queue": "calltakers",
+            "Uniqueid": queued,
+            "CallerIDNum": NUMBER,
+            "Position": "1",
+            "Count": "1",
+            "Channel": f"Local/{report_id}@callcenter-report-00000001;2",
+        }
     )
 
     async def shown_queued() -> bool:
@@ -125,8 +138,14 @@ async def test_an_answered_report_pops_and_is_called_back(env: Env) -> None:
     await receive(ws, "hello")
 
     await env.fake.send(
-        {"Event": "QueueCallerJoin", "Queue": "calltakers", "Uniqueid": queued, "CallerIDNum": NUMBER,
-         "Position": "1", "Count": "1"}
+        {
+            "Event": "QueueCallerJoin",
+            "Queue": "calltakers",
+            "Uniqueid": queued,
+            "CallerIDNum": NUMBER,
+            "Position": "1",
+            "Count": "1",
+        }
     )
     await env.fake.send(agent_connect(queued, "PJSIP/taker1", caller=NUMBER))
     pop = (await receive(ws, "pop"))["call"]
