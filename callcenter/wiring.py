@@ -59,6 +59,7 @@ from callcenter.store.incidents import Incidents
 from callcenter.store.leader_alerts import LeaderAlertStore
 from callcenter.store.leadership import LeaderOnly, Leadership
 from callcenter.store.locations import Locations
+from callcenter.store.login_throttle import LoginRows
 from callcenter.store.pending import PendingWrites
 from callcenter.store.presence import QueueLogins
 from callcenter.store.quality import QualityStore
@@ -119,9 +120,9 @@ from callcenter.web.keys import (
     TRACKER,
     TWILIO,
 )
-from callcenter.web.news import LiveNews
+from callcenter.web.news import LOGIN_ATTACK_TOPIC, LiveNews
 from callcenter.web.ratelimit import AddressLimiter
-from callcenter.web.throttle import AttackReport, MemoryThrottle
+from callcenter.web.throttle import AttackReport, SharedThrottle
 from callcenter.web.trail import trace_reads
 
 log = structlog.get_logger("callcenter.app")
@@ -209,19 +210,25 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[CLIENTS] = ClientResolver(cfg.web.trusted_proxies, force_secure=cfg.web.secure_cookie)
 
     def on_attack(report: AttackReport) -> None:
-        """Failed logins piling up across the centre: tell the supervisors (wallboard banner) and the log."""
+        """Failed logins piling up across the centre (on any node): this node, which stored the report, logs it."""
         log.warning("auth.login_attack", **report.as_json())
-        hub = app.get(HUB)
-        if hub is not None:
-            hub.broadcast({"type": "login_attack", **report.as_json()}, roles=SUPERVISOR_ROLES)
 
-    app[LOGIN_GUARD] = MemoryThrottle(
+    def announce_attack(alert_id: int) -> None:
+        """Every node's supervisors (wallboard banner) read the stored report (``web/news.py``)."""
+        news = app.get(NEWS)
+        if news is not None:
+            news.announce(LOGIN_ATTACK_TOPIC, alert_id)
+
+    # In the database, so that every node sharing the store slows the same guesser.
+    app[LOGIN_GUARD] = SharedThrottle(
+        LoginRows(store),
         free_failures=cfg.web.login_free_failures,
         delay_max=cfg.web.login_delay_max,
         shared_delay_max=cfg.web.login_shared_delay_max,
         window=cfg.web.login_window_seconds,
         alert_failures=cfg.web.login_alert_failures,
         on_attack=on_attack,
+        announce=announce_attack,
     )
     app[INCIDENTS] = Incidents(store, calls=app[CALLS], flags_window=timedelta(days=cfg.queue.prank_window_days))
     app[DISTRICTS] = load_districts(cfg.intake.districts_file or None)
@@ -344,7 +351,14 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     unsubscribe = app[TRACKER].subscribe(hub.on_event)
     app[HUB] = hub
     # What the app changes (not AMI) reaches every node's consoles through the store's signal.
-    news = LiveNews(store, hub, app[DISPATCHES], agency_names=lambda: agency_names(app.get(DIRECTORY)))
+    guard = app[LOGIN_GUARD]
+    news = LiveNews(
+        store,
+        hub,
+        app[DISPATCHES],
+        agency_names=lambda: agency_names(app.get(DIRECTORY)),
+        login_attack=guard.attack if isinstance(guard, SharedThrottle) else None,
+    )
     app[NEWS] = news
     pinger = asyncio.create_task(hub.keepalive(), name="live-keepalive")
     yield

@@ -596,3 +596,52 @@ class Report(Base):
     classification: Mapped[str | None] = mapped_column(String(32))
     classified_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     classified_at: Mapped[datetime | None]
+
+
+class LoginBucket(Base):
+    """One bucket of the shared login guard (``store/login_throttle.py``): failures counted for a key
+    (a username and client pair, a client, a username, an overflow bucket) and when its next attempt may
+    start. Times are wall-clock seconds (every node's clock: NTP-synchronised hosts)."""
+
+    __tablename__ = "login_buckets"
+    __table_args__ = (Index("ix_login_buckets_next_last", "next_at", "last"),)
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[float] = mapped_column(Float, default=0.0)
+    last: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class LoginKnown(Base):
+    """A (username, client) pair that logged in successfully: the shared buckets do not slow it."""
+
+    __tablename__ = "login_known"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+
+
+class LoginFailure(Base):
+    """A failed or refused login across the centre (no username: people type passwords into it), kept
+    for the attack alert's window."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    client: Mapped[str] = mapped_column(String(64))
+
+
+class LoginAlert(Base):
+    """A login attack reported to the supervisors (once per window, whichever node saw it)."""
+
+    __tablename__ = "login_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+    failures: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    clients: Mapped[int] = mapped_column(Integer)
+    top_client: Mapped[str] = mapped_column(String(64))
+    top_client_failures: Mapped[int] = mapped_column(Integer)

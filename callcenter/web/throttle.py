@@ -25,17 +25,21 @@ therefore neither erase a guesser's delay nor lock anybody out.
 Too many failed or refused logins across the centre within ``window`` is reported once per window to ``on_attack``
 (the composition root pushes it to the supervisors' wallboards and logs ``auth.login_attack``).
 
-:class:`LoginGuard` is what the login handler needs; :class:`MemoryThrottle` keeps it in this process.
-A database-backed guard (several app nodes sharing the counters) implements the same three methods.
+:class:`LoginGuard` is what the login handler needs; :class:`MemoryThrottle` keeps it in this process;
+:class:`SharedThrottle` keeps it in the database (``store/login_throttle.py``), so that every app node
+sharing the store slows the same guesser — what the app runs, on SQLite as on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from callcenter.store.login_throttle import LoginRows, bucket_key
+from callcenter.store.models import LoginBucket
 
 #: Waits up to this long are served by sleeping; longer ones get 429 with Retry-After.
 MAX_WAIT = 2.0
@@ -112,7 +116,57 @@ class _Bucket:
 Key = tuple[str, ...]
 
 
-class MemoryThrottle:
+class BucketState(Protocol):
+    """What the schedule reads and moves in a bucket (in memory, or a locked database row)."""
+
+    count: int
+    next_at: float
+    last: float
+
+
+def schedule_attempt(
+    buckets: Sequence[tuple[BucketState, Schedule]], now: float, max_wait: float, window: float
+) -> Admission:
+    """One attempt against its buckets: it may start when the latest of them allows; if that is more
+    than ``max_wait`` away it is refused (nothing counted), else it is counted in each bucket (a bucket
+    whose wait is over and whose failures left the ``window`` starts afresh) and moves its next start."""
+    start = max([now] + [b.next_at for b, _s in buckets])
+    if start - now > max_wait:
+        return Admission(refused=start - now)
+    for bucket, schedule in buckets:
+        if now >= bucket.next_at and now - bucket.last > window:
+            bucket.count = 0
+        bucket.count += 1
+        bucket.last = start
+        bucket.next_at = max(bucket.next_at, start + schedule.delay(bucket.count))
+    return Admission(wait=start - now)
+
+
+class _Rules:
+    """The rules both guards apply (see the module docstring); they differ only in where buckets live."""
+
+    def __init__(
+        self,
+        free_failures: int,
+        delay_max: float,
+        shared_delay_max: float,
+        window: float,
+        alert_failures: int,
+        on_attack: Callable[[AttackReport], None] | None,
+        clock: Callable[[], float],
+        max_wait: float,
+    ) -> None:
+        self.enabled = free_failures > 0
+        self.pair = Schedule(free_failures, BASE_DELAY, delay_max)
+        self.shared = Schedule(free_failures * SHARED_FACTOR, SHARED_BASE_DELAY, shared_delay_max)
+        self.window = window
+        self.alert_failures = alert_failures
+        self.on_attack = on_attack
+        self.clock = clock
+        self.max_wait = max_wait
+
+
+class MemoryThrottle(_Rules):
     """The :class:`LoginGuard` of one process (see the module docstring for the rules)."""
 
     def __init__(
@@ -129,16 +183,9 @@ class MemoryThrottle:
         max_known: int = 10_000,
         max_wait: float = MAX_WAIT,
     ) -> None:
-        self.enabled = free_failures > 0
-        self.pair = Schedule(free_failures, BASE_DELAY, delay_max)
-        self.shared = Schedule(free_failures * SHARED_FACTOR, SHARED_BASE_DELAY, shared_delay_max)
-        self.window = window
-        self.alert_failures = alert_failures
-        self.on_attack = on_attack
-        self.clock = clock
+        super().__init__(free_failures, delay_max, shared_delay_max, window, alert_failures, on_attack, clock, max_wait)
         self.max_entries = max_entries
         self.max_known = max_known
-        self.max_wait = max_wait
         self._buckets: dict[Key, _Bucket] = {}
         self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._failures: deque[tuple[float, str]] = deque(maxlen=max(alert_failures, 1))
@@ -164,17 +211,10 @@ class MemoryThrottle:
             return Admission()
         now = self.clock()
         buckets = [self._bucket(key, schedule, now) for key, schedule in self._keys(username, client)]
-        start = max([now] + [b.next_at for b in buckets])
-        if start - now > self.max_wait:
+        admission = schedule_attempt([(b, b.schedule) for b in buckets], now, self.max_wait, self.window)
+        if admission.refused:
             self._note_failure(client, now)  # a refused attempt is as much a sign of attack as a wrong one
-            return Admission(refused=start - now)
-        for bucket in buckets:
-            if self._expired(bucket, now):
-                bucket.count = 0
-            bucket.count += 1
-            bucket.last = start
-            bucket.next_at = max(bucket.next_at, start + bucket.schedule.delay(bucket.count))
-        return Admission(wait=start - now)
+        return admission
 
     async def failed(self, username: str, client: str) -> None:
         """The password was wrong (the attempt stays counted): watch for an attack on the centre."""
@@ -245,4 +285,123 @@ class MemoryThrottle:
             self._prune_after = now + 1.0
 
 
-__all__ = ["Admission", "AttackReport", "LoginGuard", "MemoryThrottle", "Schedule"]
+class SharedThrottle(_Rules):
+    """The :class:`LoginGuard` of several app nodes: :class:`MemoryThrottle`'s rules on buckets in the
+    database (``store/login_throttle.py``), so a guesser slowed on one node is slowed on every node.
+
+    Each attempt locks its buckets in one transaction (no two attempts, on any node, are counted from
+    the same state). A full table (``max_entries`` buckets, counted at each prune) puts new keys in
+    the overflow buckets on the shared schedule, as in memory: a delayed bucket is never dropped, only
+    those whose wait is over and whose failures left the window (pruned every ``prune_every`` seconds).
+    Times are wall-clock seconds: the nodes' clocks must agree (NTP), as for the sessions' expiry.
+    An attack report is stored once per window by whichever node sees it, and ``announce`` is called
+    with its id (the wiring turns that into a signal: every node's supervisors hear of it).
+    """
+
+    def __init__(
+        self,
+        rows: LoginRows,
+        *,
+        free_failures: int = 3,
+        delay_max: float = 60.0,
+        shared_delay_max: float = 1.0,
+        window: float = 900.0,
+        alert_failures: int = 20,
+        on_attack: Callable[[AttackReport], None] | None = None,
+        announce: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        max_entries: int = 200_000,
+        max_wait: float = MAX_WAIT,
+        prune_every: float = 60.0,
+    ) -> None:
+        super().__init__(free_failures, delay_max, shared_delay_max, window, alert_failures, on_attack, clock, max_wait)
+        self.rows = rows
+        self.announce = announce
+        self.max_entries = max_entries
+        self.prune_every = prune_every
+        self._pruned_at: float | None = None
+        self._full = False
+
+    async def _keys(self, username: str, client: str, now: float) -> dict[str, Schedule]:
+        keys = {bucket_key("pair", username, client): self.pair}
+        if not await self.rows.is_known(username, client):
+            keys[bucket_key("client", client)] = self.shared
+            keys[bucket_key("user", username)] = self.shared
+        if self._pruned_at is None or now - self._pruned_at >= self.prune_every:
+            self._pruned_at = now
+            self._full = await self.rows.prune(now, self.window) >= self.max_entries
+        if self._full:
+            found = await self.rows.existing(list(keys))
+            kept = {k: s for k, s in keys.items() if k in found}
+            for key in keys:
+                if key not in found:
+                    kept.setdefault(bucket_key("overflow", key.split("\x1f", 1)[0]), self.shared)
+            keys = kept
+        return keys
+
+    async def admit(self, username: str, client: str) -> Admission:
+        if not self.enabled:
+            return Admission()
+        now = self.clock()
+        keys = await self._keys(username, client, now)
+
+        def decide(buckets: dict[str, LoginBucket]) -> Admission:
+            return schedule_attempt([(buckets[k], s) for k, s in keys.items()], now, self.max_wait, self.window)
+
+        admission = await self.rows.attempt(list(keys), decide)
+        if admission.refused:
+            await self._note_failure(client, now)  # a refused attempt is as much a sign of attack as a wrong one
+        return admission
+
+    async def failed(self, username: str, client: str) -> None:
+        if self.enabled:
+            await self._note_failure(client, self.clock())
+
+    async def _note_failure(self, client: str, now: float) -> None:
+        if self.alert_failures <= 0:
+            return
+        await self.rows.failed(now, client)
+        alert = await self.rows.maybe_alert(now, self.window, self.alert_failures)
+        if alert is None:
+            return
+        report = AttackReport(alert.failures, alert.seconds, alert.clients, alert.top_client, alert.top_client_failures)
+        if self.on_attack is not None:
+            self.on_attack(report)
+        if self.announce is not None:
+            self.announce(alert.id)
+
+    async def attack(self, key: str) -> dict[str, object] | None:
+        """A stored attack report by id, as the supervisors' wallboard shows it (``web/news.py``)."""
+        alert = await self.rows.alert(int(key)) if key.isdigit() else None
+        if alert is None:
+            return None
+        return AttackReport(
+            alert.failures, alert.seconds, alert.clients, alert.top_client, alert.top_client_failures
+        ).as_json()
+
+    async def succeeded(self, username: str, client: str) -> None:
+        if not self.enabled:
+            return
+        now = self.clock()
+        known = await self.rows.is_known(username, client)
+        await self.rows.forget(bucket_key("pair", username, client))
+        if not known:
+
+            def give_back(buckets: dict[str, LoginBucket]) -> None:
+                for bucket in buckets.values():
+                    if bucket.count > 0:
+                        bucket.count -= 1
+
+            await self.rows.attempt([bucket_key("client", client), bucket_key("user", username)], give_back)
+        await self.rows.remember(username, client, now)
+
+
+__all__ = [
+    "Admission",
+    "AttackReport",
+    "LoginGuard",
+    "MemoryThrottle",
+    "Schedule",
+    "SharedThrottle",
+    "schedule_attempt",
+]
