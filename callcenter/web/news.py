@@ -70,16 +70,20 @@ class LiveNews:
         self.login_attack = login_attack
         self.signals = store.signals
         self._tasks: set[asyncio.Task[None]] = set()
-        readers = {
+        #: (topic, key) being re-read now → whether another change came meanwhile (read again after).
+        self._reading: dict[tuple[str, str], bool] = {}
+        readers: dict[str, Callable[[str], Coroutine[Any, Any, None]]] = {
             "dispatch": self._dispatch,
             "callback": self._callback,
             "rating": self._rating,
             "sla_breach": self._sla_breach,
             LOCATION_TOPIC: self._location,
             LOGIN_ATTACK_TOPIC: self._login_attack,
-            RESYNC_TOPIC: self._resync,
         }
-        self._unsubscribe = [self.signals.subscribe(topic, reader) for topic, reader in readers.items()]
+        self._unsubscribe = [
+            self.signals.subscribe(topic, self._in_turn(topic, reader)) for topic, reader in readers.items()
+        ]
+        self._unsubscribe.append(self.signals.subscribe(RESYNC_TOPIC, self._resync))
 
     async def close(self) -> None:
         for undo in self._unsubscribe:
@@ -116,6 +120,30 @@ class LiveNews:
         task.add_done_callback(self._tasks.discard)
 
     # -- re-reading ---------------------------------------------------------------------------------
+
+    def _in_turn(
+        self, topic: str, reader: Callable[[str], Coroutine[Any, Any, None]]
+    ) -> Callable[[str], Coroutine[Any, Any, None]]:
+        """One re-read of a row at a time: changes that come while it is read make one more read after
+        it, so the last message a console gets about a row shows its latest state (two reads racing
+        could deliver the older one last), and a burst of changes costs two reads, not one each."""
+
+        async def read(key: str) -> None:
+            slot = (topic, key)
+            if slot in self._reading:
+                self._reading[slot] = True
+                return
+            self._reading[slot] = False
+            try:
+                while True:
+                    await reader(key)
+                    if not self._reading[slot]:
+                        break
+                    self._reading[slot] = False
+            finally:
+                del self._reading[slot]
+
+        return read
 
     async def _read(self, what: str, model: type[Any], key: str) -> Any:
         if key == ALL or not key.isdigit():

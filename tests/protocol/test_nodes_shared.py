@@ -24,7 +24,7 @@ from callcenter.testing.fake_ami import FakeAmi, agent_connect
 from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.wait import until
 from callcenter.testing.web import AppClient, UserSession, make_user, seed_dispatch, seed_incident
-from callcenter.web.keys import LOCATIONS, NEWS, ROUTER, STORE
+from callcenter.web.keys import DISPATCHES, LOCATIONS, NEWS, ROUTER, STORE
 from callcenter.web.news import LOCATION_TOPIC
 
 pytestmark = pytest.mark.postgres
@@ -228,3 +228,42 @@ async def test_a_node_whose_listener_was_cut_tells_its_consoles_to_reread(
     nodes.a.app[NEWS].announce("dispatch", dispatch_id)
     (message,) = await messages(on_b, "dispatch")
     assert message["dispatch"]["id"] == dispatch_id
+
+
+async def test_ami_driven_pops_and_member_states_reach_each_node_once(nodes: Nodes) -> None:
+    """What Asterisk says reaches every node through its own AMI link: each node's console gets it once,
+    not once more through the signal."""
+    taker = await make_user(nodes.store, "ayu", "calltaker", interface="PJSIP/taker1")
+    consoles = [await (await nodes.as_user(node, taker)).ws() for node in (nodes.a, nodes.b)]
+    await nodes.fake.send(agent_connect("pop.1", "PJSIP/taker1"))
+    for ws in consoles:
+        (pop,) = await messages(ws, "pop")
+        assert pop["call"]["uniqueid"] == "pop.1"
+    pause = {
+        "Event": "QueueMemberPause",
+        "Queue": "calltakers",
+        "Interface": "PJSIP/taker1",
+        "MemberName": "taker1",
+        "Paused": "1",
+        "PausedReason": "istirahat",
+        "Status": "1",
+    }
+    await nodes.fake.send(pause)
+    for ws in consoles:
+        (member,) = await messages(ws, "member")
+        assert member["member"]["paused"] and member["member"]["reason"] == "istirahat"
+
+
+async def test_a_burst_of_changes_ends_with_the_latest_state_on_every_console(nodes: Nodes) -> None:
+    store = nodes.store
+    taker = await make_user(store, "ayu", "calltaker", interface="PJSIP/taker1")
+    incident = await seed_incident(store, INCIDENT, taker.id)
+    dispatch_id = await seed_dispatch(store, incident.id, "damkar", status="accepted")
+    consoles = [await (await nodes.as_user(node, taker)).ws() for node in (nodes.a, nodes.b)]
+    for status in ("dispatched", "en_route", "on_scene"):
+        await nodes.a.app[DISPATCHES].add_update(dispatch_id, None, status, note=status)
+        nodes.a.app[NEWS].announce("dispatch", dispatch_id)
+    for ws in consoles:
+        seen = await messages(ws, "dispatch")
+        assert 1 <= len(seen) <= 3
+        assert seen[-1]["dispatch"]["status"] == "on_scene"
