@@ -152,6 +152,8 @@ class PbxSpec:
     not_emergency: str = "callcenter/cc-not-emergency"
     agency_fallback: str = "callcenter/cc-agency-fallback"
     prank_reminder: str = "callcenter/cc-prank-reminder"
+    #: Heard by the call-taker who answers a citizen's report from the app (``[callcenter-report-announce]``).
+    report_announce: str = "callcenter/cc-app-report"
     #: Played to waiting callers every ``periodic_announce_frequency`` seconds.
     periodic_announce: str = "callcenter/cc-greeting"
     periodic_announce_frequency: int = 30
@@ -477,6 +479,7 @@ def render_globals_conf(spec: PbxSpec) -> str:
         ("CC_NOT_EMERGENCY", spec.not_emergency),
         ("CC_AGENCY_FALLBACK", spec.agency_fallback),
         ("CC_PRANK_REMINDER", spec.prank_reminder),
+        ("CC_REPORT_ANNOUNCE", spec.report_announce),
         ("CC_CITIZEN_TRUNK", spec.citizen_trunk),
         *spec.extra_globals,
     ]
