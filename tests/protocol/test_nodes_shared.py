@@ -134,17 +134,28 @@ async def test_location_stored_on_node_a_shows_on_the_console_of_node_b(nodes: N
 
 
 async def test_prank_classification_on_node_a_changes_routing_on_node_b(nodes: Nodes) -> None:
-    a_calls = Calls(nodes.a.app[STORE])
+    """A call-taker on node A classifies three of a number's calls as pranks; node B routes its next call
+    as a repeat prankster's at once (its flag index re-read the number on the signal)."""
+    taker = await make_user(nodes.store, "ayu", "calltaker", interface="PJSIP/taker1")
+    on_a = await nodes.as_user(nodes.a, taker)
+    calls = Calls(nodes.store)
     b_flags = nodes.b.app[STORE].flags
     since = utcnow().replace(year=utcnow().year - 1)
     for n in range(3):
-        await a_calls.flag_number(PRANKSTER, "prank", note=f"prank {n}")
+        call_id = await calls.open_call(
+            uniqueid=f"prank.{n}",
+            arrived_at=utcnow(),
+            routed_by="app",
+            caller_raw="081299990000",
+            caller_number=PRANKSTER,
+        )
+        status, body = await on_a.post(f"/api/calls/{call_id}/classification", {"classification": "prank"})
+        assert status == 200, body
     await until(lambda: b_flags.count(PRANKSTER, since) == 3, timeout=5, what="node B's flag index")
-    # Node B routes the number's next call as a repeat prankster's.
     nodes.fake.actions.clear()
-    await nodes.fake.send(arrival("prank.1", "081299990000"))
-    await until(lambda: len(setvars("prank.1", nodes.fake)) == 2, timeout=5, what="both nodes' routes")
-    assert sorted(a["Value"] for a in setvars("prank.1", nodes.fake)) == ["1/id/1/node_a", "1/id/1/node_b"]
+    await nodes.fake.send(arrival("prank.next", "081299990000"))
+    await until(lambda: len(setvars("prank.next", nodes.fake)) == 2, timeout=5, what="both nodes' routes")
+    assert sorted(a["Value"] for a in setvars("prank.next", nodes.fake)) == ["1/id/1/node_a", "1/id/1/node_b"]
 
 
 def arrival(uniqueid: str, caller: str) -> dict[str, str]:

@@ -89,3 +89,23 @@ async def test_the_listener_follows_a_failover_and_then_everything_changed() -> 
         finally:
             await a.close()
             await b.close()
+
+
+@pytest.mark.postgres
+async def test_the_listener_survives_a_database_restart(own_postgres: ThrowawayPostgres) -> None:
+    a = Store.from_url(own_postgres.url, retry_for=10.0, node="a")
+    b = Store.from_url(own_postgres.url, retry_for=10.0, node="b")
+    try:
+        for store in (a, b):
+            store.signals.interval = 0.2
+            await store.signals.start()
+            await asyncio.wait_for(store.signals.listening.wait(), 10)
+        on_b = Heard(b)
+        await asyncio.to_thread(own_postgres.restart)
+        await until(lambda: b.signals.connects >= 2 and b.signals.listening.is_set(), timeout=20, what="relisten")
+        assert on_b.keys == [ALL]
+        await a.signals.changed("dispatch", 8)
+        await until(lambda: on_b.keys == [ALL, "8"], timeout=10, what="news after the restart")
+    finally:
+        await a.close()
+        await b.close()
