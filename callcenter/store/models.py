@@ -235,13 +235,15 @@ class IncidentAudit(Base):
 
 
 class Draft(Base):
-    """An intake being typed, saved as the call-taker types so a reload or a dropped link loses nothing."""
+    """A form being typed, saved as the user types so a reload or a dropped link loses nothing: a
+    call-taker's intake, or a supervisor's quality review of a call."""
 
     __tablename__ = "drafts"
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    #: The call's id, or ``"none"`` for an intake not tied to a call.
-    call_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: The intake's call id, ``"none"`` for an intake not tied to a call, or ``review.<call id>`` for a
+    #: review (``store/quality.py`` ``review_draft_key``).
+    call_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     updated_at: Mapped[datetime]
 

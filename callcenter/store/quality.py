@@ -13,15 +13,33 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store.engine import Store, utcnow
-from callcenter.store.models import Call, Incident, QualityReview, QualitySample, User
+from callcenter.store.models import Call, Draft, Incident, QualityReview, QualitySample, User
 from callcenter.store.roles import CALLTAKER
 
-__all__ = ["Candidate", "NewSample", "QualityStore", "ReviewRow", "SampleRow", "ScoreRow", "calltaker_keys"]
+__all__ = [
+    "REVIEW_DRAFT_PREFIX",
+    "Candidate",
+    "NewSample",
+    "QualityStore",
+    "ReviewRow",
+    "SampleRow",
+    "ScoreRow",
+    "calltaker_keys",
+    "review_draft_key",
+]
+
+#: A review being typed is kept like an intake being typed (the ``drafts`` rows, ``/api/drafts/{key}``),
+#: under this prefix and the call's id, so a reviewer's reload loses nothing.
+REVIEW_DRAFT_PREFIX = "review."
+
+
+def review_draft_key(call_id: str) -> str:
+    return REVIEW_DRAFT_PREFIX + call_id
 
 
 @dataclass(frozen=True)
@@ -294,6 +312,7 @@ class QualityStore:
     async def add_review(
         self,
         sample_id: int,
+        call_id: str,
         reviewer_id: int,
         levels: dict[str, int | None],
         deviations: dict[str, str],
@@ -301,7 +320,7 @@ class QualityStore:
         critical: bool,
         comment: str,
     ) -> bool:
-        """Store one reviewer's review; False when that reviewer already reviewed the call."""
+        """Store one reviewer's review and drop its draft; False when that reviewer already reviewed the call."""
 
         async def op(session: AsyncSession) -> None:
             session.add(
@@ -317,6 +336,8 @@ class QualityStore:
                 )
             )
             await session.flush()
+            key = review_draft_key(call_id)
+            await session.execute(delete(Draft).where(Draft.user_id == reviewer_id, Draft.call_key == key))
 
         try:
             await self.store.transaction("quality_review", op)

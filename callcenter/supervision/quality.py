@@ -382,7 +382,14 @@ class Quality:
         if sample.calltaker_id == reviewer_id:
             raise QualityError("nobody reviews their own call", conflict=True)
         stored = await self.store.add_review(
-            sample.id, reviewer_id, review.levels, review.deviations, review.score, review.critical, review.comment
+            sample.id,
+            call_id,
+            reviewer_id,
+            review.levels,
+            review.deviations,
+            review.score,
+            review.critical,
+            review.comment,
         )
         if not stored:
             raise QualityError("you have already reviewed this call", conflict=True)

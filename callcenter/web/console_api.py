@@ -28,6 +28,7 @@ from callcenter.forms.phone import normalize
 from callcenter.queue.live import report_id_of
 from callcenter.store.incidents import EDITABLE
 from callcenter.store.models import Incident
+from callcenter.store.quality import REVIEW_DRAFT_PREFIX
 from callcenter.store.roles import CALLTAKER, CENTRE_ROLES, SUPERVISOR
 from callcenter.web.access import Reply, error, require, user_of
 from callcenter.web.keys import CALLS, CONFIG, DISTRICTS, INCIDENTS, REPORTS, STORE
@@ -137,29 +138,34 @@ async def intake_schema(request: web.Request) -> web.Response:
 # -- drafts ----------------------------------------------------------------------------------------
 
 
-def _call_key(request: web.Request) -> str:
+def _draft_key(request: web.Request) -> str:
+    """An intake's key (a call id or ``none``: call-takers) or a review's (``review.<call id>``:
+    supervisors); one mechanism for both forms, each kind only for the role that types it."""
     key = request.match_info["call_key"]
-    if not _CALL_KEY.fullmatch(key):
+    review = key.startswith(REVIEW_DRAFT_PREFIX)
+    if not _CALL_KEY.fullmatch(key.removeprefix(REVIEW_DRAFT_PREFIX) if review else key):
         raise Reply(error(404, "no such draft key"))
+    if user_of(request).role != (SUPERVISOR if review else CALLTAKER):
+        raise Reply(error(403, "not allowed for your role"))
     return key
 
 
 @routes.get("/api/drafts/{call_key}")
-@require(CALLTAKER)
+@require(*CENTRE_ROLES)
 async def get_draft(request: web.Request) -> web.Response:
     incidents = request.app[INCIDENTS]
-    draft = await incidents.get_draft(user_of(request).id, _call_key(request))
+    draft = await incidents.get_draft(user_of(request).id, _draft_key(request))
     if draft is None:
         return web.json_response({"data": None, "updated_at": None})
     return web.json_response({"data": draft.data, "updated_at": _iso(draft.updated_at)})
 
 
 @routes.put("/api/drafts/{call_key}")
-@require(CALLTAKER)
+@require(*CENTRE_ROLES)
 async def put_draft(request: web.Request) -> web.Response:
     """Not validated (half-typed forms are the point of a draft), only bounded in size."""
     incidents = request.app[INCIDENTS]
-    key = _call_key(request)
+    key = _draft_key(request)
     body = await _json_object(request)
     data = body.get("data")
     if not isinstance(data, dict):

@@ -22,7 +22,7 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store import Store, utcnow
-from callcenter.store.models import AccessLog, Call, QualityReview
+from callcenter.store.models import AccessLog, Call, Draft, QualityReview
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess
 from callcenter.testing.browser import log_in, rows
@@ -234,5 +234,59 @@ async def test_review_calibrate_and_acknowledge(qa_app: tuple[AppProcess, Store]
         assert href
         csv = await page.request.get(href)
         assert csv.status == 200 and "Ayu" in await csv.text() and "79.4" in await csv.text()
+    finally:
+        await sari.close()
+
+
+async def test_a_half_typed_review_survives_a_reload_and_another_desk(
+    qa_app: tuple[AppProcess, Store], browser: Browser
+) -> None:
+    """Non-negotiable 3 for the review form: what the reviewer typed comes back after a reload (this
+    device's copy) and on another workstation (the server's copy), and goes once the review is submitted."""
+    app, store = qa_app
+    sari, page = await logged_in(browser, app.base_url, "sari")
+    try:
+        await page.goto(app.base_url + "/supervisor#quality")
+        await page.get_by_test_id("q-draw").click()
+        await expect(page.get_by_test_id("q-sample-row")).to_have_count(3)
+        await open_sampled_call(page, app.base_url, "qa-2")
+        form = page.get_by_test_id("detail-panel").get_by_test_id("q-form")
+        await form.get_by_test_id("q-level-greeting").select_option("3")
+        await form.get_by_test_id("q-level-agencies").select_option("na")
+        await form.get_by_test_id("q-dev-location").select_option("major")
+        comment = "Penelepon tidak ditanya patokan terdekat."
+        await form.get_by_test_id("q-comment").fill(comment)
+        await expect(form.get_by_test_id("q-draft-status")).to_contain_text("Tersimpan di server")
+        (draft,) = await rows(store, Draft)
+        assert draft.call_key == "review.qa-2" and draft.data["comment"] == comment
+
+        # A reload reopens the call with the form as it was typed.
+        await page.reload()
+        form = page.get_by_test_id("detail-panel").get_by_test_id("q-form")
+        await expect(form.get_by_test_id("q-comment")).to_have_value(comment)
+        await expect(form.get_by_test_id("q-level-greeting")).to_have_value("3")
+        await expect(form.get_by_test_id("q-level-agencies")).to_have_value("na")
+        await expect(form.get_by_test_id("q-dev-location")).to_have_value("major")
+        await expect(form.get_by_test_id("q-draft-status")).to_have_text("Draf dipulihkan")
+
+        # Another desk (nothing on that device) gets the server's copy.
+        desk, other = await logged_in(browser, app.base_url, "sari")
+        try:
+            await open_sampled_call(other, app.base_url, "qa-2")
+            oform = other.get_by_test_id("detail-panel").get_by_test_id("q-form")
+            await expect(oform.get_by_test_id("q-comment")).to_have_value(comment)
+            await expect(oform.get_by_test_id("q-level-greeting")).to_have_value("3")
+        finally:
+            await desk.close()
+
+        # Submitted, the draft is gone from both places.
+        for code in ("location", "key_questions", "intake", "care"):
+            await form.get_by_test_id(f"q-level-{code}").select_option("4")
+        await form.get_by_test_id("q-submit").click()
+        primary = page.get_by_test_id("detail-panel").get_by_test_id("q-review-primary")
+        await expect(primary).to_contain_text(comment)
+        assert await rows(store, Draft) == []
+        kept = await page.evaluate("Object.keys(localStorage).filter((k) => k.startsWith('cc112.draft.'))")
+        assert kept == []
     finally:
         await sari.close()

@@ -262,6 +262,34 @@ async def test_manual_sample_and_roles(env: Env) -> None:
     assert status == 200 and sum(s["weight"] for s in form["sections"]) == 100 and form["due_days"] == 5
 
 
+async def test_review_drafts_are_kept_per_supervisor_and_dropped_on_submit(env: Env) -> None:
+    """A review being typed is kept like an intake (``/api/drafts/review.<call id>``), only for supervisors,
+    and submitting the review deletes that reviewer's draft, not another reviewer's."""
+    long_key = "review." + "f" * 32  # a real call id is 32 hex digits: the key outgrows the old 32 characters
+    draft = {"levels": {"greeting": "3", "agencies": "na"}, "deviations": {"location": "major"}, "comment": "Patokan?"}
+    status, body = await env.call("sri", "PUT", f"/api/drafts/{long_key}", {"data": draft})
+    assert status == 200, body
+    status, body = await env.call("sri", "GET", f"/api/drafts/{long_key}")
+    assert status == 200 and body["data"] == draft
+    status, _ = await env.call("sri", "PUT", f"/api/drafts/review.{'f' * 33}", {"data": draft})
+    assert status == 404
+    status, _ = await env.call("ayu", "PUT", f"/api/drafts/{long_key}", {"data": draft})
+    assert status == 403  # a call-taker types intakes, not reviews
+    status, _ = await env.call("sri", "PUT", "/api/drafts/none", {"data": {"notes": "x"}})
+    assert status == 403  # and a supervisor's server drafts are reviews only
+
+    status, _ = await env.call("sri", "POST", "/api/quality/calls/w0")
+    assert status == 201
+    for who in ("sri", "tono"):
+        status, _ = await env.call(who, "PUT", "/api/drafts/review.w0", {"data": draft})
+        assert status == 200
+    status, body = await env.call("sri", "POST", "/api/quality/calls/w0/reviews", {"levels": FULL})
+    assert status == 201, body
+    _, mine = await env.call("sri", "GET", "/api/drafts/review.w0")
+    _, theirs = await env.call("tono", "GET", "/api/drafts/review.w0")
+    assert mine["data"] is None and theirs["data"] == draft
+
+
 def test_openapi_fragment_describes_every_route() -> None:
     import json
 

@@ -10,6 +10,7 @@
 // - the live link heals itself: the WebSocket reconnects with backoff and re-reads the current state.
 
 import { abandonedList } from "./abandoned.js";
+import * as drafts from "./drafts.js";
 import { myReviews } from "./quality.js";
 import { api, ApiError, setAuthLostHandler, setCsrf } from "./api.js";
 import { onLocationMessage, showCallLocation, wireCallLocation } from "./callerloc.js";
@@ -44,7 +45,6 @@ const LOCATION_FIELDS = ["address", "district", "subdistrict", "landmark", "lati
 const FLAGGING = new Set(["prank", "hoax", "silent"]); // shown in red, and confirmed before sending
 const CONFIRM_CLASSIFICATIONS = new Set(["prank", "hoax"]);
 const DEFAULT_PRIORITY = "normal";
-const DRAFT_DEBOUNCE_MS = 800;
 const WS_MIN_BACKOFF_MS = 500;
 const WS_MAX_BACKOFF_MS = 10_000;
 const WS_SILENCE_MS = 50_000; // the server pings every 20 s; this much silence means a dead link
@@ -60,8 +60,7 @@ const state = {
   member: undefined, // undefined = not known yet, null = not in the queue
   form: { key: "none", callId: null, label: "" }, // which call the intake belongs to
   formDirty: false, // the intake holds something the call-taker typed or restored
-  draftTimer: null,
-  draftInFlight: Promise.resolve(),
+  drafts: new drafts.DraftSaver(), // the server copy of the intake draft
   pendingPop: null, // a new call waiting while the form still holds another call's report
   classified: null, // the classification the server confirmed for the call on screen
   lastReference: null, // reference of the incident just created
@@ -323,12 +322,7 @@ function fillSubdistricts() {
 
 // ---------------------------------------------------------------- intake form and drafts
 //
-// Why drafts go to two places: localStorage is synchronous and survives a reload, a browser crash
-// and a dead network, so it is written on every input; the server copy survives a broken or swapped
-// workstation and follows the call-taker to another desk, so it is written too, but debounced to
-// spare the server a request per keystroke. On load the newer of the two wins.
-
-const draftKey = (key) => `cc112.draft.${state.user?.username}.${key}`;
+// Drafts go to this device and to the server (drafts.js says why); on load the newer of the two wins.
 
 function readForm() {
   const data = {};
@@ -353,27 +347,13 @@ function writeForm(data) {
 const formBlank = () =>
   FIELDS.every((n) => n === "priority" || !String($(`f-${n}`).value).trim()) && !checkedFlags().length;
 
-function readLocalDraft(key) {
-  try {
-    const entry = JSON.parse(localStorage.getItem(draftKey(key)) || "null");
-    return entry && typeof entry.data === "object" ? entry : null;
-  } catch {
-    return null;
-  }
-}
+const readLocalDraft = (key) => drafts.readLocalDraft(state.user?.username, key);
+const removeLocalDraft = (key) => drafts.removeLocalDraft(state.user?.username, key);
 
 function saveLocalDraft() {
   if (!state.user) return;
   const entry = { data: readForm(), updated_at: new Date().toISOString(), label: state.form.label };
-  try {
-    localStorage.setItem(draftKey(state.form.key), JSON.stringify(entry));
-  } catch {
-    /* storage full or disabled: the server copy still goes out */
-  }
-}
-
-function removeLocalDraft(key) {
-  localStorage.removeItem(draftKey(key));
+  drafts.saveLocalDraft(state.user.username, state.form.key, entry);
 }
 
 function setDraftStatus(text) {
@@ -387,35 +367,21 @@ function onFormInput(ev) {
   $("intake-result").hidden = true;
   saveLocalDraft();
   setDraftStatus(t("draft.local"));
-  if (isCalltaker()) {
-    clearTimeout(state.draftTimer);
-    state.draftTimer = setTimeout(() => flushServerDraft(), DRAFT_DEBOUNCE_MS);
-  }
+  if (isCalltaker()) state.drafts.schedule(() => flushServerDraft());
   renderOtherDrafts();
 }
 
 /** PUT the current form as the server draft; resolves to true when the server has it. */
 function flushServerDraft({ keepalive = false } = {}) {
-  clearTimeout(state.draftTimer);
-  state.draftTimer = null;
+  state.drafts.cancel();
   if (!isCalltaker()) return Promise.resolve(false);
   const key = state.form.key;
-  const data = readForm();
-  // Chain on the previous save so two PUTs for the same key never arrive out of order.
-  const run = state.draftInFlight.then(() =>
-    api("PUT", `/api/drafts/${encodeURIComponent(key)}`, { data }, { keepalive }).then(
-      (res) => {
-        if (state.form.key === key) setDraftStatus(t("draft.server", { t: fmtDate(res?.updated_at || new Date(), false) }));
-        return true;
-      },
-      () => {
-        if (state.form.key === key) setDraftStatus(t("draft.serverFailed"));
-        return false;
-      },
-    ),
-  );
-  state.draftInFlight = run;
-  return run;
+  return state.drafts.put(key, readForm(), { keepalive }).then((res) => {
+    if (state.form.key === key) {
+      setDraftStatus(res ? t("draft.server", { t: fmtDate(res.updated_at || new Date(), false) }) : t("draft.serverFailed"));
+    }
+    return res !== null;
+  });
 }
 
 /**
@@ -434,19 +400,9 @@ async function bindForm(callId, pop) {
   renderFormHeader();
 
   const local = readLocalDraft(key);
-  let server = null;
-  if (isCalltaker()) {
-    try {
-      const res = await api("GET", `/api/drafts/${encodeURIComponent(key)}`);
-      if (res?.data) server = res;
-    } catch {
-      /* offline: the local copy is all there is */
-    }
-  }
+  const server = isCalltaker() ? await drafts.readServerDraft(key) : null;
   if (state.form.key !== key) return; // another bind happened meanwhile
-  const newest = [local, server]
-    .filter((d) => d && d.data && Object.keys(d.data).length)
-    .sort((a, b) => Date.parse(b.updated_at || 0) - Date.parse(a.updated_at || 0))[0];
+  const newest = drafts.newestDraft(local, server);
   if (newest) {
     const typedMeanwhile = state.formDirty ? readForm() : {};
     writeForm({ ...newest.data, ...nonEmpty(typedMeanwhile) });
@@ -536,8 +492,7 @@ async function onIntakeSubmit(ev) {
   clearErrors();
   $("intake-result").hidden = true;
   // A draft PUT landing after the POST would resurrect the draft the server just deleted.
-  clearTimeout(state.draftTimer);
-  await state.draftInFlight;
+  await state.drafts.settled();
   const key = state.form.key;
   try {
     const res = await api("POST", "/api/incidents", payload());
@@ -570,10 +525,7 @@ async function onDiscard() {
   removeLocalDraft(state.form.key);
   writeForm({});
   clearErrors();
-  if (isCalltaker()) {
-    await state.draftInFlight;
-    await api("PUT", `/api/drafts/${encodeURIComponent(state.form.key)}`, { data: {} }).catch(() => {});
-  }
+  if (isCalltaker()) await state.drafts.put(state.form.key, {});
   state.formDirty = false;
   setDraftStatus("");
   const e164 = state.call?.call_id === state.form.callId ? state.call?.caller?.e164 : null;
@@ -584,12 +536,9 @@ async function onDiscard() {
 /** Drafts of other calls kept on this device (e.g. the call-taker started a new form meanwhile). */
 function renderOtherDrafts() {
   if (!state.user) return;
-  const prefix = draftKey("");
   const items = [];
-  for (const k of Object.keys(localStorage)) {
-    if (!k.startsWith(prefix)) continue;
-    const key = k.slice(prefix.length);
-    if (key === state.form.key) continue;
+  for (const key of drafts.localDraftKeys(state.user.username)) {
+    if (key === state.form.key || drafts.isReviewDraftKey(key)) continue;
     const entry = readLocalDraft(key);
     if (!entry || !Object.values(entry.data).some((v) => String(v).trim() && v !== DEFAULT_PRIORITY)) continue;
     items.push({ key, entry });
@@ -653,10 +602,7 @@ async function linkFormToPending() {
   if (!pop) return;
   const data = readForm();
   removeLocalDraft(state.form.key);
-  if (isCalltaker()) {
-    await state.draftInFlight;
-    await api("PUT", `/api/drafts/${encodeURIComponent(state.form.key)}`, { data: {} }).catch(() => {});
-  }
+  if (isCalltaker()) await state.drafts.put(state.form.key, {});
   state.form = { key: String(pop.call_id), callId: pop.call_id, label: callerText(pop) };
   state.pendingPop = null;
   $("switch-banner").hidden = true;
@@ -1729,7 +1675,7 @@ function wire() {
   }
   // Last chance on close/reload: the local copy is already current; try to get the server one too.
   window.addEventListener("pagehide", () => {
-    if (state.draftTimer && state.user) flushServerDraft({ keepalive: true });
+    if (state.drafts.pending && state.user) flushServerDraft({ keepalive: true });
   });
 }
 

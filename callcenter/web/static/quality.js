@@ -10,6 +10,7 @@
 import { fmtDate, t, currentLang } from "./i18n.js";
 import { api } from "./api.js";
 import { h, showError } from "./abandoned.js";
+import * as drafts from "./drafts.js";
 
 let formCache = null;
 
@@ -60,9 +61,9 @@ function reviewTable(form, review, { testid }) {
 /**
  * The quality part of a call's detail panel: nothing for an unanswered call; for a call outside the sample a
  * button that adds it; otherwise the reviews, the calibration differences and (until this supervisor has
- * reviewed the call) the form.
+ * reviewed the call) the form. What `username` types in the form is kept as a draft, like the intake's.
  */
-export function qualitySection(call) {
+export function qualitySection(call, { username }) {
   const root = h("section", { class: "dsec q-section", dataset: { testid: "q-section" } }, h("h3", {}, t("q.title")));
   if (!call.answered_at) {
     root.append(h("p", { class: "muted" }, t("q.notAnswered")));
@@ -71,7 +72,10 @@ export function qualitySection(call) {
   const body = h("div", {});
   const err = h("p", { class: "error", role: "alert", hidden: true, dataset: { testid: "q-error" } });
   root.append(body, err);
-  const id = encodeURIComponent(call.id ?? call.call_id);
+  const callId = String(call.id ?? call.call_id);
+  const id = encodeURIComponent(callId);
+  const draftKey = drafts.reviewDraftKey(callId);
+  const saver = new drafts.DraftSaver();
 
   async function load() {
     try {
@@ -135,11 +139,51 @@ export function qualitySection(call) {
     });
     const comment = h("textarea", { name: "comment", rows: 3, maxlength: 4000, dataset: { testid: "q-comment" }, "aria-label": t("q.comment") });
     const submit = h("button", { type: "submit", class: "btn btn-primary btn-small", dataset: { testid: "q-submit" } }, t("q.submit"));
+    const draftStatus = h("span", { class: "muted small", role: "status", dataset: { testid: "q-draft-status" } });
     const el = h("form", { class: "q-form", dataset: { testid: "q-form" }, novalidate: true },
       h("p", { class: "muted small" }, calibrating ? t("q.calibrateHint") : t("q.formHint", { n: form.max_level })),
       h("table", { class: "mini" }, h("thead", {}, h("tr", {}, h("th", {}, t("q.section")), h("th", {}, t("q.level")), h("th", {}, t("q.deviation")))), h("tbody", {}, rows)),
       h("label", { class: "q-comment-label" }, t("q.comment"), comment),
-      h("p", {}, t("q.preview"), " ", preview), submit);
+      h("p", {}, t("q.preview"), " ", preview), submit, " ", draftStatus);
+    // The form as typed (select values as they are, "na" included), which is what a draft keeps.
+    const typed = () => {
+      const data = { levels: {}, deviations: {}, comment: comment.value };
+      for (const s of form.sections) {
+        data.levels[s.code] = el.elements[`level-${s.code}`].value;
+        data.deviations[s.code] = el.elements[`dev-${s.code}`].value;
+      }
+      return data;
+    };
+    const known = (select, value) => typeof value === "string" && [...select.options].some((o) => o.value === value);
+    const restore = (data) => {
+      for (const s of form.sections) {
+        const level = el.elements[`level-${s.code}`];
+        const dev = el.elements[`dev-${s.code}`];
+        if (known(level, data.levels?.[s.code])) level.value = data.levels[s.code];
+        if (known(dev, data.deviations?.[s.code])) dev.value = data.deviations[s.code];
+      }
+      if (typeof data.comment === "string") comment.value = data.comment;
+      showPreview();
+    };
+    let dirty = false;
+    const saveDraft = () => {
+      dirty = true;
+      drafts.saveLocalDraft(username, draftKey, { data: typed(), updated_at: new Date().toISOString() });
+      draftStatus.textContent = t("draft.local");
+      saver.schedule(async () => {
+        const res = await saver.put(draftKey, typed());
+        draftStatus.textContent = res ? t("draft.server", { t: fmtDate(res.updated_at || new Date(), false) }) : t("draft.serverFailed");
+      });
+    };
+    (async () => {
+      const local = drafts.readLocalDraft(username, draftKey);
+      const newest = drafts.newestDraft(local, await drafts.readServerDraft(draftKey));
+      if (!newest || dirty) return; // typed meanwhile: what is on screen is newer
+      restore(newest.data);
+      drafts.saveLocalDraft(username, draftKey, newest); // both copies now agree
+      draftStatus.textContent = t("draft.restored");
+    })();
+    el.addEventListener("input", saveDraft);
     const read = () => {
       const levels = {};
       const deviations = {};
@@ -151,10 +195,11 @@ export function qualitySection(call) {
       }
       return { levels, deviations, comment: comment.value };
     };
-    el.addEventListener("change", () => {
+    function showPreview() {
       const { levels } = read();
       preview.textContent = fmtScore(previewScore(form, Object.fromEntries(Object.entries(levels).filter(([, v]) => v !== undefined))));
-    });
+    }
+    el.addEventListener("change", showPreview);
     el.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const review = read();
@@ -162,8 +207,11 @@ export function qualitySection(call) {
       for (const s of form.sections) el.elements[`level-${s.code}`].toggleAttribute("aria-invalid", missing.includes(s));
       if (missing.length) return showError(err, { status: 422, body: { message: t("q.fillAll") } });
       submit.disabled = true;
+      // A draft PUT landing after the POST would bring back the draft the server just deleted.
+      await saver.settled();
       try {
         await api("POST", `/api/quality/calls/${id}/reviews`, review);
+        drafts.removeLocalDraft(username, draftKey);
         await load();
       } catch (e) {
         submit.disabled = false;

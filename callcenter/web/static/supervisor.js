@@ -23,6 +23,8 @@ const WS_MIN_BACKOFF_MS = 500;
 const WS_MAX_BACKOFF_MS = 10000;
 const WS_SILENCE_MS = 45000; // the server pings every 20 s: two missed pings = a dead link
 const LOG_PAGE = 50;
+/** sessionStorage key of the call open in the detail panel (per tab; a reload reopens it). */
+const OPEN_DETAIL = "cc112.detail";
 const VIEWS = ["wallboard", "log", "stats", "abandoned", "quality", "map"];
 const CATEGORIES = ["medical", "fire", "disaster", "traffic_accident", "crime", "violence_women_children",
   "wild_animal", "mental_abandoned", "missing_person", "public_order", "environment", "infectious_disease", "other"];
@@ -113,6 +115,9 @@ async function start() {
   initForms();
   connectWs();
   showView(VIEWS.includes(location.hash.slice(1)) ? location.hash.slice(1) : "wallboard");
+  // A reload reopens the call that was open in this tab (a review half typed there comes back with it).
+  const open = sessionStorage.getItem(OPEN_DETAIL);
+  if (open && state.view === "log") openDetail(open, { restored: true });
 }
 
 function showGate(kind, err) {
@@ -517,7 +522,8 @@ function renderLog() {
   $("log-next").disabled = state.logOffset + calls.length >= total;
 }
 
-async function openDetail(id) {
+async function openDetail(id, { restored = false } = {}) {
+  sessionStorage.setItem(OPEN_DETAIL, id);
   $("detail-panel").hidden = false;
   $("detail-title").textContent = t("detail.loading");
   $("detail-body").replaceChildren();
@@ -527,12 +533,14 @@ async function openDetail(id) {
     renderDetail();
     if (state.logData) renderLog(); // moves the selection mark
   } catch (err) {
+    if (restored && err.status === 404) return closeDetail(); // gone since (retention): nothing to reopen
     state.detail = null;
     $("detail-title").textContent = err.status === 0 ? t("error.network") : t("error.generic", { s: err.status });
   }
 }
 
 function closeDetail() {
+  sessionStorage.removeItem(OPEN_DETAIL);
   state.detail = null;
   $("detail-panel").hidden = true;
   $("detail-body").replaceChildren(); // also stops the audio
@@ -578,7 +586,7 @@ function renderDetail() {
   }
   parts.push(section(t("detail.recording"), audioWrap));
   // The review form right under the player: the reviewer listens and scores side by side.
-  parts.push(qualitySection(c));
+  parts.push(qualitySection(c, { username: state.user.username }));
 
   const timeline = d.timeline || [];
   parts.push(section(t("detail.timeline"), timeline.length
