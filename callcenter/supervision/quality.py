@@ -15,7 +15,9 @@ Rules (APCO/NENA ANS 1.107.1-2015 and Pennsylvania's practice, ``shared/DOMAIN.m
   review critical whatever the score.
 * **Calibration**: a second supervisor reviews the same call on their own; the first submitted review
   is the one the call-taker reads and acknowledges, later ones are compared with it (total and per
-  section) so reviewers can align their scoring.
+  section) so reviewers can align their scoring. It is **blind**: until a supervisor has submitted their
+  own review of a call, they see that it was reviewed, not the scores (a seen score anchors the second
+  opinion, and calibration would then measure nothing).
 
 The random draws use the OS's random source: call-takers must not be able to predict which calls
 will be reviewed.
@@ -242,8 +244,20 @@ def sample_status(sample: SampleRow, now: datetime) -> str:
     return "acknowledged" if primary.acknowledged_at is not None else "reviewed"
 
 
-def sample_json(sample: SampleRow, now: datetime, *, with_reviews: bool = True) -> dict[str, Any]:
+def blind_for(sample: SampleRow, viewer_id: int | None) -> bool:
+    """Whether ``viewer_id`` (a supervisor) must not see the call's reviews yet: there are some, and none
+    of them is theirs. ``None`` is a reader who is not a reviewer (the call-taker reading their own)."""
+    return viewer_id is not None and bool(sample.reviews) and all(r.reviewer_id != viewer_id for r in sample.reviews)
+
+
+def sample_json(
+    sample: SampleRow, now: datetime, *, viewer_id: int | None, with_reviews: bool = True
+) -> dict[str, Any]:
+    """The sample as ``viewer_id`` may see it: blind (``blind_for``) means the review count and status,
+    without scores, levels, comments or calibration differences."""
+    blind = blind_for(sample, viewer_id)
     primary = sample.reviews[0] if sample.reviews else None
+    seen = None if blind else primary
     body: dict[str, Any] = {
         "id": sample.id,
         "call_id": sample.call_id,
@@ -259,12 +273,13 @@ def sample_json(sample: SampleRow, now: datetime, *, with_reviews: bool = True) 
         "status": sample_status(sample, now),
         "late": primary is not None and primary.submitted_at > sample.due_at,
         "review_count": len(sample.reviews),
-        "score": primary.score if primary else None,
-        "critical": primary.critical if primary else None,
-        "calibration": [calibration(primary, r) for r in sample.reviews[1:]] if primary else [],
+        "blind": blind,
+        "score": seen.score if seen else None,
+        "critical": seen.critical if seen else None,
+        "calibration": [calibration(seen, r) for r in sample.reviews[1:]] if seen else [],
     }
     if with_reviews:
-        body["reviews"] = [review_json(r, primary=i == 0) for i, r in enumerate(sample.reviews)]
+        body["reviews"] = [] if blind else [review_json(r, primary=i == 0) for i, r in enumerate(sample.reviews)]
     return body
 
 

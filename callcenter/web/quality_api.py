@@ -82,7 +82,7 @@ async def samples(request: web.Request) -> web.Response:
             "week": week,
             "current_week": quality.current_week(now),
             "previous_week": quality.previous_week(now),
-            "samples": [sample_json(s, now, with_reviews=False) for s in rows],
+            "samples": [sample_json(s, now, viewer_id=user_of(request).id, with_reviews=False) for s in rows],
         }
     )
 
@@ -104,13 +104,14 @@ async def draw(request: web.Request) -> web.Response:
 @routes.get("/api/quality/calls/{id}")
 @require(SUPERVISOR)
 async def call_quality(request: web.Request) -> web.Response:
-    """The call's sample entry with every review and the calibration differences (``sample`` null if not drawn)."""
+    """The call's sample entry with every review and the calibration differences (``sample`` null if not drawn);
+    blind (no scores) until this supervisor has submitted their own review."""
     call_id = _call_id(request)
     sample = await request.app[QUALITY].store.sample_of_call(call_id)
     me = user_of(request).id
     return web.json_response(
         {
-            "sample": sample_json(sample, utcnow()) if sample else None,
+            "sample": sample_json(sample, utcnow(), viewer_id=me) if sample else None,
             "reviewed_by_me": bool(sample and any(r.reviewer_id == me for r in sample.reviews)),
         }
     )
@@ -124,7 +125,7 @@ async def add_call(request: web.Request) -> web.Response:
         sample = await request.app[QUALITY].add_call(_call_id(request), user_of(request).id)
     except LookupError as exc:
         return error(404, str(exc))
-    return web.json_response({"sample": sample_json(sample, utcnow())}, status=201)
+    return web.json_response({"sample": sample_json(sample, utcnow(), viewer_id=user_of(request).id)}, status=201)
 
 
 @routes.post("/api/quality/calls/{id}/reviews")
@@ -139,7 +140,7 @@ async def submit(request: web.Request) -> web.Response:
         return _quality_error(exc)
     except LookupError as exc:
         return error(404, str(exc))
-    return web.json_response({"sample": sample_json(sample, utcnow())}, status=201)
+    return web.json_response({"sample": sample_json(sample, utcnow(), viewer_id=user_of(request).id)}, status=201)
 
 
 @routes.get("/api/quality/mine")
@@ -153,7 +154,7 @@ async def mine(request: web.Request) -> web.Response:
     for sample in rows:
         if not sample.reviews:
             continue
-        body = sample_json(sample, now, with_reviews=False)
+        body = sample_json(sample, now, viewer_id=None, with_reviews=False)
         body.pop("calibration")
         body["review"] = review_json(sample.reviews[0], primary=True)
         out.append(body)

@@ -177,14 +177,20 @@ async def test_review_calibrate_and_acknowledge(qa_app: tuple[AppProcess, Store]
         tono, tpage = await logged_in(browser, app.base_url, "tono")
         try:
             await open_sampled_call(tpage, app.base_url, RECORDED)
-            tform = tpage.get_by_test_id("detail-panel").get_by_test_id("q-form")
+            tdetail = tpage.get_by_test_id("detail-panel")
+            tform = tdetail.get_by_test_id("q-form")
             await expect(tform).to_contain_text("Kalibrasi")
+            # Blind: the first review's score and the difference show only after tono's own review.
+            await expect(tdetail.get_by_test_id("q-blind")).to_be_visible()
+            await expect(tdetail.get_by_test_id("q-review-primary")).to_have_count(0)
+            await expect(tdetail).not_to_contain_text("79,4")
             for code in ("greeting", "location", "key_questions", "intake", "agencies", "care"):
                 await tform.get_by_test_id(f"q-level-{code}").select_option("4")
             await tform.get_by_test_id("q-submit").click()
             calibration = tpage.get_by_test_id("q-calibration")
             await expect(calibration.get_by_test_id("q-calibration-diff")).to_have_text("+20,6")
             await expect(calibration).to_contain_text("Lokasi diverifikasi +2")
+            await expect(tdetail.get_by_test_id("q-blind")).to_have_count(0)
         finally:
             await tono.close()
 

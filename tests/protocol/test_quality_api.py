@@ -239,6 +239,38 @@ async def test_review_calibration_and_acknowledgement(env: Env) -> None:
     assert status == 422 and "to" in err["fields"]
 
 
+async def test_calibration_is_blind_until_the_reviewer_has_submitted(env: Env) -> None:
+    """A second reviewer sees that a call was reviewed, never the first review's scores, levels, comment or
+    the difference, until their own review is in; then everything, the difference included."""
+    status, _ = await env.call("sri", "POST", "/api/quality/calls/w0")
+    assert status == 201
+    first = {"levels": {**FULL, "location": 2}, "deviations": {"location": "critical"}, "comment": "Alamat salah."}
+    status, _ = await env.call("sri", "POST", "/api/quality/calls/w0/reviews", first)
+    assert status == 201
+
+    for path in ("/api/quality/calls/w0", f"/api/quality/samples?week={WEEK}"):
+        status, seen = await env.call("tono", "GET", path)
+        assert status == 200
+        text = str(seen)
+        assert "Alamat" not in text and "critical': True" not in text, (path, seen)
+        sample = seen["sample"] if "sample" in seen else next(s for s in seen["samples"] if s["call_id"] == "w0")
+        assert sample["blind"] is True and sample["review_count"] == 1 and sample["status"] == "reviewed"
+        assert sample["score"] is None and sample["critical"] is None and sample["calibration"] == []
+        assert sample.get("reviews", []) == []
+    # The first reviewer sees their own review (and is not blind to anything).
+    _, own = await env.call("sri", "GET", "/api/quality/calls/w0")
+    assert own["sample"]["blind"] is False and own["sample"]["score"] == 87.5 and own["sample"]["reviews"]
+
+    status, body = await env.call("tono", "POST", "/api/quality/calls/w0/reviews", {"levels": FULL})
+    assert status == 201, body
+    assert body["sample"]["blind"] is False and len(body["sample"]["reviews"]) == 2
+    (diff,) = body["sample"]["calibration"]
+    assert diff["score_difference"] == 12.5 and diff["critical_agrees"] is False
+    _, listed = await env.call("tono", "GET", f"/api/quality/samples?week={WEEK}")
+    row = next(s for s in listed["samples"] if s["call_id"] == "w0")
+    assert row["blind"] is False and row["score"] == 87.5 and row["calibration"][0]["score_difference"] == 12.5
+
+
 async def test_manual_sample_and_roles(env: Env) -> None:
     status, body = await env.call("sri", "POST", "/api/quality/calls/w0")
     assert status == 201 and body["sample"]["reason"] == "manual"

@@ -109,6 +109,8 @@ export function qualitySection(call, { username }) {
         t(`q.reason.${sample.reason}`), " · ", t("q.due", { d: fmtDate(sample.due_at) }),
         sample.late ? h("span", { class: "q-late" }, ` (${t("q.late")})`) : null),
     ];
+    // Blind calibration: until this supervisor has submitted their own review, the server sends no scores.
+    if (sample.blind) parts.push(h("p", { class: "muted", dataset: { testid: "q-blind" } }, t("q.blind", { n: sample.review_count })));
     (sample.reviews || []).forEach((r, i) =>
       parts.push(reviewTable(form, r, { testid: i === 0 ? "q-review-primary" : "q-review-calibration" })));
     for (const c of sample.calibration || []) {
@@ -121,7 +123,7 @@ export function qualitySection(call, { username }) {
         diffs.length ? h("span", { class: "muted" }, ` · ${diffs.join(", ")}`) : null,
         c.critical_agrees ? null : h("span", { class: "q-critical" }, ` · ${t("q.criticalDisagrees")}`)));
     }
-    if (!data.reviewed_by_me) parts.push(reviewForm(form, sample.reviews?.length > 0));
+    if (!data.reviewed_by_me) parts.push(reviewForm(form, sample.review_count > 0));
     body.replaceChildren(...parts);
   }
 
@@ -262,7 +264,9 @@ export function sampleList({ form, body, error, onOpen }) {
       h("td", {}, t(`q.reason.${s.reason}`)),
       h("td", {}, fmtDate(s.due_at)),
       h("td", {}, statusBadge(s.status)),
-      h("td", { class: "num" }, fmtScore(s.score), s.critical ? h("span", { class: "q-critical" }, " !") : null),
+      s.blind
+        ? h("td", { class: "num muted", title: t("q.blind", { n: s.review_count }), dataset: { testid: "q-score-hidden" } }, t("q.hidden"))
+        : h("td", { class: "num" }, fmtScore(s.score), s.critical ? h("span", { class: "q-critical" }, " !") : null),
       h("td", { class: "num" }, (s.calibration || []).map((c) => signed(c.score_difference)).join(" ") || "–")));
     body.replaceChildren(...rows);
     if (!rows.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, t("q.emptySample"))));
