@@ -66,7 +66,8 @@ async def _user_command(config: Config, args: argparse.Namespace) -> int:
                 print(f"callcenter: no user {args.username!r}", file=sys.stderr)
                 return 1
             changed = await accounts.set_active(user_id, args.action == "activate")
-            # A running app closes the user's open consoles within [web] session_check_seconds.
+            # Running app nodes close the user's open consoles at once (the store's signal), or at the
+            # latest within [web] session_check_seconds.
             print(f"{args.action}d {changed.role} {changed.username!r} (id {changed.id})")
             return 0
         password = _read_new_password()

@@ -40,6 +40,9 @@ MAX_PASSWORD = 1024
 #: active console instead of one per request.
 SLIDE_EVERY = timedelta(minutes=1)
 #: ``secrets.token_urlsafe(32)`` gives 43 characters; anything far off that is not ours.
+#: Signal topic of ended sessions (a logout, a deactivated account, on any node or from the CLI): every
+#: node checks its open consoles' sessions at once instead of at its next periodic check.
+SESSIONS_TOPIC = "sessions"
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
@@ -395,7 +398,10 @@ class Accounts:
                 await session.execute(delete(WebSession).where(WebSession.user_id == user_id))
             return _info(user)
 
-        return await self.store.transaction("set_active", op)
+        info = await self.store.transaction("set_active", op)
+        if not active:
+            await self.store.signals.changed(SESSIONS_TOPIC, user_id)
+        return info
 
     async def user_id_of(self, username: str) -> int | None:
         async def op(session: AsyncSession) -> int | None:
@@ -410,6 +416,7 @@ class Accounts:
             await session.execute(delete(WebSession).where(WebSession.token_hash == key))
 
         await self.store.transaction("delete_session", op)
+        await self.store.signals.changed(SESSIONS_TOPIC, "logout")
 
     async def purge_expired(self) -> int:
         """Drop sessions past their expiry (those never presented again are not deleted on sight)."""

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from callcenter.dispatch.sla import Breach
+from callcenter.store.accounts import SESSIONS_TOPIC
 from callcenter.store.dispatches import Dispatches, allowed_next, incident_summary
 from callcenter.store.engine import Store
 from callcenter.store.locations import fix_json
@@ -84,6 +85,8 @@ class LiveNews:
             self.signals.subscribe(topic, self._in_turn(topic, reader)) for topic, reader in readers.items()
         ]
         self._unsubscribe.append(self.signals.subscribe(RESYNC_TOPIC, self._resync))
+        # Sessions ended anywhere: this node's sockets of those sessions close now (one query for all).
+        self._unsubscribe.append(self.signals.subscribe(SESSIONS_TOPIC, lambda _key: self.hub.check_sessions()))
 
     async def close(self) -> None:
         for undo in self._unsubscribe:

@@ -5,6 +5,7 @@ its own AMI link (both to one scripted AMI, as both nodes follow the one Asteris
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from callcenter.testing.fake_ami import FakeAmi, agent_connect
 from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.wait import until
 from callcenter.testing.web import AppClient, UserSession, make_user, seed_dispatch, seed_incident
+from callcenter.web.hub import SESSION_ENDED
 from callcenter.web.keys import DISPATCHES, LOCATIONS, NEWS, ROUTER, STORE
 from callcenter.web.news import LOCATION_TOPIC
 
@@ -278,3 +280,29 @@ async def test_a_burst_of_changes_ends_with_the_latest_state_on_every_console(no
         seen = await messages(ws, "dispatch")
         assert 1 <= len(seen) <= 3
         assert seen[-1]["dispatch"]["status"] == "on_scene"
+
+
+async def test_a_logout_on_node_a_closes_that_sessions_console_on_node_b_at_once(
+    ami_app: Callable[..., Awaitable[AppClient]], postgres: ThrowawayPostgres
+) -> None:
+    """Behind a load balancer one session's requests reach both nodes. Its logout (or the account's
+    deactivation) on one node closes its sockets on the other at once, not at the next periodic check."""
+    url = postgres.create_database(f"n_{uuid.uuid4().hex[:16]}")
+    slow_check = {"session_check_seconds": 60.0}
+    a = await ami_app(store={"url": url, "retry_for": 5.0, "node": "node_a"}, web=slow_check)
+    b = await ami_app(store={"url": url, "retry_for": 5.0, "node": "node_b"}, web=slow_check)
+    for node in (a, b):
+        await asyncio.wait_for(node.app[STORE].signals.listening.wait(), 10)
+    taker = await make_user(a.app[STORE], "ayu", "calltaker", interface="PJSIP/taker1")
+    browser = await UserSession(a).login(taker)
+    try:
+        on_b = await browser.http.ws_connect(str(b.make_url("/api/ws")))  # the same cookie, the other node
+        assert (await on_b.receive_json(timeout=3))["type"] == "hello"
+        started = time.monotonic()
+        async with browser.http.post(browser.url("/api/logout"), headers={"X-CSRF-Token": browser.csrf}) as resp:
+            assert resp.status == 204
+        closed = await on_b.receive(timeout=5)
+        assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, SESSION_ENDED)
+        assert time.monotonic() - started < 5  # far inside the 60 s check
+    finally:
+        await browser.close()
