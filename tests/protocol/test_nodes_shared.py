@@ -306,3 +306,17 @@ async def test_a_logout_on_node_a_closes_that_sessions_console_on_node_b_at_once
         assert time.monotonic() - started < 5  # far inside the 60 s check
     finally:
         await browser.close()
+
+
+async def test_a_service_level_breach_announced_by_the_leader_reaches_the_other_nodes_consoles(nodes: Nodes) -> None:
+    """The timer runs on the leader only; the breach is on every centre console, read from the incident."""
+    taker = await make_user(nodes.store, "ayu", "calltaker", interface="PJSIP/taker1")
+    due = utcnow().replace(microsecond=0)
+    incident = await seed_incident(nodes.store, INCIDENT, taker.id, sla_due_at=due, sla_breached_at=utcnow())
+    consoles = [await (await nodes.as_user(node, taker)).ws() for node in (nodes.a, nodes.b)]
+    breach = {"type": "sla_breach", "incident_id": incident.id, "reference": "stale", "category": "x", "due_at": ""}
+    nodes.a.app[NEWS].publish(breach, roles=("calltaker", "supervisor"))
+    for ws in consoles:
+        (message,) = await messages(ws, "sla_breach")
+        assert (message["incident_id"], message["reference"]) == (incident.id, incident.reference)  # re-read
+        assert message["category"] == "fire" and message["due_at"] == due.isoformat()
