@@ -50,6 +50,7 @@ from callcenter.queue.routing import CallRouter
 from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Calls, Store
 from callcenter.store.accounts import Accounts
+from callcenter.store.address_limits import AddressBuckets
 from callcenter.store.app_numbers import AppNumbers
 from callcenter.store.arrivals import Arrivals
 from callcenter.store.calllog import CallLog
@@ -237,7 +238,9 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[CALL_LOG] = CallLog(store)
     app[QUALITY] = Quality(QualityStore(store), offset=centre_offset(app))
     app[LOCATIONS] = Locations(store, recent=timedelta(minutes=cfg.location.match_minutes))
-    app[LIMITER] = AddressLimiter(cfg.location.public_per_minute)
+    # Per-address limits in the database: every node counts the same requests (store/address_limits.py).
+    buckets = AddressBuckets(store)
+    app[LIMITER] = AddressLimiter(cfg.location.public_per_minute, name="public", buckets=buckets)
     rep = cfg.report
     block_for = timedelta(days=rep.block_days) if rep.block_days > 0 else None
     app[APP_NUMBERS] = AppNumbers(
@@ -254,7 +257,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         block_after=rep.block_after_false,
         block_for=block_for,
     )
-    app[CODE_LIMITER] = AddressLimiter(rep.codes_per_address_hour, window=3600.0)
+    app[CODE_LIMITER] = AddressLimiter(rep.codes_per_address_hour, window=3600.0, name="codes", buckets=buckets)
     yield
 
 

@@ -27,6 +27,10 @@ from callcenter.store.models import LoginAlert, LoginBucket, LoginFailure, Login
 T = TypeVar("T")
 #: The bucket whose ``last`` is the time of the latest attack alert (locked while deciding one).
 ALERT_KEY = "alert"
+#: The first part of the per-address limits' keys (``store/address_limits.py``): buckets in this table that
+#: are not the login guard's, so they do not count towards its size (a flood of addresses on the public
+#: pages must not push logins into the overflow buckets).
+RATE_KIND = "rate"
 _MAX_KEY = 200
 _MAX_NAME = 64
 
@@ -183,9 +187,10 @@ class LoginRows:
                 )
             )
             await session.execute(delete(LoginFailure).where(LoginFailure.at < now - window))
-            return int(await session.scalar(select(func.count()).select_from(LoginBucket)) or 0)
+            ours = ~LoginBucket.key.startswith(RATE_KIND + "\x1f", autoescape=True)
+            return int(await session.scalar(select(func.count()).select_from(LoginBucket).where(ours)) or 0)
 
         return await self.store.transaction("login_prune", op)
 
 
-__all__ = ["ALERT_KEY", "AlertRow", "LoginRows", "bucket_key"]
+__all__ = ["ALERT_KEY", "RATE_KIND", "AlertRow", "LoginRows", "bucket_key"]

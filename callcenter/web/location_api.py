@@ -195,9 +195,9 @@ async def send_link(request: web.Request) -> web.StreamResponse:
     return web.json_response({"link": body}, status=202)
 
 
-def _limited(request: web.Request) -> bool:
+async def _limited(request: web.Request) -> bool:
     limiter = request.app.get(LIMITER)
-    return limiter is not None and not limiter.allow(request.remote)
+    return limiter is not None and not await limiter.allow(request.remote)
 
 
 def _page(title: str, body: str, status: int = 200, *, script: bool = False) -> web.Response:
@@ -219,7 +219,7 @@ _ASK = (
 @routes.get(LINK_PATH + "{token}")
 async def link_page(request: web.Request) -> web.StreamResponse:
     """Public (token): the page that asks the browser for its position."""
-    if _limited(request):
+    if await _limited(request):
         return _page("Terlalu banyak permintaan", "<p>Coba lagi sebentar lagi.</p>", 429)
     token = request.match_info["token"]
     link = await request.app[LOCATIONS].link(token) if _TOKEN.match(token) else None
@@ -233,7 +233,7 @@ async def link_page(request: web.Request) -> web.StreamResponse:
 @routes.post(LINK_PATH + "{token}")
 async def link_fix(request: web.Request) -> web.StreamResponse:
     """Public (token): one browser position, JSON ``{latitude, longitude, accuracy}``."""
-    if _limited(request):
+    if await _limited(request):
         return error(429, "too many requests")
     token = request.match_info["token"]
     locations = request.app[LOCATIONS]

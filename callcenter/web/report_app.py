@@ -87,8 +87,8 @@ def _client(request: web.Request) -> str:
     return client_group(request.app[CLIENTS].address(request))
 
 
-def _check_limit(request: web.Request) -> None:
-    if not request.app[LIMITER].allow(_client(request)):
+async def _check_limit(request: web.Request) -> None:
+    if not await request.app[LIMITER].allow(_client(request)):
         raise Reply(refuse(429, "too many requests", "Terlalu banyak permintaan. Coba lagi sebentar lagi."))
 
 
@@ -150,7 +150,7 @@ async def asset(request: web.Request) -> web.StreamResponse:
 async def state(request: web.Request) -> web.Response:
     """Public: whether this browser is verified (and blocked), and what the report screen offers."""
     _enabled(request)
-    _check_limit(request)
+    await _check_limit(request)
     device = await _device(request)
     cfg = request.app[CONFIG].report
     body: dict[str, Any] = {
@@ -189,12 +189,12 @@ def _number(body: dict[str, Any], request: web.Request) -> str:
 async def send_code(request: web.Request) -> web.Response:
     """Public: text a verification code to ``{"number"}`` (limited per number and per address)."""
     _enabled(request)
-    _check_limit(request)
+    await _check_limit(request)
     number = _number(await json_object(request), request)
     line = request.app.get(TWILIO)
     if line is None or not line.can_text:
         return refuse(503, "SMS is not configured", "Layanan SMS belum tersedia. Dalam keadaan darurat, telepon 112.")
-    if not request.app[CODE_LIMITER].allow(_client(request)):
+    if not await request.app[CODE_LIMITER].allow(_client(request)):
         return refuse(429, "too many codes from this address", "Terlalu banyak permintaan kode. Coba lagi nanti.")
     issue = await request.app[APP_NUMBERS].request_code(number)
     if issue.outcome == "blocked":
@@ -227,7 +227,7 @@ _VERIFY_REFUSALS = {
 async def verify(request: web.Request) -> web.Response:
     """Public: ``{"number", "code"}``; a right code sets the device cookie (the token's only copy)."""
     _enabled(request)
-    _check_limit(request)
+    await _check_limit(request)
     body = await json_object(request)
     number = _number(body, request)
     code = body.get("code")
@@ -255,7 +255,7 @@ async def verify(request: web.Request) -> web.Response:
 @routes.post(API_PREFIX + "forget")
 async def forget(request: web.Request) -> web.Response:
     """Public: this browser forgets its verification (the token is revoked, the cookie cleared)."""
-    _check_limit(request)
+    await _check_limit(request)
     device = await _device(request)
     if device is not None:
         await request.app[APP_NUMBERS].revoke(device.id)
@@ -330,7 +330,7 @@ async def create_report(request: web.Request) -> web.Response:
     """Public (device cookie): multipart ``category``, ``latitude``/``longitude``/``accuracy`` (optional),
     ``photo`` (optional JPEG/PNG ≤ ``[report] photo_max_bytes``). 201 once stored and queued."""
     _enabled(request)
-    _check_limit(request)
+    await _check_limit(request)
     device = await _device(request)
     if device is None:
         return refuse(401, "verify your number first", "Verifikasi nomor ponsel Anda terlebih dahulu.")
