@@ -402,7 +402,9 @@ async def dispatch_ctx(app: web.Application) -> AsyncIterator[None]:
     if twilio is None:
         twilio = TwilioLine(cfg.twilio, on_remote_result)
         app[TWILIO] = twilio
-    dispatcher = Dispatcher(app[STORE], app[AMI], directory, cfg.dispatch, app[NEWS].publish, twilio=twilio)
+    dispatcher = Dispatcher(
+        app[STORE], app[AMI], directory, cfg.dispatch, app[NEWS].publish, twilio=twilio, leadership=app[LEADERSHIP]
+    )
     holder.append(dispatcher)
     await dispatcher.start()
     unsubscribe = app[AMI_FANOUT].subscribe(dispatcher.on_ami_event)
@@ -434,7 +436,9 @@ async def supervision_ctx(app: web.Application) -> AsyncIterator[None]:
     """
     cfg = app[CONFIG]
     news = app[NEWS]
-    callbacks = Callbacks(app[STORE], app[AMI], news.publish, overflow_dial=cfg.queue.overflow_dial)
+    callbacks = Callbacks(
+        app[STORE], app[AMI], news.publish, overflow_dial=cfg.queue.overflow_dial, leadership=app[LEADERSHIP]
+    )
     ratings = Ratings(
         app[STORE],
         app[AMI],

@@ -4,7 +4,9 @@ Called as ``AGI(${CC_AGI_URL}/briefing)`` from ``[callcenter-agency]`` on the ch
 originated, which carries ``CC_DISPATCH_ID`` and ``CC_ATTEMPT_ID``. Plays the incident briefing and
 "tekan 1 untuk menerima, 2 untuk mengulang"; a key pressed *during* any prompt counts (an officer
 who has heard enough should not have to wait for the end). 1 reports acceptance and thanks, 2
-repeats, nothing reports ``no_key`` and the dispatcher moves on to the next line.
+repeats, nothing reports ``no_key`` and the dispatcher moves on to the next line. Any node serves it
+(the dialplan tries the nodes in order): the attempt is read from the store and the key recorded
+there, once.
 
 The route sets ``CC_BRIEFED=1`` once it has handled the call; without it the dialplan plays its fixed
 fallback prompt. The AGI server bounds the session by this route's own budget (longer than a 112
@@ -61,7 +63,7 @@ class Briefer(Protocol):
 
     async def briefing(self, attempt_id: int, dispatch_id: int) -> Briefing | None: ...
 
-    def on_briefing_result(self, attempt_id: int, outcome: str) -> bool: ...
+    async def briefing_result(self, attempt_id: int, outcome: str) -> bool: ...
 
 
 class BriefingRoute:
@@ -89,6 +91,7 @@ class BriefingRoute:
         budget_end = started + self.budget - BUDGET_RESERVE
         deadline = min(time.monotonic() + briefing.accept_timeout, budget_end)
         outcome = "no_key"
+        recorded = False
         try:
             for round_no in range(MAX_ROUNDS):
                 key = await self._play(session, briefing.message.asterisk_name, budget_end)
@@ -108,10 +111,11 @@ class BriefingRoute:
                 # A repeat is a present officer: give them the whole window again.
                 deadline = min(time.monotonic() + briefing.accept_timeout, budget_end)
         finally:
-            # Reported even when the officer hangs up mid-prompt (AgiHangup): the dispatcher must learn it.
-            dispatcher.on_briefing_result(attempt_id, outcome)
-        log.info("briefing.done", outcome=outcome)
-        if outcome == "accepted":
+            # Recorded even when the officer hangs up mid-prompt (AgiHangup): the dispatch must learn it.
+            # Whichever node serves the briefing, the first verdict is stored once (conditional update).
+            recorded = await dispatcher.briefing_result(attempt_id, outcome)
+        log.info("briefing.done", outcome=outcome, recorded=recorded)
+        if outcome == "accepted" and recorded:
             try:
                 await session.stream_file(briefing.thanks.asterisk_name)
             except AgiError as exc:

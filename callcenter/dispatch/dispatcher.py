@@ -1,8 +1,10 @@
-"""Calling agencies: one task per dispatched agency, walking its duty lines until an officer accepts.
+"""Calling agencies: a dispatch per agency, its duty lines walked by the leader until an officer accepts.
 
-Each line is tried by an attempt (``dispatch/attempts.py``: its row, the call, how it ended); the
-officer's key arrives through :meth:`Dispatcher.on_briefing_result` (the ``briefing`` AGI route) or
-:meth:`Dispatcher.on_remote_result` (the Twilio line).
+Any node takes a dispatch request (:meth:`Dispatcher.dispatch` writes ``calling`` rows); the leader
+places the calls (``dispatch/leader.py``: claim, walk, take over a dead leader's lines). Each line is
+tried by an attempt (``dispatch/attempts.py``: its row, the call, how it ended); the officer's key is
+recorded by whichever node hears it — :meth:`Dispatcher.briefing_result` (the ``briefing`` AGI route)
+or :meth:`Dispatcher.remote_result` (the Twilio line) — with a conditional update, so it counts once.
 
 Every state change is published to the live hub: the call-taker sees "calling Damkar (backup line)"
 without polling.
@@ -11,10 +13,10 @@ without polling.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +26,21 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.config import DispatchConfig
-from callcenter.dispatch.agencies import Agency, Directory, line_kind
+from callcenter.dispatch.agencies import Directory
 from callcenter.dispatch.attempts import OUTCOMES, LineCalls, RemoteLine, Result
+from callcenter.dispatch.leader import CLAIM_POLL, DispatchLeader
 from callcenter.dispatch.prompts import GENERIC, INTRO, MENU, THANKS, PromptCache, PromptFile, briefing_text
 from callcenter.queue.ami import AmiClient
 from callcenter.store import Store, utcnow
 from callcenter.store.dispatches import ACTIVE, WEB_ACCEPTABLE, dispatch_json
+from callcenter.store.leadership import Leadership, check_term
 from callcenter.store.models import Call, Dispatch, DispatchAttempt, Incident
 from callcenter.store.roles import CENTRE_ROLES, Publish
 
 log = structlog.get_logger("callcenter.dispatch")
 
-#: Pause between attempts: a line that just failed (congestion, a phone rebooting) gets a breath.
-RETRY_PAUSE = 1.0
+#: Briefing prompts kept per incident on this node (the newest ones; each is a file in the prompt cache).
+BRIEFINGS_KEPT = 64
 
 
 class UnknownAgency(ValueError):
@@ -55,19 +59,13 @@ class Briefing:
     accept_timeout: int
 
 
-@dataclass
-class _Dispatching:
-    task: asyncio.Task[None] | None = None
-    briefing: asyncio.Future[PromptFile] | None = None
-
-
 def _log_prompt_failure(future: asyncio.Future[PromptFile]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.warning("dispatch.prompt_failed", error=repr(future.exception()))
 
 
 class Dispatcher:
-    """Runs dispatches; one instance per app (its in-memory attempt table is the AMI event matcher)."""
+    """Dispatch requests, briefings and acceptances on every node; the calls on the leader."""
 
     def __init__(
         self,
@@ -78,7 +76,9 @@ class Dispatcher:
         hub_publish: Publish,
         twilio: RemoteLine | None = None,
         *,
+        leadership: Leadership,
         prompts: PromptCache | None = None,
+        poll: float = CLAIM_POLL,
     ) -> None:
         self.store = store
         self.ami = ami
@@ -88,47 +88,45 @@ class Dispatcher:
         self.twilio = twilio
         self.prompts = prompts or PromptCache(Path(config.prompt_dir), config.prompt_dir_asterisk)
         #: The attempts running now (``dispatch/attempts.py``): places the calls, matches the reports.
-        self.lines = LineCalls(store, ami, config, twilio, self._publish)
-        self._running: dict[int, _Dispatching] = {}
-        self._closing = False
+        self.lines = LineCalls(store, ami, config, twilio, self._publish, poll=poll)
+        #: The leader's half: claims ``calling`` rows, walks the lines, takes over (``dispatch/leader.py``).
+        self.leader = DispatchLeader(
+            store, ami, self.lines, directory, config, leadership, accept=self._accept, fail=self._fail, poll=poll
+        )
+        self._briefings: OrderedDict[int, asyncio.Future[PromptFile]] = OrderedDict()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Close dispatches a previous run left in ``calling`` (their tasks died with it), and warm the
-        fixed prompts so the first officer does not wait for them."""
-
-        async def op(session: AsyncSession) -> list[int]:
-            stale = list(await session.scalars(select(Dispatch).where(Dispatch.status == "calling")))
-            now = utcnow()
-            for d in stale:
-                d.status, d.updated_at = "failed", now
-                await session.execute(
-                    update(DispatchAttempt)
-                    .where(DispatchAttempt.dispatch_id == d.id, DispatchAttempt.outcome.is_(None))
-                    .values(outcome="error", reason="app restarted", ended_at=now)
-                )
-            return [d.id for d in stale]
-
-        stale = await self.store.transaction("dispatch_recover", op)
-        if stale:
-            log.warning("dispatch.recovered_stale", dispatch_ids=stale)
+        """Warm the fixed prompts so the first officer does not wait for them, and follow leadership:
+        while this node leads it places the calls, and takes over what a previous leader left ringing
+        (nothing is marked failed at a start: the rows may be another live node's)."""
         for text in (MENU, THANKS, f"{INTRO} {GENERIC}"):
             self._spawn_prompt(text)
+        self.leader.start()
 
     async def close(self) -> None:
-        self._closing = True
-        tasks = [r.task for r in self._running.values() if r.task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Stop; the lines this node was calling keep ringing for the next leader to adopt."""
+        await self.leader.close()
+
+    def wake(self) -> None:
+        """Something changed on another node (a dispatch requested, a key recorded): look now rather than
+        at the next poll. The change signal calls this; without it the poll finds the same."""
+        self.leader.wake()
 
     def _spawn_prompt(self, text: str) -> asyncio.Future[PromptFile]:
         """Generate ``text`` in the background now; the briefing route awaits the future later."""
         future = asyncio.ensure_future(self.prompts.ensure(text))
         future.add_done_callback(_log_prompt_failure)
+        return future
+
+    def _briefing_prompt(self, incident: Incident) -> asyncio.Future[PromptFile]:
+        """The incident's briefing, generated once per incident on this node (every agency hears it)."""
+        future = self._briefings.get(incident.id)
+        if future is None:
+            future = self._briefings[incident.id] = self._spawn_prompt(briefing_text(incident))
+            while len(self._briefings) > BRIEFINGS_KEPT:
+                self._briefings.popitem(last=False)
         return future
 
     # -- the API used by the web endpoints -------------------------------------------------------
@@ -183,27 +181,28 @@ class Dispatcher:
             return incident, rows
 
         incident, rows = await self.store.transaction("dispatch_create", op)
-        # One briefing per incident: every agency hears the same text, generated once.
-        briefing = self._spawn_prompt(briefing_text(incident))
+        # One briefing per incident: every agency hears the same text, generated once (per node).
+        self._briefing_prompt(incident)
         for d, new in rows:
             if not new:
                 continue
-            state = _Dispatching(briefing=briefing)
-            self._running[d.id] = state
-            state.task = asyncio.create_task(self._run(d.id, self.directory.get(d.agency)), name=f"dispatch-{d.id}")
             self._publish_row(d, [])
             log.info("dispatch.started", dispatch_id=d.id, incident_id=incident_id, agency=d.agency, user_id=user_id)
+        # The leader claims the new rows: at once when it is this node, else at its next look (or
+        # sooner, when the change signal wakes it).
+        self.wake()
         return [d for d, _ in rows]
 
     async def accept_from_web(self, dispatch_id: int, *, user_id: int | None) -> Dispatch | None:
-        """The officer accepts on the agency console (the phone was missed): stops the calling.
+        """The officer accepts on the agency console (the phone was missed): stops the calling (here at
+        once; on the leader, when it next reads the row).
 
         Returns the dispatch, or None when it is unknown or no longer waiting for acceptance.
         """
         accepted = await self._accept(dispatch_id, line="web", via="web", user_id=user_id)
-        state = self._running.get(dispatch_id)
-        if accepted is not None and state is not None and state.task is not None:
-            state.task.cancel()
+        if accepted is not None:
+            self.leader.stop_walk(dispatch_id)
+            self.wake()
         return accepted
 
     async def get(self, dispatch_id: int) -> dict[str, Any] | None:
@@ -224,118 +223,127 @@ class Dispatcher:
         d, attempts = found
         return self._json(d, attempts)
 
-    # -- reports from the briefing route, the Twilio line and AMI --------------------------------
+    # -- reports from the briefing route, the Twilio line and AMI (on any node) ------------------
 
     async def briefing(self, attempt_id: int, dispatch_id: int) -> Briefing | None:
-        """What the briefing route plays for this attempt; None when the attempt is not ours or over
-        (a stale or forged call into the agency context gets the dialplan's fallback)."""
-        attempt = self.lines.running(attempt_id)
-        if attempt is None or attempt.dispatch_id != dispatch_id or attempt.future.done():
+        """What the briefing route plays for this attempt; None when the attempt is unknown, over, or
+        its dispatch no longer calling (a stale or forged call into the agency context gets the
+        dialplan's fallback). Served by any node: the attempt is read from the store."""
+
+        async def op(session: AsyncSession) -> Incident | None:
+            row = await session.get(DispatchAttempt, attempt_id)
+            if row is None or row.dispatch_id != dispatch_id or row.outcome is not None:
+                return None
+            d = await session.get(Dispatch, dispatch_id)
+            if d is None or d.status != "calling":
+                return None
+            return await session.get(Incident, d.incident_id)
+
+        incident = await self.store.transaction("dispatch_briefing", op)
+        if incident is None:
             return None
-        attempt.answered = True
-        state = self._running.get(dispatch_id)
+        attempt = self.lines.running(attempt_id)
+        if attempt is not None:
+            attempt.answered = True
         message: PromptFile | None = None
-        if state is not None and state.briefing is not None:
-            try:
-                message = await asyncio.wait_for(asyncio.shield(state.briefing), timeout=10)
-            except Exception as exc:
-                log.warning("dispatch.briefing_unavailable", dispatch_id=dispatch_id, error=repr(exc))
+        try:
+            message = await asyncio.wait_for(asyncio.shield(self._briefing_prompt(incident)), timeout=10)
+        except Exception as exc:
+            log.warning("dispatch.briefing_unavailable", dispatch_id=dispatch_id, error=repr(exc))
         if message is None:
             message = await self.prompts.ensure(f"{INTRO} {GENERIC}")
         menu = await self.prompts.ensure(MENU)
         thanks = await self.prompts.ensure(THANKS)
         return Briefing(dispatch_id, attempt_id, message, menu, thanks, self.config.accept_timeout)
 
-    def on_briefing_result(self, attempt_id: int, outcome: str) -> bool:
-        """The officer pressed 1 (``accepted``) or nothing (``no_key``); False if the attempt is over."""
-        return self.lines.resolve(attempt_id, Result(outcome, reason="briefing"))
-
-    def on_remote_result(self, attempt_id: int, outcome: str, reason: str | None = None) -> bool:
-        """The Twilio line's verdict on an E.164 attempt (``accepted`` after Gather digit 1, or
-        ``no_answer``/``busy``/``failed``/``no_key`` from the status callback); False if already over."""
-        if outcome not in OUTCOMES:
-            outcome = "error"
-        return self.lines.resolve(attempt_id, Result(outcome, reason=reason))
+    async def briefing_result(self, attempt_id: int, outcome: str) -> bool:
+        """The officer pressed 1 (``accepted``) or nothing (``no_key``). Recorded once, whichever node
+        serves the briefing: False when the attempt was already over (or, for a 1, when the dispatch
+        was accepted otherwise first)."""
+        return await self._record(attempt_id, outcome, "briefing", late=False)
 
     async def remote_result(self, attempt_id: int, outcome: str, reason: str | None = None) -> bool:
-        """The Twilio line's answer: ``on_remote_result``, and for a key 1 pressed after the attempt was
-        over (its ring/accept window ran out, the dispatcher already tries the next line, or every line
-        failed) the acceptance is still stored, as the officer's accepting on the web would be: the
-        calling stops and the incident's service level is met. False when nothing was recorded (another
-        officer accepted first, or the attempt is unknown): the officer then hears that, not "accepted"."""
-        if self.on_remote_result(attempt_id, outcome, reason):
-            return True
-        if outcome != "accepted":
-            return False
+        """The Twilio line's verdict on an E.164 attempt (``accepted`` after Gather digit 1, or
+        ``no_answer``/``busy``/``failed``/``no_key`` from the status callback), on any node.
 
-        async def op(session: AsyncSession) -> DispatchAttempt | None:
-            return await session.get(DispatchAttempt, attempt_id)
+        A key 1 pressed after the attempt was over (its ring/accept window ran out, the leader already
+        tries the next line, or every line failed) is still stored as the acceptance, as the officer's
+        accepting on the web would be: the calling stops and the incident's service level is met. False
+        when nothing was recorded (another officer accepted first, or the attempt is unknown): the
+        officer then hears that, not "accepted"."""
+        if outcome not in OUTCOMES:
+            outcome = "error"
+        return await self._record(attempt_id, outcome, reason, late=outcome == "accepted")
 
-        row = await self.store.transaction("dispatch_attempt_get", op)
-        if row is None:
-            return False
-        accepted = await self._accept(row.dispatch_id, line=row.line, via=row.via, user_id=None, late=True)
-        if accepted is None:
-            return False
-        state = self._running.get(row.dispatch_id)
-        if state is not None and state.task is not None:
-            state.task.cancel()
-        log.info("dispatch.accepted_late", dispatch_id=row.dispatch_id, attempt_id=attempt_id)
-        return True
+    async def _record(self, attempt_id: int, outcome: str, reason: str | None, *, late: bool) -> bool:
+        """First verdict wins: the attempt's outcome if still open, and for ``accepted`` the dispatch's
+        acceptance in the same transaction; then the leader (here, or woken) learns of it."""
+        now = utcnow()
+        acceptable = sorted(WEB_ACCEPTABLE) if late else ["calling"]
+
+        async def op(session: AsyncSession) -> tuple[bool, int | None]:
+            row = await session.get(DispatchAttempt, attempt_id, with_for_update=True)
+            if row is None:
+                return False, None
+            recorded = row.outcome is None
+            if recorded:
+                row.outcome, row.reason, row.ended_at = outcome, (reason or "")[:64] or None, now
+            if outcome != "accepted" or not (recorded or late):
+                return recorded, row.dispatch_id
+            return await self._accept_in(session, row.dispatch_id, row.line, row.via, acceptable, now), row.dispatch_id
+
+        recorded, dispatch_id = await self.store.transaction("dispatch_attempt_result", op)
+        self.lines.resolve(attempt_id, Result(outcome, reason=reason))
+        self.wake()
+        if recorded and dispatch_id is not None:
+            if outcome == "accepted":
+                log.info("dispatch.accepted", dispatch_id=dispatch_id, attempt_id=attempt_id, via=reason or "phone")
+                if late:  # the walk may be ringing another line by now (Twilio lines only are late)
+                    self.leader.stop_walk(dispatch_id)
+            await self._publish(dispatch_id)
+        return recorded
 
     async def on_ami_event(self, message: Message) -> None:
         """OriginateResponse and Hangup of our ``dispatch-<id>`` channels (``LineCalls.on_ami_event``)."""
         await self.lines.on_ami_event(message)
 
-    # -- the per-agency task ---------------------------------------------------------------------
+    # -- acceptance and failure ------------------------------------------------------------------
 
-    async def _run(self, dispatch_id: int, agency: Agency) -> None:
-        try:
-            for line in agency.lines:
-                for n in range(self.config.attempts_per_line):
-                    if n or line != agency.lines[0]:
-                        await asyncio.sleep(RETRY_PAUSE)
-                    result = await self.lines.place(dispatch_id, agency, line)
-                    if result.outcome == "accepted":
-                        await self._accept(dispatch_id, line=line, via=line_kind(line), user_id=None)
-                        return
-                    if result.outcome == "error" and result.reason == "no twilio line":
-                        break  # no point retrying a number we cannot call at all
-            await self._fail(dispatch_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("dispatch.task_failed", dispatch_id=dispatch_id)
-            await self._fail(dispatch_id)
-        finally:
-            self._running.pop(dispatch_id, None)
+    @staticmethod
+    async def _accept_in(
+        session: AsyncSession, dispatch_id: int, line: str, via: str, acceptable: list[str], now: datetime
+    ) -> bool:
+        """Accept in ``session`` if the dispatch is in an ``acceptable`` status; meets the incident's SLA."""
+        result = await session.execute(
+            update(Dispatch)
+            .where(Dispatch.id == dispatch_id, Dispatch.status.in_(acceptable))
+            .values(status="accepted", accepted_at=now, accepted_line=line, accepted_via=via, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if not getattr(result, "rowcount", 0):
+            return False
+        incident_id = await session.scalar(select(Dispatch.incident_id).where(Dispatch.id == dispatch_id))
+        await session.execute(
+            update(Incident)
+            .where(Incident.id == incident_id, Incident.sla_met_at.is_(None))
+            .values(sla_met_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return True
 
     async def _accept(
-        self, dispatch_id: int, *, line: str, via: str, user_id: int | None, late: bool = False
+        self, dispatch_id: int, *, line: str, via: str, user_id: int | None = None, term: int | None = None
     ) -> Dispatch | None:
-        """First acceptance wins (conditional update on ``calling``; ``late``: also ``failed``, like a
-        web acceptance after every line failed); marks the incident's SLA met."""
+        """First acceptance wins (conditional update on ``calling``); marks the incident's SLA met.
+        ``term``: the leader's walk accepting, refused (``Deposed``) once a newer leader took over."""
         now = utcnow()
-        acceptable = sorted(WEB_ACCEPTABLE) if late else ["calling"]
 
         async def op(session: AsyncSession) -> Dispatch | None:
-            result = await session.execute(
-                update(Dispatch)
-                .where(Dispatch.id == dispatch_id, Dispatch.status.in_(acceptable))
-                .values(status="accepted", accepted_at=now, accepted_line=line, accepted_via=via, updated_at=now)
-            )
-            if not getattr(result, "rowcount", 0):
+            if term is not None:
+                await check_term(session, term)
+            if not await self._accept_in(session, dispatch_id, line, via, ["calling"], now):
                 return None
-            d = await session.get(Dispatch, dispatch_id)
-            if d is None:
-                return None
-            await session.refresh(d)
-            await session.execute(
-                update(Incident)
-                .where(Incident.id == d.incident_id, Incident.sla_met_at.is_(None))
-                .values(sla_met_at=now)
-            )
-            return d
+            return await session.get(Dispatch, dispatch_id, populate_existing=True)
 
         d = await self.store.transaction("dispatch_accept", op)
         if d is not None:
@@ -343,10 +351,13 @@ class Dispatcher:
             await self._publish(dispatch_id)
         return d
 
-    async def _fail(self, dispatch_id: int) -> None:
+    async def _fail(self, dispatch_id: int, term: int | None = None) -> None:
+        """Every line tried, none accepted: ``failed`` (conditional on ``calling``; fenced by ``term``)."""
         now = utcnow()
 
         async def op(session: AsyncSession) -> bool:
+            if term is not None:
+                await check_term(session, term)
             result = await session.execute(
                 update(Dispatch)
                 .where(Dispatch.id == dispatch_id, Dispatch.status == "calling")
@@ -389,8 +400,8 @@ class Dispatcher:
 
     @property
     def active(self) -> int:
-        """Dispatches whose task still runs (health output, tests)."""
-        return len(self._running)
+        """Dispatches whose lines this node walks now (health output, tests)."""
+        return self.leader.walking
 
 
 __all__ = [

@@ -320,6 +320,13 @@ class AmiClient:
             raise AmiError(f"{action.get('Action')}: {first.get('Message', 'failed')}")
         return result
 
+    async def channels(self, *, timeout: float = 10) -> list[Message]:
+        """Every channel Asterisk has now (``CoreShowChannels``: one ``CoreShowChannel`` event each, with
+        ``Channel``, ``Uniqueid`` and ``ChannelState``); AmiError / AmiNotConnected when it cannot tell."""
+        answer = await self.action({"Action": "CoreShowChannels"}, as_list=True, timeout=timeout)
+        items = answer if isinstance(answer, list) else [answer]
+        return [m for m in items if str(m.get("Event", "")).lower() == "coreshowchannel"]
+
     async def originate(
         self,
         reference: str,

@@ -132,10 +132,7 @@ async def resync_from_ami(
     members = [m for m in status_list if str(m.get("Event", "")).lower() == "queuemember"]
     if restore is not None:
         await restore(members)
-    channels = await ami.action({"Action": "CoreShowChannels"}, as_list=True, timeout=10)
-    channel_list = channels if isinstance(channels, list) else [channels]
-    live = [m for m in channel_list if str(m.get("Event", "")).lower() == "coreshowchannel"]
-    await resync(tracker, entries, members, live, asked_at, asked_mono)
+    await resync(tracker, entries, members, await ami.channels(), asked_at, asked_mono)
 
 
 __all__ = ["resync", "resync_from_ami"]

@@ -18,8 +18,11 @@ another node's next attempt takes the lock.
 - SQLite is the embedded one-node store: that node is always the leader.
 
 The grace period rests on the old leader's event loop running: a frozen process that wakes up after it
-could act once more before its check fails, so the leader-only loops stay idempotent (conditional
-updates) rather than trusting the lock alone.
+could act once more before its check fails. So the lock comes with a **fencing token**: each node that
+takes it raises ``leader_epochs.epoch`` by one (:attr:`Leadership.epoch` is its term), and the writes
+that place or close calls check, in their own transaction, that the epoch is still theirs
+(:func:`check_term`, a ``FOR SHARE`` read: the next leader's raise waits for those transactions, and
+every one after it sees the new epoch and is refused with :class:`Deposed`).
 """
 
 from __future__ import annotations
@@ -32,9 +35,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
-from sqlalchemy import NullPool, text
+from sqlalchemy import NullPool, bindparam, select, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
+
+from callcenter.store.engine import utcnow
+from callcenter.store.models import LeaderEpoch, UtcDateTime
 
 log = structlog.get_logger("callcenter.leadership")
 
@@ -48,6 +54,28 @@ INTERVAL = 1.0
 KEEPALIVES = {"tcp_keepalives_idle": "3", "tcp_keepalives_interval": "1", "tcp_keepalives_count": "3"}
 
 Listener = Callable[[bool], None]
+
+#: Raises the lock's epoch by one and returns it (an upsert: the first leader of a database writes 1).
+BUMP_EPOCH = text(
+    "INSERT INTO leader_epochs (key, epoch, node, since) VALUES (:key, 1, :node, :since) "
+    "ON CONFLICT (key) DO UPDATE SET epoch = leader_epochs.epoch + 1, node = excluded.node, "
+    "since = excluded.since RETURNING epoch"
+).bindparams(bindparam("since", type_=UtcDateTime()))
+
+
+class Deposed(RuntimeError):
+    """A newer leader took over: this node's term is over and its write was refused."""
+
+
+async def check_term(session: AsyncSession, epoch: int | None, *, key: int = LOCK_KEY) -> None:
+    """Refuse the surrounding transaction (:class:`Deposed`) unless term ``epoch`` still leads.
+
+    ``FOR SHARE`` (PostgreSQL): a new leader's epoch raise waits until this transaction ends, and a
+    transaction after the raise reads the new epoch. SQLite has one writer at a time and one node.
+    """
+    current = await session.scalar(select(LeaderEpoch.epoch).where(LeaderEpoch.key == key).with_for_update(read=True))
+    if epoch is None or current != epoch:
+        raise Deposed(f"term {epoch} is over (the current term is {current})")
 
 
 def node_name() -> str:
@@ -67,6 +95,8 @@ class Leadership:
         self.single = make_url(url).get_backend_name() != "postgresql"
         #: The lock session's server process id while connected (``pg_terminate_backend`` in tests).
         self.backend_pid: int | None = None
+        #: This node's term (``leader_epochs.epoch``) since it took the lock; None while it holds none.
+        self.epoch: int | None = None
         self._leading = asyncio.Event()
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
@@ -88,6 +118,13 @@ class Leadership:
 
     async def start(self) -> None:
         if self.single:
+            # One node: still a new term per start, so the rows a previous run left are taken over.
+            engine = create_async_engine(self.url, poolclass=NullPool)
+            try:
+                async with engine.begin() as conn:
+                    self.epoch = await self._bump(conn)
+            finally:
+                await engine.dispose()
             self._set(True)
             return
         self._task = asyncio.create_task(self._run(), name="leadership")
@@ -100,6 +137,7 @@ class Leadership:
                 await self._task
             self._task = None
         self._set(False)
+        self.epoch = None
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -110,7 +148,7 @@ class Leadership:
             self._leading.set()
         else:
             self._leading.clear()
-        log.info("leadership.gained" if leading else "leadership.lost", node=self.node)
+        log.info("leadership.gained" if leading else "leadership.lost", node=self.node, epoch=self.epoch)
         for listener in list(self._listeners):
             try:
                 listener(leading)
@@ -143,6 +181,7 @@ class Leadership:
                 finally:
                     self.backend_pid = None
                     self._set(False)
+                    self.epoch = None
                 await asyncio.sleep(self.interval)
         finally:
             await engine.dispose()
@@ -168,11 +207,17 @@ class Leadership:
                     # A standby's lock would not be seen by the primary's nodes: never lead from one.
                     raise RuntimeError("the leader's connection reached a standby; needs target_session_attrs")
                 elif await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}):
+                    # The fencing token first: from here on the previous term's writes are refused.
+                    self.epoch = await self._bump(conn)
                     held_since = loop.time()
-                    log.info("leadership.acquired", node=self.node, grace=self.grace)
+                    log.info("leadership.acquired", node=self.node, grace=self.grace, epoch=self.epoch)
             if held_since is not None and loop.time() - held_since >= self.grace:
                 self._set(True)
             await asyncio.sleep(self.interval)
+
+    async def _bump(self, conn: AsyncConnection) -> int:
+        epoch = await conn.scalar(BUMP_EPOCH, {"key": self.key, "node": self.node[:128], "since": utcnow()})
+        return int(epoch)
 
 
 class LeaderOnly:
@@ -202,3 +247,57 @@ class LeaderOnly:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+class TermLoop:
+    """While this node leads: ``step(term)`` at once, then every ``poll`` seconds or as soon as
+    :meth:`wake` is called; ``on_end()`` when leadership ends (or at :meth:`close`).
+
+    The leader's claim loops (dispatches, call-backs) are this: rows requested on any node are claimed
+    within ``poll`` seconds without any signal, and at once when a change signal wakes the leader.
+    """
+
+    def __init__(
+        self,
+        leadership: Leadership,
+        step: Callable[[int | None], Coroutine[Any, Any, None]],
+        name: str,
+        *,
+        poll: float,
+        on_end: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        self.leadership = leadership
+        self.step = step
+        self.name = name
+        self.poll = poll
+        self.on_end = on_end
+        #: The term this loop runs in now (None while this node follows).
+        self.term: int | None = None
+        self._wake = asyncio.Event()
+        self._loop = LeaderOnly(leadership, self._run, name)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        term = self.term = self.leadership.epoch
+        log.info("leadership.term_loop", loop=self.name, term=term)
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self.step(term)
+                except Deposed as exc:  # leadership is about to move: the next term takes over
+                    log.warning("leadership.deposed", loop=self.name, term=term, error=str(exc))
+                except Exception as exc:  # the database hiccuped: the next look finds the same rows
+                    log.warning("leadership.step_failed", loop=self.name, error=repr(exc)[:200])
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll):
+                        await self._wake.wait()
+        finally:
+            self.term = None
+            if self.on_end is not None:
+                await self.on_end()
+
+    async def close(self) -> None:
+        await self._loop.close()

@@ -274,6 +274,21 @@ class Dispatch(Base):
     #: The duty line that accepted (dial string or E.164) and how it was reached (pbx, twilio).
     accepted_line: Mapped[str | None] = mapped_column(String(128))
     accepted_via: Mapped[str | None] = mapped_column(String(16))
+    #: The leader term (``leader_epochs.epoch``) placing this dispatch's calls while it is ``calling``;
+    #: NULL until the leader claims it (``dispatch/claims.py``).
+    leader_epoch: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class LeaderEpoch(Base):
+    """The fencing token of a leadership lock: one more each time a node takes it (``store/leadership.py``)."""
+
+    __tablename__ = "leader_epochs"
+
+    key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    #: Host and process of the node that took it (``leadership.node_name``).
+    node: Mapped[str] = mapped_column(String(128))
+    since: Mapped[datetime]
 
 
 class DispatchAttempt(Base):
@@ -347,6 +362,12 @@ class Callback(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="calling")
     ended_at: Mapped[datetime | None]
     reason: Mapped[str | None] = mapped_column(String(64))
+    #: The leader term placing this call-back (NULL until the leader claims it), as for dispatches.
+    leader_epoch: Mapped[int | None] = mapped_column(BigInteger)
+    #: Dial string of the phone that rings first (the requester's softphone, or the overflow line).
+    phone: Mapped[str | None] = mapped_column(String(128))
+    #: The citizen's number dialled once the phone answers (the caller's, or an app report's).
+    number: Mapped[str | None] = mapped_column(String(32))
 
 
 class AccessLog(Base):

@@ -13,6 +13,15 @@ channel carries ``ChannelId = callback-<id>``, so every AMI event about it is ma
 
 The first verdict wins (a conditional update on ``outcome = 'calling'``) and is pushed to the
 centre as ``{"type": "callback", "callback": {...}}``.
+
+**One node places it.** The web API on any node writes the ``calling`` row (with the phone to ring
+first); the leader claims it under its fencing token (``store/leadership.py``, ``TermLoop``) and
+originates it, at once when the request came to the leader itself, else within ``poll`` seconds (or
+when a change signal wakes it). A new leader takes over a previous leader's ``calling`` call-backs: one
+whose channel ``callback-<id>`` Asterisk still has (``CoreShowChannels``) is adopted and followed; one
+that is gone ended while nobody listened and is closed ``failed`` ("lost with the previous leader"),
+never placed again (a citizen is not rung twice for one click). The leader's verdicts are fenced: a
+deposed leader's late write is refused.
 """
 
 from __future__ import annotations
@@ -25,11 +34,12 @@ from typing import Any
 
 import structlog
 from panoramisk.message import Message
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.queue.ami import AmiClient, AmiError, match_reference, originate_outcome
 from callcenter.store import Store, utcnow
+from callcenter.store.leadership import Deposed, Leadership, TermLoop, check_term
 from callcenter.store.models import Call, Callback
 from callcenter.store.quota import QuotaExceeded
 from callcenter.store.roles import CENTRE_ROLES, Publish
@@ -50,6 +60,12 @@ _DIALABLE = re.compile(r"^\+?[0-9]{3,20}$")
 
 #: Call-backs per abandoned call (each one rings the citizen's phone).
 MAX_PER_CALL = 3
+#: Seconds between the leader's looks for call-backs requested on other nodes (the change signal's fallback).
+CLAIM_POLL = 1.0
+#: The reason of a call-back a previous leader placed whose channel is gone when this one takes over.
+LOST = "lost with the previous leader"
+#: ``CoreShowChannels`` state of an answered channel (the call-taker picked up).
+STATE_UP = "6"
 
 
 class CallbackRefused(Exception):
@@ -73,40 +89,61 @@ def callback_json(c: Callback) -> dict[str, Any]:
 class _Live:
     answered: bool = False
     timer: asyncio.TimerHandle | None = None
+    #: The leader term following it: its verdicts are fenced by that term.
+    term: int | None = None
 
 
 class Callbacks:
     """Abandoned calls and their callbacks; one instance per app (its table matches AMI events)."""
 
-    def __init__(self, store: Store, ami: AmiClient, publish: Publish, *, overflow_dial: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ami: AmiClient,
+        publish: Publish,
+        *,
+        overflow_dial: str,
+        leadership: Leadership,
+        poll: float = CLAIM_POLL,
+    ) -> None:
         self.store = store
         self.ami = ami
         self.publish = publish
         self.overflow_dial = overflow_dial
+        self.leadership = leadership
+        self.poll = poll
         self._live: dict[int, _Live] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: TermLoop | None = None
 
     async def start(self) -> None:
-        """Callbacks left ``calling`` by a previous run can no longer be matched: close them."""
-
-        async def op(session: AsyncSession) -> int:
-            result = await session.execute(
-                update(Callback)
-                .where(Callback.outcome == "calling")
-                .values(outcome="failed", reason="app restarted", ended_at=utcnow())
-            )
-            return int(getattr(result, "rowcount", 0) or 0)
-
-        stale = await self.store.transaction("callback_recover", op)
-        if stale:
-            log.warning("callback.recovered_stale", count=stale)
+        """Follow leadership: while this node leads it places the call-backs and takes over what a
+        previous leader left ``calling`` (nothing is closed at a start: the rows may be a live node's)."""
+        self._loop = TermLoop(self.leadership, self._claim, "callback-leader", poll=self.poll, on_end=self._release)
 
     async def close(self) -> None:
+        if self._loop is not None:
+            await self._loop.close()
+            self._loop = None
+        await self._release()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def wake(self) -> None:
+        """A call-back was requested (here or, through the change signal, on another node): claim now."""
+        if self._loop is not None:
+            self._loop.wake()
+
+    @property
+    def term(self) -> int | None:
+        return self._loop.term if self._loop is not None else None
+
+    async def _release(self) -> None:
+        """No longer leading: stop following (no verdict written); the next leader adopts the calls."""
         for live in self._live.values():
             if live.timer is not None:
                 live.timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+        self._live.clear()
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -174,18 +211,87 @@ class Callbacks:
                 raise CallbackRefused("a call-back to this caller is already running")
             if len(earlier) >= MAX_PER_CALL:
                 raise QuotaExceeded(f"this caller was already called back {MAX_PER_CALL} times")
-            cb = Callback(call_id=call_id, requested_by=user_id, requested_at=utcnow(), outcome="calling")
+            cb = Callback(
+                call_id=call_id,
+                requested_by=user_id,
+                requested_at=utcnow(),
+                outcome="calling",
+                phone=phone[:128],
+                number=dial,
+            )
             session.add(cb)
             await session.flush()
             return cb, dial
 
-        cb, dial = await self.store.transaction("callback_create", op)
-        self._live[cb.id] = live = _Live()
-        live.timer = asyncio.get_running_loop().call_later(
-            WATCHDOG, lambda: self._spawn(self.finish(cb.id, "failed", "no outcome from the PBX"))
-        )
+        cb, _dial = await self.store.transaction("callback_create", op)
         self._send(cb)
-        log.info("callback.started", callback_id=cb.id, call_id=call_id, phone=phone, user_id=user_id)
+        log.info("callback.requested", callback_id=cb.id, call_id=call_id, phone=phone, user_id=user_id)
+        # The leader places it: at once when it is this node, else at its next look.
+        self.wake()
+        return cb
+
+    # -- the leader's side -----------------------------------------------------------------------
+
+    async def _claim(self, term: int | None) -> None:
+        """Take every ``calling`` call-back no running term owns: place the new ones, take over the rest.
+
+        A previous leader's are claimed only once Asterisk has said which channels exist (an AMI
+        failure leaves them for the next look)."""
+        orphaned = (term or 0) > 0 and await self._has_orphans(term)
+        channels = await self._channels() if orphaned else {}
+
+        async def op(session: AsyncSession) -> list[tuple[Callback, str, bool]]:
+            await check_term(session, term)
+            owner: ColumnElement[bool] = Callback.leader_epoch.is_(None)
+            if orphaned:
+                owner = or_(owner, Callback.leader_epoch < (term or 0))
+            rows = await session.scalars(
+                select(Callback).where(Callback.outcome == "calling", owner).order_by(Callback.id).with_for_update()
+            )
+            claimed: list[tuple[Callback, str, bool]] = []
+            for cb in rows:
+                claimed.append((cb, cb.number or "", cb.leader_epoch is not None))
+                cb.leader_epoch = term
+            return claimed
+
+        for cb, number, taken_over in await self.store.transaction("callback_claim", op):
+            if not taken_over:
+                await self._place(cb, number, term)
+                continue
+            channel = channels.get(f"callback-{cb.id}")
+            if channel is None:
+                log.warning("callback.lost", callback_id=cb.id, term=term)
+                await self.finish(cb.id, "failed", LOST, term=term)
+            elif str(channel.get("BridgeId") or ""):
+                # In a bridge: the citizen answered while no leader listened (its DialEnd was missed).
+                await self.finish(cb.id, "answered", "bridged at takeover", term=term)
+            else:
+                log.info("callback.adopted", callback_id=cb.id, term=term)
+                self._follow(cb.id, term, answered=str(channel.get("ChannelState", "")) == STATE_UP)
+
+    async def _has_orphans(self, term: int | None) -> bool:
+        async def op(session: AsyncSession) -> bool:
+            found = await session.scalar(
+                select(Callback.id).where(Callback.outcome == "calling", Callback.leader_epoch < (term or 0)).limit(1)
+            )
+            return found is not None
+
+        return await self.store.transaction("callback_orphans", op)
+
+    async def _channels(self) -> dict[str, Message]:
+        """Asterisk's channels by Uniqueid (AmiError: this look ends, the next one asks again)."""
+        return {str(c.get("Uniqueid", "")): c for c in await self.ami.channels()}
+
+    def _follow(self, callback_id: int, term: int | None, *, answered: bool = False) -> None:
+        self._live[callback_id] = live = _Live(answered=answered, term=term)
+        live.timer = asyncio.get_running_loop().call_later(
+            WATCHDOG, lambda: self._spawn(self.finish(callback_id, "failed", "no outcome from the PBX", term=term))
+        )
+
+    async def _place(self, cb: Callback, number: str, term: int | None) -> None:
+        phone = cb.phone or self.overflow_dial
+        self._follow(cb.id, term)
+        log.info("callback.started", callback_id=cb.id, call_id=cb.call_id, phone=phone, term=term)
         try:
             await self.ami.originate(
                 f"callback-{cb.id}",
@@ -194,23 +300,27 @@ class Callbacks:
                 ring_seconds=TAKER_RING,
                 variables={
                     "CC_CALLBACK_ID": str(cb.id),
-                    "CC_CALLBACK_NUMBER": dial,
+                    "CC_CALLBACK_NUMBER": number,
                     "CC_CALLBACK_RING": str(CITIZEN_RING),
                 },
                 # The call-taker's display shows whom they are about to call back.
-                caller_id=f'"Panggil balik" <{dial}>',
+                caller_id=f'"Panggil balik" <{number}>',
             )
         except AmiError as exc:
-            await self.finish(cb.id, "failed", str(exc)[:64] or "AMI unavailable")
-        return cb
+            await self.finish(cb.id, "failed", str(exc)[:64] or "AMI unavailable", term=term)
 
-    async def finish(self, callback_id: int, outcome: str, reason: str | None) -> bool:
-        """Record the first verdict; later ones (a Hangup after DialEnd) change nothing."""
+    async def finish(self, callback_id: int, outcome: str, reason: str | None, *, term: int | None = None) -> bool:
+        """Record the first verdict; later ones (a Hangup after DialEnd) change nothing. ``term``: the
+        leader's verdict, refused once a newer leader took over (then False)."""
         live = self._live.pop(callback_id, None)
         if live is not None and live.timer is not None:
             live.timer.cancel()
+        if term is None and live is not None:
+            term = live.term
 
         async def op(session: AsyncSession) -> Callback | None:
+            if term is not None:
+                await check_term(session, term)
             result = await session.execute(
                 update(Callback)
                 .where(Callback.id == callback_id, Callback.outcome == "calling")
@@ -220,7 +330,11 @@ class Callbacks:
                 return None
             return await session.get(Callback, callback_id)
 
-        cb = await self.store.transaction("callback_finish", op)
+        try:
+            cb = await self.store.transaction("callback_finish", op)
+        except Deposed:
+            log.warning("callback.deposed", callback_id=callback_id, term=term, outcome=outcome)
+            return False
         if cb is None:
             return False
         log.info("callback.ended", callback_id=callback_id, outcome=outcome, reason=reason)

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from callcenter.store import Store
 from callcenter.store.leadership import LeaderOnly, Leadership
 from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.replication import ReplicatedPostgres, multi_host_url
@@ -23,10 +24,20 @@ AppClient = TestClient[web.Request, web.Application]
 INTERVAL = 0.5
 
 
+async def upgraded(url: str) -> str:
+    """``url`` with the app's tables (the leader's epoch row lives in ``leader_epochs``)."""
+    store = Store.from_url(url, retry_for=5.0)
+    try:
+        await store.upgrade()
+    finally:
+        await store.close()
+    return url
+
+
 @pytest.fixture
 async def nodes(postgres: ThrowawayPostgres) -> AsyncIterator[tuple[Leadership, Leadership]]:
     """Two nodes contending for the lock of a database of their own."""
-    url = postgres.create_database(f"l_{uuid.uuid4().hex[:16]}")
+    url = await upgraded(postgres.create_database(f"l_{uuid.uuid4().hex[:16]}"))
     pair = (Leadership(url, interval=INTERVAL, node="a"), Leadership(url, interval=INTERVAL, node="b"))
     try:
         for node in pair:
@@ -114,7 +125,7 @@ async def test_leader_only_loop_runs_on_the_leader_and_moves(
 
 
 async def test_sqlite_node_always_leads(tmp_path: object) -> None:
-    node = Leadership(f"sqlite+aiosqlite:///{tmp_path}/one.db")
+    node = Leadership(await upgraded(f"sqlite+aiosqlite:///{tmp_path}/one.db"))
     heard: list[bool] = []
     node.subscribe(heard.append)
     await node.start()
@@ -127,6 +138,7 @@ async def test_sqlite_node_always_leads(tmp_path: object) -> None:
 async def test_leadership_comes_back_on_the_promoted_replica() -> None:
     """After a database failover the old primary's sessions are gone: one node leads on the new primary."""
     with ReplicatedPostgres() as pair:
+        await upgraded(pair.url)
         pair_nodes = [Leadership(pair.url, interval=INTERVAL, node=name) for name in ("a", "b")]
         # A node pointed at the standby alone (no read-write requirement) must never lead from it.
         astray = Leadership(multi_host_url([pair.replica], pair.dbname, target_session_attrs="any"), interval=INTERVAL)
