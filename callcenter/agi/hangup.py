@@ -7,10 +7,12 @@ the greeting or routing), and who hung up first.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import structlog
 
+from callcenter.agi.protocol import AgiError
 from callcenter.agi.server import AgiSession
 from callcenter.store import Calls, utcnow
 from callcenter.store.lifecycle import close_call
@@ -22,6 +24,8 @@ from callcenter.tasks import Background
 log = structlog.get_logger("callcenter.agi.hangup")
 
 ROUTE = "hangup"
+#: Set on the (dead) channel once the report is taken: ``[callcenter-agi]`` then asks no other node.
+MARKER = "CC_HUP_REPORTED"
 
 
 def hangup_by(caller_channel: str, source: str) -> str:
@@ -79,6 +83,9 @@ class HangupRoute:
         # Asterisk waits for this session before it finishes the hangup; the write need not hold it.
         self.background.spawn(self._write(session.uniqueid, data, update), name="hangup-report")
         log.info("call.hangup_reported", **data)
+        # Last: the dialplan tries the next app node unless it sees this (docs/nodes.md, "FastAGI failover").
+        with contextlib.suppress(AgiError):
+            await session.set_variable(MARKER, "1")
 
     async def _write(self, uniqueid: str, data: dict[str, object], update: Callable[[Call], None]) -> None:
         # A caller hanging up during routing: the call's first write may still be on its way.

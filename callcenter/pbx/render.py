@@ -125,6 +125,9 @@ class PbxSpec:
     agi_url: str = "agi://127.0.0.1:4573"
     #: The app's ``[agi] secret``: ``CC_AGI_URL`` becomes ``<agi_url>/<secret>`` (see ``cc_agi_url``).
     agi_secret: str = field(default="", repr=False)
+    #: Further app nodes' FastAGI URLs (``agi://host:port``, same secret), tried in this order after
+    #: ``agi_url`` by ``[callcenter-agi]`` (``CC_AGI_URLS``; docs/nodes.md, "FastAGI failover").
+    agi_fallbacks: tuple[str, ...] = ()
     queue: str = "calltakers"
     #: Absolute time (s) a caller waits in the queue before the overflow line is tried.
     queue_timeout: int = 60
@@ -195,8 +198,11 @@ class PbxSpec:
             raise ValueError("at least one emergency number is required")
         if not re.match(r"^[a-z]{2}(_[A-Za-z]{2})?$", self.language):
             raise ValueError(f"language {self.language!r} is not like 'id' or 'en_US'")
-        if not self.agi_url.startswith(("agi://", "hagi://")) or "," in self.agi_url:
-            raise ValueError(f"agi_url {self.agi_url!r} must be agi://host:port")
+        for url in (self.agi_url, *self.agi_fallbacks):
+            if not url.startswith(("agi://", "hagi://")) or any(c in url for c in ",|; \n\r"):
+                raise ValueError(f"agi_url {url!r} must be agi://host:port")
+        if len(self.agi_fallbacks) > 2:
+            raise ValueError("at most 3 app nodes are tried ([callcenter-agi]): give at most 2 agi_fallbacks")
         if self.agi_secret and not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", self.agi_secret):
             raise ValueError("agi_secret must be 16+ letters, digits, '-' or '_'")
         ports = (*(p for _, p in self.takers), *(p for _, p in self.agencies), *(p for _, p in self.citizens))
@@ -214,11 +220,22 @@ class PbxSpec:
             if any(c in value for c in "\n\r;[]"):
                 raise ValueError(f"{value!r} contains a character that would break the config")
 
+    def _with_secret(self, url: str) -> str:
+        return f"{url.rstrip('/')}/{self.agi_secret}" if self.agi_secret else url
+
     @property
     def cc_agi_url(self) -> str:
         """``CC_AGI_URL``: the dialplan appends ``/incoming``, ``/hangup``…, so Asterisk asks the app for
         ``<secret>/<route>`` and the app serves only sessions that carry its secret."""
-        return f"{self.agi_url.rstrip('/')}/{self.agi_secret}" if self.agi_secret else self.agi_url
+        return self._with_secret(self.agi_url)
+
+    @property
+    def cc_agi_urls(self) -> str:
+        """``CC_AGI_URLS``: every node's URL with the secret, ``|``-separated in the order tried ("" for one
+        node: the dialplan then uses ``CC_AGI_URL``)."""
+        if not self.agi_fallbacks:
+            return ""
+        return "|".join(self._with_secret(url) for url in (self.agi_url, *self.agi_fallbacks))
 
     @property
     def instance_dir(self) -> PurePosixPath:
@@ -467,6 +484,7 @@ def render_musiconhold_conf(spec: PbxSpec) -> str:
 def render_globals_conf(spec: PbxSpec) -> str:
     values: list[tuple[str, str]] = [
         ("CC_AGI_URL", spec.cc_agi_url),
+        ("CC_AGI_URLS", spec.cc_agi_urls),
         ("CC_QUEUE", spec.queue),
         ("CC_QUEUE_TIMEOUT", str(spec.queue_timeout)),
         ("CC_DEFAULT_PRIO", str(spec.default_priority)),

@@ -7,6 +7,7 @@ must then say who accepted on which line, with every attempt on the way.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -130,6 +131,34 @@ async def test_officer_accepts_with_key_1(app: AppProcess, store: Store, pbx: Te
     finally:
         res = await phone.stop()
     assert res.incoming == 1, res.errors
+
+
+async def test_the_briefing_fails_over_to_the_next_app_node(
+    app: AppProcess, store: Store, pbx: TestPbx, taker: Any
+) -> None:
+    """``CC_AGI_URLS`` (``[callcenter-agi]``): a node that dies mid-session (takes the connection and drops
+    it) and one that is down (refused) come first; the third, the live app, briefs the officer."""
+    dying = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    down = sipp.free_port("tcp")
+    secret = pbx.spec.agi_secret
+    nodes = [f"agi://127.0.0.1:{dying.sockets[0].getsockname()[1]}/{secret}", f"agi://127.0.0.1:{down}/{secret}"]
+    await pbx.acli(f"dialplan set global CC_AGI_URLS {'|'.join([*nodes, pbx.spec.cc_agi_url])}")
+    phone = await sipp.answerer(port(pbx, "damkar"), answer_after=0.5, dtmf="1", dtmf_delay=3.0, timeout=90)
+    try:
+        incident = await new_incident(store)
+        await dispatch(app, taker, incident.id, ["damkar"])
+        (d,) = await settled(store, incident.id, 1)
+        tries = await attempts(store, d.id)
+        assert [(a.outcome, a.reason) for a in tries] == [("accepted", "briefing")], app.log_tail()
+        log = pbx.log_text()
+        assert "AGI briefing not served by node 1 of 3" in log and "AGI briefing not served by node 2 of 3" in log
+        assert "AGI briefing not served by node 3 of 3" not in log
+        await pbx.await_idle()
+    finally:
+        # One URL again: what the session's PBX was rendered with (CC_AGI_URLS empty means the same).
+        await pbx.acli(f"dialplan set global CC_AGI_URLS {pbx.spec.cc_agi_url}")
+        dying.close()
+        await phone.stop()
 
 
 async def test_unanswered_line_escalates_to_backup(app: AppProcess, store: Store, pbx: TestPbx, taker: Any) -> None:
