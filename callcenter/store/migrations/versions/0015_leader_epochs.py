@@ -1,7 +1,7 @@
 """leader epochs: the fencing token of the node that leads, and which term owns an in-flight call
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-06 16:00:00
 
 ``leader_epochs``: one row per leadership lock; ``epoch`` goes up by one each time a node takes the
@@ -19,8 +19,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
