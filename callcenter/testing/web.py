@@ -221,12 +221,25 @@ async def seed_incident(store: Store, fields: Mapping[str, Any], user_id: int | 
     return await store.transaction("test_incident", op)
 
 
+#: ``dispatches.leader_epoch`` of a seeded row: a term no node will hold, so no app's dispatch leader
+#: claims it and calls the agency (the test owns the row's state).
+SEEDED_TERM = 2**62
+
+
 async def seed_dispatch(store: Store, incident_id: int, agency: str, status: str = "calling") -> int:
-    """A dispatch row written straight into the store: creating them is the dispatch core's job."""
+    """A dispatch row written straight into the store: creating them is the dispatch core's job, and a
+    seeded ``calling`` row is left alone by it (:data:`SEEDED_TERM`)."""
 
     async def op(session: AsyncSession) -> int:
         now = utcnow()
-        row = Dispatch(incident_id=incident_id, agency=agency, status=status, created_at=now, updated_at=now)
+        row = Dispatch(
+            incident_id=incident_id,
+            agency=agency,
+            status=status,
+            created_at=now,
+            updated_at=now,
+            leader_epoch=SEEDED_TERM,
+        )
         session.add(row)
         await session.flush()
         return row.id
