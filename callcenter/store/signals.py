@@ -44,6 +44,8 @@ CHANNEL = "callcenter"
 ALL = "*"
 #: Seconds between checks of the listening connection (a check is bounded by twice this).
 INTERVAL = 1.0
+#: Seconds a notification is retried while the database does not answer (a failover takes seconds).
+NOTIFY_FOR = 30.0
 #: PostgreSQL's limit on a notification's payload is 8000 bytes; ours are far shorter.
 MAX_PAYLOAD = 7000
 _TOPIC = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -80,6 +82,10 @@ class Signals:
         self.connects = 0
         self._handlers: dict[str, list[Handler]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Notifications on their way (``changed`` does not wait for them).
+        self._sending: set[asyncio.Task[None]] = set()
+        #: Seconds a notification keeps being retried through a database hiccup.
+        self.notify_for = NOTIFY_FOR
         self._listener: asyncio.Task[None] | None = None
         if not self.shared:
             self.listening.set()
@@ -97,7 +103,9 @@ class Signals:
 
     async def changed(self, topic: str, key: object) -> None:
         """``topic``/``key`` was committed: this node's subscribers run now, the other nodes' once the
-        notification reaches them. Never raises: a lost signal costs a refresh, not the write."""
+        notification reaches them. Never raises and never waits on the database: the notification is
+        sent in the background, retried through a hiccup for ``notify_for`` seconds (a lost one costs
+        the other nodes a refresh, not the write)."""
         key = str(key)
         self._dispatch(topic, key)
         if not self.shared:
@@ -106,11 +114,28 @@ class Signals:
         if len(payload.encode()) > MAX_PAYLOAD:
             log.warning("signals.payload_too_long", topic=topic)
             return
-        try:
-            async with asyncio.timeout(self.interval * 5), self.engine.begin() as conn:
-                await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
-        except Exception as exc:  # the database is away: the other nodes' listeners reconnect and re-read all
-            log.warning("signals.notify_failed", topic=topic, error=str(exc).splitlines()[0] if str(exc) else repr(exc))
+        task = asyncio.create_task(self._notify(topic, payload), name=f"signal-notify-{topic}")
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _notify(self, topic: str, payload: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.notify_for
+        delay = 0.1
+        while True:
+            try:
+                async with asyncio.timeout(self.interval * 5), self.engine.begin() as conn:
+                    await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
+                return
+            except Exception as exc:  # the database is away: try again, then give up (listeners re-read all
+                # after their own reconnect)
+                error = str(exc).splitlines()[0] if str(exc) else repr(exc)
+                if loop.time() + delay > deadline:
+                    log.warning("signals.notify_failed", topic=topic, error=error)
+                    return
+                log.info("signals.notify_retry", topic=topic, error=error, delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def received(self, payload: str) -> None:
         """A notification's payload (``<topic>:<key>@<node>``): run the subscribers unless it is ours."""
@@ -159,7 +184,19 @@ class Signals:
         if self.shared and self._listener is None:
             self._listener = asyncio.create_task(self._listen_forever(), name="signals-listen")
 
+    async def sent(self) -> None:
+        """Wait until the notifications on their way are sent (or given up)."""
+        while self._sending:
+            await asyncio.gather(*list(self._sending), return_exceptions=True)
+
     async def stop(self) -> None:
+        """Stop listening; notifications still on their way get a moment to go out (shutdown announces)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self.sent()
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*list(self._sending), return_exceptions=True)
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()

@@ -109,3 +109,29 @@ async def test_the_listener_survives_a_database_restart(own_postgres: ThrowawayP
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.postgres
+async def test_announcing_never_waits_on_a_database_that_is_down(own_postgres: ThrowawayPostgres) -> None:
+    """The writer's path does not wait for the notification: it goes out in the background, retried
+    until the database is back, and the listeners that lost their session re-read everything."""
+    a = Store.from_url(own_postgres.url, retry_for=10.0, node="a")
+    b = Store.from_url(own_postgres.url, retry_for=10.0, node="b")
+    try:
+        for store in (a, b):
+            store.signals.interval = 0.2
+            await store.signals.start()
+            await asyncio.wait_for(store.signals.listening.wait(), 10)
+        on_a, on_b = Heard(a), Heard(b)
+        await asyncio.to_thread(own_postgres.halt)
+        started = asyncio.get_running_loop().time()
+        await a.signals.changed("dispatch", 4)
+        assert asyncio.get_running_loop().time() - started < 0.5
+        assert on_a.keys == ["4"]  # this node's own subscribers at once
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(own_postgres.resume)
+        await asyncio.wait_for(a.signals.sent(), 30)  # delivered after a retry, not dropped
+        await until(lambda: ALL in on_b.keys, timeout=20, what="node b re-reads everything")
+    finally:
+        await a.close()
+        await b.close()
