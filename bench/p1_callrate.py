@@ -34,11 +34,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
 import re
-import secrets
 import shlex
 import shutil
 import signal
@@ -46,7 +46,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import wave
 from collections import Counter
@@ -56,10 +55,10 @@ from pathlib import Path
 
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
 from callcenter.pbx.harness import TestPbx
-from callcenter.pbx.render import PbxSpec
-from callcenter.testing.app import AppProcess
+from callcenter.testing.app import AppProcess, pbx_env
+from callcenter.testing.bench import bench_sipp, bench_spec, kill_now, run_bench
 from callcenter.testing.machine import machine_line
-from callcenter.testing.sipp import LOOPBACK, SippProcess, SippResult, free_media_port, free_port, sipp_binary
+from callcenter.testing.sipp import SippProcess, SippResult, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 UAC_TEMPLATE = REPO / "tests" / "sipp" / "uac_112.xml"
@@ -222,13 +221,10 @@ class Bench:
         self.ami_port = free_port("tcp")
         self.agi_port = free_port("tcp")
         self.web_port = free_port("tcp")
-        self.spec = PbxSpec(
-            instance=f"bench{os.getpid()}",
+        self.spec = bench_spec(
             sip_port=self.sip_port,
             ami_port=self.ami_port,
-            ami_secret=f"bench-{os.getpid()}",
-            agi_url=f"agi://127.0.0.1:{self.agi_port}",
-            agi_secret=secrets.token_urlsafe(24),
+            agi_port=self.agi_port,
             queue_timeout=30,
             overflow_dial="",
             # N queue members, all the same SIPp answerer: with ONE member app_queue rings one waiting
@@ -259,15 +255,7 @@ class Bench:
         chroot = ensure_chroot(default_cache_dir())
         self.pbx = TestPbx(self.spec, chroot, REPO)
         await self.pbx.astart()
-        env = {
-            "CALLCENTER_AGI_PORT": str(self.agi_port),
-            "CALLCENTER_AGI_SECRET": self.spec.agi_secret,
-            "CALLCENTER_AMI_PORT": str(self.ami_port),
-            "CALLCENTER_AMI_SECRET": self.spec.ami_secret,
-            "CALLCENTER_AMI_RECONNECT_MAX": "1",
-            "CALLCENTER_QUEUE_NAME": self.spec.queue,
-            "CALLCENTER_STORE_URL": f"sqlite+aiosqlite:///{self.db_path}",
-        }
+        env = pbx_env(self.pbx, self.agi_port, f"sqlite+aiosqlite:///{self.db_path}")
         self.app = AppProcess(env, self.workdir / "app.log", self.web_port)
         await self.app.start()
         with contextlib.suppress(TimeoutError):
@@ -291,21 +279,11 @@ class Bench:
 
     def kill_all(self) -> None:
         """Synchronous last resort (atexit)."""
-        for s in self.sipps:
-            s.kill()
-        if self.app is not None and self.app.proc is not None and self.app.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.app.proc.kill()
-        if self.pbx is not None:
-            self.pbx._rt.kill()
+        kill_now(self.sipps, self.app, self.pbx)
 
     # -- SIPp
     async def _sipp(self, name: str, args: list[str], port: int) -> SippProcess:
-        wd = Path(tempfile.mkdtemp(prefix=f"sipp-{name}-", dir=self.workdir))
-        media = free_media_port()
-        base = [sipp_binary(), *args, "-i", LOOPBACK, "-p", str(port), "-mi", LOOPBACK, "-mp", str(media)]
-        base += ["-nostdin", "-timeout_error", "-max_recv_loops", "1000"]
-        proc = await SippProcess(name, base, wd, port, media).start()
+        proc = await bench_sipp(name, args, self.workdir, port)
         self.sipps.append(proc)
         return proc
 
@@ -826,30 +804,7 @@ def main() -> int:
     ap.add_argument("--maxcalls", type=int, default=3000, help="the PBX's maxcalls (channels; default %(default)s)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (DB, app log, SIPp logs)")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("needs root (the Asterisk chroot mounts /proc)", file=sys.stderr)
-        return 2
-    workdir = Path(tempfile.mkdtemp(prefix="p1-callrate-"))
-    holder: list[Bench] = []
-    import atexit
-
-    def kill_all() -> None:
-        for b in holder:
-            b.kill_all()
-
-    atexit.register(kill_all)
-    try:
-        return asyncio.run(run(args, workdir, holder))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\ninterrupted; everything stopped", file=sys.stderr)
-        return 130
-    finally:
-        for b in holder:
-            b.kill_all()
-        if args.keep:
-            print(f"kept {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_bench("p1-callrate-", args.keep, functools.partial(run, args))
 
 
 if __name__ == "__main__":

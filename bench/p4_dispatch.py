@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import platform
-import secrets
 import shlex
 import shutil
 import statistics
@@ -28,10 +27,10 @@ from pathlib import Path
 
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
 from callcenter.pbx.harness import TestPbx
-from callcenter.pbx.render import PbxSpec
 from callcenter.store import Store
 from callcenter.store.incidents import Incidents
 from callcenter.testing.app import AppProcess
+from callcenter.testing.bench import bench_spec
 from callcenter.testing.sipp import free_port
 from callcenter.testing.web import login_session, make_user
 
@@ -92,13 +91,10 @@ async def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-p4-"))
     ports = {name: free_port("udp") for name in ("sip", "damkar")}
     ports.update(ami=free_port("tcp"), agi=free_port("tcp"))
-    spec = PbxSpec(
-        instance=f"bench{os.getpid()}",
+    spec = bench_spec(
         sip_port=ports["sip"],
         ami_port=ports["ami"],
-        ami_secret="bench-secret",
-        agi_url=f"agi://127.0.0.1:{ports['agi']}",
-        agi_secret=secrets.token_urlsafe(24),
+        agi_port=ports["agi"],
         agencies=(("damkar", ports["damkar"]),),
     )
     pbx = TestPbx(spec, ensure_chroot(default_cache_dir(), progress=print), REPO)

@@ -26,15 +26,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
-import secrets
 import shlex
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,12 +45,12 @@ import aiohttp
 
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
 from callcenter.pbx.harness import TestPbx, own_cpu_group
-from callcenter.pbx.render import PbxSpec
 from callcenter.store import Store
 from callcenter.testing.ami import QueueProbe
-from callcenter.testing.app import AppProcess
+from callcenter.testing.app import AppProcess, pbx_env
+from callcenter.testing.bench import bench_sipp, bench_spec, kill_now, run_bench
 from callcenter.testing.machine import machine_line
-from callcenter.testing.sipp import LOOPBACK, SippProcess, SippResult, free_media_port, free_port, sipp_binary
+from callcenter.testing.sipp import SippProcess, SippResult, free_port
 from callcenter.testing.web import login_session, make_user
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,13 +185,11 @@ class Surge:
         self.ami_port = free_port("tcp")
         self.agi_port = free_port("tcp")
         self.web_port = free_port("tcp")
-        self.spec = PbxSpec(
-            instance=f"p5b{os.getpid()}",
+        self.spec = bench_spec(
             sip_port=self.sip_port,
             ami_port=self.ami_port,
-            ami_secret=f"p5-{os.getpid()}",
-            agi_url=f"agi://127.0.0.1:{self.agi_port}",
-            agi_secret=secrets.token_urlsafe(24),
+            agi_port=self.agi_port,
+            instance=f"p5b{os.getpid()}",
             # Nobody overflows during the surge: the queue holds everyone for its whole length.
             queue_timeout=3600,
             overflow_dial="",
@@ -225,16 +222,7 @@ class Surge:
             await make_user(store, username, "calltaker", password=PASSWORD, interface=f"PJSIP/{endpoint}")
         await make_user(store, "sari", "supervisor", password=PASSWORD)
         await store.close()
-        env = {
-            "CALLCENTER_AGI_PORT": str(self.agi_port),
-            "CALLCENTER_AGI_SECRET": self.spec.agi_secret,
-            "CALLCENTER_AMI_PORT": str(self.ami_port),
-            "CALLCENTER_AMI_SECRET": self.spec.ami_secret,
-            "CALLCENTER_AMI_RECONNECT_MAX": "1",
-            "CALLCENTER_QUEUE_NAME": self.spec.queue,
-            "CALLCENTER_STORE_URL": url,
-            "CALLCENTER_QUEUE_RECORD_DIR": str(self.spec.record_path),
-        }
+        env = pbx_env(self.pbx, self.agi_port, url)
         self.app = AppProcess(env, self.workdir / "app.log", self.web_port)
         await self.app.start()
         await self.app.wait_event("tracker.resynced", timeout=20)
@@ -277,13 +265,7 @@ class Surge:
             shutil.rmtree(self.pbx.host_dir, ignore_errors=True)
 
     def kill_all(self) -> None:
-        for s in self.sipps:
-            s.kill()
-        if self.app is not None and self.app.proc is not None and self.app.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.app.proc.kill()
-        if self.pbx is not None:
-            self.pbx._rt.kill()
+        kill_now(self.sipps, self.app, self.pbx)
 
     # -- observation
     async def queue_status(self) -> tuple[set[str], dict[str, tuple[bool, str]]]:
@@ -371,19 +353,14 @@ class Surge:
     async def start_caller(self, hold: float, timeout: float) -> SippProcess:
         inf = self.workdir / "callers.csv"
         inf.write_text("\n".join(["SEQUENTIAL", *[f"{n};" for n in self.numbers]]) + "\n")
-        port = free_port("udp")
-        media = free_media_port()
-        wd = Path(tempfile.mkdtemp(prefix="sipp-caller-", dir=self.workdir))
-        args = [sipp_binary(), f"127.0.0.1:{self.sip_port}", "-sf", str(self.uac), "-s", "112", "-inf", str(inf)]
+        args = [f"127.0.0.1:{self.sip_port}", "-sf", str(self.uac), "-s", "112", "-inf", str(inf)]
         args += ["-set", "hold_ms", str(round(hold * 1000))]
         args += ["-r", f"{self.args.rate:g}", "-rp", "1000", "-m", str(self.args.calls)]
         args += ["-l", str(self.args.calls + 10), "-timeout", f"{round(timeout)}s"]
-        args += ["-i", LOOPBACK, "-p", str(port), "-mi", LOOPBACK, "-mp", str(media)]
-        args += ["-nostdin", "-timeout_error", "-max_recv_loops", "1000"]
         # SIPp stops itself when starved of CPU for long (its "overload" watchdog: 120 scheduling delays
         # over 500 ms). A surge that takes both cores is what this measures, so it must not quit.
         args += ["-watchdog_minor_maxtriggers", "1000000", "-watchdog_major_maxtriggers", "1000000"]
-        proc = await SippProcess("caller", args, wd, port, media).start()
+        proc = await bench_sipp("caller", args, self.workdir)
         self.sipps.append(proc)
         # SIPp plays each caller's speech from a thread of its own (~300 at once at 40 calls/s): as the
         # outside world, it gets a CPU share of its own like Asterisk, not one per thread over the app's.
@@ -554,23 +531,7 @@ def main() -> int:
     ap.add_argument("--max-wait", type=float, default=900.0, help="s a caller stays at most (SIPp hold)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (DB, app log, SIPp logs)")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("needs root (the Asterisk chroot mounts /proc)", file=sys.stderr)
-        return 2
-    workdir = Path(tempfile.mkdtemp(prefix="p5-surge-"))
-    holder: list[Surge] = []
-    try:
-        return asyncio.run(run(args, workdir, holder))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\ninterrupted; everything stopped", file=sys.stderr)
-        return 130
-    finally:
-        for s in holder:
-            s.kill_all()
-        if args.keep:
-            print(f"kept {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_bench("p5-surge-", args.keep, functools.partial(run, args))
 
 
 if __name__ == "__main__":

@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import secrets
 import shlex
 import shutil
 import statistics
@@ -45,9 +43,9 @@ from pathlib import Path
 
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
 from callcenter.pbx.harness import TestPbx
-from callcenter.pbx.render import PbxSpec
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, event_time
+from callcenter.testing.bench import bench_spec
 from callcenter.testing.browser import greeting_seconds
 from callcenter.testing.machine import machine_line
 from callcenter.testing.nodes import AppNodes
@@ -101,13 +99,10 @@ async def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-p7-"))
     ports = {name: sipp.free_port("udp") for name in ("sip", "taker1")}
     ports.update(ami=sipp.free_port("tcp"), agi=sipp.free_port("tcp"), agi2=sipp.free_port("tcp"))
-    spec = PbxSpec(
-        instance=f"bench{os.getpid()}",
+    spec = bench_spec(
         sip_port=ports["sip"],
         ami_port=ports["ami"],
-        ami_secret="bench-secret",
-        agi_url=f"agi://127.0.0.1:{ports['agi']}",
-        agi_secret=secrets.token_urlsafe(24),
+        agi_port=ports["agi"],
         takers=(("taker1", ports["taker1"]),),
         static_members=("taker1",),
         # One SIPp answerer takes every caller at once: the queue never backs up over the run.

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import secrets
 import shlex
 import shutil
 import signal
@@ -47,9 +46,9 @@ from pathlib import Path
 from callcenter.dispatch.speech import wav_seconds
 from callcenter.pbx.chroot import default_cache_dir, ensure_chroot
 from callcenter.pbx.harness import TestPbx
-from callcenter.pbx.render import PbxSpec
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess, event_time, pbx_env
+from callcenter.testing.bench import bench_spec
 from callcenter.testing.pbxlog import entered_queue, greeting_to_queue
 from callcenter.testing.wait import until
 
@@ -112,13 +111,10 @@ async def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-p7-"))
     ports = {name: sipp.free_port("udp") for name in ("sip", "taker1")}
     ports.update(ami=sipp.free_port("tcp"), agi=sipp.free_port("tcp"))
-    spec = PbxSpec(
-        instance=f"bench{os.getpid()}",
+    spec = bench_spec(
         sip_port=ports["sip"],
         ami_port=ports["ami"],
-        ami_secret="bench-secret",
-        agi_url=f"agi://127.0.0.1:{ports['agi']}",
-        agi_secret=secrets.token_urlsafe(24),
+        agi_port=ports["agi"],
         takers=(("taker1", ports["taker1"]),),
         static_members=("taker1",),
     )
