@@ -24,14 +24,19 @@ class Heard:
         store.signals.subscribe(topic, self.keys.append)
 
 
-@pytest.fixture
-async def pair(postgres: ThrowawayPostgres) -> AsyncIterator[tuple[Store, Store]]:
-    url = postgres.create_database(f"s_{uuid.uuid4().hex[:16]}")
-    stores = (Store.from_url(url, retry_for=5.0, node="a"), Store.from_url(url, retry_for=5.0, node="b"))
+async def listening(*stores: Store) -> None:
+    """Start the stores' listeners (quick checks, for quick tests) and wait until they listen."""
     for store in stores:
         store.signals.interval = 0.2
         await store.signals.start()
         await asyncio.wait_for(store.signals.listening.wait(), 10)
+
+
+@pytest.fixture
+async def pair(postgres: ThrowawayPostgres) -> AsyncIterator[tuple[Store, Store]]:
+    url = postgres.create_database(f"s_{uuid.uuid4().hex[:16]}")
+    stores = (Store.from_url(url, retry_for=5.0, node="a"), Store.from_url(url, retry_for=5.0, node="b"))
+    await listening(*stores)
     yield stores
     for store in stores:
         await store.close()
@@ -96,10 +101,7 @@ async def test_the_listener_survives_a_database_restart(own_postgres: ThrowawayP
     a = Store.from_url(own_postgres.url, retry_for=10.0, node="a")
     b = Store.from_url(own_postgres.url, retry_for=10.0, node="b")
     try:
-        for store in (a, b):
-            store.signals.interval = 0.2
-            await store.signals.start()
-            await asyncio.wait_for(store.signals.listening.wait(), 10)
+        await listening(a, b)
         on_b = Heard(b)
         await asyncio.to_thread(own_postgres.restart)
         await until(lambda: b.signals.connects >= 2 and b.signals.listening.is_set(), timeout=20, what="relisten")
@@ -118,10 +120,7 @@ async def test_announcing_never_waits_on_a_database_that_is_down(own_postgres: T
     a = Store.from_url(own_postgres.url, retry_for=10.0, node="a")
     b = Store.from_url(own_postgres.url, retry_for=10.0, node="b")
     try:
-        for store in (a, b):
-            store.signals.interval = 0.2
-            await store.signals.start()
-            await asyncio.wait_for(store.signals.listening.wait(), 10)
+        await listening(a, b)
         on_a, on_b = Heard(a), Heard(b)
         await asyncio.to_thread(own_postgres.halt)
         started = asyncio.get_running_loop().time()
