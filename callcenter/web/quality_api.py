@@ -19,7 +19,7 @@ from aiohttp import web
 from callcenter.store import utcnow
 from callcenter.store.roles import CALLTAKER, CENTRE_ROLES, SUPERVISOR
 from callcenter.supervision.quality import QualityError, form_json, review_json, sample_json, week_bounds
-from callcenter.web.access import Reply, date_range, error, invalid, require, user_of
+from callcenter.web.access import Reply, date_range, error, invalid, json_object, require, user_of
 from callcenter.web.keys import QUALITY
 from callcenter.web.supervisor_api import csv_cell, serve_recording
 
@@ -41,13 +41,6 @@ def _quality_error(exc: QualityError) -> web.Response:
     if exc.fields:
         return invalid(exc.fields)
     return error(409 if exc.conflict else 422, str(exc))
-
-
-async def _json(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        raise Reply(error(400, "body must be JSON")) from None
 
 
 def _week(request: web.Request, raw: Any) -> str:
@@ -91,9 +84,7 @@ async def samples(request: web.Request) -> web.Response:
 @require(SUPERVISOR)
 async def draw(request: web.Request) -> web.Response:
     """Draw (top up) the sample of a week now: ``{"week": "2026-W49"}``, default the current week."""
-    body = await _json(request)
-    if not isinstance(body, dict):
-        return invalid({"body": "a JSON object"})
+    body = await json_object(request)
     week = _week(request, body.get("week"))
     added = await request.app[QUALITY].draw(week, by=user_of(request).id)
     return web.json_response(
@@ -133,7 +124,7 @@ async def add_call(request: web.Request) -> web.Response:
 async def submit(request: web.Request) -> web.Response:
     """Submit this supervisor's review; a second supervisor's review of the same call calibrates."""
     call_id = _call_id(request)
-    body = await _json(request)
+    body = await json_object(request)
     try:
         sample = await request.app[QUALITY].submit(call_id, user_of(request).id, body)
     except QualityError as exc:

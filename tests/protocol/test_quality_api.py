@@ -170,6 +170,11 @@ async def test_review_calibration_and_acknowledgement(env: Env) -> None:
     mine = next(s for s in listed["samples"] if s["calltaker_id"] == env.users["ayu"])
     call = mine["call_id"]
 
+    for bad in ([1, 2], "levels"):  # a body that is not a JSON object: 400, as on every other route
+        status, _ = await env.call("sri", "POST", f"/api/quality/calls/{call}/reviews", bad)
+        assert status == 400
+        status, _ = await env.call("sri", "POST", "/api/quality/samples", bad)
+        assert status == 400
     status, err = await env.call("sri", "POST", f"/api/quality/calls/{call}/reviews", {"levels": {"greeting": 9}})
     assert status == 422 and "levels.greeting" in err["fields"] and "levels.location" in err["fields"]
     review = {
