@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,7 @@ from callcenter.dispatch.leader import CLAIM_POLL, DispatchLeader
 from callcenter.dispatch.prompts import GENERIC, INTRO, MENU, THANKS, PromptCache, PromptFile, briefing_text
 from callcenter.queue.ami import AmiClient
 from callcenter.store import Store, utcnow
-from callcenter.store.dispatches import ACTIVE, WEB_ACCEPTABLE, dispatch_json
+from callcenter.store.dispatches import ACTIVE, SIGNAL_TOPIC, WEB_ACCEPTABLE, dispatch_json
 from callcenter.store.leadership import Leadership, check_term
 from callcenter.store.models import Call, Dispatch, DispatchAttempt, Incident
 from callcenter.store.roles import CENTRE_ROLES, Publish
@@ -94,6 +94,7 @@ class Dispatcher:
             store, ami, self.lines, directory, config, leadership, accept=self._accept, fail=self._fail, poll=poll
         )
         self._briefings: OrderedDict[int, asyncio.Future[PromptFile]] = OrderedDict()
+        self._unsignal: Callable[[], None] = lambda: None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -104,9 +105,12 @@ class Dispatcher:
         for text in (MENU, THANKS, f"{INTRO} {GENERIC}"):
             self._spawn_prompt(text)
         self.leader.start()
+        # A dispatch requested, or a verdict recorded, on another node: look now, not at the next poll.
+        self._unsignal = self.store.signals.subscribe(SIGNAL_TOPIC, lambda _key: self.wake())
 
     async def close(self) -> None:
         """Stop; the lines this node was calling keep ringing for the next leader to adopt."""
+        self._unsignal()
         await self.leader.close()
 
     def wake(self) -> None:

@@ -29,6 +29,9 @@ PHOTO_NAME = re.compile(r"[0-9]{1,10}-[0-9a-f]{32}\.(jpg|png)")
 
 log = structlog.get_logger("callcenter.dispatches")
 
+#: The change signal's topic of a dispatch row (``store/signals.py``; key: the dispatch id): every node's
+#: consoles re-read it, and the leader looks for work (a request made on another node).
+SIGNAL_TOPIC = "dispatch"
 #: Every status a dispatch can have (``dispatches.status``).
 STATUSES = ("calling", "accepted", "dispatched", "en_route", "on_scene", "resolved", "cancelled", "failed")
 #: Statuses in which the agency is being called or is working on it: dispatching the same agency again

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,6 +61,9 @@ _DIALABLE = re.compile(r"^\+?[0-9]{3,20}$")
 
 #: Call-backs per abandoned call (each one rings the citizen's phone).
 MAX_PER_CALL = 3
+#: The change signal's topic of a call-back row (``store/signals.py``; key: its id): consoles re-read it,
+#: and the leader looks for call-backs requested on another node.
+SIGNAL_TOPIC = "callback"
 #: Seconds between the leader's looks for call-backs requested on other nodes (the change signal's fallback).
 CLAIM_POLL = 1.0
 #: The reason of a call-back a previous leader placed whose channel is gone when this one takes over.
@@ -115,13 +119,17 @@ class Callbacks:
         self._live: dict[int, _Live] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: TermLoop | None = None
+        self._unsignal: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
         """Follow leadership: while this node leads it places the call-backs and takes over what a
         previous leader left ``calling`` (nothing is closed at a start: the rows may be a live node's)."""
         self._loop = TermLoop(self.leadership, self._claim, "callback-leader", poll=self.poll, on_end=self._release)
+        # A call-back requested (or settled) on another node: look now, not at the next poll.
+        self._unsignal = self.store.signals.subscribe(SIGNAL_TOPIC, lambda _key: self.wake())
 
     async def close(self) -> None:
+        self._unsignal()
         if self._loop is not None:
             await self._loop.close()
             self._loop = None

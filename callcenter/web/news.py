@@ -26,12 +26,14 @@ import structlog
 
 from callcenter.dispatch.sla import Breach
 from callcenter.store.accounts import SESSIONS_TOPIC
+from callcenter.store.dispatches import SIGNAL_TOPIC as DISPATCH_TOPIC
 from callcenter.store.dispatches import Dispatches, allowed_next, incident_summary
 from callcenter.store.engine import Store
 from callcenter.store.locations import fix_json
 from callcenter.store.models import Call, Callback, Incident, LocationFix, Rating
 from callcenter.store.roles import CENTRE_ROLES, CONSOLE_ROLES, SUPERVISOR_ROLES
 from callcenter.store.signals import ALL
+from callcenter.supervision.callbacks import SIGNAL_TOPIC as CALLBACK_TOPIC
 from callcenter.supervision.callbacks import callback_json
 from callcenter.supervision.ratings import rating_json
 from callcenter.web.hub import LiveHub
@@ -40,8 +42,8 @@ log = structlog.get_logger("callcenter.web.news")
 
 #: Message type → (signal topic, the field holding the row, the row's id field).
 TOPICS: Mapping[str, tuple[str, str | None, str]] = {
-    "dispatch": ("dispatch", "dispatch", "id"),
-    "callback": ("callback", "callback", "id"),
+    "dispatch": (DISPATCH_TOPIC, "dispatch", "id"),
+    "callback": (CALLBACK_TOPIC, "callback", "id"),
     "rating": ("rating", "rating", "id"),
     "sla_breach": ("sla_breach", None, "incident_id"),
 }

@@ -9,6 +9,7 @@ Asterisk Manager (``FakeAmi``: every node hears every event, as with the real on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -63,11 +64,12 @@ INCIDENT = {
 class Node:
     """One app node's dispatch and call-back side, wired as the composition root wires it."""
 
-    def __init__(self, name: str, url: str, fake: FakeAmi, tmp_path: Path) -> None:
+    def __init__(self, name: str, url: str, fake: FakeAmi, tmp_path: Path, *, poll: float = POLL) -> None:
         self.name = name
         self.store = Store.from_url(url, retry_for=5.0)
         self.leadership = Leadership(url, interval=INTERVAL, node=name)
         self.published: list[dict[str, Any]] = []
+        self._signals: set[asyncio.Future[None]] = set()
         ami = AmiConfig(port=fake.port, username=fake.username, secret=fake.secret, reconnect_min=0.05)
         self.ami = AmiClient(ami, on_event=self._event, on_ready=self._ready)
         tmp_path.mkdir(parents=True, exist_ok=True)
@@ -81,14 +83,18 @@ class Node:
             config,
             self._publish,
             leadership=self.leadership,
-            poll=POLL,
+            poll=poll,
         )
         self.callbacks = Callbacks(
-            self.store, self.ami, self._publish, overflow_dial="PJSIP/overflow", leadership=self.leadership, poll=POLL
+            self.store, self.ami, self._publish, overflow_dial="PJSIP/overflow", leadership=self.leadership, poll=poll
         )
 
     def _publish(self, message: dict[str, Any], **_: Any) -> None:
+        """As ``LiveNews.publish``: a dispatch or call-back message becomes the store's change signal."""
         self.published.append(message)
+        kind = str(message.get("type"))
+        if kind in ("dispatch", "callback"):
+            self._signals.add(asyncio.ensure_future(self.store.signals.changed(kind, message[kind]["id"])))
 
     async def _event(self, message: Any) -> None:
         await self.dispatcher.on_ami_event(message)
@@ -99,6 +105,7 @@ class Node:
 
     async def start(self) -> None:
         await self.store.upgrade()
+        await self.store.signals.start()
         await self.leadership.start()
         await self.ami.start()
         await self.ami.wait_ready(5)
@@ -114,12 +121,14 @@ class Node:
         await self.store.close()
 
 
-@pytest.fixture
-async def pair(postgres: ThrowawayPostgres, fake_ami: FakeAmi, tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+@contextlib.asynccontextmanager
+async def two_nodes(
+    postgres: ThrowawayPostgres, fake_ami: FakeAmi, tmp_path: Path, poll: float = POLL
+) -> AsyncIterator[tuple[Node, Node]]:
     """Node ``a`` leads (started first), node ``b`` follows."""
     url = postgres.create_database(f"f_{uuid.uuid4().hex[:16]}")
-    a = Node("a", url, fake_ami, tmp_path / "a")
-    b = Node("b", url, fake_ami, tmp_path / "b")
+    a = Node("a", url, fake_ami, tmp_path / "a", poll=poll)
+    b = Node("b", url, fake_ami, tmp_path / "b", poll=poll)
     started: list[Node] = []
     try:
         await a.start()
@@ -132,6 +141,12 @@ async def pair(postgres: ThrowawayPostgres, fake_ami: FakeAmi, tmp_path: Path) -
         for node in reversed(started):
             with contextlib.suppress(Exception):
                 await node.stop()
+
+
+@pytest.fixture
+async def pair(postgres: ThrowawayPostgres, fake_ami: FakeAmi, tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+    async with two_nodes(postgres, fake_ami, tmp_path) as nodes:
+        yield nodes
 
 
 def originates(fake: FakeAmi, prefix: str = "dispatch-") -> list[dict[str, str]]:
@@ -192,6 +207,19 @@ async def test_a_dispatch_requested_on_a_follower_is_placed_by_the_leader_once(
     await until(lambda: a.dispatcher.active == 0, timeout=5, what="the leader saw the acceptance")
     assert (await row(a.store, Dispatch, dispatch_id)).status == "accepted"
     assert len(originates(fake_ami)) == 1
+
+
+async def test_the_change_signal_wakes_the_leader_for_a_followers_request(
+    postgres: ThrowawayPostgres, fake_ami: FakeAmi, tmp_path: Path
+) -> None:
+    """With a poll too slow to matter, the follower's request still rings at once: its ``dispatch`` signal
+    (LISTEN/NOTIFY) wakes the leader; so does a call-back's."""
+    async with two_nodes(postgres, fake_ami, tmp_path, poll=60) as (a, b):
+        await until(lambda: a.dispatcher.leader.term is not None, timeout=10, what="a claims")
+        await new_dispatch(b)
+        await until(lambda: len(originates(fake_ami)) == 1, timeout=5, what="placed without waiting for a poll")
+        await b.callbacks.request(await abandoned_call(b.store), user_id=None, interface="PJSIP/taker1")
+        await until(lambda: len(originates(fake_ami, "callback-")) == 1, timeout=5, what="the call-back too")
 
 
 async def test_leader_dies_while_the_line_rings_the_new_leader_adopts_it_once(
