@@ -346,7 +346,7 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
         ping_seconds=live.PING_SECONDS,
         queue=app[CONFIG].queue.name,
         check_seconds=app[CONFIG].web.session_check_seconds,
-        sessions_alive=app[ACCOUNTS].live_sessions,
+        sessions_alive=app[ACCOUNTS].sessions.live,
         trace=lambda users, action, incidents: trace_reads(store, users, action, incidents),
         locations=app[LOCATIONS],
         reports=app[REPORTS],

@@ -116,8 +116,8 @@ def _optional(value: str | None) -> str | None:
 
 
 class Accounts:
-    """Users and their sessions, on top of the :class:`Store` (every query goes through its retried
-    ``transaction``)."""
+    """Users and their passwords, on top of the :class:`Store` (every query goes through its retried
+    ``transaction``); their login sessions are ``sessions`` (:class:`WebSessions`)."""
 
     def __init__(
         self,
@@ -129,10 +129,9 @@ class Accounts:
         hash_concurrency: int | None = None,
     ) -> None:
         self.store = store
-        #: Idle lifetime: a session ends this long after its last request...
-        self.session_lifetime = session_lifetime
-        #: ...and at the latest this long after it began (absolute; a shift), however busy it is.
-        self.session_max = session_max if session_max is not None else session_lifetime
+        self.sessions = WebSessions(
+            store, lifetime=session_lifetime, max_age=session_max if session_max is not None else session_lifetime
+        )
         #: argon2id with argon2-cffi's defaults (RFC 9106 "low memory": t=3, m=64 MiB, p=4).
         self.hasher = hasher or PasswordHasher()
         # Each hash holds ~64 MiB and a core for tens of milliseconds: a few at a time is plenty for
@@ -302,89 +301,6 @@ class Accounts:
 
         return await self.store.transaction("set_language", op)
 
-    # -- sessions ---------------------------------------------------------------------------------
-
-    async def create_session(self, user_id: int, remote: str | None) -> tuple[str, str]:
-        """A fresh ``(token, csrf_token)``; the token goes into the cookie and only its hash is stored."""
-        token = secrets.token_urlsafe(32)
-        csrf = secrets.token_urlsafe(32)
-        now = utcnow()
-
-        async def op(session: AsyncSession) -> None:
-            session.add(
-                WebSession(
-                    token_hash=token_hash(token),
-                    user_id=user_id,
-                    csrf_token=csrf,
-                    created_at=now,
-                    last_seen_at=now,
-                    expires_at=now + min(self.session_lifetime, self.session_max),
-                    remote=(remote or "")[:64] or None,
-                )
-            )
-
-        await self.store.transaction("create_session", op)
-        return token, csrf
-
-    async def resolve_session(self, token: str) -> tuple[UserInfo, str] | None:
-        """The user and CSRF token behind a cookie, or None; expired sessions are deleted on sight.
-
-        The expiry slides with use (``session_lifetime`` after the last request, never beyond
-        ``session_max`` after the login), but is written at most once per :data:`SLIDE_EVERY` so
-        that a busy console does not write on every request.
-        """
-        if not _TOKEN_RE.fullmatch(token):
-            return None
-        key = token_hash(token)
-
-        async def op(session: AsyncSession) -> tuple[UserInfo, str] | None:
-            row = (
-                await session.execute(
-                    select(WebSession, User)
-                    .join(User, User.id == WebSession.user_id)
-                    .where(WebSession.token_hash == key)
-                )
-            ).one_or_none()
-            if row is None:
-                return None
-            web_session, user = row
-            now = utcnow()
-            if web_session.expires_at <= now or web_session.created_at + self.session_max <= now or not user.active:
-                await session.delete(web_session)
-                return None
-            if now - web_session.last_seen_at >= SLIDE_EVERY:
-                web_session.last_seen_at = now
-                web_session.expires_at = min(now + self.session_lifetime, web_session.created_at + self.session_max)
-            return _info(user), web_session.csrf_token
-
-        return await self.store.transaction("resolve_session", op)
-
-    async def live_sessions(self, keys: Collection[str]) -> set[str]:
-        """Which of these sessions (token hashes) are still valid: present, not expired, their user
-        active. One query for every open WebSocket at once (``web/live.py`` asks every few seconds)."""
-        wanted = sorted(set(keys))
-        if not wanted:
-            return set()
-        now = utcnow()
-
-        async def op(session: AsyncSession) -> set[str]:
-            alive: set[str] = set()
-            for start in range(0, len(wanted), 500):
-                rows = await session.scalars(
-                    select(WebSession.token_hash)
-                    .join(User, User.id == WebSession.user_id)
-                    .where(
-                        WebSession.token_hash.in_(wanted[start : start + 500]),
-                        WebSession.expires_at > now,
-                        WebSession.created_at > now - self.session_max,
-                        User.active.is_(True),
-                    )
-                )
-                alive.update(rows)
-            return alive
-
-        return await self.store.transaction("live_sessions", op)
-
     async def set_active(self, user_id: int, active: bool) -> UserInfo:
         """(De)activate an account; deactivating deletes its sessions in the same transaction.
         LookupError if there is no such user."""
@@ -409,7 +325,100 @@ class Accounts:
 
         return await self.store.transaction("user_id_of", op)
 
-    async def delete_session(self, token: str) -> None:
+
+class WebSessions:
+    """Login sessions (``web_sessions``): which browser is whom, for how long. A cookie's token is random;
+    only its SHA-256 is stored. Reached as ``Accounts.sessions``."""
+
+    def __init__(self, store: Store, *, lifetime: timedelta, max_age: timedelta) -> None:
+        self.store = store
+        #: Idle lifetime: a session ends this long after its last request...
+        self.lifetime = lifetime
+        #: ...and at the latest this long after it began (absolute; a shift), however busy it is.
+        self.max_age = max_age
+
+    async def create(self, user_id: int, remote: str | None) -> tuple[str, str]:
+        """A fresh ``(token, csrf_token)``; the token goes into the cookie and only its hash is stored."""
+        token = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(32)
+        now = utcnow()
+
+        async def op(session: AsyncSession) -> None:
+            session.add(
+                WebSession(
+                    token_hash=token_hash(token),
+                    user_id=user_id,
+                    csrf_token=csrf,
+                    created_at=now,
+                    last_seen_at=now,
+                    expires_at=now + min(self.lifetime, self.max_age),
+                    remote=(remote or "")[:64] or None,
+                )
+            )
+
+        await self.store.transaction("create_session", op)
+        return token, csrf
+
+    async def resolve(self, token: str) -> tuple[UserInfo, str] | None:
+        """The user and CSRF token behind a cookie, or None; expired sessions are deleted on sight.
+
+        The expiry slides with use (``lifetime`` after the last request, never beyond
+        ``max_age`` after the login), but is written at most once per :data:`SLIDE_EVERY` so
+        that a busy console does not write on every request.
+        """
+        if not _TOKEN_RE.fullmatch(token):
+            return None
+        key = token_hash(token)
+
+        async def op(session: AsyncSession) -> tuple[UserInfo, str] | None:
+            row = (
+                await session.execute(
+                    select(WebSession, User)
+                    .join(User, User.id == WebSession.user_id)
+                    .where(WebSession.token_hash == key)
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            web_session, user = row
+            now = utcnow()
+            if web_session.expires_at <= now or web_session.created_at + self.max_age <= now or not user.active:
+                await session.delete(web_session)
+                return None
+            if now - web_session.last_seen_at >= SLIDE_EVERY:
+                web_session.last_seen_at = now
+                web_session.expires_at = min(now + self.lifetime, web_session.created_at + self.max_age)
+            return _info(user), web_session.csrf_token
+
+        return await self.store.transaction("resolve_session", op)
+
+    async def live(self, keys: Collection[str]) -> set[str]:
+        """Which of these sessions (token hashes) are still valid: present, not expired, their user
+        active. One query for every open WebSocket at once (``web/live.py`` asks every few seconds)."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return set()
+        now = utcnow()
+
+        async def op(session: AsyncSession) -> set[str]:
+            alive: set[str] = set()
+            for start in range(0, len(wanted), 500):
+                rows = await session.scalars(
+                    select(WebSession.token_hash)
+                    .join(User, User.id == WebSession.user_id)
+                    .where(
+                        WebSession.token_hash.in_(wanted[start : start + 500]),
+                        WebSession.expires_at > now,
+                        WebSession.created_at > now - self.max_age,
+                        User.active.is_(True),
+                    )
+                )
+                alive.update(rows)
+            return alive
+
+        return await self.store.transaction("live_sessions", op)
+
+    async def delete(self, token: str) -> None:
         key = token_hash(token)
 
         async def op(session: AsyncSession) -> None:

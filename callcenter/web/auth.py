@@ -100,7 +100,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     token = request.cookies.get(COOKIE)
     if not token or request.path.startswith(_NO_SESSION_PREFIXES):
         return await handler(request)
-    resolved = await request.app[ACCOUNTS].resolve_session(token)
+    resolved = await request.app[ACCOUNTS].sessions.resolve(token)
     if resolved is not None:
         request[USER], request[CSRF] = resolved
         request[SESSION] = token_hash(token)
@@ -196,9 +196,9 @@ async def login(request: web.Request) -> web.Response:
     await guard.succeeded(username, client)
     old = request.cookies.get(COOKIE)
     if old:
-        await accounts.delete_session(old)
-    await accounts.purge_expired()
-    token, csrf = await accounts.create_session(user.id, remote)
+        await accounts.sessions.delete(old)
+    await accounts.sessions.purge_expired()
+    token, csrf = await accounts.sessions.create(user.id, remote)
     log.info("auth.login", user_id=user.id, username=user.username, role=user.role, remote=remote)
     response = web.json_response({"user": user.as_json(), "csrf_token": csrf})
     _set_session_cookie(request, response, token)
@@ -210,7 +210,7 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     token = request.cookies.get(COOKIE)
     if token:
-        await request.app[ACCOUNTS].delete_session(token)
+        await request.app[ACCOUNTS].sessions.delete(token)
     hub = request.app.get(HUB)
     if hub is not None:
         await hub.end_sessions(lambda socket: socket.session == request[SESSION], "logged out")

@@ -44,7 +44,7 @@ async def test_live_sessions_drop_ended_ones(store: Store) -> None:
     budi = await make_user(store, "budi", "calltaker")
     keys = {}
     for name, user in (("idle", ayu), ("old", ayu), ("fine", ayu), ("gone", budi)):
-        token, _csrf = await accounts.create_session(user.id, "127.0.0.1")
+        token, _csrf = await accounts.sessions.create(user.id, "127.0.0.1")
         keys[name] = token_hash(token)
 
     async def age(session: AsyncSession) -> None:
@@ -60,4 +60,4 @@ async def test_live_sessions_drop_ended_ones(store: Store) -> None:
 
     await store.transaction("age", age)
     await accounts.set_active(budi.id, False)
-    assert await accounts.live_sessions(set(keys.values()) | {"nope"}) == {keys["fine"]}
+    assert await accounts.sessions.live(set(keys.values()) | {"nope"}) == {keys["fine"]}

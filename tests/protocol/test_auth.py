@@ -633,7 +633,7 @@ async def test_a_database_outage_while_resolving_the_session_is_a_json_503(
     async def unreachable(_token: str) -> None:
         raise StoreUnavailable("resolve_session: database unreachable")
 
-    monkeypatch.setattr(client.app[ACCOUNTS], "resolve_session", unreachable)
+    monkeypatch.setattr(client.app[ACCOUNTS].sessions, "resolve", unreachable)
     for method, path in (("GET", "/api/me"), ("POST", "/api/logout")):
         resp = await client.request(method, path)
         assert resp.status == 503, path
@@ -698,17 +698,17 @@ async def test_unknown_users_cost_a_verify_too(store: Store) -> None:
 async def test_sessions_resolve_and_purge(store: Store) -> None:
     accounts = Accounts(store, session_lifetime=timedelta(hours=1))
     user = await accounts.create_user("ayu", "Ayu", PASSWORD, "calltaker")
-    token, csrf = await accounts.create_session(user.id, "10.0.0.1")
-    assert await accounts.resolve_session(token) == (user, csrf)
-    other, _ = await accounts.create_session(user.id, None)
+    token, csrf = await accounts.sessions.create(user.id, "10.0.0.1")
+    assert await accounts.sessions.resolve(token) == (user, csrf)
+    other, _ = await accounts.sessions.create(user.id, None)
 
     async def expire(session: AsyncSession) -> None:
         await session.execute(update(WebSession).values(expires_at=utcnow() - timedelta(seconds=1)))
 
     await store.transaction("expire", expire)
-    assert await accounts.purge_expired() == 2
-    assert await accounts.resolve_session(token) is None
-    assert await accounts.resolve_session(other) is None
+    assert await accounts.sessions.purge_expired() == 2
+    assert await accounts.sessions.resolve(token) is None
+    assert await accounts.sessions.resolve(other) is None
 
 
 # -- command line --------------------------------------------------------------------------------------
