@@ -26,7 +26,7 @@ from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.wait import until
 from callcenter.testing.web import AppClient, UserSession, make_user, seed_dispatch, seed_incident
 from callcenter.web.hub import SESSION_ENDED
-from callcenter.web.keys import DISPATCHES, LOCATIONS, NEWS, ROUTER, STORE
+from callcenter.web.keys import DISPATCHER, DISPATCHES, LEADERSHIP, LOCATIONS, NEWS, ROUTER, STORE
 from callcenter.web.news import LOCATION_TOPIC
 
 pytestmark = pytest.mark.postgres
@@ -320,3 +320,24 @@ async def test_a_service_level_breach_announced_by_the_leader_reaches_the_other_
         (message,) = await messages(ws, "sla_breach")
         assert (message["incident_id"], message["reference"]) == (incident.id, incident.reference)  # re-read
         assert message["category"] == "fire" and message["due_at"] == due.isoformat()
+
+
+async def test_a_dispatch_requested_on_the_follower_wakes_the_leader_at_once(nodes: Nodes) -> None:
+    """The leader places dispatch calls; a request taken by the other node reaches it through the change
+    signal (its own poll is made far too slow here to be what placed the call)."""
+    await until(lambda: any(n.app[LEADERSHIP].is_leader for n in (nodes.a, nodes.b)), timeout=10, what="a leader")
+    leader, follower = (nodes.a, nodes.b) if nodes.a.app[LEADERSHIP].is_leader else (nodes.b, nodes.a)
+    await until(lambda: leader.app[DISPATCHER].leader._loop is not None, what="the leader's loop")
+    for node in (leader, follower):
+        loop = node.app[DISPATCHER].leader._loop
+        if loop is not None:
+            loop.poll = 120.0
+    await asyncio.sleep(1.5)  # the loop's current wait (the old poll) ends; from now on it waits 120 s
+    incident = await seed_incident(nodes.store, INCIDENT, None)
+    nodes.fake.actions.clear()
+    await follower.app[DISPATCHER].dispatch(incident.id, ["damkar"], user_id=None)
+
+    def originates() -> int:
+        return sum(1 for action in nodes.fake.actions if action.get("Action") == "Originate")
+
+    await until(lambda: originates() == 1, timeout=5, what="the leader placed the call")
