@@ -58,7 +58,7 @@ from callcenter.store.calls import FLAGS_TOPIC
 from callcenter.store.dispatches import Dispatches
 from callcenter.store.incidents import Incidents
 from callcenter.store.leader_alerts import LeaderAlertStore
-from callcenter.store.leadership import LeaderOnly, Leadership
+from callcenter.store.leadership import LeaderOnly, Leadership, TermLoop
 from callcenter.store.locations import Locations
 from callcenter.store.login_throttle import LoginRows
 from callcenter.store.pending import PendingWrites
@@ -460,16 +460,11 @@ async def supervision_ctx(app: web.Application) -> AsyncIterator[None]:
     app[CALLBACKS] = callbacks
     app[RATINGS] = ratings
 
-    async def trigger() -> None:
-        while True:
-            await asyncio.sleep(RATING_POLL)
-            try:
-                await rate_resolved(ratings)
-            except Exception:  # the store hiccuped: the next poll finds the same incidents
-                log.exception("rating.trigger_failed")
+    async def trigger(term: int | None) -> None:
+        await rate_resolved(ratings, term=term)
 
-    # Rating calls are placed once, by the leader.
-    loop = LeaderOnly(app[LEADERSHIP], trigger, "rating-trigger") if cfg.supervision.ratings else None
+    # Rating calls are placed once, by the leader; each rating row is written under its term (fenced).
+    loop = TermLoop(app[LEADERSHIP], trigger, "rating-trigger", poll=RATING_POLL) if cfg.supervision.ratings else None
     log.info("supervision.ready", ratings=cfg.supervision.ratings)
     yield
     if loop is not None:

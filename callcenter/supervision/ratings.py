@@ -43,6 +43,7 @@ from callcenter.forms.phone import normalize
 from callcenter.queue.ami import AmiClient, AmiError, match_reference, originate_outcome
 from callcenter.store import Store, utcnow
 from callcenter.store.dispatches import ACTIVE
+from callcenter.store.leadership import check_term
 from callcenter.store.models import Dispatch, Incident, Rating
 from callcenter.store.quota import QuotaExceeded
 from callcenter.store.roles import SUPERVISOR_ROLES, Publish
@@ -173,10 +174,12 @@ class Ratings:
 
         return await self.store.transaction("rating_due", op)
 
-    async def request(self, incident_id: int, via: str | None = None) -> Rating:
+    async def request(self, incident_id: int, via: str | None = None, *, term: int | None = None) -> Rating:
         """Ask the incident's citizen now; ``via`` None picks IVR when the PBX can reach them, else SMS.
 
-        Raises LookupError for an unknown incident, RatingRefused when there is no way to ask.
+        Raises LookupError for an unknown incident, RatingRefused when there is no way to ask, and
+        ``Deposed`` when ``term`` (the leader's trigger) no longer leads: the row is then not written and
+        nobody is called.
         """
         if via is not None and via not in VIAS:
             raise ValueError(f"via must be one of {VIAS}")
@@ -198,6 +201,8 @@ class Ratings:
         token = secrets.token_urlsafe(24) if via == "sms" else None
 
         async def create(session: AsyncSession) -> Rating:
+            if term is not None:
+                await check_term(session, term)
             if via == "sms":
                 texts = await session.scalar(
                     select(func.count())
@@ -444,12 +449,13 @@ class Ratings:
             log.exception("rating.publish_failed")
 
 
-async def rate_resolved(ratings: Ratings) -> list[int]:
-    """Ask for a rating on every incident that became due; returns the incident ids asked."""
+async def rate_resolved(ratings: Ratings, *, term: int | None = None) -> list[int]:
+    """Ask for a rating on every incident that became due; returns the incident ids asked. ``term``: the
+    leader's, checked as each rating row is written (a deposed leader's trigger writes and rings nothing)."""
     asked: list[int] = []
     for incident_id in await ratings.due():
         try:
-            await ratings.request(incident_id)
+            await ratings.request(incident_id, term=term)
         except (RatingRefused, LookupError) as exc:
             # No number: write nothing, but do not look at it again — a failed rating row says "tried".
             log.info("rating.not_asked", incident_id=incident_id, reason=str(exc))

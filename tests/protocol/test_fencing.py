@@ -28,8 +28,9 @@ from callcenter.dispatch.leader import LOST
 from callcenter.queue.ami import AmiClient
 from callcenter.store import Store, utcnow
 from callcenter.store.leadership import Deposed, Leadership, check_term
-from callcenter.store.models import Call, Callback, Dispatch, DispatchAttempt
+from callcenter.store.models import Call, Callback, Dispatch, DispatchAttempt, Rating
 from callcenter.supervision.callbacks import Callbacks
+from callcenter.supervision.ratings import Ratings
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.wait import until
@@ -352,3 +353,34 @@ async def test_a_restarted_single_node_adopts_its_own_ringing_line(fake_ami: Fak
         assert first_row.outcome == "no_answer"
     finally:
         await second.stop()
+
+
+async def test_a_deposed_rating_trigger_writes_and_rings_nothing(fake_ami: FakeAmi, tmp_path: Path) -> None:
+    """A rating row is written under the leader's term: after a newer term began, an old trigger's request
+    is refused before anything is stored or sent; the current term's goes through."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ratings.db'}"
+    node = Node("one", url, fake_ami, tmp_path / "node")
+    await node.start()
+    try:
+        old = node.leadership.epoch
+        newer = Leadership(url, node="restarted")  # one node: each start is a new term
+        await newer.start()
+        assert newer.epoch is not None and old is not None and newer.epoch > old
+        ratings = Ratings(node.store, node.ami, node._publish, lambda: None, public_url="")
+        incident = await seed_incident(node.store, INCIDENT, None)
+        with pytest.raises(Deposed):
+            await ratings.request(incident.id, via="sms", term=old)
+        assert await rating_rows(node.store) == 0
+        await ratings.request(incident.id, via="sms", term=newer.epoch)
+        assert await rating_rows(node.store) == 1
+        await ratings.close()
+        await newer.stop()
+    finally:
+        await node.stop()
+
+
+async def rating_rows(store: Store) -> int:
+    async def op(session: AsyncSession) -> int:
+        return len(list(await session.scalars(select(Rating.id))))
+
+    return await store.transaction("test_ratings", op)
