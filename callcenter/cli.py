@@ -97,21 +97,24 @@ async def _retention_command(config: Config, dry_run: bool) -> int:
     import json
 
     from callcenter.store import Store
+    from callcenter.store.leadership import RETENTION_KEY, one_at_a_time
     from callcenter.supervision.retention import run_retention
 
     store = Store.from_url(config.store.url, retry_for=config.store.retry_for)
     try:
         await store.upgrade()
-        report = await run_retention(
-            store,
-            config.retention,
-            recordings_root=config.supervision.recordings_root,
-            record_dir=config.queue.record_dir,
-            upload_dir=config.dispatch.upload_dir,
-            prompt_dir=config.dispatch.prompt_dir,
-            report_dir=config.report.upload_dir,
-            dry_run=dry_run,
-        )
+        # Every node's timer runs it (each node's own prompt files); on one database they take turns.
+        async with one_at_a_time(store.engine.url, RETENTION_KEY):
+            report = await run_retention(
+                store,
+                config.retention,
+                recordings_root=config.supervision.recordings_root,
+                record_dir=config.queue.record_dir,
+                upload_dir=config.dispatch.upload_dir,
+                prompt_dir=config.dispatch.prompt_dir,
+                report_dir=config.report.upload_dir,
+                dry_run=dry_run,
+            )
     finally:
         await store.close()
     print(json.dumps(report.as_dict(), indent=2))

@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -46,6 +46,8 @@ log = structlog.get_logger("callcenter.leadership")
 
 #: The advisory lock's key: one per database, so every node of one centre contends for the same lock.
 LOCK_KEY = 112_000_001
+#: The lock a ``callcenter retention run`` holds while it runs: the nodes' timers take turns.
+RETENTION_KEY = 112_000_002
 #: Seconds between checks of the lock's connection (and between attempts to take the lock). A new
 #: holder waits three of them before leading (``Leadership.grace``): takeover within about 4 s.
 INTERVAL = 1.0
@@ -247,6 +249,27 @@ class LeaderOnly:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@contextlib.asynccontextmanager
+async def one_at_a_time(url: URL | str, key: int) -> AsyncIterator[None]:
+    """Hold PostgreSQL advisory lock ``key`` (waiting for it) for the block: the same job started on
+    several nodes runs one after another, never side by side. SQLite (one node): nothing to wait for."""
+    if make_url(url).get_backend_name() != "postgresql":
+        yield
+        return
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as raw:
+            conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    finally:
+        await engine.dispose()
 
 
 class TermLoop:

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from callcenter.store import Store
-from callcenter.store.leadership import LeaderOnly, Leadership
+from callcenter.store.leadership import RETENTION_KEY, LeaderOnly, Leadership, one_at_a_time
 from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.replication import ReplicatedPostgres, multi_host_url
 from callcenter.testing.wait import until
@@ -184,3 +184,25 @@ async def test_two_apps_on_one_database_run_the_once_only_loops_once(
     await until(lambda: any(n.is_leader and n is not leader for n in nodes), timeout=10, what="leadership moved")
     assert not leader.is_leader
     assert all(_running(name) == 1 for name in loops)
+
+
+@pytest.mark.postgres
+async def test_a_job_started_on_two_nodes_runs_one_after_the_other(postgres: ThrowawayPostgres) -> None:
+    """``one_at_a_time`` (``callcenter retention run`` on every node's timer): the second waits for the first."""
+    url = postgres.create_database(f"l_{uuid.uuid4().hex[:16]}")
+    running: list[str] = []
+    overlap: list[bool] = []
+    first_in = asyncio.Event()
+
+    async def job(name: str) -> None:
+        async with one_at_a_time(url, RETENTION_KEY):
+            overlap.append(bool(running))
+            running.append(name)
+            first_in.set()
+            await asyncio.sleep(0.3)
+            running.remove(name)
+
+    first = asyncio.create_task(job("a"))
+    await first_in.wait()
+    await asyncio.gather(first, job("b"))
+    assert overlap == [False, False]
