@@ -43,6 +43,7 @@ from callcenter.queue.ami import AmiClient
 from callcenter.queue.fanout import AmiFanout
 from callcenter.queue.live import member_json
 from callcenter.queue.presence import Presence
+from callcenter.queue.reports import POLL as REPORT_POLL
 from callcenter.queue.reports import SIGNAL as REPORT_SIGNAL
 from callcenter.queue.reports import ReportQueue
 from callcenter.queue.resync import resync_from_ami
@@ -488,10 +489,12 @@ async def reports_ctx(app: web.Application) -> AsyncIterator[None]:
         priority=cfg.queue.default_priority,
     )
     hub = app[HUB]
+    # Each report placed once, by the leader, fenced by its term.
+    loop = TermLoop(leadership, queue.step, "report-queue", poll=REPORT_POLL)
 
     def accepted(_key: str) -> None:
         """A report was accepted on some node: the leader places it, every wallboard reads it again."""
-        queue.wake()
+        loop.wake()
         hub.broadcast({"type": "queue", "event": "report"}, roles=SUPERVISOR_ROLES)
 
     undo = [
@@ -501,7 +504,6 @@ async def reports_ctx(app: web.Application) -> AsyncIterator[None]:
         tracker.subscribe(queue.on_tracker),
     ]
     app[REPORT_QUEUE] = queue
-    loop = LeaderOnly(leadership, queue.run, "report-queue")  # each report placed once, by the leader
     yield
     await loop.close()
     for unsubscribe in undo:

@@ -40,6 +40,7 @@ from callcenter.queue.ami import AmiClient, AmiError
 from callcenter.queue.live import report_id_of
 from callcenter.queue.tracker import QueueTracker
 from callcenter.store import Store, utcnow
+from callcenter.store.leadership import check_term
 from callcenter.store.models import Call, Report, User
 from callcenter.store.reports import TAKEN, report_json
 
@@ -141,7 +142,6 @@ class ReportQueue:
         store: Store,
         *,
         priority: int = 5,
-        poll: float = POLL,
         max_wait: int = MAX_WAIT,
     ) -> None:
         self.reports = reports
@@ -149,10 +149,10 @@ class ReportQueue:
         self.tracker = tracker
         self.store = store
         self.priority = priority
-        self.poll = poll
         self.max_wait = max_wait
         self._placements: dict[int, _Placement] = {}
-        self._wake = asyncio.Event()
+        #: The term whose first pass was logged (``report.queue_leading``).
+        self._term_seen: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Originates sent by this node (tests and the log).
         self.placed = 0
@@ -164,31 +164,17 @@ class ReportQueue:
         :data:`SIGNAL`), the leader places it at once and the wallboards read it again."""
         await self.store.signals.changed(SIGNAL, report.id)
 
-    def wake(self) -> None:
-        """Run the leader's next pass now (a report was accepted here or on another node)."""
-        self._wake.set()
 
     # -- the leader's loop -------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Place every waiting report that is not in Asterisk yet; runs while this node leads."""
-        first = True
-        while True:
-            try:
-                placed = await self.place_waiting()
-                if first and self.ami.ready.is_set() and self.tracker.link_up:
-                    # What a node finds when it starts leading (after a restart or a takeover): the
-                    # reports already in Asterisk stay where they are.
-                    first = False
-                    log.info("report.queue_leading", placed=placed, in_queue=len(self._in_pbx()))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the store or AMI hiccuped: the reports stay waiting, next pass
-                log.warning("report.queue_pass_failed", error=str(exc) or type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll):
-                    await self._wake.wait()
-            self._wake.clear()
+    async def step(self, term: int | None) -> None:
+        """One pass of the leader's loop (``TermLoop``, term ``term``): place the waiting reports Asterisk
+        does not have yet; the first pass of a term says what this node found when it started leading."""
+        placed = await self.place_waiting(term)
+        if term != self._term_seen and self.ami.ready.is_set() and self.tracker.link_up:
+            # After a restart or a takeover: the reports already in Asterisk stay where they are.
+            self._term_seen = term
+            log.info("report.queue_leading", term=term, placed=placed, in_queue=len(self._in_pbx()))
 
     def _in_pbx(self) -> set[int]:
         """Reports the live picture shows waiting in the queue or connected to a call-taker."""
@@ -197,8 +183,10 @@ class ReportQueue:
         found |= {r for r in map(report_id_of, live.connected) if r is not None}
         return found
 
-    async def place_waiting(self) -> int:
-        """One pass: place the waiting reports Asterisk does not have; returns how many were placed."""
+    async def place_waiting(self, term: int | None) -> int:
+        """One pass: place the waiting reports Asterisk does not have; returns how many were placed. Each
+        Originate is preceded by the fencing check that ``term`` still leads (``check_term``): a deposed
+        leader (frozen past its grace, woken up) places nothing (:class:`Deposed`)."""
         if not self.ami.ready.is_set() or not self.tracker.link_up:
             return 0  # the live picture is not Asterisk's yet: it cannot say what is already there
         loop = asyncio.get_running_loop()
@@ -223,6 +211,7 @@ class ReportQueue:
         for report in due:
             if report.id in alive:
                 continue
+            await self.store.transaction("report_term", lambda session: check_term(session, term))
             if await self._place(report):
                 placed += 1
         return placed
@@ -284,7 +273,6 @@ class ReportQueue:
             return
         if message.get("Response") != "Success":
             self._failed(report_id, f"originate failed (reason {message.get('Reason', '?')})")
-            self._wake.set()
 
     def on_tracker(self, kind: str, payload: Mapping[str, Any]) -> None:
         """Tracker listener: a call-taker's phone answered a report → it is theirs (``taken``)."""

@@ -1,6 +1,7 @@
 """A citizen's report from the app through the real app and a scripted AMI server: placed in the queue with
 one Originate, placed again when the Originate fails (never lost, waiting on the wallboard meanwhile), not
-placed twice when Asterisk already has it, popped with the report on AgentConnect and called back."""
+placed twice when Asterisk already has it nor by a deposed leader, popped with the report on AgentConnect
+and called back."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from callcenter.app import create_app
 from callcenter.config import replace
 from callcenter.queue.reports import ReportQueue
 from callcenter.store import Store
+from callcenter.store.leadership import Deposed
 from callcenter.store.models import Callback
 from callcenter.store.reports import CALLED_BACK, TAKEN, WAITING, NewReport
 from callcenter.testing.browser import rows
@@ -23,7 +25,7 @@ from callcenter.testing.fake_ami import FakeAmi, agent_connect
 from callcenter.testing.wait import until
 from callcenter.testing.web import login, make_user, test_config
 from callcenter.testing.web import ws_message as receive
-from callcenter.web.keys import AMI, REPORT_QUEUE, REPORTS, STORE, TRACKER
+from callcenter.web.keys import AMI, LEADERSHIP, REPORT_QUEUE, REPORTS, STORE, TRACKER
 
 NUMBER = "+6281234567890"
 
@@ -124,7 +126,13 @@ async def test_a_report_is_placed_once_and_again_after_a_failed_originate(env: E
     env.fake.channels = [{"Channel": "Local/x;2", "Uniqueid": queued}]
     env.app[TRACKER].live.waiting.clear()  # as if this node had not seen the join
     other = ReportQueue(env.app[REPORTS], env.app[AMI], env.app[TRACKER], env.store)
-    assert await other.place_waiting() == 0
+    term = env.app[LEADERSHIP].epoch
+    assert term is not None and await other.place_waiting(term) == 0
+    assert len(originates(env.fake)) == 2
+    # A deposed leader (an older term, e.g. a process frozen past its grace) places nothing.
+    env.fake.channels = []
+    with pytest.raises(Deposed):
+        await other.place_waiting(term - 1)
     assert len(originates(env.fake)) == 2
 
 
@@ -161,7 +169,7 @@ async def test_an_answered_report_pops_and_is_called_back(env: Env) -> None:
 
     await until(taken, what="report taken by the answering call-taker")
     # Taken: the leader's loop leaves it alone from now on.
-    assert await env.app[REPORT_QUEUE].place_waiting() == 0
+    assert await env.app[REPORT_QUEUE].place_waiting(env.app[LEADERSHIP].epoch) == 0
 
     # The line is released after the announcement; a reload still brings the report back until it is
     # called back.
