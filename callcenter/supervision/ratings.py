@@ -36,16 +36,13 @@ from typing import Any, Protocol
 import phonenumbers
 import structlog
 from panoramisk.message import Message
-from sqlalchemy import and_, exists, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import and_
 
 from callcenter.forms.phone import normalize
 from callcenter.queue.ami import AmiClient, AmiError, match_reference, originate_outcome
 from callcenter.store import Store, utcnow
-from callcenter.store.dispatches import ACTIVE
-from callcenter.store.leadership import check_term
-from callcenter.store.models import Dispatch, Incident, Rating
-from callcenter.store.quota import QuotaExceeded
+from callcenter.store.models import Rating
+from callcenter.store.ratings import ANSWERABLE, RatingRows
 from callcenter.store.roles import SUPERVISOR_ROLES, Publish
 from callcenter.tasks import Background
 
@@ -65,7 +62,6 @@ SMS_TEXT = "Terima kasih telah menghubungi 112. Mohon nilai layanan kami (1 samp
 #: Seconds between looks for incidents to rate (docs/supervision.md, "How ratings are triggered").
 RATING_POLL = 3.0
 _TRUNK = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
-_ANSWERED_STATUSES = ("requested", "calling")
 #: How an IVR rating ends without a score; each is followed by the SMS link (``_sms_fallback``).
 UNREACHED = ("no_answer", "failed", "declined")
 #: Number types that can receive an SMS; "fixed line or mobile" is where the numbering plan cannot
@@ -133,6 +129,7 @@ class Ratings:
         region: str = "ID",
     ) -> None:
         self.store = store
+        self.rows = RatingRows(store)
         self.ami = ami
         self.publish = publish
         self._twilio = twilio
@@ -156,23 +153,7 @@ class Ratings:
     async def due(self) -> list[int]:
         """Incidents to ask now: no rating yet, no dispatch still active, at least one ``resolved``
         recently. Polled by ``supervision_ctx`` (docs/supervision.md says why polling)."""
-        since = utcnow() - SWEEP_HORIZON
-
-        async def op(session: AsyncSession) -> list[int]:
-            active = exists().where(and_(Dispatch.incident_id == Incident.id, Dispatch.status.in_(ACTIVE)))
-            rated = exists().where(Rating.incident_id == Incident.id)
-            resolved = (
-                select(Dispatch.incident_id)
-                .where(Dispatch.status == "resolved")
-                .group_by(Dispatch.incident_id)
-                .having(func.max(Dispatch.updated_at) >= since)
-            )
-            rows = await session.scalars(
-                select(Incident.id).where(Incident.id.in_(resolved), ~active, ~rated).order_by(Incident.id).limit(50)
-            )
-            return list(rows)
-
-        return await self.store.transaction("rating_due", op)
+        return await self.rows.due(utcnow() - SWEEP_HORIZON)
 
     async def request(self, incident_id: int, via: str | None = None, *, term: int | None = None) -> Rating:
         """Ask the incident's citizen now; ``via`` None picks IVR when the PBX can reach them, else SMS.
@@ -184,10 +165,7 @@ class Ratings:
         if via is not None and via not in VIAS:
             raise ValueError(f"via must be one of {VIAS}")
 
-        async def read(session: AsyncSession) -> Incident | None:
-            return await session.get(Incident, incident_id)
-
-        incident = await self.store.transaction("rating_incident", read)
+        incident = await self.rows.incident(incident_id)
         if incident is None:
             raise LookupError(incident_id)
         number = normalize(incident.callback_number, self.region).e164
@@ -200,24 +178,7 @@ class Ratings:
             raise RatingRefused(f"citizens are not reachable through the PBX ({TRUNK_VARIABLE} is empty)")
         token = secrets.token_urlsafe(24) if via == "sms" else None
 
-        async def create(session: AsyncSession) -> Rating:
-            if term is not None:
-                await check_term(session, term)
-            if via == "sms":
-                texts = await session.scalar(
-                    select(func.count())
-                    .select_from(Rating)
-                    .where(Rating.incident_id == incident_id, Rating.via == "sms")
-                )
-                if int(texts or 0) >= MAX_SMS_PER_INCIDENT:
-                    # A citizen is texted about one incident a bounded number of times, whoever asks.
-                    raise QuotaExceeded(f"this incident's citizen was already texted {MAX_SMS_PER_INCIDENT} times")
-            r = Rating(incident_id=incident_id, via=via, status="requested", requested_at=utcnow(), token=token)
-            session.add(r)
-            await session.flush()
-            return r
-
-        rating = await self.store.transaction("rating_create", create)
+        rating = await self.rows.create(incident_id, via, token, max_texts=MAX_SMS_PER_INCIDENT, term=term)
         log.info("rating.requested", rating_id=rating.id, incident_id=incident_id, via=via)
         if via == "ivr":
             assert trunk is not None
@@ -248,20 +209,20 @@ class Ratings:
             )
         except AmiError as exc:
             log.warning("rating.originate_failed", rating_id=rating.id, error=str(exc))
-            await self._ivr_unreached(rating.id, "failed", expect=_ANSWERED_STATUSES)
+            await self._ivr_unreached(rating.id, "failed", expect=ANSWERABLE)
 
     async def _sms(self, rating: Rating, number: str) -> None:
         line = self._twilio()
         if line is None or not self.public_url or rating.token is None:
             log.warning("rating.sms_unavailable", rating_id=rating.id, public_url=bool(self.public_url))
-            await self._set(rating.id, "failed", expect=_ANSWERED_STATUSES)
+            await self._set(rating.id, "failed", expect=ANSWERABLE)
             return
         link = f"{self.public_url}{RATE_PATH}{rating.token}"
         try:
             sid = await line.sms(number, SMS_TEXT.format(link=link))
         except Exception as exc:  # Twilio refused or is down: the rating is not asked, say so
             log.warning("rating.sms_failed", rating_id=rating.id, error=str(exc))
-            await self._set(rating.id, "failed", expect=_ANSWERED_STATUSES)
+            await self._set(rating.id, "failed", expect=ANSWERABLE)
             return
         log.info("rating.sms_sent", rating_id=rating.id, sid=sid)
         await self._set(rating.id, "calling", expect=("requested",))
@@ -277,17 +238,7 @@ class Ratings:
         """Text the SMS link after IVR rating ``ivr_id`` ended unrated; the SMS rating, or None when
         it is not sent (rated after all, no mobile number, Twilio cannot text, already texted)."""
 
-        async def read(session: AsyncSession) -> tuple[Rating, Incident] | None:
-            found = (
-                await session.execute(
-                    select(Rating, Incident)
-                    .join(Incident, Incident.id == Rating.incident_id)
-                    .where(Rating.id == ivr_id)
-                )
-            ).first()
-            return None if found is None else (found[0], found[1])
-
-        found = await self.store.transaction("rating_fallback_read", read)
+        found = await self.rows.with_incident(ivr_id)
         if found is None:
             return None
         ivr, incident = found
@@ -307,18 +258,7 @@ class Ratings:
         """Write the incident's SMS rating (unless it has one: at most one text per incident), then send it."""
         token = secrets.token_urlsafe(24)
 
-        async def claim(session: AsyncSession) -> Rating | None:
-            texted = await session.scalar(
-                select(Rating.id).where(Rating.incident_id == ivr.incident_id, Rating.via == "sms").limit(1)
-            )
-            if texted is not None:
-                return None
-            r = Rating(incident_id=ivr.incident_id, via="sms", status="requested", requested_at=utcnow(), token=token)
-            session.add(r)
-            await session.flush()
-            return r
-
-        sms = await self.store.transaction("rating_fallback_claim", claim)
+        sms = await self.rows.claim_text(ivr.incident_id, token)
         if sms is None:
             log.info("rating.sms_fallback_skipped", rating_id=ivr.id, incident_id=ivr.incident_id, reason="texted")
             return None
@@ -330,10 +270,7 @@ class Ratings:
         """Record that the incident cannot be asked (``via = 'none'``, ``failed``), so the trigger
         does not pick it up again on every poll."""
 
-        async def op(session: AsyncSession) -> None:
-            session.add(Rating(incident_id=incident_id, via="none", status="failed", requested_at=utcnow()))
-
-        await self.store.transaction("rating_unaskable", op)
+        await self.rows.unaskable(incident_id)
 
     # -- answers ---------------------------------------------------------------------------------
 
@@ -349,21 +286,12 @@ class Ratings:
         return await self._score(Rating.id == rating_id, score)
 
     async def by_token(self, token: str) -> TokenView | None:
-        async def op(session: AsyncSession) -> TokenView | None:
-            found = (
-                await session.execute(
-                    select(Rating, Incident.reference)
-                    .join(Incident, Incident.id == Rating.incident_id)
-                    .where(Rating.token == token, Rating.via == "sms")
-                )
-            ).first()
-            if found is None:
-                return None
-            r, reference = found
-            fresh = r.requested_at >= utcnow() - timedelta(days=TOKEN_DAYS)
-            return TokenView(reference, r.status in _ANSWERED_STATUSES and fresh, r.score)
-
-        return await self.store.transaction("rating_token", op)
+        found = await self.rows.by_token(token)
+        if found is None:
+            return None
+        r, reference = found
+        fresh = r.requested_at >= utcnow() - timedelta(days=TOKEN_DAYS)
+        return TokenView(reference, r.status in ANSWERABLE and fresh, r.score)
 
     async def record_token(self, token: str, score: int) -> bool:
         """One answer per token: True only for the first valid score within the token's lifetime."""
@@ -373,25 +301,7 @@ class Ratings:
     async def _score(self, where: Any, score: int) -> bool:
         if not 1 <= score <= 5:
             raise ValueError("score must be 1-5")
-        now = utcnow()
-
-        async def op(session: AsyncSession) -> Rating | None:
-            target = await session.scalar(
-                select(Rating).where(where, Rating.status.in_(_ANSWERED_STATUSES), Rating.score.is_(None))
-            )
-            if target is None:
-                return None
-            result = await session.execute(
-                update(Rating)
-                .where(Rating.id == target.id, Rating.status.in_(_ANSWERED_STATUSES), Rating.score.is_(None))
-                .values(status="rated", score=score, rated_at=now)
-            )
-            if not getattr(result, "rowcount", 0):
-                return None
-            await session.refresh(target)
-            return target
-
-        rating = await self.store.transaction("rating_score", op)
+        rating = await self.rows.score(where, score)
         if rating is None:
             return False
         self._answered.discard(rating.id)
@@ -400,21 +310,10 @@ class Ratings:
         return True
 
     async def get(self, rating_id: int) -> Rating | None:
-        async def op(session: AsyncSession) -> Rating | None:
-            return await session.get(Rating, rating_id)
-
-        return await self.store.transaction("rating_get", op)
+        return await self.rows.get(rating_id)
 
     async def _set(self, rating_id: int, status: str, *, expect: tuple[str, ...]) -> bool:
-        async def op(session: AsyncSession) -> Rating | None:
-            result = await session.execute(
-                update(Rating).where(Rating.id == rating_id, Rating.status.in_(expect)).values(status=status)
-            )
-            if not getattr(result, "rowcount", 0):
-                return None
-            return await session.get(Rating, rating_id)
-
-        rating = await self.store.transaction("rating_status", op)
+        rating = await self.rows.set_status(rating_id, status, expect=expect)
         if rating is None:
             return False
         log.info("rating.status", rating_id=rating_id, status=status)
