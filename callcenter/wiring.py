@@ -409,13 +409,10 @@ async def dispatch_ctx(app: web.Application) -> AsyncIterator[None]:
     holder.append(dispatcher)
     await dispatcher.start()
     unsubscribe = app[AMI_FANOUT].subscribe(dispatcher.on_ami_event)
-    # A dispatch requested or answered on another node: the leader looks now, not at its next poll.
-    unwake = app[STORE].signals.subscribe("dispatch", lambda _key: dispatcher.wake())
     app[DIRECTORY] = directory
     app[DISPATCHER] = dispatcher
     log.info("dispatch.ready", agencies=len(directory.agencies), rules=len(directory.rules))
     yield
-    unwake()
     unsubscribe()
     await dispatcher.close()
     if created_twilio:
@@ -455,8 +452,6 @@ async def supervision_ctx(app: web.Application) -> AsyncIterator[None]:
     unsubscribe = [
         app[AMI_FANOUT].subscribe(callbacks.on_ami_event),
         app[AMI_FANOUT].subscribe(ratings.on_ami_event),
-        # A call-back requested on another node: the leader claims it now.
-        app[STORE].signals.subscribe("callback", lambda _key: callbacks.wake()),
     ]
     app[CALLBACKS] = callbacks
     app[RATINGS] = ratings
