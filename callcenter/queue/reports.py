@@ -24,9 +24,8 @@ queue" (:meth:`ReportQueue.outside_queue`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -43,6 +42,7 @@ from callcenter.store import Store, utcnow
 from callcenter.store.leadership import check_term
 from callcenter.store.models import Call, Report, User
 from callcenter.store.reports import TAKEN, report_json
+from callcenter.tasks import Background
 
 log = structlog.get_logger("callcenter.reports")
 
@@ -153,7 +153,8 @@ class ReportQueue:
         self._placements: dict[int, _Placement] = {}
         #: The term whose first pass was logged (``report.queue_leading``).
         self._term_seen: int | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Takes in flight (a failure is logged there; cancelled by ``close``).
+        self._tasks = Background()
         #: Originates sent by this node (tests and the log).
         self.placed = 0
 
@@ -278,7 +279,7 @@ class ReportQueue:
         """Tracker listener: a call-taker's phone answered a report → it is theirs (``taken``)."""
         report_id = payload.get("report_id") if kind == "connected" else None
         if isinstance(report_id, int):
-            self._spawn(self._take(report_id, str(payload.get("interface", ""))))
+            self._tasks.spawn(self._take(report_id, str(payload.get("interface", ""))), name=f"report-take-{report_id}")
 
     async def _take(self, report_id: int, interface: str) -> None:
         user_id = await self._user_of(interface)
@@ -362,17 +363,8 @@ class ReportQueue:
 
     # -- housekeeping ------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.cancel()
 
 
 __all__ = [

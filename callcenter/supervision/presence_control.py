@@ -19,8 +19,6 @@ Both are plain classes fed by the composition root: no web types here.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ import structlog
 
 from callcenter.queue.presence import AUTO_PAUSE_REASON, Presence
 from callcenter.store import utcnow
+from callcenter.tasks import Background
 
 log = structlog.get_logger("callcenter.supervision.presence")
 
@@ -131,7 +130,8 @@ class AutoPause:
         self.alert = alert
         self.missed: dict[str, int] = {}
         self.alerts: deque[dict[str, Any]] = deque(maxlen=ALERT_HISTORY)
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Pauses in flight (each AMI action in a task of its own; cancelled by ``close``).
+        self._tasks = Background()
 
     async def on_ami(self, event: Mapping[str, Any]) -> None:
         """AMI fan-out subscriber (inside the ordered consumer: the AMI action runs in its own task)."""
@@ -148,9 +148,7 @@ class AutoPause:
             if count >= self.after:
                 self.missed.pop(interface, None)
                 member = str(event.get("MemberName") or interface)
-                task = asyncio.create_task(self._pause(interface, member, count), name="auto-pause")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._tasks.spawn(self._pause(interface, member, count), name="auto-pause")
 
     async def _pause(self, interface: str, member: str, count: int) -> None:
         alert: dict[str, Any] = {
@@ -172,11 +170,7 @@ class AutoPause:
         self.alert(alert)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.cancel()
 
 
 def _true(value: Any) -> bool:
