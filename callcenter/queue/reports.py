@@ -155,8 +155,9 @@ class ReportQueue:
         self._term_seen: int | None = None
         #: Takes in flight (a failure is logged there; cancelled by ``close``).
         self._tasks = Background()
-        #: Originates sent by this node (tests and the log).
+        #: Reports placed (Originates sent) by this node, and placements that failed (``/metrics``).
         self.placed = 0
+        self.failed = 0
 
     # -- the sink ----------------------------------------------------------------------------------
 
@@ -252,6 +253,7 @@ class ReportQueue:
     def _failed(self, report_id: int, error: str) -> None:
         placement = self._placement(report_id)
         placement.failures += 1
+        self.failed += 1
         placement.sent_at = float("-inf")
         pause = min(RETRY_MAX, 2.0 ** (placement.failures - 1))
         placement.retry_at = asyncio.get_running_loop().time() + pause

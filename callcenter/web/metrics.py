@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 
 from callcenter.store.roles import CONSOLE_ROLES
 from callcenter.web.access import error
-from callcenter.web.keys import AGI, AMI, CONFIG, HUB, METRICS, TRACKER
+from callcenter.web.keys import AGI, AMI, CONFIG, HUB, METRICS, REPORT_QUEUE, TRACKER
 
 routes = web.RouteTableDef()
 
@@ -115,6 +115,17 @@ class AppCollector(Collector):
         )
         yield GaugeMetricFamily(
             "callcenter_timeline_backlog", "AMI events handled but not yet written to the database.", value=backlog
+        )
+        reports = app.get(REPORT_QUEUE)
+        yield CounterMetricFamily(
+            "callcenter_reports_placed",
+            "Citizen reports from the app this node placed in the queue (AMI Originates; queue/reports.py).",
+            value=reports.placed if reports is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "callcenter_report_placements_failed",
+            "Placements of citizen reports that failed (each is placed again; the report waits meanwhile).",
+            value=reports.failed if reports is not None else 0,
         )
         clients = GaugeMetricFamily("callcenter_websocket_clients", "Open console WebSockets.", labels=["role"])
         hub = app.get(HUB)

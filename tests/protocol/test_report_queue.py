@@ -98,6 +98,9 @@ async def test_a_report_is_placed_once_and_again_after_a_failed_originate(env: E
 
     await until(shown_failed, what="failed report on the wallboard")
     await until(lambda: len(originates(env.fake)) == 2, timeout=5, what="second placement")
+    metrics = await (await env.client.get("/metrics")).text()
+    assert "callcenter_report_placements_failed_total 1.0" in metrics, metrics
+    assert "callcenter_reports_placed_total 2.0" in metrics
     second = originates(env.fake)[1]
     assert second["Channel"] == first["Channel"] and second["ChannelId"] != first["ChannelId"]
     assert (await env.app[REPORTS].get(report_id)).status == WAITING  # type: ignore[union-attr]
