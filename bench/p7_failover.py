@@ -103,6 +103,7 @@ async def run(args: argparse.Namespace) -> None:
         sip_port=ports["sip"],
         ami_port=ports["ami"],
         agi_port=ports["agi"],
+        agi_fallbacks=(f"agi://127.0.0.1:{ports['agi2']}",),
         takers=(("taker1", ports["taker1"]),),
         static_members=("taker1",),
         # One SIPp answerer takes every caller at once: the queue never backs up over the run.

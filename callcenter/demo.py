@@ -38,8 +38,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 log = structlog.get_logger("callcenter.demo")
 
 
-#: ``--nodes`` upper bound: each node takes the next web and FastAGI port.
-MAX_NODES = 4
+#: ``--nodes`` upper bound: each node takes the next web and FastAGI port; the dialplan tries at most 3
+#: FastAGI URLs ([callcenter-agi]).
+MAX_NODES = 3
 
 #: Duty desks whose (SIPp) phone answers in the demo and presses 1 after the briefing. Damkar's main
 #: desk is left unanswered on purpose: a fire dispatch shows the escalation to its backup line.
@@ -113,7 +114,7 @@ async def _run_demo(config: Config, takers: bool, config_path: str | None, nodes
     secret = config.ami.secret or secrets.token_urlsafe(16)
     # Likewise the FastAGI secret the demo PBX puts into CC_AGI_URL.
     agi_secret = config.agi.secret or secrets.token_urlsafe(24)
-    spec = demo_spec(config.pbx.sip_port, config.ami.port, secret, config.agi.port, agi_secret)
+    spec = demo_spec(config.pbx.sip_port, config.ami.port, secret, config.agi.port, agi_secret, nodes)
     pbx = TestPbx(spec, chroot, REPO_ROOT)
     # Asterisk lives in its chroot: what it writes (recordings) and reads (briefing prompts) sits under
     # other paths on this host.

@@ -87,6 +87,8 @@ def pbx(pbx_chroot: Path, pbx_ports: dict[str, int], repo_root: Path) -> Iterato
         agi_url=f"agi://127.0.0.1:{pbx_ports['agi']}",
         # Rendered into CC_AGI_URL; pbx_env hands the same value to the app (CALLCENTER_AGI_SECRET).
         agi_secret=secrets.token_urlsafe(24),
+        # A second app node's FastAGI, tried when the first refuses (tests/e2e/test_nodes_chaos.py).
+        agi_fallbacks=(f"agi://127.0.0.1:{pbx_ports['agi2']}",),
         queue_timeout=3,
         member_timeout=15,
         overflow_timeout=15,

@@ -21,10 +21,16 @@ def demo_agency_lines() -> tuple[tuple[str, int], ...]:
 
 
 def demo_spec(
-    sip_port: int = 5060, ami_port: int = 5038, ami_secret: str = "", agi_port: int = 4573, agi_secret: str = ""
+    sip_port: int = 5060,
+    ami_port: int = 5038,
+    ami_secret: str = "",
+    agi_port: int = 4573,
+    agi_secret: str = "",
+    nodes: int = 1,
 ) -> PbxSpec:
     """The demo wiring: call-takers' softphones on 5071/5072, supervisor (overflow) on 5079, the citizens'
-    line (call-backs, rating calls) on 5080, agencies 5100+."""
+    line (call-backs, rating calls) on 5080, agencies 5100+. With ``nodes`` app nodes, node *i* serves
+    FastAGI on ``agi_port + i`` and the dialplan tries them in that order (``CC_AGI_URLS``)."""
     return PbxSpec(
         instance="demo",
         sip_port=sip_port,
@@ -32,6 +38,7 @@ def demo_spec(
         ami_username="callcenter",
         ami_secret=ami_secret,
         agi_url=f"agi://127.0.0.1:{agi_port}",
+        agi_fallbacks=tuple(f"agi://127.0.0.1:{agi_port + i}" for i in range(1, nodes)),
         agi_secret=agi_secret,
         takers=DEMO_TAKERS,
         agencies=demo_agency_lines(),

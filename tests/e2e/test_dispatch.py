@@ -155,8 +155,8 @@ async def test_the_briefing_fails_over_to_the_next_app_node(
         assert "AGI briefing not served by node 3 of 3" not in log
         await pbx.await_idle()
     finally:
-        # One URL again: what the session's PBX was rendered with (CC_AGI_URLS empty means the same).
-        await pbx.acli(f"dialplan set global CC_AGI_URLS {pbx.spec.cc_agi_url}")
+        # Back to what the session's PBX was rendered with (both nodes of the two-node tests).
+        await pbx.acli(f"dialplan set global CC_AGI_URLS {pbx.spec.cc_agi_urls or pbx.spec.cc_agi_url}")
         dying.close()
         await phone.stop()
 

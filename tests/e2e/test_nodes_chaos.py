@@ -21,10 +21,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.pbx.harness import TestPbx
 from callcenter.store import Calls, Store
-from callcenter.store.models import Call
+from callcenter.store.models import Call, Dispatch, DispatchAttempt
 from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess
 from callcenter.testing.browser import greeting_seconds
@@ -52,14 +54,17 @@ StartNodes = Callable[..., Awaitable[AppNodes]]
 async def start_nodes(
     pbx: TestPbx, pbx_ports: dict[str, int], postgres: ThrowawayPostgres, tmp_path: Path
 ) -> AsyncIterator[StartNodes]:
-    """``await start_nodes(store_url=None, node_env=())``: two app nodes on a fresh database of the session's
+    """``await start_nodes(store_url=None, node_env=(), env=None)``: two app nodes on a fresh database of the session's
     PostgreSQL (or on ``store_url``), on the session's PBX, started and one of them leading; stopped after."""
     started: list[AppNodes] = []
 
-    async def start(store_url: str | None = None, node_env: Sequence[dict[str, str]] = ()) -> AppNodes:
+    async def start(
+        store_url: str | None = None, node_env: Sequence[dict[str, str]] = (), env: dict[str, str] | None = None
+    ) -> AppNodes:
         await pbx.await_idle(timeout=30)
         url = store_url or postgres.create_database(f"nodes_{uuid.uuid4().hex[:12]}")
-        nodes = AppNodes(pbx, url, tmp_path, [pbx_ports["agi"], pbx_ports["agi2"]], node_env=node_env)
+        agi = [pbx_ports["agi"], pbx_ports["agi2"]]
+        nodes = AppNodes(pbx, url, tmp_path, agi, env=env, node_env=node_env)
         started.append(nodes)
         await nodes.start()
         return nodes
@@ -269,3 +274,83 @@ async def test_primary_promoted_mid_stream_loses_no_call_or_incident(
         assert len(acknowledged) >= 8
     finally:
         await store.close()
+
+
+#: One agency with one duty line: a dispatch is one Originate, unless a takeover places it twice.
+AGENCIES = """
+[agencies.ambulans]
+name = "Ambulans RSU Negara"
+categories = ["medical"]
+answer_timeout = 30
+lines = ["PJSIP/ambulans"]
+"""
+
+
+async def dispatch_rows(store: Store, incident_id: int) -> list[tuple[Dispatch, list[DispatchAttempt]]]:
+    async def op(session: AsyncSession) -> list[tuple[Dispatch, list[DispatchAttempt]]]:
+        found = []
+        for d in await session.scalars(select(Dispatch).where(Dispatch.incident_id == incident_id)):
+            tries = await session.scalars(
+                select(DispatchAttempt).where(DispatchAttempt.dispatch_id == d.id).order_by(DispatchAttempt.id)
+            )
+            found.append((d, list(tries)))
+        return found
+
+    return await store.transaction("chaos.dispatches", op)
+
+
+async def test_leader_killed_while_the_duty_line_rings_the_dispatch_completes_once(
+    start_nodes: StartNodes, pbx: TestPbx, tmp_path: Path
+) -> None:
+    agencies = tmp_path / "agencies.toml"
+    agencies.write_text(AGENCIES)
+    env = {
+        "CALLCENTER_DISPATCH_AGENCIES_FILE": str(agencies),
+        "CALLCENTER_DISPATCH_ATTEMPTS_PER_LINE": "1",
+        "CALLCENTER_DISPATCH_ACCEPT_TIMEOUT": "20",
+    }
+    nodes = await start_nodes(env=env)
+    leader = await nodes.leader()
+    (survivor,) = nodes.others(leader)
+    store = Store.from_url(leader.env["CALLCENTER_STORE_URL"], retry_for=10)
+    # The duty officer's phone rings 8 s (the leader dies meanwhile), then answers and presses 1 during
+    # the briefing, which Asterisk asks of whichever node its AGI reaches.
+    phone = await sipp.answerer(
+        dict(pbx.spec.agencies)["ambulans"], answer_after=8, dtmf="1", dtmf_delay=3.0, max_calls=None, timeout=120
+    )
+    try:
+        await make_user(store, "dispatcher", "calltaker")
+        async with await login_session(survivor.base_url, "dispatcher") as http:
+            async with http.post(f"{survivor.base_url}/api/incidents", json=SAMPLE_INTAKE) as resp:
+                assert resp.status == 201, await resp.text()
+                incident_id = int((await resp.json())["incident"]["id"])
+            # Asked on the node that will survive; the leader places the call.
+            url = f"{survivor.base_url}/api/incidents/{incident_id}/dispatch"
+            async with http.post(url, json={"agencies": ["ambulans"]}) as resp:
+                assert resp.status == 202, await resp.text()
+
+        async def ringing() -> bool:
+            rows = await dispatch_rows(store, incident_id)
+            return bool(rows and rows[0][1]) and await asyncio.to_thread(pbx.active_channels) > 0
+
+        await until(ringing, timeout=30, interval=0.1, what="the duty line ringing")
+        await leader.kill()
+        await nodes.leader(timeout=TAKEOVER_BOUND, among=[survivor])
+
+        async def settled() -> bool:
+            rows = await dispatch_rows(store, incident_id)
+            return bool(rows) and rows[0][0].status != "calling"
+
+        await until(settled, timeout=90, interval=0.2, what="the dispatch settled")
+        ((dispatch, tries),) = await dispatch_rows(store, incident_id)
+        summary = [(a.line, a.outcome, a.reason) for a in tries]
+        assert dispatch.status == "accepted", (dispatch.status, summary, survivor.log_tail())
+        # Placed once (one attempt row, one INVITE at the phone), adopted by the survivor, accepted once.
+        assert summary == [("PJSIP/ambulans", "accepted", "briefing")], summary
+        assert dispatch.accepted_line == "PJSIP/ambulans"
+        assert survivor.events("dispatch.adopted"), survivor.log_tail()
+        await pbx.await_idle(timeout=30)
+    finally:
+        result = await phone.stop()
+        await store.close()
+    assert result.incoming == 1, result.errors
