@@ -129,9 +129,9 @@ class _Placement:
 class ReportQueue:
     """Puts waiting reports into the call-takers' queue (leader only) and marks them taken on answer.
 
-    A ``ReportSink`` of ``store.reports.Reports`` (:meth:`report_accepted`); :meth:`run` is the leader's
-    loop; :meth:`on_ami_event` follows the Originates; :meth:`on_tracker` marks a report taken when a
-    call-taker's phone answers it.
+    A ``ReportSink`` of ``store.reports.Reports`` (:meth:`report_accepted`); :meth:`step` is one pass of the
+    leader's ``TermLoop`` (built by the wiring); :meth:`on_ami_event` follows the Originates;
+    :meth:`on_tracker` marks a report taken when a call-taker's phone answers it.
     """
 
     def __init__(
@@ -165,7 +165,6 @@ class ReportQueue:
         """A new report is stored as waiting: every node hears it (the store's change signal, topic
         :data:`SIGNAL`), the leader places it at once and the wallboards read it again."""
         await self.store.signals.changed(SIGNAL, report.id)
-
 
     # -- the leader's loop -------------------------------------------------------------------------
 
