@@ -39,7 +39,7 @@ from sqlalchemy import NullPool, bindparam, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
 
-from callcenter.store.engine import utcnow
+from callcenter.store.engine import make_engine, utcnow
 from callcenter.store.models import LeaderEpoch, UtcDateTime
 
 log = structlog.get_logger("callcenter.leadership")
@@ -121,7 +121,8 @@ class Leadership:
     async def start(self) -> None:
         if self.single:
             # One node: still a new term per start, so the rows a previous run left are taken over.
-            engine = create_async_engine(self.url, poolclass=NullPool)
+            # (The store's SQLite settings, busy timeout included: a script may be writing just now.)
+            engine = make_engine(make_url(self.url).render_as_string(hide_password=False))
             try:
                 async with engine.begin() as conn:
                     self.epoch = await self._bump(conn)
