@@ -28,3 +28,11 @@ def test_nodes_are_listed_in_order_with_the_secret() -> None:
 def test_bad_or_too_many_nodes_are_refused(fallbacks: tuple[str, ...]) -> None:
     with pytest.raises(ValueError):
         PbxSpec(agi_url="agi://10.0.0.1:4573", agi_fallbacks=fallbacks)
+
+
+def test_the_demo_lists_its_nodes_in_order() -> None:
+    from callcenter.pbx.demo import demo_spec
+
+    assert demo_spec(agi_secret=SECRET).cc_agi_urls == ""
+    urls = demo_spec(agi_port=4573, agi_secret=SECRET, nodes=3).cc_agi_urls.split("|")
+    assert urls == [f"agi://127.0.0.1:{port}/{SECRET}" for port in (4573, 4574, 4575)]
