@@ -298,12 +298,18 @@ class TermLoop:
         #: The term this loop runs in now (None while this node follows).
         self.term: int | None = None
         self._wake = asyncio.Event()
+        self._current: asyncio.Task[Any] | None = None
         self._loop = LeaderOnly(leadership, self._run, name)
 
     def wake(self) -> None:
         self._wake.set()
 
     async def _run(self) -> None:
+        # A previous term's run may still be ending (its ``on_end``: giving its calls up): let it finish
+        # first, so it cannot give up what this term takes over.
+        previous, self._current = self._current, asyncio.current_task()
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
         term = self.term = self.leadership.epoch
         log.info("leadership.term_loop", loop=self.name, term=term)
         try:
@@ -319,7 +325,8 @@ class TermLoop:
                     async with asyncio.timeout(self.poll):
                         await self._wake.wait()
         finally:
-            self.term = None
+            if self._current is asyncio.current_task():
+                self.term = None
             if self.on_end is not None:
                 await self.on_end()
 

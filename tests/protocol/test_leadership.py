@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from callcenter.store import Store
-from callcenter.store.leadership import RETENTION_KEY, LeaderOnly, Leadership, one_at_a_time
+from callcenter.store.leadership import RETENTION_KEY, LeaderOnly, Leadership, TermLoop, one_at_a_time
 from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.replication import ReplicatedPostgres, multi_host_url
 from callcenter.testing.wait import until
@@ -206,3 +206,31 @@ async def test_a_job_started_on_two_nodes_runs_one_after_the_other(postgres: Thr
     await first_in.wait()
     await asyncio.gather(first, job("b"))
     assert overlap == [False, False]
+
+
+async def test_a_new_term_starts_after_the_previous_one_gave_its_work_up(tmp_path: object) -> None:
+    """Leadership lost and regained at once: the new term's loop waits for the old one's ``on_end``, so
+    the old term cannot give up what the new one just took over."""
+    node = Leadership(await upgraded(f"sqlite+aiosqlite:///{tmp_path}/flap.db"))
+    events: list[str] = []
+
+    async def step(term: int | None) -> None:
+        events.append(f"step {term}")
+
+    async def on_end() -> None:
+        events.append("ending")
+        await asyncio.sleep(0.2)
+        events.append("ended")
+
+    await node.start()
+    loop = TermLoop(node, step, "flap", poll=60, on_end=on_end)
+    try:
+        await until(lambda: events == [f"step {node.epoch}"], what="the first term's step")
+        node._set(False)  # what the lock's loss does, and its regain right after
+        node._set(True)
+        await until(lambda: len(events) == 4, what="the second term's step")
+        assert events[1:] == ["ending", "ended", f"step {node.epoch}"]
+        assert loop.term == node.epoch
+    finally:
+        await loop.close()
+        await node.stop()
