@@ -128,7 +128,8 @@ class DispatchLeader:
         log.info("dispatch.relinquished", dispatches=len(walks))
 
     async def _claim(self, term: int | None) -> None:
-        """Take every ``calling`` dispatch no running term owns, and walk it."""
+        """Take every ``calling`` dispatch no running term owns, and walk it; and walk again one of this
+        term whose walk ended without settling it (its last write failed in a database outage)."""
 
         async def op(session: AsyncSession) -> list[tuple[int, str, bool]]:
             await check_term(session, term)
@@ -136,20 +137,20 @@ class DispatchLeader:
                 select(Dispatch)
                 .where(
                     Dispatch.status == "calling",
-                    or_(Dispatch.leader_epoch.is_(None), Dispatch.leader_epoch < (term or 0)),
+                    or_(Dispatch.leader_epoch.is_(None), Dispatch.leader_epoch <= (term or 0)),
                 )
                 .order_by(Dispatch.id)
                 .with_for_update()
             )
             claimed: list[tuple[int, str, bool]] = []
             for d in rows:
+                if d.id in self._walks:
+                    continue
                 claimed.append((d.id, d.agency, d.leader_epoch is not None))
                 d.leader_epoch = term
             return claimed
 
         for dispatch_id, code, taken_over in await self.store.transaction("dispatch_claim", op):
-            if dispatch_id in self._walks:
-                continue
             agency = self.directory.agencies.get(code)
             log.info("dispatch.claimed", dispatch_id=dispatch_id, agency=code, term=term, taken_over=taken_over)
             self._walks[dispatch_id] = asyncio.create_task(

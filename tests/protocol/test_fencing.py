@@ -34,7 +34,7 @@ from callcenter.supervision.ratings import Ratings
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.wait import until
-from callcenter.testing.web import seed_incident
+from callcenter.testing.web import seed_dispatch, seed_incident
 
 #: Quick leadership for tests: takeover in about 4 intervals.
 INTERVAL = 0.3
@@ -384,3 +384,27 @@ async def rating_rows(store: Store) -> int:
         return len(list(await session.scalars(select(Rating.id))))
 
     return await store.transaction("test_ratings", op)
+
+
+async def test_a_row_of_this_term_left_calling_without_a_walk_is_walked_again(
+    fake_ami: FakeAmi, tmp_path: Path
+) -> None:
+    """A walk that ended without settling its dispatch (its last write failed in an outage) leaves the row
+    ``calling`` under the running term: the leader's next look walks it again, from its attempts."""
+    node = Node("one", f"sqlite+aiosqlite:///{tmp_path / 'heal.db'}", fake_ami, tmp_path / "node")
+    await node.start()
+    try:
+        incident = await seed_incident(node.store, INCIDENT, None)
+        dispatch_id = await seed_dispatch(node.store, incident.id, "damkar")
+
+        async def orphan(session: AsyncSession) -> None:
+            row = await session.get(Dispatch, dispatch_id)
+            assert row is not None
+            row.leader_epoch = node.leadership.epoch
+
+        await node.store.transaction("test_orphan", orphan)
+        await until(lambda: len(originates(fake_ami)) == 1, timeout=5, what="walked again")
+        [attempt] = await attempts(node.store, dispatch_id)
+        assert attempt.line == "PJSIP/damkar"
+    finally:
+        await node.stop()
