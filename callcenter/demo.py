@@ -114,7 +114,9 @@ async def _run_demo(config: Config, takers: bool, config_path: str | None, nodes
     secret = config.ami.secret or secrets.token_urlsafe(16)
     # Likewise the FastAGI secret the demo PBX puts into CC_AGI_URL.
     agi_secret = config.agi.secret or secrets.token_urlsafe(24)
-    spec = demo_spec(config.pbx.sip_port, config.ami.port, secret, config.agi.port, agi_secret, nodes)
+    spec = demo_spec(
+        config.pbx.sip_port, config.ami.port, secret, config.agi.port, agi_secret, nodes, config.pbx.instance
+    )
     pbx = TestPbx(spec, chroot, REPO_ROOT)
     # Asterisk lives in its chroot: what it writes (recordings) and reads (briefing prompts) sits under
     # other paths on this host.

@@ -27,12 +27,13 @@ def demo_spec(
     agi_port: int = 4573,
     agi_secret: str = "",
     nodes: int = 1,
+    instance: str = "demo",
 ) -> PbxSpec:
     """The demo wiring: call-takers' softphones on 5071/5072, supervisor (overflow) on 5079, the citizens'
     line (call-backs, rating calls) on 5080, agencies 5100+. With ``nodes`` app nodes, node *i* serves
     FastAGI on ``agi_port + i`` and the dialplan tries them in that order (``CC_AGI_URLS``)."""
     return PbxSpec(
-        instance="demo",
+        instance=instance,
         sip_port=sip_port,
         ami_port=ami_port,
         ami_username="callcenter",
