@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,16 @@ async def healthz(url: str) -> dict[str, Any] | None:
         return None
 
 
+@pytest.fixture
+def instance(pbx_chroot: Path) -> Iterator[str]:
+    """The demo PBX's instance name for this run; its directory in the chroot is removed afterwards."""
+    name = f"demotest{os.getpid()}"
+    yield name
+    shutil.rmtree(pbx_chroot / "srv" / f"cc-{name}", ignore_errors=True)
+
+
 async def test_demo_with_two_nodes(
-    pbx_chroot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # As a user runs it: settings in the environment, which the demo's app nodes inherit.
     env = {
@@ -58,7 +67,7 @@ async def test_demo_with_two_nodes(
         "CALLCENTER_AGI_PORT": str(two_free_tcp_ports()),
         "CALLCENTER_AMI_PORT": str(free_port("tcp")),
         "CALLCENTER_PBX_SIP_PORT": str(free_port("udp")),
-        "CALLCENTER_PBX_INSTANCE": f"demotest{os.getpid()}",
+        "CALLCENTER_PBX_INSTANCE": instance,
         # Not used with --nodes 2 (the demo's own PostgreSQL); a one-node run would write here.
         "CALLCENTER_STORE_URL": f"sqlite+aiosqlite:///{tmp_path}/unused.db",
     }
@@ -97,9 +106,7 @@ async def test_demo_with_two_nodes(
     # Everything is gone: the database server, the PBX instance.
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", int(found[1]))
-    instance = f"/srv/cc-demotest{os.getpid()}/"
-    assert not [p for p in Path("/proc").glob("[0-9]*") if instance in cmdline(p)], "Asterisk left running"
-    shutil.rmtree(pbx_chroot / "srv" / f"cc-demotest{os.getpid()}", ignore_errors=True)
+    assert not [p for p in Path("/proc").glob("[0-9]*") if f"/srv/cc-{instance}/" in cmdline(p)], "Asterisk left"
 
 
 def cmdline(proc: Path) -> str:
