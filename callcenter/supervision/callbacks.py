@@ -241,18 +241,19 @@ class Callbacks:
     # -- the leader's side -----------------------------------------------------------------------
 
     async def _claim(self, term: int | None) -> None:
-        """Take every ``calling`` call-back no running term owns: place the new ones, take over the rest.
+        """Take every ``calling`` call-back no running term follows: place the new ones, take over the rest
+        (a previous leader's, or one of this term whose verdict could not be written).
 
-        A previous leader's are claimed only once Asterisk has said which channels exist (an AMI
-        failure leaves them for the next look)."""
-        orphaned = (term or 0) > 0 and await self._has_orphans(term)
-        channels = await self._channels() if orphaned else {}
+        Those are claimed only once Asterisk has said which channels exist (an AMI failure leaves them
+        for the next look)."""
+        orphans = await self._orphans(term)
+        channels = await self._channels() if orphans else {}
 
         async def op(session: AsyncSession) -> list[tuple[Callback, str, bool]]:
             await check_term(session, term)
             owner: ColumnElement[bool] = Callback.leader_epoch.is_(None)
-            if orphaned:
-                owner = or_(owner, Callback.leader_epoch < (term or 0))
+            if orphans:
+                owner = or_(owner, Callback.id.in_(orphans))
             rows = await session.scalars(
                 select(Callback).where(Callback.outcome == "calling", owner).order_by(Callback.id).with_for_update()
             )
@@ -277,14 +278,16 @@ class Callbacks:
                 log.info("callback.adopted", callback_id=cb.id, term=term)
                 self._follow(cb.id, term, answered=str(channel.get("ChannelState", "")) == STATE_UP)
 
-    async def _has_orphans(self, term: int | None) -> bool:
-        async def op(session: AsyncSession) -> bool:
-            found = await session.scalar(
-                select(Callback.id).where(Callback.outcome == "calling", Callback.leader_epoch < (term or 0)).limit(1)
-            )
-            return found is not None
+    async def _orphans(self, term: int | None) -> list[int]:
+        """``calling`` call-backs placed by a term (a previous one, or this one) that nobody follows here."""
 
-        return await self.store.transaction("callback_orphans", op)
+        async def op(session: AsyncSession) -> list[int]:
+            rows = await session.scalars(
+                select(Callback.id).where(Callback.outcome == "calling", Callback.leader_epoch <= (term or 0))
+            )
+            return list(rows)
+
+        return [i for i in await self.store.transaction("callback_orphans", op) if i not in self._live]
 
     async def _channels(self) -> dict[str, Message]:
         """Asterisk's channels by Uniqueid (AmiError: this look ends, the next one asks again)."""

@@ -137,6 +137,8 @@ async def two_nodes(
         await until(lambda: a.dispatcher.leader.term is not None, timeout=10, what="a leads")
         await b.start()
         started.append(b)
+        # Both nodes hear each other's change signals from here on (LISTEN is up).
+        await until(lambda: all(n.store.signals.listening.is_set() for n in (a, b)), timeout=10, what="LISTEN")
         yield a, b
     finally:
         for node in reversed(started):
@@ -189,7 +191,7 @@ async def new_dispatch(node: Node) -> int:
 async def placed(node: Node, fake: FakeAmi) -> tuple[int, DispatchAttempt]:
     """A dispatch requested on ``node`` and its first attempt, once the leader has placed its call."""
     dispatch_id = await new_dispatch(node)
-    await until(lambda: len(originates(fake)) == 1, timeout=5, what="the call placed")
+    await until(lambda: len(originates(fake)) == 1, timeout=10, what="the call placed")
     [attempt] = await attempts(node.store, dispatch_id)
     return dispatch_id, attempt
 
@@ -205,7 +207,7 @@ async def test_a_dispatch_requested_on_a_follower_is_placed_by_the_leader_once(
     # The officer's key reaches the follower (the dialplan's first AGI node): recorded once, there.
     assert await b.dispatcher.briefing_result(attempt.id, "accepted")
     assert not await a.dispatcher.briefing_result(attempt.id, "accepted")
-    await until(lambda: a.dispatcher.active == 0, timeout=5, what="the leader saw the acceptance")
+    await until(lambda: a.dispatcher.active == 0, timeout=10, what="the leader saw the acceptance")
     assert (await row(a.store, Dispatch, dispatch_id)).status == "accepted"
     assert len(originates(fake_ami)) == 1
 
@@ -218,9 +220,9 @@ async def test_the_change_signal_wakes_the_leader_for_a_followers_request(
     async with two_nodes(postgres, fake_ami, tmp_path, poll=60) as (a, b):
         await until(lambda: a.dispatcher.leader.term is not None, timeout=10, what="a claims")
         await new_dispatch(b)
-        await until(lambda: len(originates(fake_ami)) == 1, timeout=5, what="placed without waiting for a poll")
+        await until(lambda: len(originates(fake_ami)) == 1, timeout=10, what="placed without waiting for a poll")
         await b.callbacks.request(await abandoned_call(b.store), user_id=None, interface="PJSIP/taker1")
-        await until(lambda: len(originates(fake_ami, "callback-")) == 1, timeout=5, what="the call-back too")
+        await until(lambda: len(originates(fake_ami, "callback-")) == 1, timeout=10, what="the call-back too")
 
 
 async def test_leader_dies_while_the_line_rings_the_new_leader_adopts_it_once(
@@ -240,7 +242,7 @@ async def test_leader_dies_while_the_line_rings_the_new_leader_adopts_it_once(
     await originate_response(fake_ami, reference, answered=True, reason="4")
     assert await b.dispatcher.briefing_result(attempt.id, "accepted")
     await fake_ami.send({"Event": "Hangup", "Uniqueid": reference, "Cause": "16"})
-    await until(lambda: b.dispatcher.active == 0, timeout=5, what="the walk ended")
+    await until(lambda: b.dispatcher.active == 0, timeout=10, what="the walk ended")
     d = await row(b.store, Dispatch, dispatch_id)
     assert d.status == "accepted" and d.leader_epoch == b.leadership.epoch
     [closed] = await attempts(b.store, dispatch_id)
@@ -253,7 +255,7 @@ async def test_a_line_gone_with_the_leader_is_followed_by_the_next_attempt_once(
 ) -> None:
     a, b = pair
     dispatch_id = await new_dispatch(a)
-    await until(lambda: len(originates(fake_ami)) == 1, timeout=5, what="the call placed")
+    await until(lambda: len(originates(fake_ami)) == 1, timeout=10, what="the call placed")
     fake_ami.channels = []  # the line stopped ringing while no leader listened: its outcome is lost
 
     await a.stop()
@@ -263,7 +265,7 @@ async def test_a_line_gone_with_the_leader_is_followed_by_the_next_attempt_once(
     assert second.line == "PJSIP/damkar-backup" and second.outcome is None
     assert originates(fake_ami)[1]["Channel"] == "PJSIP/damkar-backup"
     await originate_response(fake_ami, f"dispatch-{second.id}", answered=False)
-    await until(lambda: b.dispatcher.active == 0, timeout=5, what="every line tried")
+    await until(lambda: b.dispatcher.active == 0, timeout=10, what="every line tried")
     assert (await row(b.store, Dispatch, dispatch_id)).status == "failed"
     assert len(originates(fake_ami)) == 2, "each step of the escalation exactly once"
 
@@ -280,7 +282,7 @@ async def test_a_deposed_leaders_late_writes_are_refused(
     postgres.sql("UPDATE leader_epochs SET epoch = epoch + 1", dbname=str(a.store.engine.url.database))
     assert a.leadership.is_leader
     await originate_response(fake_ami, f"dispatch-{attempt.id}", answered=False)
-    await until(lambda: a.dispatcher.active == 0, timeout=5, what="the deposed walk stopped")
+    await until(lambda: a.dispatcher.active == 0, timeout=10, what="the deposed walk stopped")
     [still_open] = await attempts(a.store, dispatch_id)
     assert still_open.outcome is None, "the deposed leader's verdict was not written"
     assert (await row(a.store, Dispatch, dispatch_id)).status == "calling"
@@ -312,7 +314,7 @@ async def test_call_backs_are_placed_by_the_leader_and_taken_over_once(
     a, b = pair
     answered = await b.callbacks.request(await abandoned_call(b.store), user_id=None, interface="PJSIP/taker1")
     lost = await b.callbacks.request(await abandoned_call(b.store), user_id=None, interface="PJSIP/taker2")
-    await until(lambda: len(originates(fake_ami, "callback-")) == 2, timeout=5, what="the leader placed both")
+    await until(lambda: len(originates(fake_ami, "callback-")) == 2, timeout=10, what="the leader placed both")
     assert [o["Channel"] for o in originates(fake_ami, "callback-")] == ["PJSIP/taker1", "PJSIP/taker2"]
     # The first one's citizen answered while no leader listened; the second one's channel is gone.
     fake_ami.channels = [ringing(f"callback-{answered.id}", "6", BridgeId="b-1")]
@@ -326,7 +328,7 @@ async def test_call_backs_are_placed_by_the_leader_and_taken_over_once(
     async def settled() -> bool:
         return "calling" not in await outcomes()
 
-    await until(settled, timeout=5, what="both settled")
+    await until(settled, timeout=10, what="both settled")
     assert await outcomes() == ["answered", "failed"]
     assert (await row(b.store, Callback, lost.id)).reason == LOST
     assert len(originates(fake_ami, "callback-")) == 2, "no call-back placed twice"
@@ -338,7 +340,7 @@ async def test_a_restarted_single_node_adopts_its_own_ringing_line(fake_ami: Fak
     first = Node("one", url, fake_ami, tmp_path / "first")
     await first.start()
     dispatch_id = await new_dispatch(first)
-    await until(lambda: len(originates(fake_ami)) == 1, timeout=5, what="the call placed")
+    await until(lambda: len(originates(fake_ami)) == 1, timeout=10, what="the call placed")
     [attempt] = await attempts(first.store, dispatch_id)
     fake_ami.channels = [ringing(f"dispatch-{attempt.id}")]
     await first.stop()
@@ -346,9 +348,9 @@ async def test_a_restarted_single_node_adopts_its_own_ringing_line(fake_ami: Fak
     second = Node("one", url, fake_ami, tmp_path / "second")
     await second.start()
     try:
-        await until(lambda: second.dispatcher.lines.running(attempt.id) is not None, timeout=5, what="adopted")
+        await until(lambda: second.dispatcher.lines.running(attempt.id) is not None, timeout=10, what="adopted")
         await originate_response(fake_ami, f"dispatch-{attempt.id}", answered=False)
-        await until(lambda: len(originates(fake_ami)) == 2, timeout=5, what="the next line")
+        await until(lambda: len(originates(fake_ami)) == 2, timeout=10, what="the next line")
         first_row, _ = await attempts(second.store, dispatch_id)
         assert first_row.outcome == "no_answer"
     finally:
@@ -403,8 +405,41 @@ async def test_a_row_of_this_term_left_calling_without_a_walk_is_walked_again(
             row.leader_epoch = node.leadership.epoch
 
         await node.store.transaction("test_orphan", orphan)
-        await until(lambda: len(originates(fake_ami)) == 1, timeout=5, what="walked again")
+        await until(lambda: len(originates(fake_ami)) == 1, timeout=10, what="walked again")
         [attempt] = await attempts(node.store, dispatch_id)
         assert attempt.line == "PJSIP/damkar"
+    finally:
+        await node.stop()
+
+
+async def test_a_call_back_of_this_term_nobody_follows_is_settled_once(fake_ami: FakeAmi, tmp_path: Path) -> None:
+    """A call-back whose verdict could not be written (an outage) stays ``calling`` under the running term
+    with nobody following it: the leader's next look asks Asterisk and settles it, without calling again."""
+    node = Node("one", f"sqlite+aiosqlite:///{tmp_path / 'heal.db'}", fake_ami, tmp_path / "node")
+    await node.start()
+    try:
+        call_id = await abandoned_call(node.store)
+
+        async def orphan(session: AsyncSession) -> int:
+            cb = Callback(
+                call_id=call_id,
+                requested_at=utcnow(),
+                outcome="calling",
+                phone="PJSIP/taker1",
+                number="+6281234567891",
+                leader_epoch=node.leadership.epoch,
+            )
+            session.add(cb)
+            await session.flush()
+            return cb.id
+
+        callback_id = await node.store.transaction("test_orphan", orphan)
+
+        async def settled() -> bool:
+            return bool((await row(node.store, Callback, callback_id)).outcome != "calling")
+
+        await until(settled, timeout=10, what="settled")
+        assert (await row(node.store, Callback, callback_id)).reason == LOST
+        assert originates(fake_ami, "callback-") == []
     finally:
         await node.stop()
