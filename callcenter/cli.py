@@ -214,6 +214,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.command == "demo":
+        from callcenter.demo import MAX_NODES
+
+        if not 1 <= args.nodes <= MAX_NODES:
+            # Refused before logging is configured: nothing is started, and nothing binds to this stderr.
+            print(f"callcenter: --nodes takes 1 to {MAX_NODES}", file=sys.stderr)
+            return 2
     configure_logging(config.log.level, config.log.json, config.log.pseudonym_key)
 
     if args.command == "run":
