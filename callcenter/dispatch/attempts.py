@@ -58,7 +58,7 @@ STATE_UP = "6"
 class RemoteLine(Protocol):
     """The Twilio line (``callcenter/dispatch/twilio_line.py``'s ``TwilioLine``): ``call`` rings an E.164
     number with the briefing and returns the call SID; the outcome arrives later through
-    ``Dispatcher.on_remote_result``. ``sms`` texts the summary alongside."""
+    ``Dispatcher.remote_result`` (on any node). ``sms`` texts the summary alongside."""
 
     async def call(self, attempt_id: int, to: str, briefing: str, *, timeout: int, gather_timeout: int = 0) -> str: ...
 
