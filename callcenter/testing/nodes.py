@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from callcenter.testing.app import AppProcess, pbx_env
 from callcenter.testing.sipp import free_port
 from callcenter.testing.wait import until
 
-__all__ = ["AppNodes", "TcpProxy", "health", "node_name"]
+__all__ = ["AppNodes", "StartNodes", "TcpProxy", "health", "node_name"]
 
 
 async def health(node: AppProcess) -> dict[str, Any] | None:
@@ -116,6 +116,10 @@ class AppNodes:
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 await node.stop()
+
+
+#: The e2e tier's ``start_nodes`` fixture: ``await start_nodes(store_url=None, node_env=(), env=None)``.
+StartNodes = Callable[..., Awaitable[AppNodes]]
 
 
 class TcpProxy:

@@ -1,5 +1,5 @@
 """End-to-end fixtures shared by the tier: the database an app child process uses, a store on it, a
-logged-in call-taker, and Chromium for the browser tests.
+logged-in call-taker, Chromium for the browser tests, and two app nodes on PostgreSQL (``start_nodes``).
 
 Each module defines its own ``app`` fixture (the child process with the environment its tests need);
 ``store`` and ``taker`` use whichever ``app`` the module has.
@@ -8,16 +8,18 @@ Each module defines its own ``app`` fixture (the child process with the environm
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import aiohttp
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from callcenter.pbx.harness import TestPbx
 from callcenter.store import Store
 from callcenter.testing.app import AppProcess
 from callcenter.testing.fake_twilio import FakeTwilio
+from callcenter.testing.nodes import AppNodes, StartNodes
 from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.web import login_session, make_user
 
@@ -55,6 +57,32 @@ def db_url(tmp_path: Path, request: pytest.FixtureRequest) -> str:
         pg: ThrowawayPostgres = request.getfixturevalue("postgres")
         return pg.create_database(f"e2e_{uuid.uuid4().hex[:12]}")
     return f"sqlite+aiosqlite:///{tmp_path}/callcenter.db"
+
+
+@pytest.fixture
+async def start_nodes(
+    pbx: TestPbx, pbx_ports: dict[str, int], postgres: ThrowawayPostgres, tmp_path: Path
+) -> AsyncIterator[StartNodes]:
+    """``await start_nodes(store_url=None, node_env=(), env=None)``: two app nodes (docs/nodes.md) as processes
+    on a fresh database of the session's PostgreSQL (or on ``store_url``) and the session's PBX, whose
+    FastAGI list names both (``pbx_ports`` agi, agi2); started, one of them leading; stopped after.
+    ``env`` goes to both nodes, ``node_env[i]`` to node *i* (``callcenter.testing.nodes.AppNodes``)."""
+    started: list[AppNodes] = []
+
+    async def start(
+        store_url: str | None = None, node_env: Sequence[dict[str, str]] = (), env: dict[str, str] | None = None
+    ) -> AppNodes:
+        await pbx.await_idle(timeout=30)
+        url = store_url or postgres.create_database(f"nodes_{uuid.uuid4().hex[:12]}")
+        agi = [pbx_ports["agi"], pbx_ports["agi2"]]
+        nodes = AppNodes(pbx, url, tmp_path, agi, env=env, node_env=node_env)
+        started.append(nodes)
+        await nodes.start()
+        return nodes
+
+    yield start
+    for nodes in started:
+        await nodes.stop()
 
 
 @pytest.fixture

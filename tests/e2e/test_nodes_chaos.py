@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,8 @@ from callcenter.testing import sipp
 from callcenter.testing.app import AppProcess
 from callcenter.testing.browser import greeting_seconds
 from callcenter.testing.consoles import Console
-from callcenter.testing.nodes import AppNodes, TcpProxy, health
+from callcenter.testing.nodes import StartNodes, TcpProxy, health
 from callcenter.testing.pbxlog import fell_back, routed_marks
-from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.replication import ReplicatedPostgres
 from callcenter.testing.wait import until
 from callcenter.testing.web import DEFAULT_PASSWORD, SAMPLE_INTAKE, login_session, make_user
@@ -46,32 +44,6 @@ TAKEOVER_BOUND = 10.0
 #: One citizen every this many seconds; taker1 answers at once and ends each call after 1 s, so the queue
 #: stays short and every caller is answered.
 EVERY = 2.0
-
-StartNodes = Callable[..., Awaitable[AppNodes]]
-
-
-@pytest.fixture
-async def start_nodes(
-    pbx: TestPbx, pbx_ports: dict[str, int], postgres: ThrowawayPostgres, tmp_path: Path
-) -> AsyncIterator[StartNodes]:
-    """``await start_nodes(store_url=None, node_env=(), env=None)``: two app nodes on a fresh database of the session's
-    PostgreSQL (or on ``store_url``), on the session's PBX, started and one of them leading; stopped after."""
-    started: list[AppNodes] = []
-
-    async def start(
-        store_url: str | None = None, node_env: Sequence[dict[str, str]] = (), env: dict[str, str] | None = None
-    ) -> AppNodes:
-        await pbx.await_idle(timeout=30)
-        url = store_url or postgres.create_database(f"nodes_{uuid.uuid4().hex[:12]}")
-        agi = [pbx_ports["agi"], pbx_ports["agi2"]]
-        nodes = AppNodes(pbx, url, tmp_path, agi, env=env, node_env=node_env)
-        started.append(nodes)
-        await nodes.start()
-        return nodes
-
-    yield start
-    for nodes in started:
-        await nodes.stop()
 
 
 @pytest.fixture

@@ -7,9 +7,6 @@ from Asterisk itself (``QueueStatus``), not from the app.
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
-
 import pytest
 
 from callcenter.pbx.harness import TestPbx
@@ -18,24 +15,19 @@ from callcenter.store import Calls, Store
 from callcenter.store.reports import TAKEN, NewReport, Reports
 from callcenter.testing import sipp
 from callcenter.testing.ami import QueueProbe
-from callcenter.testing.nodes import AppNodes
-from callcenter.testing.postgres import ThrowawayPostgres
+from callcenter.testing.nodes import StartNodes
 from callcenter.testing.wait import until
 from callcenter.testing.web import make_user
 
 pytestmark = [pytest.mark.pbx, pytest.mark.postgres]
 
 
-async def test_a_report_is_placed_once_across_a_takeover(
-    pbx: TestPbx, pbx_ports: dict[str, int], postgres: ThrowawayPostgres, tmp_path: Path
-) -> None:
-    await pbx.await_idle(timeout=30)
-    url = postgres.create_database(f"reports_{uuid.uuid4().hex[:12]}")
-    nodes = AppNodes(pbx, url, tmp_path, [pbx_ports["agi"], pbx_ports["agi2"]])
+async def test_a_report_is_placed_once_across_a_takeover(start_nodes: StartNodes, pbx: TestPbx) -> None:
+    nodes = await start_nodes()
+    url = nodes[0].env["CALLCENTER_STORE_URL"]
     store = None
     taker = None
     try:
-        await nodes.start()
         leader = await nodes.leader()
         (survivor,) = nodes.others(leader)
         store = Store.from_url(url, retry_for=5)
@@ -78,7 +70,7 @@ async def test_a_report_is_placed_once_across_a_takeover(
     finally:
         if taker is not None:
             taker.kill()
-        await nodes.stop()
+        await nodes.stop()  # before the PBX goes idle (start_nodes would stop them only after)
         if store is not None:
             await store.close()
         await pbx.await_idle(timeout=30)
