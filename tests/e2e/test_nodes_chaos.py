@@ -44,6 +44,9 @@ TAKEOVER_BOUND = 10.0
 #: One citizen every this many seconds; taker1 answers at once and ends each call after 1 s, so the queue
 #: stays short and every caller is answered.
 EVERY = 2.0
+#: Citizens per test: 24 s of arrivals, so that several arrive after the takeover (or the cut) even on a
+#: loaded machine, where the first pops, the kill and the takeover take longer.
+CALLS = 12
 
 
 @pytest.fixture
@@ -135,7 +138,7 @@ async def test_leader_killed_survivor_routes_and_pops(start_nodes: StartNodes, p
     (survivor,) = nodes.others(leader)
     store = Store.from_url(leader.env["CALLCENTER_STORE_URL"], retry_for=10)
     try:
-        async with console_on(survivor, store) as pops, calls_arriving(pbx, count=9):
+        async with console_on(survivor, store) as pops, calls_arriving(pbx, count=CALLS):
             # Some calls with both nodes up, then the leader dies mid-stream.
             await until(lambda: len(pops.seen) >= 2, timeout=60, what="two pops before the kill")
             killed_at = time.time()
@@ -143,7 +146,7 @@ async def test_leader_killed_survivor_routes_and_pops(start_nodes: StartNodes, p
             await nodes.leader(timeout=TAKEOVER_BOUND, among=[survivor])
             led_at = time.time()
 
-        calls = await wait_calls(store, 9, status="completed")
+        calls = await wait_calls(store, CALLS, status="completed")
         # The survivor routed every call that arrived once it led; none fell back to the dialplan's
         # defaults; each of them popped on its console.
         after = [c for c in calls if c.arrived_at.timestamp() >= led_at]
@@ -169,7 +172,7 @@ async def test_one_nodes_ami_cut_the_other_carries_on(start_nodes: StartNodes, p
         cut, other = nodes[0], nodes[1]
         store = Store.from_url(other.env["CALLCENTER_STORE_URL"], retry_for=10)
         try:
-            async with console_on(other, store) as pops, calls_arriving(pbx, count=6):
+            async with console_on(other, store) as pops, calls_arriving(pbx, count=CALLS):
                 await until(lambda: len(pops.seen) >= 1, timeout=60, what="a pop before the cut")
                 await proxy.cut()
                 body: dict[str, Any] = {}
@@ -181,7 +184,7 @@ async def test_one_nodes_ami_cut_the_other_carries_on(start_nodes: StartNodes, p
                 await until(ami_down, timeout=10, what="the cut node sees its AMI link down")
                 cut_at = time.time()
 
-            calls = await wait_calls(store, 6, status="completed")
+            calls = await wait_calls(store, CALLS, status="completed")
             after = {c.uniqueid for c in calls if c.arrived_at.timestamp() >= cut_at}
             assert len(after) >= 2, [(c.uniqueid, c.arrived_at) for c in calls]
             assert after <= routed_by(other), (after - routed_by(other), other.log_tail())
