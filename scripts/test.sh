@@ -8,4 +8,5 @@ cd "$ROOT"
 echo "== ruff"; .venv/bin/ruff check callcenter tests bench
 echo "== mypy"; .venv/bin/mypy
 echo "== import layers"; .venv/bin/lint-imports
-echo "== pytest"; exec .venv/bin/python -m pytest -p no:cacheprovider -q "$@"
+# The slowest tests are listed at the end: where the run's time goes (CI must stay well inside its limit).
+echo "== pytest"; exec .venv/bin/python -m pytest -p no:cacheprovider -q --durations=15 "$@"

@@ -49,7 +49,7 @@ class Socket:
     session: str
 
 
-#: Check which sessions are still valid, given their keys (``Accounts.live_sessions``).
+#: Check which sessions are still valid, given their keys (``Accounts.sessions.live``: WebSessions).
 SessionCheck = Callable[[set[str]], Awaitable[set[str]]]
 #: Write the access trail for ``users`` reading these incidents before they are shown (``web/trail.py``);
 #: raises when it cannot, and then nothing is sent.
