@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.config import DispatchConfig
 from callcenter.dispatch.agencies import Agency, line_kind
 from callcenter.dispatch.prompts import briefing_text
-from callcenter.queue.ami import AmiClient, AmiError, match_reference, originate_outcome
+from callcenter.queue.ami import AmiClient, AmiError, channel_up, match_reference, originate_outcome
 from callcenter.store import Store, utcnow
 from callcenter.store.leadership import Deposed, check_term
 from callcenter.store.models import Dispatch, DispatchAttempt, Incident
@@ -50,8 +50,6 @@ ATTEMPT_SLACK = 90.0
 POLL = 1.0
 #: The reason of an attempt on an E.164 line when no Twilio line is configured: that line is skipped.
 NO_TWILIO = "no twilio line"
-#: ``CoreShowChannels`` state of a channel that is answered (``ChannelState: 6``, ``Up``).
-STATE_UP = "6"
 
 
 @runtime_checkable
@@ -229,7 +227,7 @@ class LineCalls:
         attempt = self._register(row.id, row.dispatch_id, agency, row.line, term)
         if channel is not None:
             attempt.channel = str(channel.get("Channel") or "") or None
-            attempt.answered = str(channel.get("ChannelState", "")) == STATE_UP
+            attempt.answered = channel_up(channel)
         elapsed = (utcnow() - row.started_at).total_seconds()
         limit = max(attempt_limit(agency, self.config) - elapsed, self.poll)
         log.info("dispatch.adopted", dispatch_id=row.dispatch_id, attempt_id=row.id, answered=attempt.answered)

@@ -122,6 +122,11 @@ class _Manager(Manager):  # type: ignore[misc]
         """Disabled: panoramisk's ping never looks at the answer; the supervisor's does."""
 
 
+def channel_up(channel: Message) -> bool:
+    """Whether a channel of :meth:`AmiClient.channels` is answered (``ChannelState: 6``, ``Up``)."""
+    return str(channel.get("ChannelState", "")) == "6"
+
+
 class AmiClient:
     def __init__(
         self,

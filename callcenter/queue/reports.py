@@ -221,9 +221,7 @@ class ReportQueue:
         return self._placements.setdefault(report_id, _Placement())
 
     async def _report_channels(self) -> set[int]:
-        found = await self.ami.action({"Action": "CoreShowChannels"}, as_list=True, timeout=10)
-        items = found if isinstance(found, list) else [found]
-        ids = (report_id_of(str(m.get("Uniqueid", ""))) for m in items if str(m.get("Event", "")) == "CoreShowChannel")
+        ids = (report_id_of(str(m.get("Uniqueid", ""))) for m in await self.ami.channels())
         return {r for r in ids if r is not None}
 
     async def _place(self, report: WaitingReport) -> bool:

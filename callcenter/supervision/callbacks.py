@@ -38,7 +38,7 @@ from panoramisk.message import Message
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.queue.ami import AmiClient, AmiError, match_reference, originate_outcome
+from callcenter.queue.ami import AmiClient, AmiError, channel_up, match_reference, originate_outcome
 from callcenter.store import Store, utcnow
 from callcenter.store.leadership import Deposed, Leadership, TermLoop, check_term
 from callcenter.store.models import Call, Callback
@@ -68,8 +68,6 @@ SIGNAL_TOPIC = "callback"
 CLAIM_POLL = 1.0
 #: The reason of a call-back a previous leader placed whose channel is gone when this one takes over.
 LOST = "lost with the previous leader"
-#: ``CoreShowChannels`` state of an answered channel (the call-taker picked up).
-STATE_UP = "6"
 
 
 class CallbackRefused(Exception):
@@ -276,7 +274,7 @@ class Callbacks:
                 await self.finish(cb.id, "answered", "bridged at takeover", term=term)
             else:
                 log.info("callback.adopted", callback_id=cb.id, term=term)
-                self._follow(cb.id, term, answered=str(channel.get("ChannelState", "")) == STATE_UP)
+                self._follow(cb.id, term, answered=channel_up(channel))
 
     async def _orphans(self, term: int | None) -> list[int]:
         """``calling`` call-backs placed by a term (a previous one, or this one) that nobody follows here."""
