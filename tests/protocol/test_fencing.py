@@ -34,7 +34,7 @@ from callcenter.supervision.ratings import Ratings
 from callcenter.testing.fake_ami import FakeAmi
 from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.wait import until
-from callcenter.testing.web import seed_dispatch, seed_incident
+from callcenter.testing.web import SAMPLE_INTAKE, seed_dispatch, seed_incident
 
 #: Quick leadership for tests: takeover in about 4 intervals.
 INTERVAL = 0.3
@@ -50,16 +50,6 @@ categories = ["fire"]
 answer_timeout = 10
 lines = ["PJSIP/damkar", "PJSIP/damkar-backup"]
 """
-INCIDENT = {
-    "reporter_name": "Made",
-    "callback_number": "+6281234567890",
-    "address": "Jl. Ngurah Rai 12, Negara",
-    "category": "fire",
-    "priority": "high",
-    "victims_count": 0,
-    "victims_condition": "",
-    "access_route": "",
-}
 
 
 class Node:
@@ -183,7 +173,7 @@ async def row(store: Store, model: type[Any], key: int) -> Any:
 
 
 async def new_dispatch(node: Node) -> int:
-    incident = await seed_incident(node.store, INCIDENT, None)
+    incident = await seed_incident(node.store, SAMPLE_INTAKE, None)
     [d] = await node.dispatcher.dispatch(incident.id, ["damkar"], user_id=None)
     return d.id
 
@@ -369,7 +359,7 @@ async def test_a_deposed_rating_trigger_writes_and_rings_nothing(fake_ami: FakeA
         await newer.start()
         assert newer.epoch is not None and old is not None and newer.epoch > old
         ratings = Ratings(node.store, node.ami, node._publish, lambda: None, public_url="")
-        incident = await seed_incident(node.store, INCIDENT, None)
+        incident = await seed_incident(node.store, SAMPLE_INTAKE, None)
         with pytest.raises(Deposed):
             await ratings.request(incident.id, via="sms", term=old)
         assert await rating_rows(node.store) == 0
@@ -396,7 +386,7 @@ async def test_a_row_of_this_term_left_calling_without_a_walk_is_walked_again(
     node = Node("one", f"sqlite+aiosqlite:///{tmp_path / 'heal.db'}", fake_ami, tmp_path / "node")
     await node.start()
     try:
-        incident = await seed_incident(node.store, INCIDENT, None)
+        incident = await seed_incident(node.store, SAMPLE_INTAKE, None)
         dispatch_id = await seed_dispatch(node.store, incident.id, "damkar")
 
         async def orphan(session: AsyncSession) -> None:

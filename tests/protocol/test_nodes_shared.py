@@ -24,23 +24,13 @@ from callcenter.store.models import Call, CallEvent
 from callcenter.testing.fake_ami import FakeAmi, agent_connect
 from callcenter.testing.postgres import ThrowawayPostgres
 from callcenter.testing.wait import until
-from callcenter.testing.web import AppClient, UserSession, make_user, seed_dispatch, seed_incident
+from callcenter.testing.web import SAMPLE_INTAKE, AppClient, UserSession, make_user, seed_dispatch, seed_incident
 from callcenter.web.hub import SESSION_ENDED
 from callcenter.web.keys import DISPATCHER, DISPATCHES, LEADERSHIP, LOCATIONS, NEWS, ROUTER, STORE
 from callcenter.web.news import LOCATION_TOPIC
 
 pytestmark = pytest.mark.postgres
 
-INCIDENT = {
-    "reporter_name": "Made",
-    "callback_number": "+6281234567890",
-    "address": "Jl. Ngurah Rai 12, Negara",
-    "category": "fire",
-    "priority": "high",
-    "victims_count": 0,
-    "victims_condition": "",
-    "access_route": "lewat pasar",
-}
 PRANKSTER = "+6281299990000"
 
 
@@ -95,7 +85,7 @@ async def test_officer_update_on_node_a_reaches_consoles_on_both_nodes_once(node
     taker = await make_user(store, "ayu", "calltaker", interface="PJSIP/taker1")
     supervisor = await make_user(store, "sri", "supervisor")
     officer = await make_user(store, "damkar1", "agency", agency="damkar")
-    incident = await seed_incident(store, INCIDENT, taker.id)
+    incident = await seed_incident(store, SAMPLE_INTAKE, taker.id)
     dispatch_id = await seed_dispatch(store, incident.id, "damkar", status="accepted")
 
     on_b = await (await nodes.as_user(nodes.b, supervisor)).ws()
@@ -231,7 +221,7 @@ async def test_a_node_whose_listener_was_cut_tells_its_consoles_to_reread(
     store = nodes.store
     supervisor = await make_user(store, "sri", "supervisor")
     taker = await make_user(store, "ayu", "calltaker", interface="PJSIP/taker1")
-    incident = await seed_incident(store, INCIDENT, taker.id)
+    incident = await seed_incident(store, SAMPLE_INTAKE, taker.id)
     dispatch_id = await seed_dispatch(store, incident.id, "damkar", status="accepted")
     on_b = await (await nodes.as_user(nodes.b, supervisor)).ws()
     signals = nodes.b.app[STORE].signals
@@ -270,7 +260,7 @@ async def test_ami_driven_pops_and_member_states_reach_each_node_once(nodes: Nod
 async def test_a_burst_of_changes_ends_with_the_latest_state_on_every_console(nodes: Nodes) -> None:
     store = nodes.store
     taker = await make_user(store, "ayu", "calltaker", interface="PJSIP/taker1")
-    incident = await seed_incident(store, INCIDENT, taker.id)
+    incident = await seed_incident(store, SAMPLE_INTAKE, taker.id)
     dispatch_id = await seed_dispatch(store, incident.id, "damkar", status="accepted")
     consoles = [await (await nodes.as_user(node, taker)).ws() for node in (nodes.a, nodes.b)]
     for status in ("dispatched", "en_route", "on_scene"):
@@ -312,7 +302,7 @@ async def test_a_service_level_breach_announced_by_the_leader_reaches_the_other_
     """The timer runs on the leader only; the breach is on every centre console, read from the incident."""
     taker = await make_user(nodes.store, "ayu", "calltaker", interface="PJSIP/taker1")
     due = utcnow().replace(microsecond=0)
-    incident = await seed_incident(nodes.store, INCIDENT, taker.id, sla_due_at=due, sla_breached_at=utcnow())
+    incident = await seed_incident(nodes.store, SAMPLE_INTAKE, taker.id, sla_due_at=due, sla_breached_at=utcnow())
     consoles = [await (await nodes.as_user(node, taker)).ws() for node in (nodes.a, nodes.b)]
     breach = {"type": "sla_breach", "incident_id": incident.id, "reference": "stale", "category": "x", "due_at": ""}
     nodes.a.app[NEWS].publish(breach, roles=("calltaker", "supervisor"))
@@ -333,7 +323,7 @@ async def test_a_dispatch_requested_on_the_follower_wakes_the_leader_at_once(nod
         if loop is not None:
             loop.poll = 120.0
     await asyncio.sleep(1.5)  # the loop's current wait (the old poll) ends; from now on it waits 120 s
-    incident = await seed_incident(nodes.store, INCIDENT, None)
+    incident = await seed_incident(nodes.store, SAMPLE_INTAKE, None)
     nodes.fake.actions.clear()
     await follower.app[DISPATCHER].dispatch(incident.id, ["damkar"], user_id=None)
 
