@@ -36,6 +36,8 @@ import structlog
 from sqlalchemy import NullPool, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from callcenter.tasks import Background
+
 log = structlog.get_logger("callcenter.signals")
 
 #: The one ``LISTEN``/``NOTIFY`` channel of the app.
@@ -81,9 +83,10 @@ class Signals:
         #: Times the listening connection came (back) up; each one is followed by an :data:`ALL` round.
         self.connects = 0
         self._handlers: dict[str, list[Handler]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Subscribers' coroutines running now.
+        self._tasks = Background()
         #: Notifications on their way (``changed`` does not wait for them).
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending = Background()
         #: Seconds a notification keeps being retried through a database hiccup.
         self.notify_for = NOTIFY_FOR
         self._listener: asyncio.Task[None] | None = None
@@ -114,9 +117,7 @@ class Signals:
         if len(payload.encode()) > MAX_PAYLOAD:
             log.warning("signals.payload_too_long", topic=topic)
             return
-        task = asyncio.create_task(self._notify(topic, payload), name=f"signal-notify-{topic}")
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._sending.spawn(self._notify(topic, payload), name=f"signal-notify-{topic}")
 
     async def _notify(self, topic: str, payload: str) -> None:
         loop = asyncio.get_running_loop()
@@ -164,9 +165,7 @@ class Signals:
             except Exception:
                 log.exception("signals.handler_failed", topic=topic)
 
-        task = asyncio.create_task(run(), name=f"signal-{topic}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(run(), name=f"signal-{topic}")
 
     def everything_changed(self) -> None:
         """Call every subscriber with :data:`ALL` (after the listening connection came back)."""
@@ -175,8 +174,7 @@ class Signals:
 
     async def settle(self) -> None:
         """Wait for the subscribers' running coroutines (tests; shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.settle()
 
     # -- the listening connection -------------------------------------------------------------------
 
@@ -186,25 +184,20 @@ class Signals:
 
     async def sent(self) -> None:
         """Wait until the notifications on their way are sent (or given up)."""
-        while self._sending:
-            await asyncio.gather(*list(self._sending), return_exceptions=True)
+        await self._sending.settle()
 
     async def stop(self) -> None:
         """Stop listening; notifications still on their way get a moment to go out (shutdown announces)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.0):
                 await self.sent()
-        for task in list(self._sending):
-            task.cancel()
-        await asyncio.gather(*list(self._sending), return_exceptions=True)
+        await self._sending.cancel()
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.cancel()
 
     async def _listen_forever(self) -> None:
         settings = {"application_name": f"callcenter-signals {self.node}"[:63]}

@@ -18,7 +18,6 @@ Messages of other kinds (queue, presence alerts from AMI) stay on the node that 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
@@ -36,6 +35,7 @@ from callcenter.store.signals import ALL
 from callcenter.supervision.callbacks import SIGNAL_TOPIC as CALLBACK_TOPIC
 from callcenter.supervision.callbacks import callback_json
 from callcenter.supervision.ratings import rating_json
+from callcenter.tasks import Background
 from callcenter.web.hub import LiveHub
 
 log = structlog.get_logger("callcenter.web.news")
@@ -72,7 +72,8 @@ class LiveNews:
         #: Reads a stored login-attack report by key (the shared login guard's), None without one.
         self.login_attack = login_attack
         self.signals = store.signals
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Announcements on their way (``announce`` does not wait for them).
+        self._tasks = Background()
         #: (topic, key) being re-read now → whether another change came meanwhile (read again after).
         self._reading: dict[tuple[str, str], bool] = {}
         readers: dict[str, Callable[[str], Coroutine[Any, Any, None]]] = {
@@ -94,7 +95,7 @@ class LiveNews:
         for undo in self._unsubscribe:
             undo()
         self._unsubscribe = []
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.settle()
 
     # -- announcing ---------------------------------------------------------------------------------
 
@@ -117,12 +118,7 @@ class LiveNews:
 
     def announce(self, topic: str, key: object) -> None:
         """``topic``/``key`` was committed: tell every node (this one at once), without waiting."""
-        self._spawn(self.signals.changed(topic, key))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro, name="news-announce")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self.signals.changed(topic, key), name="news-announce")
 
     # -- re-reading ---------------------------------------------------------------------------------
 
